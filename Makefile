@@ -1,0 +1,34 @@
+# SPDX-License-Identifier: Apache-2.0
+# Thin wrapper over Meson: `make` builds into ./bin, `make up` starts the all-in-one cloud,
+# `make test` runs every test (unit, ASan+UBSan, fuzz, integration) and prints `N passed, N failed`.
+BUILD    ?= build
+DATA_DIR ?= ./var
+BINS      = sov sov-demo
+
+.PHONY: all bootstrap up down test bench fmt clean
+
+all: bootstrap
+	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=debugoptimized >/dev/null
+	ninja -C $(BUILD)
+	@mkdir -p bin && for b in $(BINS); do install -m 0755 $$(find $(BUILD)/src -type f -name $$b -perm -u+x | head -n1) bin/$$b; done
+
+bootstrap:
+	@scripts/bootstrap
+
+up: all
+	./bin/sov up --data-dir $(DATA_DIR)
+
+down:
+	./bin/sov down --data-dir $(DATA_DIR)
+
+test: all
+	@scripts/run-tests
+
+bench: all
+	bench/http.sh
+
+fmt:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-fuzz bin

@@ -1,0 +1,344 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Worker threads with a loop each, signals on the main loop, pid files. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "sov/daemon.h"
+#include "sov/http.h"
+#include "sov/macro.h"
+
+typedef struct Broadcast {
+    struct Broadcast *next;
+    void (*fn)(void *state, void *arg);
+    void *arg;
+} Broadcast;
+
+typedef struct Worker {
+    SovWorkers *w;
+    unsigned idx;
+    pthread_t thread;
+    uv_loop_t loop;
+    uv_async_t async;
+    uv_sem_t ready;
+    void *state;
+    bool stop_requested;
+    bool stopped;
+    pthread_mutex_t lock;
+    Broadcast *pending;
+} Worker;
+
+struct SovWorkers {
+    unsigned n;
+    SovWorkerStart start;
+    SovWorkerStop stop;
+    SovWorkerFree fr;
+    void *ud;
+    Worker *workers;
+};
+
+static void on_async(uv_async_t *a)
+{
+    Worker *wk = a->data;
+    Broadcast *b;
+    bool stop;
+
+    pthread_mutex_lock(&wk->lock);
+    b = wk->pending;
+    wk->pending = NULL;
+    stop = wk->stop_requested && !wk->stopped;
+    if (stop)
+        wk->stopped = true;
+    pthread_mutex_unlock(&wk->lock);
+    while (b) {
+        Broadcast *next = b->next;
+        b->fn(wk->state, b->arg);
+        free(b);
+        b = next;
+    }
+    if (stop) {
+        uv_close((uv_handle_t *)&wk->async, NULL);
+        if (wk->w->stop)
+            wk->w->stop(&wk->loop, wk->state, wk->w->ud);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    Worker *wk = arg;
+
+    uv_loop_init(&wk->loop);
+    uv_async_init(&wk->loop, &wk->async, on_async);
+    wk->async.data = wk;
+    wk->state = wk->w->start(&wk->loop, wk->idx, wk->w->ud);
+    uv_sem_post(&wk->ready);
+    uv_run(&wk->loop, UV_RUN_DEFAULT);
+    if (wk->w->fr)
+        wk->w->fr(wk->state, wk->w->ud);
+    uv_loop_close(&wk->loop);
+    return NULL;
+}
+
+int sov_workers_start(unsigned n, SovWorkerStart start, SovWorkerStop stop, SovWorkerFree fr,
+                      void *ud, SovWorkers **ret)
+{
+    SovWorkers *w = calloc(1, sizeof(*w));
+
+    if (!w || n == 0) {
+        free(w);
+        return -EINVAL;
+    }
+    w->workers = calloc(n, sizeof(Worker));
+    if (!w->workers) {
+        free(w);
+        return -ENOMEM;
+    }
+    *w = (SovWorkers){ .n = n, .start = start, .stop = stop, .fr = fr, .ud = ud,
+                       .workers = w->workers };
+    for (unsigned i = 0; i < n; i++) {
+        Worker *wk = &w->workers[i];
+        wk->w = w;
+        wk->idx = i;
+        pthread_mutex_init(&wk->lock, NULL);
+        uv_sem_init(&wk->ready, 0);
+        if (pthread_create(&wk->thread, NULL, worker_main, wk) != 0) {
+            w->n = i;
+            sov_workers_stop(w);
+            return -EAGAIN;
+        }
+        uv_sem_wait(&wk->ready);
+    }
+    *ret = w;
+    return 0;
+}
+
+void sov_workers_broadcast(SovWorkers *w, void (*fn)(void *state, void *arg), void *arg)
+{
+    for (unsigned i = 0; i < w->n; i++) {
+        Worker *wk = &w->workers[i];
+        Broadcast *b = calloc(1, sizeof(*b));
+        if (!b)
+            continue;
+        b->fn = fn;
+        b->arg = arg;
+        pthread_mutex_lock(&wk->lock);
+        if (wk->stopped) {
+            free(b);
+        } else {
+            b->next = wk->pending;
+            wk->pending = b;
+            uv_async_send(&wk->async);
+        }
+        pthread_mutex_unlock(&wk->lock);
+    }
+}
+
+void sov_workers_stop(SovWorkers *w)
+{
+    if (!w)
+        return;
+    for (unsigned i = 0; i < w->n; i++) {
+        Worker *wk = &w->workers[i];
+        pthread_mutex_lock(&wk->lock);
+        if (!wk->stopped) {
+            wk->stop_requested = true;
+            uv_async_send(&wk->async);
+        }
+        pthread_mutex_unlock(&wk->lock);
+    }
+    for (unsigned i = 0; i < w->n; i++) {
+        pthread_join(w->workers[i].thread, NULL);
+        uv_sem_destroy(&w->workers[i].ready);
+        pthread_mutex_destroy(&w->workers[i].lock);
+    }
+    free(w->workers);
+    free(w);
+}
+
+struct SovSignals {
+    uv_signal_t term, intr, hup;
+    void (*on_term)(int sig, void *ud);
+    void (*on_hup)(void *ud);
+    void *ud;
+    int open;
+};
+
+static void on_signal(uv_signal_t *h, int sig)
+{
+    SovSignals *s = h->data;
+    if (sig == SIGHUP) {
+        if (s->on_hup)
+            s->on_hup(s->ud);
+    } else if (s->on_term) {
+        s->on_term(sig, s->ud);
+    }
+}
+
+SovSignals *sov_signals_install(uv_loop_t *loop, void (*on_term)(int sig, void *ud),
+                                void (*on_hup)(void *ud), void *ud)
+{
+    SovSignals *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    signal(SIGPIPE, SIG_IGN);
+    s->on_term = on_term;
+    s->on_hup = on_hup;
+    s->ud = ud;
+    uv_signal_t *hs[] = { &s->term, &s->intr, &s->hup };
+    int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(loop, hs[i]);
+        hs[i]->data = s;
+        uv_signal_start(hs[i], on_signal, sigs[i]);
+    }
+    return s;
+}
+
+static void signals_closed(uv_handle_t *h)
+{
+    SovSignals *s = h->data;
+    if (--s->open == 0)
+        free(s);
+}
+
+void sov_signals_close(SovSignals *s)
+{
+    if (!s)
+        return;
+    s->open = 3;
+    uv_close((uv_handle_t *)&s->term, signals_closed);
+    uv_close((uv_handle_t *)&s->intr, signals_closed);
+    uv_close((uv_handle_t *)&s->hup, signals_closed);
+}
+
+int sov_pidfile_write(const char *path)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    return sov_write_file_atomic(path, buf, (size_t)n);
+}
+
+unsigned sov_cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+int sov_parse_hostport(const char *s, char *host, size_t n, int *ret_port)
+{
+    const char *colon;
+    size_t hl;
+    char *end;
+    long port;
+
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':')
+            return -EINVAL;
+        hl = (size_t)(rb - s - 1);
+        s++;
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return -EINVAL;
+        hl = (size_t)(colon - s);
+    }
+    if (hl == 0 || hl >= n)
+        return -EINVAL;
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || port < 0 || port > 65535)
+        return -EINVAL;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    *ret_port = (int)port;
+    return 0;
+}
+
+static void usage(const char *name)
+{
+    printf("Usage: %s [--config FILE] [--listen HOST:PORT] [--pidfile FILE] [--port-file FILE]\n"
+           "       %s --print-sample-config | --check-config [--config FILE]\n",
+           name, name);
+}
+
+int sov_daemon_parse_args(int argc, char **argv, const char *name, SovDaemonArgs *ret)
+{
+    SovDaemonArgs a = { 0 };
+
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        const char **dst = NULL;
+        if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
+            usage(name);
+            return 1;
+        } else if (strcmp(o, "--print-sample-config") == 0) {
+            a.print_config = true;
+            continue;
+        } else if (strcmp(o, "--check-config") == 0) {
+            a.check_config = true;
+            continue;
+        } else if (strcmp(o, "--config") == 0) {
+            dst = &a.config;
+        } else if (strcmp(o, "--listen") == 0) {
+            dst = &a.listen;
+        } else if (strcmp(o, "--pidfile") == 0) {
+            dst = &a.pidfile;
+        } else if (strcmp(o, "--port-file") == 0) {
+            dst = &a.port_file;
+        } else {
+            fprintf(stderr, "%s: unknown option '%s'\n", name, o);
+            usage(name);
+            return -EINVAL;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "%s: %s needs a value\n", name, o);
+            return -EINVAL;
+        }
+        *dst = argv[++i];
+    }
+    *ret = a;
+    return 0;
+}
+
+int sov_write_file_atomic(const char *path, const char *data, size_t len)
+{
+    char tmp[4096];
+    int fd, r = 0;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+        return -ENAMETOOLONG;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    if (write(fd, data, len) != (ssize_t)len)
+        r = errno ? -errno : -EIO;
+    else if (fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    if (r == 0 && rename(tmp, path) < 0)
+        r = -errno;
+    if (r < 0)
+        unlink(tmp);
+    return r;
+}
+
+void sov_http_limits_from_conf(const SovHttpLimitsConf *c, SovHttpLimits *l)
+{
+    sov_http_limits_default(l);
+    l->max_header_bytes = (uint32_t)c->max_header_bytes_;
+    l->max_headers = (uint32_t)c->max_headers_;
+    l->max_url = (uint32_t)c->max_url_;
+    l->max_body = c->max_body;
+    l->max_buffered_body = c->max_buffered_body;
+    l->header_timeout_ms = (uint32_t)c->header_timeout_ms_;
+    l->body_timeout_ms = (uint32_t)c->body_timeout_ms_;
+    l->idle_timeout_ms = (uint32_t)c->idle_timeout_ms_;
+    l->max_connections = (uint32_t)c->max_connections_;
+    l->shutdown_grace_ms = (uint32_t)c->shutdown_grace_ms_;
+}
