@@ -41,7 +41,7 @@ int sov_str_to_u64(SovStr s, uint64_t *ret)
 
 void sov_buf_init(SovBuf *b, size_t max)
 {
-    *b = (SovBuf){ .max = max };
+    *b = (SovBuf){.max = max};
 }
 
 void sov_buf_release(SovBuf *b)
@@ -166,7 +166,7 @@ char *sov_buf_steal(SovBuf *b)
     char *p = b->ptr;
     if (!p)
         p = calloc(1, 1);
-    *b = (SovBuf){ .max = b->max };
+    *b = (SovBuf){.max = b->max};
     return p;
 }
 
@@ -181,7 +181,7 @@ struct SovArenaBlock {
 
 void sov_arena_init(SovArena *a, size_t max)
 {
-    *a = (SovArena){ .max = max };
+    *a = (SovArena){.max = max};
 }
 
 void *sov_arena_alloc(SovArena *a, size_t n)

@@ -16,8 +16,8 @@ typedef struct ConfCtx {
     SovBuf *err;
     const char *name;
     int failed;
-    int lineno;        /* line the reader handed to inih last */
-    const char *next;  /* unread rest of the text */
+    int lineno;       /* line the reader handed to inih last */
+    const char *next; /* unread rest of the text */
 } ConfCtx;
 
 #define CONF_MAX_FILE (1024 * 1024)
@@ -42,12 +42,30 @@ static int parse_number(const char *s, SovConfType type, int64_t *ret)
         return -EINVAL;
     if (type == SOV_CONF_SIZE) {
         switch (*end) {
-        case '\0': break;
-        case 'k': case 'K': mult = 1024.0L; end++; break;
-        case 'm': case 'M': mult = 1024.0L * 1024; end++; break;
-        case 'g': case 'G': mult = 1024.0L * 1024 * 1024; end++; break;
-        case 't': case 'T': mult = 1024.0L * 1024 * 1024 * 1024; end++; break;
-        default: return -EINVAL;
+        case '\0':
+            break;
+        case 'k':
+        case 'K':
+            mult = 1024.0L;
+            end++;
+            break;
+        case 'm':
+        case 'M':
+            mult = 1024.0L * 1024;
+            end++;
+            break;
+        case 'g':
+        case 'G':
+            mult = 1024.0L * 1024 * 1024;
+            end++;
+            break;
+        case 't':
+        case 'T':
+            mult = 1024.0L * 1024 * 1024 * 1024;
+            end++;
+            break;
+        default:
+            return -EINVAL;
         }
         /* Accept K, Ki, KiB and KB alike: all are powers of 1024 here. */
         if (mult > 1 && *end == 'i')
@@ -73,7 +91,8 @@ static int parse_number(const char *s, SovConfType type, int64_t *ret)
     }
     if (*end != '\0')
         return -EINVAL;
-    if ((long double)v * mult > (long double)INT64_MAX || (long double)v * mult < (long double)INT64_MIN)
+    if ((long double)v * mult > (long double)INT64_MAX ||
+        (long double)v * mult < (long double)INT64_MIN)
         return -ERANGE;
     *ret = (int64_t)((long double)v * mult);
     return 0;
@@ -96,8 +115,8 @@ int sov_conf_parse_value(const SovConfField *f, const char *value, void *cfg)
         return 0;
     }
     case SOV_CONF_BOOL: {
-        static const char *const yes[] = { "true", "yes", "on", "1" };
-        static const char *const no[] = { "false", "no", "off", "0" };
+        static const char *const yes[] = {"true", "yes", "on", "1"};
+        static const char *const no[] = {"false", "no", "off", "0"};
         for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
             if (strcasecmp(value, yes[i]) == 0) {
                 *(bool *)dst = true;
@@ -130,9 +149,12 @@ int sov_conf_parse_value(const SovConfField *f, const char *value, void *cfg)
 static const char *reason(int r)
 {
     switch (r) {
-    case -ERANGE: return "value out of range";
-    case -E2BIG: return "value too long";
-    default: return "malformed value";
+    case -ERANGE:
+        return "value out of range";
+    case -E2BIG:
+        return "value too long";
+    default:
+        return "malformed value";
     }
 }
 
@@ -230,7 +252,8 @@ static int finish(ConfCtx *c, int r)
 int sov_conf_load_string(const SovConfField *fields, size_t n, void *cfg, const char *text,
                          SovBuf *err)
 {
-    ConfCtx c = { .fields = fields, .n = n, .cfg = cfg, .err = err, .name = "<string>", .next = text };
+    ConfCtx c = {
+        .fields = fields, .n = n, .cfg = cfg, .err = err, .name = "<string>", .next = text};
     int r = apply_defaults(fields, n, cfg, err);
 
     if (r < 0)
@@ -240,7 +263,7 @@ int sov_conf_load_string(const SovConfField *fields, size_t n, void *cfg, const 
 
 int sov_conf_load(const SovConfField *fields, size_t n, void *cfg, const char *path, SovBuf *err)
 {
-    ConfCtx c = { .fields = fields, .n = n, .cfg = cfg, .err = err, .name = path };
+    ConfCtx c = {.fields = fields, .n = n, .cfg = cfg, .err = err, .name = path};
     SovBuf text;
     FILE *f;
     char chunk[4096];
@@ -274,8 +297,8 @@ int sov_conf_write_sample(const SovConfField *fields, size_t n, const char *titl
 {
     const char *section = NULL;
 
-    sov_buf_printf(out, "# %s\n# Every key is shown with its built-in default; uncomment to change.\n",
-                   title);
+    sov_buf_printf(
+        out, "# %s\n# Every key is shown with its built-in default; uncomment to change.\n", title);
     for (size_t i = 0; i < n; i++) {
         const SovConfField *f = &fields[i];
         if (!section || strcmp(section, f->section) != 0) {

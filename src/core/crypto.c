@@ -100,8 +100,7 @@ static int cipher_run(const EVP_CIPHER *cipher, bool enc, const uint8_t *key, co
         goto out;
     if (n && EVP_CipherUpdate(ctx, out, &len, in, (int)n) != 1)
         goto out;
-    if (tag && !enc &&
-        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, SOV_GCM_TAG_LEN, tag) != 1)
+    if (tag && !enc && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, SOV_GCM_TAG_LEN, tag) != 1)
         goto out;
     if (EVP_CipherFinal_ex(ctx, fin, &len) != 1) {
         r = tag ? -EBADMSG : -EIO;
@@ -134,7 +133,7 @@ int sov_aes256_gcm_decrypt(const uint8_t key[SOV_GCM_KEY_LEN], const uint8_t iv[
 static int xts_run(bool enc, const uint8_t *key, uint64_t sector, const void *in, size_t n,
                    void *out)
 {
-    uint8_t tweak[16] = { 0 };
+    uint8_t tweak[16] = {0};
 
     if (n < 16)
         return -EINVAL;

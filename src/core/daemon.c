@@ -97,8 +97,8 @@ int sov_workers_start(unsigned n, SovWorkerStart start, SovWorkerStop stop, SovW
         free(w);
         return -ENOMEM;
     }
-    *w = (SovWorkers){ .n = n, .start = start, .stop = stop, .fr = fr, .ud = ud,
-                       .workers = w->workers };
+    *w = (SovWorkers){
+        .n = n, .start = start, .stop = stop, .fr = fr, .ud = ud, .workers = w->workers};
     for (unsigned i = 0; i < n; i++) {
         Worker *wk = &w->workers[i];
         wk->w = w;
@@ -188,8 +188,8 @@ SovSignals *sov_signals_install(uv_loop_t *loop, void (*on_term)(int sig, void *
     s->on_term = on_term;
     s->on_hup = on_hup;
     s->ud = ud;
-    uv_signal_t *hs[] = { &s->term, &s->intr, &s->hup };
-    int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+    uv_signal_t *hs[] = {&s->term, &s->intr, &s->hup};
+    int sigs[] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
         uv_signal_init(loop, hs[i]);
         hs[i]->data = s;
@@ -269,7 +269,7 @@ static void usage(const char *name)
 
 int sov_daemon_parse_args(int argc, char **argv, const char *name, SovDaemonArgs *ret)
 {
-    SovDaemonArgs a = { 0 };
+    SovDaemonArgs a = {0};
 
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];

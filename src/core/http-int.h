@@ -8,7 +8,7 @@
 #include "sov/http.h"
 #include "sov/metrics.h"
 
-#define ROUTE_MAX_PARAMS  8
+#define ROUTE_MAX_PARAMS   8
 #define ROUTE_STATUS_SLOTS 24
 
 typedef struct Route Route;

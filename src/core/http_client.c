@@ -8,8 +8,8 @@
 
 #include "http-int.h"
 
-#define CLIENT_MAX_HEAD  (16 * 1024)
-#define CLIENT_MAX_HDRS  100
+#define CLIENT_MAX_HEAD (16 * 1024)
+#define CLIENT_MAX_HDRS 100
 
 struct SovHttpClientReq {
     uv_loop_t *loop;
@@ -130,8 +130,8 @@ SovStr sov_http_client_resp_header(const SovHttpClientReq *r, const char *name)
 {
     SovStr n = sov_str(name);
     for (unsigned i = 0; i < r->nhdrs; i++)
-        if (sov_str_eq_ci((SovStr){ r->head.ptr + r->name_off[i], r->name_len[i] }, n))
-            return (SovStr){ r->head.ptr + r->val_off[i], r->val_len[i] };
+        if (sov_str_eq_ci((SovStr){r->head.ptr + r->name_off[i], r->name_len[i]}, n))
+            return (SovStr){r->head.ptr + r->val_off[i], r->val_len[i]};
     return SOV_STR_NULL;
 }
 
@@ -224,7 +224,7 @@ int sov_http_client_request(uv_loop_t *loop, const char *host, int port, const c
                             unsigned timeout_ms, const SovHttpClientCallbacks *cb, void *ud)
 {
     SovHttpClientReq *r = calloc(1, sizeof(*r));
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     char portstr[16];
     int e;
 
@@ -281,18 +281,19 @@ static void f_done(SovHttpClientReq *r, int err, void *ud)
     ((FetchCtx *)ud)->err = err;
 }
 
-int sov_http_fetch(const char *host, int port, const char *method, const char *target,
-                   SovStr body, unsigned timeout_ms, int *ret_status, SovBuf *ret_body)
+int sov_http_fetch(const char *host, int port, const char *method, const char *target, SovStr body,
+                   unsigned timeout_ms, int *ret_status, SovBuf *ret_body)
 {
-    static const SovHttpClientCallbacks cbs = { f_headers, f_body, f_done };
-    FetchCtx f = { .body = ret_body };
+    static const SovHttpClientCallbacks cbs = {f_headers, f_body, f_done};
+    FetchCtx f = {.body = ret_body};
     uv_loop_t loop;
     int r;
 
     r = uv_loop_init(&loop);
     if (r < 0)
         return r;
-    r = sov_http_client_request(&loop, host, port, method, target, NULL, body, timeout_ms, &cbs, &f);
+    r = sov_http_client_request(&loop, host, port, method, target, NULL, body, timeout_ms, &cbs,
+                                &f);
     if (r >= 0)
         uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);

@@ -20,10 +20,10 @@
 #include "sov/crypto.h"
 #include "sov/log.h"
 
-#define READ_BUF_SIZE    (64 * 1024)
-#define DISCARD_BUDGET   (1024 * 1024) /* body bytes we read and drop to keep a connection */
-#define LINGER_MS        2000
-#define SWEEP_MS         250
+#define READ_BUF_SIZE  (64 * 1024)
+#define DISCARD_BUDGET (1024 * 1024) /* body bytes we read and drop to keep a connection */
+#define LINGER_MS      2000
+#define SWEEP_MS       250
 
 typedef enum ConnEvent { EV_NONE, EV_HEADERS, EV_MESSAGE, EV_BODY_PAUSE, EV_STOP } ConnEvent;
 typedef enum Deadline { DL_NONE, DL_IDLE, DL_HEADER, DL_BODY, DL_WRITE, DL_LINGER } Deadline;
@@ -46,6 +46,7 @@ struct SovHttpReq {
     uint32_t nhdrs;
     uint32_t url_len;
     bool in_field;
+    bool val_at_end; /* the last value span ended where the parser's input ended */
     SovStr method;
     uint8_t http_minor;
     int64_t content_length;
@@ -90,11 +91,12 @@ struct HttpConn {
     ConnEvent event;
     int err_status;
     const char *err_msg;
-    bool reading, closing, close_after_write, in_process, blocked, kicked, lingering,
-        shut_down, headers_pending, resumed;
+    bool reading, closing, close_after_write, in_process, blocked, kicked, lingering, shut_down,
+        headers_pending, resumed;
     Deadline dl;
     uint64_t deadline;
-    uint64_t gen; /* counts ended requests: tells callers their request ended under them */
+    const char *exec_end; /* end of the bytes handed to llhttp_execute */
+    uint64_t gen;         /* counts ended requests: tells callers their request ended under them */
 };
 
 struct SovHttpServer {
@@ -148,43 +150,80 @@ void sov_http_limits_default(SovHttpLimits *l)
 const char *sov_http_status_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 300: return "Multiple Choices";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    case 507: return "Insufficient Storage";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 300:
+        return "Multiple Choices";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    case 507:
+        return "Insufficient Storage";
+    default:
+        return "Unknown";
     }
 }
 
@@ -228,8 +267,14 @@ static void req_reset(SovHttpReq *req)
     sov_buf_reset(&body);
     sov_buf_reset(&rh);
     sov_arena_reset(&arena);
-    *req = (SovHttpReq){ .conn = c, .srv = s, .refs = 1, .hdrs = hdrs, .head = head,
-                         .body = body, .resp_headers = rh, .arena = arena };
+    *req = (SovHttpReq){.conn = c,
+                        .srv = s,
+                        .refs = 1,
+                        .hdrs = hdrs,
+                        .head = head,
+                        .body = body,
+                        .resp_headers = rh,
+                        .arena = arena};
 }
 
 static void req_free(SovHttpReq *req)
@@ -260,7 +305,7 @@ bool sov_http_req_is_closed(const SovHttpReq *req)
 
 static SovStr head_str(const SovHttpReq *req, uint32_t off, uint32_t len)
 {
-    return (SovStr){ req->head.ptr + off, len };
+    return (SovStr){req->head.ptr + off, len};
 }
 
 SovStr sov_http_req_method(const SovHttpReq *req)
@@ -287,8 +332,8 @@ SovStr sov_http_req_query(const SovHttpReq *req)
     SovStr t = sov_http_req_target(req);
     const char *q = t.len ? memchr(t.ptr, '?', t.len) : NULL;
     if (!q)
-        return (SovStr){ t.ptr, 0 };
-    return (SovStr){ q + 1, t.len - (size_t)(q + 1 - t.ptr) };
+        return (SovStr){t.ptr, 0};
+    return (SovStr){q + 1, t.len - (size_t)(q + 1 - t.ptr)};
 }
 
 SovStr sov_http_req_header(const SovHttpReq *req, const char *name)
@@ -425,7 +470,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
     if (!req->in_field) {
         if (req->nhdrs >= c->srv->cfg.limits.max_headers)
             return fail(c, 431, "too many header fields");
-        req->hdrs[req->nhdrs++] = (HdrRef){ .name_off = (uint32_t)req->head.len };
+        req->hdrs[req->nhdrs++] = (HdrRef){.name_off = (uint32_t)req->head.len};
         req->in_field = true;
     }
     if (sov_buf_append(&req->head, at, n) < 0)
@@ -443,7 +488,12 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
     if (req->in_field) {
         req->in_field = false;
         h->val_off = (uint32_t)req->head.len;
+    } else if (!req->val_at_end) {
+        /* A second span of one value that is not a read boundary: llhttp unfolded an obsolete
+         * line fold. RFC 9112 lets a server refuse those, and we do. */
+        return fail(c, 400, "obsolete line folding is not allowed");
     }
+    req->val_at_end = at + n == c->exec_end;
     if (sov_buf_append(&req->head, at, n) < 0)
         return fail(c, 431, "request header fields too large");
     h->val_len += (uint32_t)n;
@@ -464,6 +514,20 @@ static int on_headers_complete(llhttp_t *p)
                               req->head.ptr[h->val_off + h->val_len - 1] == '\t'))
             h->val_len--;
     }
+    /* RFC 9112: no whitespace between a field name and its colon, and no CR/LF inside a value
+     * (obsolete line folding is refused rather than unfolded). llhttp 8 lets both through. */
+    for (uint32_t i = 0; i < req->nhdrs; i++) {
+        const HdrRef *h = &req->hdrs[i];
+        for (uint32_t k = 0; k < h->name_len; k++) {
+            unsigned char ch = (unsigned char)req->head.ptr[h->name_off + k];
+            if (ch <= ' ' || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch))
+                return fail(c, 400, "invalid header field name");
+        }
+        if (memchr(req->head.ptr + h->val_off, '\r', h->val_len) ||
+            memchr(req->head.ptr + h->val_off, '\n', h->val_len) ||
+            memchr(req->head.ptr + h->val_off, '\0', h->val_len))
+            return fail(c, 400, "invalid header field value");
+    }
     req->method = sov_str(llhttp_method_name((llhttp_method_t)p->method));
     req->is_head = p->method == HTTP_HEAD;
     req->http_minor = p->http_minor;
@@ -476,8 +540,9 @@ static int on_headers_complete(llhttp_t *p)
     } else {
         req->content_length = 0;
     }
-    req->expect_continue = req->has_body && p->http_minor >= 1 &&
-                           sov_str_eq_ci(sov_http_req_header(req, "expect"), SOV_STR("100-continue"));
+    req->expect_continue =
+        req->has_body && p->http_minor >= 1 &&
+        sov_str_eq_ci(sov_http_req_header(req, "expect"), SOV_STR("100-continue"));
     /* A message without a body completes within this same execute; the headers event is then
      * handled together with the message event, so there is no pause here. */
     if (!req->has_body) {
@@ -494,6 +559,8 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     SovHttpReq *req = c->req;
     SovHttpServer *s = c->srv;
 
+    if (n == 0)
+        return 0; /* llhttp flushes an empty span when execute gets no bytes */
     req->body_bytes += n;
     if (c->dl == DL_BODY)
         c->deadline = uv_now(s->loop) + s->cfg.limits.body_timeout_ms;
@@ -551,8 +618,8 @@ static const llhttp_settings_t parser_settings = {
 typedef struct WriteReq {
     uv_write_t w;
     HttpConn *conn;
-    char *owned;         /* our copy of the write buffer, or NULL */
-    SovHttpReq *req;     /* for caller-owned data: callback target (holds a ref) */
+    char *owned;     /* our copy of the write buffer, or NULL */
+    SovHttpReq *req; /* for caller-owned data: callback target (holds a ref) */
     SovHttpWriteCb cb;
     void *ud;
 } WriteReq;
@@ -730,7 +797,21 @@ static bool resp_must_close(SovHttpReq *req)
 
 static void put_status_line(SovBuf *b, int status)
 {
-    sov_buf_printf(b, "HTTP/1.1 %d %s\r\nServer: sovcloud\r\n", status, sov_http_status_reason(status));
+    /* Formatting is skipped for the statuses almost every response has. */
+    switch (status) {
+    case 200:
+        sov_buf_puts(b, "HTTP/1.1 200 OK\r\nServer: sovcloud\r\n");
+        return;
+    case 204:
+        sov_buf_puts(b, "HTTP/1.1 204 No Content\r\nServer: sovcloud\r\n");
+        return;
+    case 404:
+        sov_buf_puts(b, "HTTP/1.1 404 Not Found\r\nServer: sovcloud\r\n");
+        return;
+    default:
+        sov_buf_printf(b, "HTTP/1.1 %d %s\r\nServer: sovcloud\r\n", status,
+                       sov_http_status_reason(status));
+    }
 }
 
 static int resp_head(SovHttpReq *req, int status, const char *ctype, int64_t len)
@@ -757,8 +838,11 @@ static int resp_head(SovHttpReq *req, int status, const char *ctype, int64_t len
     req->resp_close = resp_must_close(req);
     put_status_line(b, status);
     put_date(c->srv, b);
-    if (ctype)
-        sov_buf_printf(b, "Content-Type: %s\r\n", ctype);
+    if (ctype) {
+        sov_buf_puts(b, "Content-Type: ");
+        sov_buf_puts(b, ctype);
+        sov_buf_puts(b, "\r\n");
+    }
     if (len >= 0) {
         if (status != 204 && status != 304) {
             sov_buf_puts(b, "Content-Length: ");
@@ -877,9 +961,11 @@ bool sov_http_resp_started(const SovHttpReq *req)
 static void default_error_page(SovHttpReq *req, int status, const char *message, void *ud)
 {
     char body[512];
-    int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":%d,\"title\":\"%s\",\"message\":\"%s\"}}\n",
-                     status, sov_http_status_reason(status), message);
-    sov_http_respond(req, status, "application/json", body, (size_t)SOV_MIN(n, (int)sizeof(body) - 1));
+    int n = snprintf(body, sizeof(body),
+                     "{\"error\":{\"code\":%d,\"title\":\"%s\",\"message\":\"%s\"}}\n", status,
+                     sov_http_status_reason(status), message);
+    sov_http_respond(req, status, "application/json", body,
+                     (size_t)SOV_MIN(n, (int)sizeof(body) - 1));
 }
 
 void sov_http_respond_error(SovHttpReq *req, int status, const char *message)
@@ -983,9 +1069,12 @@ static void access_log(SovHttpReq *req, double secs)
     char status[8], bytes[24], dur[32];
     SovStr path = sov_http_req_path(req);
     char *p = sov_arena_strndup(&req->arena, path.ptr ? path.ptr : "", path.len);
-    char *m = sov_arena_strndup(&req->arena, req->method.ptr ? req->method.ptr : "", req->method.len);
-    const char *kv[] = { "method", m ? m : "", "path", p ? p : "", "status", status,
-                         "bytes", bytes, "dur_ms", dur, "peer", sov_http_req_peer(req), NULL };
+    char *m =
+        sov_arena_strndup(&req->arena, req->method.ptr ? req->method.ptr : "", req->method.len);
+    const char *kv[] = {"method", m ? m : "", "path",  p ? p : "",
+                        "status", status,     "bytes", bytes,
+                        "dur_ms", dur,        "peer",  sov_http_req_peer(req),
+                        NULL};
     snprintf(status, sizeof(status), "%d", req->status);
     snprintf(bytes, sizeof(bytes), "%" PRIu64, req->resp_bytes);
     snprintf(dur, sizeof(dur), "%.3f", secs * 1000);
@@ -1004,9 +1093,8 @@ static void req_finish(SovHttpReq *req)
         return;
     req->finished = true;
     secs = (double)(uv_hrtime() - req->t_start) / 1e9;
-    route_stats_record(req->route ? &((Route *)req->route)->stats : &router->unmatched,
-                       s->cfg.svc, req->route ? req->route->pattern : "unmatched", req->status,
-                       secs);
+    route_stats_record(req->route ? &((Route *)req->route)->stats : &router->unmatched, s->cfg.svc,
+                       req->route ? req->route->pattern : "unmatched", req->status, secs);
     if (s->cfg.access_log)
         access_log(req, secs);
     if (req->resp_close) {
@@ -1065,8 +1153,8 @@ static void dispatch(HttpConn *c)
     bool path_matched;
     SovStr path = sov_http_req_path(req);
 
-    req->route = router_match(s->cfg.router, req->method, path, req->params, &req->nparams,
-                              &path_matched);
+    req->route =
+        router_match(s->cfg.router, req->method, path, req->params, &req->nparams, &path_matched);
     if (!req->route) {
         sov_http_respond_error(req, path_matched ? 405 : 404,
                                path_matched ? "method not allowed" : "no such resource");
@@ -1087,7 +1175,8 @@ static void dispatch(HttpConn *c)
         sov_http_req_unref(req);
         return;
     }
-    if (req->content_length > 0 && (uint64_t)req->content_length > s->cfg.limits.max_buffered_body) {
+    if (req->content_length > 0 &&
+        (uint64_t)req->content_length > s->cfg.limits.max_buffered_body) {
         sov_http_respond_error(req, 413, "request body too large");
         return;
     }
@@ -1196,7 +1285,7 @@ static void conn_process(HttpConn *c)
         return;
     c->in_process = true;
     while (!c->closing && !c->blocked && !c->shut_down) {
-        const char *start = c->rbuf + c->rpos;
+        const char *start = c->rbuf ? c->rbuf + c->rpos : "";
         size_t avail = c->rlen - c->rpos;
         llhttp_errno_t err;
 
@@ -1206,7 +1295,8 @@ static void conn_process(HttpConn *c)
             break;
         c->resumed = false;
         c->event = EV_NONE;
-        err = llhttp_execute(&c->parser, start ? start : "", avail);
+        c->exec_end = start + avail;
+        err = llhttp_execute(&c->parser, start, avail);
         if (err == HPE_OK) {
             c->rpos = c->rlen;
             break;
@@ -1585,8 +1675,8 @@ SovHttpServer *sov_http_server_new(uv_loop_t *loop, const SovHttpServerConfig *c
                                         "Accepted HTTP connections.", labels);
     s->m_bytes_in = sov_metrics_counter("sov_http_received_bytes_total",
                                         "Bytes received on HTTP connections.", labels);
-    s->m_bytes_out = sov_metrics_counter("sov_http_sent_bytes_total",
-                                         "Bytes sent on HTTP connections.", labels);
+    s->m_bytes_out =
+        sov_metrics_counter("sov_http_sent_bytes_total", "Bytes sent on HTTP connections.", labels);
     uv_timer_init(loop, &s->sweep);
     s->sweep.data = s;
     uv_idle_init(loop, &s->kick);

@@ -115,8 +115,8 @@ int sov_json_get_object(json_t *obj, const char *key, bool required, json_t **re
     return 1;
 }
 
-int sov_json_get_array(json_t *obj, const char *key, bool required, size_t max_items,
-                       json_t **ret, SovBuf *err)
+int sov_json_get_array(json_t *obj, const char *key, bool required, size_t max_items, json_t **ret,
+                       SovBuf *err)
 {
     int r;
     json_t *v = field(obj, key, required, err, &r);
@@ -139,7 +139,8 @@ int sov_json_check_keys(json_t *obj, const char *const *allowed, SovBuf *err)
     const char *key;
     json_t *v;
 
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         bool ok = false;
         for (const char *const *a = allowed; *a && !ok; a++)
             ok = strcmp(*a, key) == 0;

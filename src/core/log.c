@@ -13,7 +13,7 @@ static const char *log_svc = "sov";
 static SovLogLevel log_level = SOV_LOG_INFO;
 static FILE *log_out;
 
-static const char *const level_names[] = { "debug", "info", "warn", "error" };
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void sov_log_setup(const char *svc, SovLogLevel level, FILE *out)
 {
@@ -49,8 +49,8 @@ const char *sov_log_level_to_string(SovLogLevel l)
 
 int sov_log_key_is_secret(const char *key)
 {
-    static const char *const secret_words[] = { "password", "secret",    "token", "authorization",
-                                                "signature", "credential", "key",   "cookie" };
+    static const char *const secret_words[] = {"password",  "secret",     "token", "authorization",
+                                               "signature", "credential", "key",   "cookie"};
     for (size_t i = 0; i < ELEMENTSOF(secret_words); i++)
         if (strcasestr(key, secret_words[i]))
             return 1;
@@ -64,7 +64,8 @@ static int put_value(SovBuf *b, const char *v)
     int r;
 
     for (const char *p = v; *p && !quote; p++)
-        if ((unsigned char)*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || (unsigned char)*p >= 0x7f)
+        if ((unsigned char)*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' ||
+            (unsigned char)*p >= 0x7f)
             quote = true;
     if (!quote)
         return sov_buf_puts(b, v);

@@ -18,7 +18,7 @@ struct SovMetric {
     SovMetric *next; /* next series of the family */
     MetricType type;
     char *labels;
-    uint64_t value;   /* counter, histogram count; gauge as int64 bits */
+    uint64_t value;    /* counter, histogram count; gauge as int64 bits */
     uint64_t sum_bits; /* histogram sum as double bits */
     size_t nbounds;
     double *bounds;
@@ -37,9 +37,8 @@ static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static Family *families;
 static double start_time;
 
-static const double default_bounds[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                         0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
-                                         5,      10 };
+static const double default_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                        0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 
 static SovMetric *metric_get(const char *name, const char *help, const char *labels,
                              MetricType type, const double *bounds, size_t nbounds)
@@ -180,8 +179,8 @@ int sov_metrics_escape_label(SovBuf *out, SovStr v)
 {
     for (size_t i = 0; i < v.len; i++) {
         char c = v.ptr[i];
-        int r = c == '\\' ? sov_buf_puts(out, "\\\\")
-                : c == '"' ? sov_buf_puts(out, "\\\"")
+        int r = c == '\\'   ? sov_buf_puts(out, "\\\\")
+                : c == '"'  ? sov_buf_puts(out, "\\\"")
                 : c == '\n' ? sov_buf_puts(out, "\\n")
                             : sov_buf_putc(out, c);
         if (r < 0)
@@ -224,17 +223,18 @@ static void render_process(SovBuf *out)
             rss = 0;
         fclose(f);
     }
-    sov_buf_printf(out,
-                   "# HELP process_start_time_seconds Start time of the process since the epoch.\n"
-                   "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n"
-                   "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-                   "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %ld\n",
-                   start_time, rss * sysconf(_SC_PAGESIZE));
+    sov_buf_printf(
+        out,
+        "# HELP process_start_time_seconds Start time of the process since the epoch.\n"
+        "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n"
+        "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+        "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %ld\n",
+        start_time, rss * sysconf(_SC_PAGESIZE));
 }
 
 int sov_metrics_render(SovBuf *out)
 {
-    static const char *const type_names[] = { "counter", "gauge", "histogram" };
+    static const char *const type_names[] = {"counter", "gauge", "histogram"};
 
     for (Family *f = __atomic_load_n(&families, __ATOMIC_ACQUIRE); f;
          f = __atomic_load_n(&f->next, __ATOMIC_ACQUIRE)) {

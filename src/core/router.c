@@ -40,8 +40,11 @@ int sov_router_add(SovRouter *r, const char *method, const char *pattern, unsign
         return -ENOMEM;
     r->routes = routes;
     rt = &routes[r->n];
-    *rt = (Route){ .method = strdup(method), .pattern = strdup(pattern), .flags = flags,
-                   .handler = h, .userdata = userdata };
+    *rt = (Route){.method = strdup(method),
+                  .pattern = strdup(pattern),
+                  .flags = flags,
+                  .handler = h,
+                  .userdata = userdata};
     if (!rt->method || !rt->pattern) {
         free(rt->method);
         free(rt->pattern);
@@ -86,7 +89,7 @@ static bool pattern_match(const char *pat, SovStr path, RouteParam *params, size
             if (n < ROUTE_MAX_PARAMS) {
                 params[n].name = p + 1;
                 params[n].name_len = (size_t)(end - p - 1 - (greedy ? 1 : 0));
-                params[n].value = (SovStr){ path.ptr + start, i - start };
+                params[n].value = (SovStr){path.ptr + start, i - start};
                 n++;
             }
             p = end + 1;

@@ -8,7 +8,7 @@
 
 void sov_xml_writer_init(SovXmlWriter *w, SovBuf *out)
 {
-    *w = (SovXmlWriter){ .out = out };
+    *w = (SovXmlWriter){.out = out};
     sov_buf_puts(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
 }
 
@@ -18,11 +18,21 @@ int sov_xml_escape(SovBuf *out, SovStr s)
     for (size_t i = 0; i < s.len && r >= 0; i++) {
         unsigned char c = (unsigned char)s.ptr[i];
         switch (c) {
-        case '&': r = sov_buf_puts(out, "&amp;"); break;
-        case '<': r = sov_buf_puts(out, "&lt;"); break;
-        case '>': r = sov_buf_puts(out, "&gt;"); break;
-        case '"': r = sov_buf_puts(out, "&quot;"); break;
-        case '\'': r = sov_buf_puts(out, "&apos;"); break;
+        case '&':
+            r = sov_buf_puts(out, "&amp;");
+            break;
+        case '<':
+            r = sov_buf_puts(out, "&lt;");
+            break;
+        case '>':
+            r = sov_buf_puts(out, "&gt;");
+            break;
+        case '"':
+            r = sov_buf_puts(out, "&quot;");
+            break;
+        case '\'':
+            r = sov_buf_puts(out, "&apos;");
+            break;
         default:
             if (c < 0x20 || c == 0x7f)
                 r = sov_buf_printf(out, "&#x%X;", c);
@@ -155,7 +165,7 @@ static void on_entity(void *data, const XML_Char *name, int is_param, const XML_
 
 int sov_xml_parse(SovStr doc, const SovXmlLimits *lim, SovXmlNode **ret_root, SovBuf *err)
 {
-    ParseCtx c = { .lim = lim, .err = err };
+    ParseCtx c = {.lim = lim, .err = err};
     enum XML_Status st;
 
     if (doc.len > lim->max_bytes || doc.len > INT32_MAX) {

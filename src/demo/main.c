@@ -24,14 +24,14 @@ typedef struct DemoConfig {
 } DemoConfig;
 
 static const SovConfField demo_fields[] = {
-    { "server", "listen", SOV_CONF_STRING, offsetof(DemoConfig, listen), 3, 255, "127.0.0.1:8480",
-      "address and port to listen on (HOST:PORT; port 0 picks a free one)" },
-    { "server", "workers", SOV_CONF_INT, offsetof(DemoConfig, workers), 0, 256, "0",
-      "event loop threads sharing the port; 0 means one per CPU" },
-    { "server", "access_log", SOV_CONF_BOOL, offsetof(DemoConfig, access_log), 0, 0, "true",
-      "log one line per request" },
-    { "log", "level", SOV_CONF_STRING, offsetof(DemoConfig, log_level), 1, 16, "info",
-      "debug, info, warn or error" },
+    {"server", "listen", SOV_CONF_STRING, offsetof(DemoConfig, listen), 3, 255, "127.0.0.1:8480",
+     "address and port to listen on (HOST:PORT; port 0 picks a free one)"},
+    {"server", "workers", SOV_CONF_INT, offsetof(DemoConfig, workers), 0, 256, "0",
+     "event loop threads sharing the port; 0 means one per CPU"},
+    {"server", "access_log", SOV_CONF_BOOL, offsetof(DemoConfig, access_log), 0, 0, "true",
+     "log one line per request"},
+    {"log", "level", SOV_CONF_STRING, offsetof(DemoConfig, log_level), 1, 16, "info",
+     "debug, info, warn or error"},
     SOV_HTTP_LIMIT_FIELDS(DemoConfig, http),
 };
 
@@ -117,7 +117,7 @@ static void up_error(SovHttpReq *req, int err, void *ud)
 
 static void h_upload(SovHttpReq *req, void *ud)
 {
-    static const SovHttpBodyCallbacks cbs = { up_data, up_end, up_error };
+    static const SovHttpBodyCallbacks cbs = {up_data, up_end, up_error};
     Upload *u = calloc(1, sizeof(*u));
 
     if (!u || !(u->d = sov_digest_new(SOV_DIGEST_SHA256))) {
@@ -166,7 +166,7 @@ static void h_stream(SovHttpReq *req, void *ud)
     Stream *st;
 
     if (!sov_str_has_prefix(q, SOV_STR("bytes=")) ||
-        sov_str_to_u64((SovStr){ q.ptr + 6, q.len - 6 }, &n) < 0 || n > (1ull << 40)) {
+        sov_str_to_u64((SovStr){q.ptr + 6, q.len - 6}, &n) < 0 || n > (1ull << 40)) {
         sov_http_respond_error(req, 400, "query must be bytes=N with N up to 1 TiB");
         return;
     }
@@ -255,7 +255,7 @@ static void on_hup(void *ud)
 
 int main(int argc, char **argv)
 {
-    Demo d = { 0 };
+    Demo d = {0};
     SovBuf err = SOV_BUF_INIT;
     SovLogLevel lvl;
     char host[256], portbuf[16];
@@ -331,13 +331,14 @@ int main(int argc, char **argv)
         return 1;
     }
     snprintf(portbuf, sizeof(portbuf), "%d\n", port);
-    if (d.args.port_file && (r = sov_write_file_atomic(d.args.port_file, portbuf, strlen(portbuf))) < 0) {
+    if (d.args.port_file &&
+        (r = sov_write_file_atomic(d.args.port_file, portbuf, strlen(portbuf))) < 0) {
         log_error_errno(r, "cannot write port file %s", d.args.port_file);
         return 1;
     }
     {
         char workers[16];
-        const char *kv[] = { "host", host, "port", portbuf, "workers", workers, NULL };
+        const char *kv[] = {"host", host, "port", portbuf, "workers", workers, NULL};
         portbuf[strcspn(portbuf, "\n")] = '\0';
         snprintf(workers, sizeof(workers), "%u", d.nworkers);
         sov_logv_kv(SOV_LOG_INFO, NULL, 0, "listening", kv);

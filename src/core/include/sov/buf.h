@@ -19,14 +19,14 @@ typedef struct SovStr {
     size_t len;
 } SovStr;
 
-#define SOV_STR(lit)  ((SovStr){ (lit), sizeof(lit) - 1 })
-#define SOV_STR_NULL  ((SovStr){ NULL, 0 })
-#define SOV_STR_FMT   "%.*s"
+#define SOV_STR(lit)   ((SovStr){(lit), sizeof(lit) - 1})
+#define SOV_STR_NULL   ((SovStr){NULL, 0})
+#define SOV_STR_FMT    "%.*s"
 #define SOV_STR_ARG(s) (int)(s).len, (s).ptr
 
 static inline SovStr sov_str(const char *s)
 {
-    return (SovStr){ s, s ? strlen(s) : 0 };
+    return (SovStr){s, s ? strlen(s) : 0};
 }
 
 static inline bool sov_str_eq(SovStr a, SovStr b)
@@ -48,7 +48,10 @@ typedef struct SovBuf {
     size_t max;
 } SovBuf;
 
-#define SOV_BUF_INIT { NULL, 0, 0, 0 }
+#define SOV_BUF_INIT                                                                               \
+    {                                                                                              \
+        NULL, 0, 0, 0                                                                              \
+    }
 
 void sov_buf_init(SovBuf *b, size_t max);
 void sov_buf_release(SovBuf *b);
@@ -69,7 +72,7 @@ char *sov_buf_steal(SovBuf *b);
 
 static inline SovStr sov_buf_str(const SovBuf *b)
 {
-    return (SovStr){ b->ptr, b->len };
+    return (SovStr){b->ptr, b->len};
 }
 
 /* Bump allocator for request-lifetime memory: allocations are never freed one by one, only

@@ -40,16 +40,14 @@ int sov_pidfile_write(const char *path);
 /* Number of online CPUs (at least 1). */
 unsigned sov_cpu_count(void);
 
-
-
 /* The command line every sovcloud daemon accepts. */
 typedef struct SovDaemonArgs {
-    const char *config;      /* --config FILE */
-    const char *listen;      /* --listen HOST:PORT, overrides the config */
-    const char *pidfile;     /* --pidfile FILE */
-    const char *port_file;   /* --port-file FILE: the bound port, written once listening */
-    bool print_config;       /* --print-sample-config */
-    bool check_config;       /* --check-config: load, report, exit */
+    const char *config;    /* --config FILE */
+    const char *listen;    /* --listen HOST:PORT, overrides the config */
+    const char *pidfile;   /* --pidfile FILE */
+    const char *port_file; /* --port-file FILE: the bound port, written once listening */
+    bool print_config;     /* --print-sample-config */
+    bool check_config;     /* --check-config: load, report, exit */
 } SovDaemonArgs;
 
 /* Returns 0, 1 when --help was printed, or -EINVAL (message printed to stderr). */
@@ -62,26 +60,46 @@ int sov_write_file_atomic(const char *path, const char *data, size_t len);
 /* HTTP limits as config fields of a daemon's [http] section: expands to SovConfField entries
  * for a SovHttpLimits member `m` of config struct type T. */
 #define SOV_HTTP_LIMIT_FIELDS(T, m)                                                                \
-    { "http", "max_header_bytes", SOV_CONF_SIZE, offsetof(T, m.max_header_bytes_), 1024,           \
-      1024 * 1024, "16K", "largest request line plus headers" },                                   \
-    { "http", "max_headers", SOV_CONF_INT, offsetof(T, m.max_headers_), 1, 1000, "100",            \
-      "most header lines in a request" },                                                          \
-    { "http", "max_url", SOV_CONF_SIZE, offsetof(T, m.max_url_), 256, 1024 * 1024, "8K",           \
-      "longest request target" },                                                                  \
-    { "http", "max_body", SOV_CONF_SIZE, offsetof(T, m.max_body), 0, INT64_MAX, "5G",              \
-      "largest streamed request body" },                                                           \
-    { "http", "max_buffered_body", SOV_CONF_SIZE, offsetof(T, m.max_buffered_body), 0,             \
-      1024 * 1024 * 1024, "1M", "largest request body held in memory" },                           \
-    { "http", "header_timeout", SOV_CONF_DURATION, offsetof(T, m.header_timeout_ms_), 100,         \
-      3600000, "30s", "time allowed to send the request headers" },                                \
-    { "http", "body_timeout", SOV_CONF_DURATION, offsetof(T, m.body_timeout_ms_), 100, 3600000,    \
-      "30s", "longest pause while sending a body or reading a response" },                         \
-    { "http", "idle_timeout", SOV_CONF_DURATION, offsetof(T, m.idle_timeout_ms_), 100, 3600000,    \
-      "60s", "keep-alive connection without a request" },                                          \
-    { "http", "max_connections", SOV_CONF_INT, offsetof(T, m.max_connections_), 1, 1000000,        \
-      "10000", "open connections per worker thread" },                                             \
-    { "http", "shutdown_grace", SOV_CONF_DURATION, offsetof(T, m.shutdown_grace_ms_), 0, 600000,   \
-      "10s", "time in-flight requests get on SIGTERM" }
+    {"http", "max_header_bytes", SOV_CONF_SIZE, offsetof(T, m.max_header_bytes_),                  \
+     1024,   1024 * 1024,        "16K",         "largest request line plus headers"},              \
+        {"http", "max_headers", SOV_CONF_INT, offsetof(T, m.max_headers_),                         \
+         1,      1000,          "100",        "most header lines in a request"},                   \
+        {"http", "max_url",   SOV_CONF_SIZE, offsetof(T, m.max_url_),                              \
+         256,    1024 * 1024, "8K",          "longest request target"},                            \
+        {"http", "max_body", SOV_CONF_SIZE, offsetof(T, m.max_body),                               \
+         0,      INT64_MAX,  "5G",          "largest streamed request body"},                      \
+        {"http", "max_buffered_body", SOV_CONF_SIZE, offsetof(T, m.max_buffered_body),             \
+         0,      1024 * 1024 * 1024,  "1M",          "largest request body held in memory"},       \
+        {"http",                                                                                   \
+         "header_timeout",                                                                         \
+         SOV_CONF_DURATION,                                                                        \
+         offsetof(T, m.header_timeout_ms_),                                                        \
+         100,                                                                                      \
+         3600000,                                                                                  \
+         "30s",                                                                                    \
+         "time allowed to send the request headers"},                                              \
+        {"http",                                                                                   \
+         "body_timeout",                                                                           \
+         SOV_CONF_DURATION,                                                                        \
+         offsetof(T, m.body_timeout_ms_),                                                          \
+         100,                                                                                      \
+         3600000,                                                                                  \
+         "30s",                                                                                    \
+         "longest pause while sending a body or reading a response"},                              \
+        {"http",                                                                                   \
+         "idle_timeout",                                                                           \
+         SOV_CONF_DURATION,                                                                        \
+         offsetof(T, m.idle_timeout_ms_),                                                          \
+         100,                                                                                      \
+         3600000,                                                                                  \
+         "60s",                                                                                    \
+         "keep-alive connection without a request"},                                               \
+        {"http", "max_connections", SOV_CONF_INT, offsetof(T, m.max_connections_),                 \
+         1,      1000000,           "10000",      "open connections per worker thread"},           \
+    {                                                                                              \
+        "http", "shutdown_grace", SOV_CONF_DURATION, offsetof(T, m.shutdown_grace_ms_), 0, 600000, \
+            "10s", "time in-flight requests get on SIGTERM"                                        \
+    }
 
 /* The config-file form of SovHttpLimits (the loader writes 64-bit fields). */
 typedef struct SovHttpLimitsConf {

@@ -29,16 +29,16 @@ typedef struct SovHttpReq SovHttpReq;
 typedef struct SovRouter SovRouter;
 
 typedef struct SovHttpLimits {
-    uint32_t max_header_bytes;   /* request line plus header lines, bytes */
-    uint32_t max_headers;        /* header lines */
-    uint32_t max_url;            /* request target, bytes */
-    uint64_t max_body;           /* streaming routes */
-    uint64_t max_buffered_body;  /* buffered routes */
-    uint32_t header_timeout_ms;  /* first byte of a request to end of its headers */
-    uint32_t body_timeout_ms;    /* longest pause in the body or in writing the response */
-    uint32_t idle_timeout_ms;    /* keep-alive connection with no request */
-    uint32_t max_connections;    /* per server (loop) */
-    uint32_t shutdown_grace_ms;  /* graceful stop: in-flight requests get this long */
+    uint32_t max_header_bytes;  /* request line plus header lines, bytes */
+    uint32_t max_headers;       /* header lines */
+    uint32_t max_url;           /* request target, bytes */
+    uint64_t max_body;          /* streaming routes */
+    uint64_t max_buffered_body; /* buffered routes */
+    uint32_t header_timeout_ms; /* first byte of a request to end of its headers */
+    uint32_t body_timeout_ms;   /* longest pause in the body or in writing the response */
+    uint32_t idle_timeout_ms;   /* keep-alive connection with no request */
+    uint32_t max_connections;   /* per server (loop) */
+    uint32_t shutdown_grace_ms; /* graceful stop: in-flight requests get this long */
 } SovHttpLimits;
 
 /* Defaults: 16 KiB headers, 100 header lines, 8 KiB URL, 5 GiB streaming body, 1 MiB buffered
@@ -48,14 +48,13 @@ void sov_http_limits_default(SovHttpLimits *l);
 typedef void (*SovHttpHandler)(SovHttpReq *req, void *userdata);
 /* Formats an error response the server itself produces (400, 408, 413, 414, 431, 404, 405,
  * 505, 500, 503); services use it to speak their protocol's error format. */
-typedef void (*SovHttpErrorPage)(SovHttpReq *req, int status, const char *message,
-                                 void *userdata);
+typedef void (*SovHttpErrorPage)(SovHttpReq *req, int status, const char *message, void *userdata);
 
 typedef struct SovHttpServerConfig {
     SovHttpLimits limits;
     const SovRouter *router;
-    const char *svc;  /* metrics label and log name */
-    bool access_log;  /* one log line per request */
+    const char *svc; /* metrics label and log name */
+    bool access_log; /* one log line per request */
     SovHttpErrorPage error_page;
     void *error_page_userdata;
 } SovHttpServerConfig;
@@ -91,8 +90,8 @@ SovStr sov_http_req_route(const SovHttpReq *req); /* matched pattern, for metric
 int64_t sov_http_req_content_length(const SovHttpReq *req); /* -1 when chunked or unknown */
 bool sov_http_req_is_head(const SovHttpReq *req);
 SovStr sov_http_req_body(const SovHttpReq *req); /* buffered routes */
-const char *sov_http_req_id(SovHttpReq *req);     /* 16 hex digits, unique per process */
-const char *sov_http_req_peer(SovHttpReq *req);   /* "ip:port" of the client */
+const char *sov_http_req_id(SovHttpReq *req);    /* 16 hex digits, unique per process */
+const char *sov_http_req_peer(SovHttpReq *req);  /* "ip:port" of the client */
 SovArena *sov_http_req_arena(SovHttpReq *req);
 void sov_http_req_ref(SovHttpReq *req);
 void sov_http_req_unref(SovHttpReq *req);
@@ -146,7 +145,7 @@ int sov_http_client_request(uv_loop_t *loop, const char *host, int port, const c
                             unsigned timeout_ms, const SovHttpClientCallbacks *cb, void *ud);
 SovStr sov_http_client_resp_header(const SovHttpClientReq *r, const char *name);
 /* Blocking convenience for tools: runs its own loop. Body bounded by body->max. */
-int sov_http_fetch(const char *host, int port, const char *method, const char *target,
-                   SovStr body, unsigned timeout_ms, int *ret_status, SovBuf *ret_body);
+int sov_http_fetch(const char *host, int port, const char *method, const char *target, SovStr body,
+                   unsigned timeout_ms, int *ret_status, SovBuf *ret_body);
 
 #endif

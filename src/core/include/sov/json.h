@@ -20,8 +20,8 @@ int sov_json_get_int(json_t *obj, const char *key, bool required, int64_t min, i
                      int64_t *ret, SovBuf *err);
 int sov_json_get_bool(json_t *obj, const char *key, bool required, bool *ret, SovBuf *err);
 int sov_json_get_object(json_t *obj, const char *key, bool required, json_t **ret, SovBuf *err);
-int sov_json_get_array(json_t *obj, const char *key, bool required, size_t max_items,
-                       json_t **ret, SovBuf *err);
+int sov_json_get_array(json_t *obj, const char *key, bool required, size_t max_items, json_t **ret,
+                       SovBuf *err);
 /* allowed is NULL-terminated; returns -EINVAL naming the first unknown key. */
 int sov_json_check_keys(json_t *obj, const char *const *allowed, SovBuf *err);
 /* Compact serialisation appended to out. */

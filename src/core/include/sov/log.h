@@ -28,7 +28,8 @@ int sov_log_key_is_secret(const char *key);
 /* Logs msg with extra key/value pairs given as a NULL-terminated list of const char* pairs.
  * req may be NULL. Returns the negative errno passed in err (0 when none) so callers can write
  * `return sov_log_errno(...)`. */
-int sov_logv_kv(SovLogLevel level, const char *req, int err, const char *msg, const char *const *kv);
+int sov_logv_kv(SovLogLevel level, const char *req, int err, const char *msg,
+                const char *const *kv);
 int sov_log_full(SovLogLevel level, const char *req, int err, const char *fmt, ...) _printf_(4, 5);
 
 /* Formats one logfmt line (without newline) into buf; exposed for tests. */
@@ -36,10 +37,10 @@ struct SovBuf;
 int sov_log_format(struct SovBuf *out, SovLogLevel level, const char *req, int err, const char *msg,
                    const char *const *kv);
 
-#define log_debug(...) sov_log_full(SOV_LOG_DEBUG, NULL, 0, __VA_ARGS__)
-#define log_info(...)  sov_log_full(SOV_LOG_INFO, NULL, 0, __VA_ARGS__)
-#define log_warn(...)  sov_log_full(SOV_LOG_WARN, NULL, 0, __VA_ARGS__)
-#define log_error(...) sov_log_full(SOV_LOG_ERROR, NULL, 0, __VA_ARGS__)
+#define log_debug(...)            sov_log_full(SOV_LOG_DEBUG, NULL, 0, __VA_ARGS__)
+#define log_info(...)             sov_log_full(SOV_LOG_INFO, NULL, 0, __VA_ARGS__)
+#define log_warn(...)             sov_log_full(SOV_LOG_WARN, NULL, 0, __VA_ARGS__)
+#define log_error(...)            sov_log_full(SOV_LOG_ERROR, NULL, 0, __VA_ARGS__)
 #define log_error_errno(err, ...) sov_log_full(SOV_LOG_ERROR, NULL, (err), __VA_ARGS__)
 #define log_warn_errno(err, ...)  sov_log_full(SOV_LOG_WARN, NULL, (err), __VA_ARGS__)
 

@@ -32,8 +32,8 @@ int sov_xml_escape(SovBuf *out, SovStr s);
 
 typedef struct SovXmlNode SovXmlNode;
 struct SovXmlNode {
-    char *name;    /* local name */
-    char *text;    /* concatenated character data directly inside, NUL-terminated */
+    char *name; /* local name */
+    char *text; /* concatenated character data directly inside, NUL-terminated */
     size_t text_len;
     SovXmlNode *parent;
     SovXmlNode *child; /* first child element */
