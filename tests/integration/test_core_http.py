@@ -185,3 +185,6 @@ def test_bad_config_is_refused_with_its_line(tmp_path):
     sample = subprocess.run([str(BIN / "sov-demo"), "--print-sample-config"], capture_output=True,
                             text=True, check=True).stdout
     assert "#listen = 127.0.0.1:8480" in sample and "[http]" in sample
+    # the committed sample stays the one the daemon prints
+    from conftest import ROOT
+    assert (ROOT / "etc" / "sov-demo.sample.ini").read_text() == sample
