@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/ssl.h>
+
 #include "http-int.h"
 
 #define READ_BUF_SIZE  (64 * 1024)
@@ -87,6 +89,7 @@ struct HttpConn {
     uint64_t deadline;
     const char *exec_end; /* end of the bytes handed to llhttp_execute */
     uint64_t gen;         /* counts ended requests: tells callers their request ended under them */
+    SSL *ssl;             /* TLS only: decrypted bytes land in own, like pipelined leftovers */
 };
 
 struct SovHttpServer {
@@ -129,5 +132,18 @@ void http_default_error_page(SovHttpReq *req, int status, const char *message, v
 void http_body_notify_error(SovHttpReq *req, int err);
 void http_body_notify_end(SovHttpReq *req);
 void http_send_continue(SovHttpReq *req);
+
+/* Writes bytes to the connection in order: plain bytes directly, TLS bytes encrypted. When req
+ * is set, cb(req, status, ud) runs once the bytes have left; copy says whether p must be copied
+ * (it may be reused as soon as this returns). */
+int http_conn_write(HttpConn *c, const char *p, size_t n, bool copy, SovHttpReq *req,
+                    SovHttpWriteCb cb, void *ud);
+/* TLS: sets the connection up, pulls decrypted bytes into own (returns how many, or -EPROTO),
+ * queues a close_notify. */
+int http_tls_conn_init(HttpConn *c, SovTlsContext *t);
+int http_tls_pull(HttpConn *c);
+int http_tls_feed(HttpConn *c, const char *p, size_t n);
+void http_tls_close_notify(HttpConn *c);
+int http_tls_take_output(HttpConn *c, char **ret, size_t *ret_len);
 
 #endif

@@ -322,49 +322,88 @@ static void count_out(HttpConn *c, size_t n)
     sov_counter_add(c->srv->m_bytes_out, n);
 }
 
-/* Hands the write buffer to the kernel now if nothing is queued, else queues a copy. */
-void http_conn_flush(HttpConn *c)
+int http_conn_write(HttpConn *c, const char *p, size_t n, bool copy, SovHttpReq *req,
+                    SovHttpWriteCb cb, void *ud)
 {
     WriteReq *wr;
+    char *owned = NULL;
     uv_buf_t b;
-    int n = 0;
+    int r;
 
-    if (c->wbuf.len == 0 || c->closing)
-        return;
-    count_out(c, c->wbuf.len);
-    if (c->writes_pending == 0) {
-        b = uv_buf_init(c->wbuf.ptr, (unsigned)c->wbuf.len);
-        n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (n == (int)c->wbuf.len) {
-            sov_buf_reset(&c->wbuf);
-            return;
+    if (c->closing)
+        return -ECONNRESET;
+    count_out(c, n);
+    if (c->ssl) {
+        /* Encrypt everything now (memory BIOs never block) and send the ciphertext, which
+         * also carries any pending handshake or close_notify records. */
+        for (size_t off = 0; off < n;) {
+            int chunk = (int)SOV_MIN(n - off, (size_t)1 << 20);
+            if (SSL_write(c->ssl, p + off, chunk) != chunk)
+                return -EPROTO;
+            off += (size_t)chunk;
         }
-        if (n < 0 && n != UV_EAGAIN) {
-            http_conn_close(c);
-            return;
+        r = http_tls_take_output(c, &owned, &n);
+        if (r < 0)
+            return r;
+        p = owned;
+        copy = false;
+        if (n == 0 && !req)
+            return 0;
+    } else if (!req && c->writes_pending == 0 && n) {
+        /* Most responses leave here, straight to the kernel, with no allocation. */
+        b = uv_buf_init((char *)p, (unsigned)n);
+        int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (w == (int)n)
+            return 0;
+        if (w < 0 && w != UV_EAGAIN)
+            return -ECONNRESET;
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
         }
-        if (n < 0)
-            n = 0;
     }
     wr = calloc(1, sizeof(*wr));
     if (!wr) {
-        http_conn_close(c);
-        return;
+        free(owned);
+        return -ENOMEM;
     }
-    sov_buf_consume(&c->wbuf, (size_t)n);
-    b.len = c->wbuf.len;
-    wr->owned = sov_buf_steal(&c->wbuf);
+    if (copy && n) {
+        owned = malloc(n);
+        if (!owned) {
+            free(wr);
+            return -ENOMEM;
+        }
+        memcpy(owned, p, n);
+    }
+    wr->owned = owned;
     wr->conn = c;
-    b.base = wr->owned;
+    wr->req = req;
+    wr->cb = cb;
+    wr->ud = ud;
+    b = uv_buf_init(owned ? owned : (char *)p, (unsigned)n);
     if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write_done) < 0) {
         free(wr->owned);
         free(wr);
-        http_conn_close(c);
-        return;
+        return -ECONNRESET;
     }
+    if (req)
+        sov_http_req_ref(req);
     c->writes_pending++;
     c->dl = DL_WRITE;
     c->deadline = uv_now(c->srv->loop) + c->srv->cfg.limits.body_timeout_ms;
+    return 0;
+}
+
+/* Hands the write buffer to the kernel now if nothing is queued, else queues a copy. */
+void http_conn_flush(HttpConn *c)
+{
+    if (c->closing || (c->wbuf.len == 0 && !c->ssl))
+        return;
+    if (http_conn_write(c, c->wbuf.ptr, c->wbuf.len, true, NULL, NULL, NULL) < 0) {
+        http_conn_close(c);
+        return;
+    }
+    sov_buf_reset(&c->wbuf);
 }
 
 static void on_shutdown(uv_shutdown_t *sr, int status)
@@ -391,6 +430,8 @@ void http_conn_shutdown(HttpConn *c)
 
     if (c->shut_down || c->closing)
         return;
+    if (c->ssl)
+        http_tls_close_notify(c);
     http_conn_flush(c);
     if (c->closing)
         return;
@@ -562,9 +603,6 @@ int sov_http_resp_start(SovHttpReq *req, int status, int64_t content_length)
 int sov_http_resp_write(SovHttpReq *req, const void *p, size_t n, SovHttpWriteCb cb, void *ud)
 {
     HttpConn *c = req->conn;
-    WriteReq *wr;
-    uv_buf_t b[1];
-
     if (!c || c->closing)
         return -ECONNRESET;
     if (!req->resp_started || req->resp_done)
@@ -581,24 +619,8 @@ int sov_http_resp_write(SovHttpReq *req, const void *p, size_t n, SovHttpWriteCb
     http_conn_flush(c);
     if (c->closing)
         return -ECONNRESET;
-    wr = calloc(1, sizeof(*wr));
-    if (!wr)
-        return -ENOMEM;
-    wr->conn = c;
-    wr->req = req;
-    wr->cb = cb;
-    wr->ud = ud;
-    sov_http_req_ref(req);
-    b[0] = uv_buf_init((char *)p, (unsigned)n);
-    if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, b, 1, on_write_done) < 0) {
-        sov_http_req_unref(req);
-        free(wr);
+    if (http_conn_write(c, p, n, false, req, cb, ud) < 0)
         return -ECONNRESET;
-    }
-    c->writes_pending++;
-    c->dl = DL_WRITE;
-    c->deadline = uv_now(c->srv->loop) + c->srv->cfg.limits.body_timeout_ms;
-    count_out(c, n);
     req->resp_bytes += n;
     if (req->resp_chunked && n)
         sov_buf_puts(&c->wbuf, "\r\n"); /* leaves with the next flush, after this write */

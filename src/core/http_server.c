@@ -497,7 +497,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     HttpConn *c = (HttpConn *)h;
     SovHttpServer *s = c->srv;
 
-    if (c->own) {
+    if (c->own && !c->ssl) {
         buf->base = c->own + c->rlen;
         buf->len = READ_BUF_SIZE - c->rlen;
     } else if (!s->scratch_busy) {
@@ -530,12 +530,48 @@ static int conn_keep_rest(HttpConn *c)
     return 0;
 }
 
+/* TLS: decrypt what arrived and process it, as long as the parser takes more. */
+static void conn_tls_process(HttpConn *c)
+{
+    for (;;) {
+        int got = http_tls_pull(c);
+        if (got < 0) {
+            http_conn_flush(c); /* a TLS alert, if OpenSSL made one */
+            http_conn_close(c);
+            return;
+        }
+        http_conn_process(c);
+        if (c->closing)
+            return;
+        if (got == 0 || c->blocked || c->shut_down)
+            break;
+    }
+    http_conn_flush(c); /* handshake records */
+}
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     HttpConn *c = (HttpConn *)st;
     SovHttpServer *s = c->srv;
     bool scratch = buf->base == s->scratch;
 
+    if (n > 0 && c->ssl) {
+        sov_counter_add(s->m_bytes_in, (uint64_t)n);
+        if (c->dl == DL_IDLE) {
+            c->dl = DL_HEADER;
+            c->deadline = uv_now(s->loop) + s->cfg.limits.header_timeout_ms;
+        }
+        int r = http_tls_feed(c, buf->base, (size_t)n);
+        if (scratch)
+            s->scratch_busy = false;
+        if (r < 0) {
+            http_conn_close(c);
+            return;
+        }
+        conn_tls_process(c);
+        http_conn_update_reading(c);
+        return;
+    }
     if (n > 0) {
         sov_counter_add(s->m_bytes_in, (uint64_t)n);
         if (c->rlen == 0 && !c->req) {
@@ -651,6 +687,13 @@ static void on_kick(uv_idle_t *h)
             if (c->gen == gen && !req->finished && !c->closing)
                 c->blocked = true;
         }
+        if (c->ssl) {
+            if (!c->closing)
+                conn_tls_process(c);
+            if (!c->closing)
+                http_conn_update_reading(c);
+            continue;
+        }
         if (!c->closing && c->rbuf == NULL && c->own) {
             c->rbuf = c->own;
         }
@@ -713,6 +756,8 @@ static void on_conn_closed(uv_handle_t *h)
     }
     free(c->own);
     sov_buf_release(&c->wbuf);
+    if (c->ssl)
+        SSL_free(c->ssl);
     free(c);
     s->nconns--;
     sov_gauge_add(s->m_conns, -1);
@@ -795,6 +840,10 @@ static void on_connection(uv_stream_t *l, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (s->cfg.tls && http_tls_conn_init(c, s->cfg.tls) < 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
     sov_buf_init(&c->wbuf, 0);

@@ -20,6 +20,8 @@ typedef struct DemoConfig {
     int64_t workers;
     bool access_log;
     char log_level[SOV_CONF_STR_MAX];
+    char tls_cert[SOV_CONF_STR_MAX];
+    char tls_key[SOV_CONF_STR_MAX];
     SovHttpLimitsConf http;
 } DemoConfig;
 
@@ -30,6 +32,10 @@ static const SovConfField demo_fields[] = {
      "event loop threads sharing the port; 0 means one per CPU"},
     {"server", "access_log", SOV_CONF_BOOL, offsetof(DemoConfig, access_log), 0, 0, "true",
      "log one line per request"},
+    {"server", "tls_cert", SOV_CONF_STRING, offsetof(DemoConfig, tls_cert), 0, 255, "",
+     "PEM certificate chain: serve HTTPS instead of HTTP (empty: plain HTTP)"},
+    {"server", "tls_key", SOV_CONF_STRING, offsetof(DemoConfig, tls_key), 0, 255, "",
+     "PEM private key of tls_cert"},
     {"log", "level", SOV_CONF_STRING, offsetof(DemoConfig, log_level), 1, 16, "info",
      "debug, info, warn or error"},
     SOV_HTTP_LIMIT_FIELDS(DemoConfig, http),
@@ -46,6 +52,7 @@ typedef struct Demo {
     uv_loop_t *main_loop;
     SovWorkers *workers;
     SovSignals *signals;
+    SovTlsContext *tls;
     bool stopping;
 } Demo;
 
@@ -308,6 +315,13 @@ int main(int argc, char **argv)
     d.http.router = d.router;
     d.http.svc = "demo";
     d.http.access_log = d.cfg.access_log;
+    if (d.cfg.tls_cert[0] || d.cfg.tls_key[0]) {
+        if (sov_tls_server_new(d.cfg.tls_cert, d.cfg.tls_key, &d.tls, &err) < 0) {
+            log_error("TLS: %s", err.ptr);
+            return 1;
+        }
+        d.http.tls = d.tls;
+    }
 
     d.nworkers = d.cfg.workers > 0 ? (unsigned)d.cfg.workers : sov_cpu_count();
     d.fds = calloc(d.nworkers, sizeof(int));
@@ -350,6 +364,7 @@ int main(int argc, char **argv)
         unlink(d.args.pidfile);
     log_info("stopped");
     sov_router_free(d.router);
+    sov_tls_free(d.tls);
     free(d.fds);
     uv_loop_close(loop);
     sov_metrics_reset();

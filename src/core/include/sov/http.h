@@ -57,7 +57,15 @@ typedef struct SovHttpServerConfig {
     bool access_log; /* one log line per request */
     SovHttpErrorPage error_page;
     void *error_page_userdata;
+    void *tls; /* a SovTlsContext from sov_tls_server_new(), or NULL for plain HTTP */
 } SovHttpServerConfig;
+
+/* TLS for a listener (OpenSSL): a certificate chain and key in PEM files. The context is shared
+ * read-only by every worker; free it after the servers. TLS 1.2 and 1.3 only. */
+typedef struct SovTlsContext SovTlsContext;
+int sov_tls_server_new(const char *cert_file, const char *key_file, SovTlsContext **ret,
+                       SovBuf *err);
+SovTlsContext *sov_tls_free(SovTlsContext *t);
 
 SovHttpServer *sov_http_server_new(uv_loop_t *loop, const SovHttpServerConfig *cfg);
 /* Starts accepting on a listening socket (from sov_listen_tcp); the server owns fd. */
