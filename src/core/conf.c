@@ -172,6 +172,13 @@ static char *conf_reader(char *str, int num, void *stream)
     if (c->next[len] == '\n')
         len++;
     c->lineno++;
+    /* The newline may be dropped: inih takes a last line without one just as well. */
+    if (len > (size_t)num - 1 && c->next[len - 1] == '\n' && len - 1 <= (size_t)num - 1) {
+        memcpy(str, c->next, len - 1);
+        str[len - 1] = '\0';
+        c->next += len;
+        return str;
+    }
     if (len > (size_t)num - 1) {
         /* Longer than inih's line buffer: refuse it here, hand inih an empty line. */
         if (!c->failed)

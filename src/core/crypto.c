@@ -126,8 +126,13 @@ int sov_aes256_gcm_decrypt(const uint8_t key[SOV_GCM_KEY_LEN], const uint8_t iv[
                            const uint8_t tag[SOV_GCM_TAG_LEN])
 {
     uint8_t t[SOV_GCM_TAG_LEN];
+    int r;
+
     memcpy(t, tag, sizeof(t));
-    return cipher_run(EVP_aes_256_gcm(), false, key, iv, aad, aadlen, in, n, out, t);
+    r = cipher_run(EVP_aes_256_gcm(), false, key, iv, aad, aadlen, in, n, out, t);
+    if (r < 0 && n)
+        OPENSSL_cleanse(out, n); /* never leave unauthenticated plaintext behind */
+    return r;
 }
 
 static int xts_run(bool enc, const uint8_t *key, uint64_t sector, const void *in, size_t n,

@@ -250,6 +250,9 @@ int sov_parse_hostport(const char *s, char *host, size_t n, int *ret_port)
     }
     if (hl == 0 || hl >= n)
         return -EINVAL;
+    for (const char *d = colon + 1; *d; d++)
+        if (*d < '0' || *d > '9')
+            return -EINVAL; /* strtol would take spaces and signs */
     errno = 0;
     port = strtol(colon + 1, &end, 10);
     if (errno || *end || end == colon + 1 || port < 0 || port > 65535)
@@ -306,12 +309,38 @@ int sov_daemon_parse_args(int argc, char **argv, const char *name, SovDaemonArgs
     return 0;
 }
 
+/* The rename is durable only once the directory holding it is on disk. */
+static int fsync_parent_dir(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    int fd, r = 0;
+
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else if (snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path) >= (int)sizeof(dir))
+        return -ENAMETOOLONG;
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    return r;
+}
+
 int sov_write_file_atomic(const char *path, const char *data, size_t len)
 {
     char tmp[4096];
     int fd, r = 0;
 
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+    static unsigned seq;
+
+    /* A temp name of our own: concurrent writers of one path never share a temp file. */
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%u", path, (int)getpid(),
+                 __atomic_fetch_add(&seq, 1, __ATOMIC_RELAXED)) >= (int)sizeof(tmp))
         return -ENAMETOOLONG;
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
@@ -323,9 +352,11 @@ int sov_write_file_atomic(const char *path, const char *data, size_t len)
     close(fd);
     if (r == 0 && rename(tmp, path) < 0)
         r = -errno;
-    if (r < 0)
+    if (r < 0) {
         unlink(tmp);
-    return r;
+        return r;
+    }
+    return fsync_parent_dir(path);
 }
 
 void sov_http_limits_from_conf(const SovHttpLimitsConf *c, SovHttpLimits *l)

@@ -189,12 +189,35 @@ int sov_metrics_escape_label(SovBuf *out, SovStr v)
     return 0;
 }
 
+/* Shortest decimal form that reads back as the same double (0.1, not 0.10000000000000001),
+ * as other Prometheus clients print bucket bounds, so `le="0.1"` selects the bucket. */
+static void format_double(char *buf, size_t n, double v)
+{
+    if (isinf(v)) {
+        snprintf(buf, n, "%s", v > 0 ? "+Inf" : "-Inf");
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        char e[40];
+        snprintf(e, sizeof(e), "%.*e", prec - 1, v);
+        if (strtod(e, NULL) != v)
+            continue;
+        /* Plain notation for ordinary magnitudes, with exactly the digits that round-trip. */
+        int exp = atoi(strchr(e, 'e') + 1);
+        if (exp >= -4 && exp < 21)
+            snprintf(buf, n, "%.*f", prec - 1 - exp > 0 ? prec - 1 - exp : 0, v);
+        else
+            snprintf(buf, n, "%s", e);
+        return;
+    }
+    snprintf(buf, n, "%.17g", v);
+}
+
 static void put_double(SovBuf *out, double v)
 {
-    if (isinf(v))
-        sov_buf_puts(out, v > 0 ? "+Inf" : "-Inf");
-    else
-        sov_buf_printf(out, "%.17g", v);
+    char buf[64];
+    format_double(buf, sizeof(buf), v);
+    sov_buf_puts(out, buf);
 }
 
 static void series_name(SovBuf *out, const char *name, const char *suffix, const char *labels,
@@ -256,7 +279,9 @@ int sov_metrics_render(SovBuf *out)
                 memcpy(&sum, &bits, sizeof(sum));
                 for (size_t i = 0; i < m->nbounds; i++) {
                     cum += __atomic_load_n(&m->buckets[i], __ATOMIC_RELAXED);
-                    snprintf(le, sizeof(le), "le=\"%.17g\"", m->bounds[i]);
+                    char bound[40];
+                    format_double(bound, sizeof(bound), m->bounds[i]);
+                    snprintf(le, sizeof(le), "le=\"%s\"", bound);
                     series_name(out, f->name, "_bucket", m->labels, le);
                     sov_buf_printf(out, "%llu\n", (unsigned long long)cum);
                 }

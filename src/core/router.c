@@ -16,10 +16,16 @@ static bool pattern_valid(const char *p)
     if (*p != '/')
         return false;
     for (const char *s = p; *s; s++) {
+        if (*s == '}')
+            return false;
         if (*s != '{')
             continue;
+        /* A parameter is a whole segment with a non-empty name and no '/' or '{' inside. */
         const char *end = strchr(s, '}');
-        if (!end || end == s + 1 || (end[1] != '/' && end[1] != '\0'))
+        if (!end || s[-1] != '/' || (end[1] != '/' && end[1] != '\0'))
+            return false;
+        if (end - s - 1 - (end[-1] == '+') <= 0 || memchr(s + 1, '/', (size_t)(end - s - 1)) ||
+            memchr(s + 1, '{', (size_t)(end - s - 1)))
             return false;
         if (end[-1] == '+' && end[1] != '\0')
             return false; /* greedy parameter only at the end */
