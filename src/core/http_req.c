@@ -560,9 +560,10 @@ static int resp_head(SovHttpReq *req, int status, const char *ctype, int64_t len
             sov_buf_put_u64(b, (uint64_t)len);
             sov_buf_puts(b, "\r\n");
         }
-    } else if (req->http_minor >= 1) {
+    } else if (req->http_minor >= 1 && status != 204 && status != 304) {
+        /* A HEAD answer names the framing a GET would get, but carries no chunks at all. */
         sov_buf_puts(b, "Transfer-Encoding: chunked\r\n");
-        req->resp_chunked = true;
+        req->resp_chunked = !req->is_head;
     }
     if (req->resp_close)
         sov_buf_puts(b, "Connection: close\r\n");

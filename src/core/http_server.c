@@ -81,6 +81,10 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
     HttpConn *c = p->data;
     SovHttpReq *req = c->req;
 
+    /* Trailer fields of a chunked body arrive after the handler has seen the head (and holds
+     * pointers into it): they are not kept. */
+    if (p->flags & F_TRAILING)
+        return 0;
     if (!req->in_field) {
         if (req->nhdrs >= c->srv->cfg.limits.max_headers)
             return fail(c, 431, "too many header fields");
@@ -97,8 +101,10 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     HttpConn *c = p->data;
     SovHttpReq *req = c->req;
-    HdrRef *h = &req->hdrs[req->nhdrs - 1];
 
+    if (p->flags & F_TRAILING)
+        return 0;
+    HdrRef *h = &req->hdrs[req->nhdrs - 1];
     if (req->in_field) {
         req->in_field = false;
         h->val_off = (uint32_t)req->head.len;

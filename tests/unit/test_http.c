@@ -205,6 +205,8 @@ static int setup(void **st)
     sov_router_add(router, "GET", "/inject", 0, h_inject, NULL);
     sov_router_add(router, "PUT", "/deny", SOV_ROUTE_STREAM, h_deny, NULL);
     sov_router_add(router, "GET", "/gen", 0, h_gen, NULL);
+    sov_router_add(router, "HEAD", "/gen", 0, h_gen, NULL);
+    sov_router_add(router, "POST", "/items/{id}/files/{rest+}", 0, h_param, NULL);
     if (sov_listen_tcp("127.0.0.1", 0, false, &listen_fd, &port) < 0)
         return -1;
     return sov_workers_start(1, start_server, stop_server, free_server, NULL, &workers);
@@ -420,6 +422,44 @@ static void test_chunked_request(void **st)
     assert_int_equal(r.status, 200);
     assert_int_equal(r.body.len, 7);
     assert_memory_equal(r.body.ptr, "abcdefg", 7);
+    resp_release(&r);
+    close(fd);
+}
+
+static void test_trailers_keep_params(void **st)
+{
+    /* Many trailer fields after a chunked body must not disturb the route parameters the
+     * handler reads once the body is in. */
+    SovBuf rq = {0};
+    sov_buf_puts(&rq, "POST /items/abc/files/x/y.txt HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "3\r\nabc\r\n0\r\n");
+    for (int i = 0; i < 15; i++)
+        sov_buf_printf(&rq, "X-Trailer-%d: %0100d\r\n", i, i);
+    sov_buf_puts(&rq, "\r\n");
+    Resp r;
+    int fd = one_shot(rq.ptr, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body.ptr, "id=abc rest=x/y.txt q=");
+    resp_release(&r);
+    sov_buf_release(&rq);
+    close(fd);
+}
+
+static void test_head_streamed(void **st)
+{
+    /* HEAD of a streamed (chunked) answer: the head names the framing, no chunk follows. */
+    Resp r;
+    int fd = connect_srv();
+    sov_buf_reset(&pending);
+    send_str(fd, "HEAD /gen HTTP/1.1\r\n\r\n");
+    assert_int_equal(read_resp(fd, &r, true), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strcasestr(r.head, "\r\ntransfer-encoding: chunked"));
+    send_str(fd, "GET /hello HTTP/1.1\r\n\r\n");
+    assert_int_equal(read_resp(fd, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body.len, 6);
+    assert_memory_equal(r.body.ptr, "hello\n", 6);
     resp_release(&r);
     close(fd);
 }
@@ -684,6 +724,8 @@ int main(void)
         cmocka_unit_test(test_pipelining),
         cmocka_unit_test(test_http10),
         cmocka_unit_test(test_chunked_request),
+        cmocka_unit_test(test_trailers_keep_params),
+        cmocka_unit_test(test_head_streamed),
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_smuggling),
         cmocka_unit_test(test_limits),
