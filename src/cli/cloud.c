@@ -17,6 +17,7 @@
 
 const CliService cli_services[] = {
     {"demo", "sov-demo", 8480},
+    {CLI_S3_NAME, "sov-s3", CLI_S3_DEFAULT_PORT},
 };
 const size_t cli_services_n = ELEMENTSOF(cli_services);
 

@@ -87,8 +87,8 @@ int cli_cmd_env(const Cli *c)
                 strerror(-r));
         return 1;
     }
-    /* The api and s3 daemons are not in the table yet; their configs, once they exist, say
-     * where they listen, and the reserved defaults stand in until then. */
+    /* Each daemon's config says where it listens; the reserved defaults stand in for daemons
+     * that do not exist yet (api). */
     snprintf(auth_url, sizeof(auth_url), "http://127.0.0.1:%d/identity/v3",
              cli_config_port(c, CLI_API_NAME, CLI_API_DEFAULT_PORT));
     snprintf(s3_url, sizeof(s3_url), "http://127.0.0.1:%d",

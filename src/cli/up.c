@@ -120,7 +120,7 @@ static void print_log_tail(const char *path, off_t from)
     }
 }
 
-static int write_config(const Cli *c, const CliService *svc)
+static int write_config(const Cli *c, const CliService *svc, const CliCreds *cr)
 {
     char p[PATH_MAX];
     SovBuf text = SOV_BUF_INIT;
@@ -138,8 +138,26 @@ static int write_config(const Cli *c, const CliService *svc)
                        "[server]\n"
                        "listen = 127.0.0.1:%d\n",
                        svc->binary, svc->binary, port);
+    if (r >= 0 && strcmp(svc->name, CLI_S3_NAME) == 0) {
+        /* The object store keeps its data under the data dir and serves the generated key. */
+        char dir[PATH_MAX];
+        r = cli_path(c, dir, sizeof(dir), "s3");
+        if (r >= 0)
+            r = sov_buf_printf(&text,
+                               "\n[s3]\n"
+                               "data_dir = %s\n"
+                               "region = %s\n"
+                               "account = %s\n"
+                               "access_key_id = %s\n"
+                               "secret_access_key = %s\n",
+                               dir, cr->region, cr->username, cr->access_key_id,
+                               cr->secret_access_key);
+    }
     if (r >= 0)
-        r = cli_file_create(p, text.ptr, text.len, 0644);
+        r = cli_file_create(p, text.ptr, text.len,
+                            strcmp(svc->name, CLI_S3_NAME) == 0 ? 0600 : 0644);
+    if (text.ptr)
+        explicit_bzero(text.ptr, text.len);
     sov_buf_release(&text);
     return r < 0 ? r : 0;
 }
@@ -324,7 +342,7 @@ static int service_wait_healthy(const Cli *c, const CliService *svc, pid_t pid, 
     return -ETIMEDOUT;
 }
 
-static int service_start(const Cli *c, const CliService *svc)
+static int service_start(const Cli *c, const CliService *svc, const CliCreds *cr)
 {
     char host[256], cfg[PATH_MAX];
     off_t log_from = 0;
@@ -333,7 +351,7 @@ static int service_start(const Cli *c, const CliService *svc)
 
     remove_run_files(c, svc); /* stale: the probe found no live daemon behind them */
     lock = lock_ports();
-    r = write_config(c, svc);
+    r = write_config(c, svc, cr);
     if (r < 0) {
         fprintf(stderr, "sov: %s: cannot write its config: %s\n", svc->name, strerror(-r));
         goto out;
@@ -362,7 +380,7 @@ out:
     return r;
 }
 
-static int service_up(const Cli *c, const CliService *svc)
+static int service_up(const Cli *c, const CliService *svc, const CliCreds *cr)
 {
     CliProbe p;
     int r;
@@ -381,12 +399,12 @@ static int service_up(const Cli *c, const CliService *svc)
             printf("%-8s already running (pid %ld)\n", svc->name, (long)p.pid);
         return r;
     }
-    return service_start(c, svc);
+    return service_start(c, svc, cr);
 }
 
 static void print_summary(const Cli *c, const CliCreds *cr)
 {
-    char url[300], first[300] = "";
+    char url[300], first[300] = "", s3[300] = "";
     SovBuf q = SOV_BUF_INIT;
 
     printf("\nsovcloud is up in %s\n\n", c->data_dir);
@@ -399,6 +417,8 @@ static void print_summary(const Cli *c, const CliCreds *cr)
         printf("  %-8s %-32s %s/metrics\n", cli_services[i].name, url, url);
         if (!first[0])
             snprintf(first, sizeof(first), "%s", url);
+        if (strcmp(cli_services[i].name, CLI_S3_NAME) == 0)
+            snprintf(s3, sizeof(s3), "%s", url);
     }
     printf("\n  Credentials (%s/credentials.ini):\n", c->data_dir);
     printf("    user               %s (project admin, region %s)\n", cr->username, cr->region);
@@ -413,6 +433,12 @@ static void print_summary(const Cli *c, const CliCreds *cr)
         cli_shell_quote(&q, c->data_dir_arg);
     }
     printf("    eval \"$(%s env%s)\"\n", c->argv0, q.ptr ? q.ptr : "");
+    if (s3[0]) {
+        printf("    /usr/bin/aws --endpoint-url \"$SOV_S3_ENDPOINT\" s3 mb s3://first-bucket\n");
+        printf("    /usr/bin/aws --endpoint-url \"$SOV_S3_ENDPOINT\" s3 cp README.md "
+               "s3://first-bucket/\n");
+        printf("    /usr/bin/aws --endpoint-url \"$SOV_S3_ENDPOINT\" s3 ls s3://first-bucket\n");
+    }
     sov_buf_release(&q);
 }
 
@@ -439,7 +465,7 @@ int cli_cmd_up(const Cli *c)
         return 1;
     }
     for (size_t i = 0; i < cli_services_n; i++) {
-        r = service_up(c, &cli_services[i]);
+        r = service_up(c, &cli_services[i], &cr);
         if (r < 0) {
             if (i > 0)
                 fprintf(stderr, "sov: the daemons started before it keep running; "

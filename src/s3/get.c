@@ -1,0 +1,721 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* GetObject and HeadObject (conditions, Range, partNumber, response-* overrides; data read a
+ * CRC block at a time and checked before it is sent), CopyObject, and the copy engine that
+ * UploadPartCopy shares (runs on the thread pool, checks source CRCs as it reads). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "s3.h"
+#include "sov/log.h"
+#include "sov/xml.h"
+
+static SovMetric *bitrot_metric(void)
+{
+    return sov_metrics_counter("sov_s3_bitrot_total", "data blocks whose CRC did not match on read",
+                               NULL);
+}
+
+bool s3_etag_matches(const char *header, const char *etag)
+{
+    const char *p = header;
+    size_t el = strlen(etag);
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        if (!*p)
+            break;
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        const char *t = p;
+        if (n >= 2 && t[0] == 'W' && t[1] == '/') {
+            t += 2;
+            n -= 2;
+        }
+        if (n == 1 && t[0] == '*')
+            return true;
+        if (n >= 2 && t[0] == '"' && t[n - 1] == '"') {
+            t++;
+            n -= 2;
+        }
+        if (n == el && memcmp(t, etag, el) == 0)
+            return true;
+        p = end ? end : p + strlen(p);
+    }
+    return false;
+}
+
+/* Evaluates the conditional headers (prefix "" or "x-amz-copy-source-"): 0 to go on, 412 or
+ * 304. */
+static int conditions(S3Req *r, const S3Object *o, const char *prefix)
+{
+    char name[64];
+    const char *v;
+    int64_t t, mtime_s = o->mtime_ms / 1000;
+
+    snprintf(name, sizeof(name), "%sif-match", prefix);
+    if ((v = s3_header(r, name))) {
+        if (!s3_etag_matches(v, o->etag))
+            return 412;
+    } else {
+        snprintf(name, sizeof(name), "%sif-unmodified-since", prefix);
+        if ((v = s3_header(r, name)) && s3_parse_http_date(v, &t) == 0 && mtime_s > t / 1000)
+            return 412;
+    }
+    snprintf(name, sizeof(name), "%sif-none-match", prefix);
+    if ((v = s3_header(r, name))) {
+        if (s3_etag_matches(v, o->etag))
+            return prefix[0] ? 412 : 304;
+    } else {
+        snprintf(name, sizeof(name), "%sif-modified-since", prefix);
+        if ((v = s3_header(r, name)) && s3_parse_http_date(v, &t) == 0 && mtime_s <= t / 1000)
+            return prefix[0] ? 412 : 304;
+    }
+    return 0;
+}
+
+/* Range: 0 no (usable) range, 1 range set, -1 unsatisfiable. */
+static int parse_range(const char *v, uint64_t size, uint64_t *start, uint64_t *end)
+{
+    uint64_t a, b;
+    if (strncmp(v, "bytes=", 6) != 0 || strchr(v, ','))
+        return 0;
+    v += 6;
+    const char *dash = strchr(v, '-');
+    if (!dash)
+        return 0;
+    SovStr first = {v, (size_t)(dash - v)}, second = sov_str(dash + 1);
+    if (first.len == 0) {
+        if (sov_str_to_u64(second, &b) < 0)
+            return 0;
+        if (b == 0 || size == 0)
+            return -1;
+        *start = b >= size ? 0 : size - b;
+        *end = size;
+        return 1;
+    }
+    if (sov_str_to_u64(first, &a) < 0)
+        return 0;
+    if (second.len == 0) {
+        b = UINT64_MAX - 1;
+    } else if (sov_str_to_u64(second, &b) < 0 || b < a) {
+        return 0;
+    }
+    if (a >= size)
+        return -1;
+    *start = a;
+    *end = b >= size ? size : b + 1;
+    return 1;
+}
+
+static void put_object_headers(S3Req *r, const S3Object *o)
+{
+    char etag[52], date[40];
+    json_t *meta = json_loads(o->meta_json, 0, NULL);
+    const char *key;
+    json_t *val;
+
+    snprintf(etag, sizeof(etag), "\"%s\"", o->etag);
+    sov_http_resp_header(r->http, "ETag", sov_str(etag));
+    s3_format_http_date(o->mtime_ms, date);
+    sov_http_resp_header(r->http, "Last-Modified", sov_str(date));
+    sov_http_resp_header(r->http, "Accept-Ranges", SOV_STR("bytes"));
+    if (strcmp(o->storage_class, "STANDARD") != 0)
+        sov_http_resp_header(r->http, "x-amz-storage-class", sov_str(o->storage_class));
+    static const char *const overrides[][2] = {
+        {"content-type", "response-content-type"},
+        {"content-language", "response-content-language"},
+        {"expires", "response-expires"},
+        {"cache-control", "response-cache-control"},
+        {"content-disposition", "response-content-disposition"},
+        {"content-encoding", "response-content-encoding"}};
+    json_object_foreach(meta, key, val)
+    {
+        bool overridden = false;
+        for (size_t i = 0; i < ELEMENTSOF(overrides); i++)
+            if (strcmp(key, overrides[i][0]) == 0 && s3_param(r, overrides[i][1]))
+                overridden = true;
+        if (!overridden && strcmp(key, "content-type") != 0)
+            sov_http_resp_header(r->http, key, sov_str(json_string_value(val)));
+    }
+    for (size_t i = 0; i < ELEMENTSOF(overrides); i++) {
+        const char *v = s3_param(r, overrides[i][1]);
+        if (v && strcmp(overrides[i][0], "content-type") != 0)
+            sov_http_resp_header(r->http, overrides[i][0], sov_str(v));
+    }
+    json_decref(meta);
+}
+
+static const char *content_type(S3Req *r, const S3Object *o, char *buf, size_t cap)
+{
+    const char *v = s3_param(r, "response-content-type");
+    if (v)
+        return v;
+    json_t *meta = json_loads(o->meta_json, 0, NULL);
+    json_t *ct = json_object_get(meta, "content-type");
+    snprintf(buf, cap, "%s", ct ? json_string_value(ct) : "binary/octet-stream");
+    json_decref(meta);
+    return buf;
+}
+
+typedef struct GetState {
+    S3Object o;
+    uint64_t pos, end;
+    uint32_t seg;
+    uint64_t seg_base;
+    int fd;
+    uint32_t fd_seg;
+    char *buf;
+    size_t slice_off, slice_len;
+} GetState;
+
+static void get_free(S3Req *r)
+{
+    GetState *g = r->op_state;
+    if (!g)
+        return;
+    if (g->fd >= 0)
+        close(g->fd);
+    free(g->buf);
+    s3_object_clear(&g->o);
+    free(g);
+    r->op_state = NULL;
+}
+
+/* Reads and checks the block holding g->pos; sets the slice to send. */
+static int get_load(S3Store *st, GetState *g)
+{
+    while (g->seg < g->o.nsegs && g->pos >= g->seg_base + g->o.segs[g->seg].size) {
+        g->seg_base += g->o.segs[g->seg].size;
+        g->seg++;
+    }
+    if (g->seg >= g->o.nsegs)
+        return -EIO;
+    const S3Segment *s = &g->o.segs[g->seg];
+    if (g->fd < 0 || g->fd_seg != g->seg) {
+        char path[PATH_MAX];
+        if (g->fd >= 0)
+            close(g->fd);
+        s3_file_path(st, s->file, path, sizeof(path));
+        g->fd = open(path, O_RDONLY | O_CLOEXEC);
+        g->fd_seg = g->seg;
+        if (g->fd < 0) {
+            log_error_errno(-errno, "object %s/%s: data file %s", g->o.bucket, g->o.key, s->file);
+            return -EIO;
+        }
+    }
+    uint64_t in_seg = g->pos - g->seg_base;
+    uint64_t bi = in_seg / S3_BLOCK, boff = bi * S3_BLOCK;
+    size_t blen = (size_t)SOV_MIN((uint64_t)S3_BLOCK, s->size - boff);
+    size_t got = 0;
+    while (got < blen) {
+        ssize_t n = pread(g->fd, g->buf + got, blen - got, (off_t)(boff + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            log_error("object %s/%s: data file %s is short or unreadable", g->o.bucket, g->o.key,
+                      s->file);
+            return -EIO;
+        }
+        got += (size_t)n;
+    }
+    if (bi >= s->nblocks || (uint32_t)crc32(0L, (const Bytef *)g->buf, (uInt)blen) != s->crcs[bi]) {
+        log_error("bitrot: object %s/%s, file %s, block %" PRIu64 " fails its CRC", g->o.bucket,
+                  g->o.key, s->file, bi);
+        sov_counter_add(bitrot_metric(), 1);
+        return -EBADMSG;
+    }
+    g->slice_off = (size_t)(in_seg - boff);
+    g->slice_len = (size_t)SOV_MIN((uint64_t)blen - g->slice_off, g->end - g->pos);
+    return 0;
+}
+
+static void get_next(SovHttpReq *req, int status, void *ud)
+{
+    S3Req *r = ud;
+    GetState *g = r->op_state;
+    if (status < 0 || sov_http_req_is_closed(req)) {
+        s3_req_done(r);
+        return;
+    }
+    g->pos += g->slice_len;
+    sov_counter_add(r->srv->m_bytes_out, g->slice_len);
+    if (g->pos >= g->end) {
+        sov_http_resp_end(req);
+        s3_req_done(r);
+        return;
+    }
+    if (get_load(r->srv->store, g) < 0) {
+        /* Headers went out already: the short body and closed connection tell the client. */
+        sov_http_resp_end(req);
+        s3_req_done(r);
+        return;
+    }
+    if (sov_http_resp_write(req, g->buf + g->slice_off, g->slice_len, get_next, r) < 0)
+        s3_req_done(r);
+}
+
+static void record_ok(S3Req *r, int status)
+{
+    char labels[96];
+    snprintf(labels, sizeof(labels), "op=\"%s\",status=\"%d\"", r->op, status);
+    SovMetric *m =
+        sov_metrics_counter("sov_s3_requests_total", "S3 requests by operation and status", labels);
+    if (m)
+        sov_counter_add(m, 1);
+}
+
+void s3_object_get(S3Req *r)
+{
+    S3Bucket b;
+    GetState *g;
+    const char *v;
+    char ctbuf[256];
+    uint64_t start = 0, end;
+    bool ranged = false, head = sov_http_req_is_head(r->http);
+    int rc;
+
+    if (s3_require_bucket(r, &b) < 0)
+        return;
+    g = calloc(1, sizeof(*g));
+    if (!g) {
+        s3_error(r, "ServiceUnavailable", "out of memory");
+        return;
+    }
+    g->fd = -1;
+    r->op_state = g;
+    r->op_free = get_free;
+    rc = s3_object_get_meta(s3_loop_db(r->loop), r->bucket, r->key_name, &g->o);
+    if (rc == -ENOENT) {
+        s3_error(r, "NoSuchKey", "The specified key does not exist.");
+        return;
+    } else if (rc < 0) {
+        s3_error(r, "InternalError", "the object's metadata cannot be read");
+        return;
+    }
+    S3Object *o = &g->o;
+    end = o->size;
+    rc = conditions(r, o, "");
+    if (rc == 412) {
+        s3_error(r, "PreconditionFailed",
+                 "At least one of the pre-conditions you specified did not hold");
+        return;
+    }
+    if (rc == 304) {
+        char etag[52], date[40];
+        snprintf(etag, sizeof(etag), "\"%s\"", o->etag);
+        sov_http_resp_header(r->http, "ETag", sov_str(etag));
+        s3_format_http_date(o->mtime_ms, date);
+        sov_http_resp_header(r->http, "Last-Modified", sov_str(date));
+        s3_reply_empty(r, 304);
+        return;
+    }
+    const char *range = s3_header(r, "range");
+    if ((v = s3_param(r, "partNumber"))) {
+        uint64_t pn;
+        bool multipart = strchr(o->etag, '-') != NULL;
+        uint32_t nparts = multipart ? o->nsegs : 1;
+        if (sov_str_to_u64(sov_str(v), &pn) < 0 || pn < 1 || pn > S3_MAX_PARTS) {
+            s3_error(r, "InvalidArgument", "Part number must be an integer between 1 and 10000");
+            return;
+        }
+        if (range) {
+            s3_error(r, "InvalidRequest",
+                     "Cannot specify both Range header and partNumber query parameter");
+            return;
+        }
+        if (pn > nparts) {
+            s3_error_status(r, 416, "InvalidPartNumber",
+                            "The requested partnumber is not satisfiable");
+            return;
+        }
+        if (multipart) {
+            for (uint32_t i = 0; i + 1 < pn; i++)
+                start += o->segs[i].size;
+            end = start + o->segs[pn - 1].size;
+            char cnt[16];
+            snprintf(cnt, sizeof(cnt), "%u", nparts);
+            sov_http_resp_header(r->http, "x-amz-mp-parts-count", sov_str(cnt));
+            ranged = true;
+        }
+    } else if (range) {
+        rc = parse_range(range, o->size, &start, &end);
+        if (rc < 0) {
+            char cr[48];
+            snprintf(cr, sizeof(cr), "bytes */%" PRIu64, o->size);
+            sov_http_resp_header(r->http, "Content-Range", sov_str(cr));
+            s3_error(r, "InvalidRange", "The requested range is not satisfiable");
+            return;
+        }
+        ranged = rc == 1;
+    }
+    put_object_headers(r, o);
+    if (ranged) {
+        char cr[80];
+        snprintf(cr, sizeof(cr), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, start,
+                 end > start ? end - 1 : start, o->size);
+        sov_http_resp_header(r->http, "Content-Range", sov_str(cr));
+    }
+    int status = ranged ? 206 : 200;
+    const char *ct = content_type(r, o, ctbuf, sizeof(ctbuf));
+    if (o->is_inline) {
+        if ((uint32_t)crc32(0L, o->inline_data, (uInt)o->size) != o->inline_crc) {
+            log_error("bitrot: inline object %s/%s fails its CRC", o->bucket, o->key);
+            sov_counter_add(bitrot_metric(), 1);
+            s3_error(r, "InternalError", "The object's data is damaged");
+            return;
+        }
+        record_ok(r, status);
+        sov_counter_add(r->srv->m_bytes_out, head ? 0 : end - start);
+        sov_http_respond(r->http, status, ct, head ? NULL : o->inline_data + start, end - start);
+        s3_req_done(r);
+        return;
+    }
+    if (head || start == end) {
+        record_ok(r, status);
+        sov_http_respond(r->http, status, ct, NULL, end - start);
+        s3_req_done(r);
+        return;
+    }
+    g->buf = malloc(S3_BLOCK);
+    g->pos = start;
+    g->end = end;
+    if (!g->buf) {
+        s3_error(r, "ServiceUnavailable", "out of memory");
+        return;
+    }
+    if (get_load(r->srv->store, g) < 0) {
+        s3_error(r, "InternalError", "The object's data is damaged or missing");
+        return;
+    }
+    record_ok(r, status);
+    if (g->slice_len == end - start) {
+        /* Fits one block: headers and body leave in one write. */
+        sov_counter_add(r->srv->m_bytes_out, g->slice_len);
+        sov_http_respond(r->http, status, ct, g->buf + g->slice_off, g->slice_len);
+        s3_req_done(r);
+        return;
+    }
+    if (sov_http_resp_header(r->http, "Content-Type", sov_str(ct)) < 0 ||
+        sov_http_resp_start(r->http, status, (int64_t)(end - start)) < 0 ||
+        sov_http_resp_write(r->http, g->buf + g->slice_off, g->slice_len, get_next, r) < 0)
+        s3_req_done(r);
+}
+
+/* ---- copy ---- */
+
+int s3_copy_source(S3Req *r, S3Object *ret)
+{
+    const char *src = s3_header(r, "x-amz-copy-source");
+    SovBuf dec = SOV_BUF_INIT;
+    S3Bucket b;
+    SovStr s = sov_str(src);
+    const char *q = memchr(s.ptr, '?', s.len);
+    if (q) {
+        if (strcmp(q, "?versionId=null") != 0) {
+            s3_error(r, "NotImplemented", "Copying from a version is not implemented yet");
+            return -ENOTSUP;
+        }
+        s.len = (size_t)(q - s.ptr);
+    }
+    if (s3_uri_decode(&dec, s, false) < 0 || dec.len == 0) {
+        sov_buf_release(&dec);
+        s3_error(r, "InvalidArgument", "Copy Source must mention the source bucket and key");
+        return -EINVAL;
+    }
+    char *p = dec.ptr + (dec.ptr[0] == '/');
+    char *slash = strchr(p, '/');
+    if (!slash || slash == p || !slash[1] || strlen(slash + 1) > S3_MAX_KEY) {
+        sov_buf_release(&dec);
+        s3_error(r, "InvalidArgument", "Copy Source must mention the source bucket and key");
+        return -EINVAL;
+    }
+    *slash = '\0';
+    int rc = s3_bucket_get(s3_loop_db(r->loop), p, &b);
+    if (rc == 0 && strcmp(b.owner, r->key->account) != 0)
+        rc = -EACCES;
+    if (rc == 0)
+        rc = s3_object_get_meta(s3_loop_db(r->loop), p, slash + 1, ret);
+    sov_buf_release(&dec);
+    if (rc < 0) {
+        s3_error(r,
+                 rc == -EACCES   ? "AccessDenied"
+                 : rc == -ENOENT ? "NoSuchKey"
+                                 : "InternalError",
+                 rc == -ENOENT ? "The specified key does not exist." : "cannot read the source");
+        return rc;
+    }
+    if (conditions(r, ret, "x-amz-copy-source-") != 0) {
+        s3_object_clear(ret);
+        s3_error(r, "PreconditionFailed",
+                 "At least one of the pre-conditions you specified did not hold");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+typedef struct CopyJob {
+    uv_work_t work;
+    S3Req *r;
+    const S3Object *src;
+    uint64_t off, len;
+    S3Sink sink;
+    S3Segment seg;
+    int status;
+    void (*done)(S3Req *r, int status, S3Segment *seg, void *ud);
+    void *ud;
+} CopyJob;
+
+static void copy_work(uv_work_t *w)
+{
+    CopyJob *j = w->data;
+    const S3Object *o = j->src;
+    SovDigest *md5 = sov_digest_new(SOV_DIGEST_MD5);
+    char *buf = malloc(S3_BLOCK);
+    uint8_t dg[SOV_MD5_LEN];
+    int rc = s3_sink_open(&j->sink, j->r->srv->store, true);
+
+    if (!md5 || !buf || rc < 0) {
+        j->status = rc < 0 ? rc : -ENOMEM;
+        goto out;
+    }
+    if (o->is_inline) {
+        if ((uint32_t)crc32(0L, o->inline_data, (uInt)o->size) != o->inline_crc) {
+            j->status = -EBADMSG;
+            goto out;
+        }
+        rc = s3_sink_write(&j->sink, (const char *)o->inline_data + j->off, j->len);
+        sov_digest_update(md5, o->inline_data + j->off, j->len);
+    } else {
+        GetState g = {.o = *o, .fd = -1, .buf = buf, .pos = j->off, .end = j->off + j->len};
+        while (rc == 0 && g.pos < g.end) {
+            rc = get_load(j->r->srv->store, &g);
+            if (rc == 0) {
+                rc = s3_sink_write(&j->sink, g.buf + g.slice_off, g.slice_len);
+                sov_digest_update(md5, g.buf + g.slice_off, g.slice_len);
+                g.pos += g.slice_len;
+            }
+        }
+        if (g.fd >= 0)
+            close(g.fd);
+    }
+    if (rc == 0)
+        rc = s3_sink_finish(&j->sink);
+    if (rc == 0)
+        rc = s3_file_commit(j->sink.st, j->sink.file, j->sink.fd);
+    if (rc == 0) {
+        char hex[2 * SOV_MD5_LEN + 1];
+        sov_digest_final(md5, dg);
+        sov_hex_encode(dg, sizeof(dg), hex);
+        s3_sink_segment(&j->sink, &j->seg, hex);
+    }
+    j->status = rc;
+out:
+    if (j->status < 0)
+        s3_sink_abort(&j->sink);
+    else
+        s3_sink_release(&j->sink);
+    sov_digest_free(md5);
+    free(buf);
+}
+
+static void copy_after(uv_work_t *w, int status)
+{
+    CopyJob *j = w->data;
+    j->done(j->r, status < 0 ? status : j->status, &j->seg, j->ud);
+    free(j->seg.crcs);
+    free(j);
+}
+
+int s3_copy_data(S3Req *r, const S3Object *src, uint64_t off, uint64_t len,
+                 void (*done)(S3Req *r, int status, S3Segment *seg, void *ud), void *ud)
+{
+    CopyJob *j = calloc(1, sizeof(*j));
+    if (!j)
+        return -ENOMEM;
+    j->work.data = j;
+    j->r = r;
+    j->src = src;
+    j->off = off;
+    j->len = len;
+    j->done = done;
+    j->ud = ud;
+    j->sink.fd = -1;
+    int rc = uv_queue_work(s3_loop_uv(r->loop), &j->work, copy_work, copy_after);
+    if (rc < 0)
+        free(j);
+    return rc;
+}
+
+typedef struct CopyOp {
+    S3WriteOp w;
+    S3Req *r;
+    S3Object src;
+    S3Object dst;
+    S3Segment seg;
+    bool have_file;
+} CopyOp;
+
+static void copy_free(S3Req *r)
+{
+    CopyOp *op = r->op_state;
+    if (!op)
+        return;
+    if (op->have_file)
+        s3_file_remove(r->srv->store, op->seg.file);
+    free(op->seg.crcs);
+    free(op->dst.meta_json);
+    free(op->dst.inline_data);
+    s3_object_clear(&op->src);
+    free(op);
+    r->op_state = NULL;
+}
+
+static int copy_apply(sqlite3 *db, S3WriteOp *w)
+{
+    CopyOp *op = (CopyOp *)w;
+    S3Req *r = op->r;
+    int rc = s3_meta_check_bucket(db, w, r->bucket, r->key->account);
+    if (rc < 0 || (rc = s3_meta_remove_object(db, w, r->bucket, r->key_name)) < 0)
+        return rc;
+    return s3_meta_insert_object(db, &op->dst);
+}
+
+static void copy_done(S3WriteOp *w, int status)
+{
+    CopyOp *op = (CopyOp *)w;
+    S3Req *r = op->r;
+    SovBuf doc = SOV_BUF_INIT;
+    SovXmlWriter x;
+    char etag[52], date[32];
+
+    if (status < 0) {
+        s3_error(r, w->err_code[0] ? w->err_code : "InternalError", "The copy failed");
+        return;
+    }
+    op->have_file = false;
+    snprintf(etag, sizeof(etag), "\"%s\"", op->dst.etag);
+    s3_format_iso8601(op->dst.mtime_ms, date);
+    sov_xml_writer_init(&x, &doc);
+    sov_xml_open(&x, "CopyObjectResult", S3_XMLNS);
+    sov_xml_elem(&x, "ETag", sov_str(etag));
+    sov_xml_elem(&x, "LastModified", sov_str(date));
+    sov_xml_close(&x);
+    s3_reply_xml(r, 200, &doc);
+    sov_buf_release(&doc);
+}
+
+static void copy_data_done(S3Req *r, int status, S3Segment *seg, void *ud)
+{
+    CopyOp *op = r->op_state;
+    if (status < 0) {
+        s3_error(r, "InternalError",
+                 status == -EBADMSG ? "The source object's data is damaged" : "The copy failed");
+        return;
+    }
+    op->seg = *seg;
+    seg->crcs = NULL;
+    op->have_file = true;
+    op->dst.is_inline = false;
+    op->dst.nsegs = 1;
+    op->dst.segs = &op->seg;
+    snprintf(op->dst.etag, sizeof(op->dst.etag), "%s", op->seg.etag);
+    s3_store_submit(r->srv->store, &op->w);
+}
+
+void s3_object_copy(S3Req *r)
+{
+    S3Bucket b;
+    const char *directive = s3_header(r, "x-amz-metadata-directive");
+    const char *code = "InvalidArgument";
+
+    if (s3_require_bucket(r, &b) < 0)
+        return;
+    CopyOp *op = calloc(1, sizeof(*op));
+    if (!op) {
+        s3_error(r, "ServiceUnavailable", "out of memory");
+        return;
+    }
+    r->op_state = op;
+    r->op_free = copy_free;
+    op->r = r;
+    op->w.apply = copy_apply;
+    op->w.done = copy_done;
+    op->w.loop = r->loop;
+    if (directive && strcmp(directive, "COPY") != 0 && strcmp(directive, "REPLACE") != 0) {
+        s3_error(r, "InvalidArgument", "Unknown metadata directive.");
+        return;
+    }
+    bool replace = directive && strcmp(directive, "REPLACE") == 0;
+    if (s3_copy_source(r, &op->src) < 0)
+        return;
+    if (op->src.size > r->srv->cfg.max_object_size) {
+        s3_error(r, "InvalidRequest",
+                 "The specified copy source is larger than the maximum "
+                 "allowable size for a copy source");
+        return;
+    }
+    if (!replace && strcmp(op->src.bucket, r->bucket) == 0 &&
+        strcmp(op->src.key, r->key_name) == 0) {
+        s3_error(r, "InvalidRequest",
+                 "This copy request is illegal because it is trying to copy an object to itself "
+                 "without changing the object's metadata, storage class, website redirect "
+                 "location or encryption attributes.");
+        return;
+    }
+    S3Object *d = &op->dst;
+    d->bucket = r->bucket;
+    d->key = r->key_name;
+    d->size = op->src.size;
+    d->mtime_ms = s3_now_ms();
+    if (s3_storage_class(r, d->storage_class) < 0)
+        return;
+    if (replace) {
+        json_t *meta;
+        if (s3_collect_meta(r, &meta, &code) < 0) {
+            s3_error(r, code, "The metadata headers are too large or not valid");
+            return;
+        }
+        d->meta_json = s3_meta_dump(meta);
+        json_decref(meta);
+    } else {
+        d->meta_json = strdup(op->src.meta_json);
+    }
+    if (!d->meta_json) {
+        s3_error(r, "ServiceUnavailable", "out of memory");
+        return;
+    }
+    if (op->src.size <= r->srv->cfg.inline_max) {
+        /* Small: the copy is a metadata write (data checked and carried inline). */
+        uint8_t md5[SOV_MD5_LEN];
+        if (op->src.is_inline) {
+            if ((uint32_t)crc32(0L, op->src.inline_data, (uInt)op->src.size) !=
+                op->src.inline_crc) {
+                s3_error(r, "InternalError", "The source object's data is damaged");
+                return;
+            }
+            d->inline_data = malloc(op->src.size ? op->src.size : 1);
+            if (!d->inline_data) {
+                s3_error(r, "ServiceUnavailable", "out of memory");
+                return;
+            }
+            memcpy(d->inline_data, op->src.inline_data, op->src.size);
+            d->is_inline = true;
+            d->inline_crc = op->src.inline_crc;
+            sov_md5(d->inline_data, d->size, md5);
+            sov_hex_encode(md5, sizeof(md5), d->etag);
+            s3_store_submit(r->srv->store, &op->w);
+            return;
+        }
+    }
+    if (s3_copy_data(r, &op->src, 0, op->src.size, copy_data_done, NULL) < 0)
+        s3_error(r, "InternalError", "The copy could not start");
+}

@@ -1,0 +1,314 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* sov-s3 internals shared by its files: configuration, the store (SQLite metadata index with a
+ * group-committing writer thread, object data files with per-block CRCs), the per-request
+ * context that authentication and dispatch fill in, and the S3 operations. */
+#ifndef SOV_S3_H
+#define SOV_S3_H
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "sigv4.h"
+#include "sov/buf.h"
+#include "sov/conf.h"
+#include "sov/crypto.h"
+#include "sov/daemon.h"
+#include "sov/http.h"
+#include "sov/metrics.h"
+
+#define S3_MAX_KEY         1024 /* bytes, as AWS */
+#define S3_MAX_BUCKET      63
+#define S3_BLOCK           (256 * 1024) /* CRC block of data files */
+#define S3_MAX_XML_BODY    (1024 * 1024)
+#define S3_MAX_DELETE_KEYS 1000
+#define S3_MAX_PARTS       10000
+#define S3_MIN_PART        (5 * 1024 * 1024)
+#define S3_MAX_PART        (5ull * 1024 * 1024 * 1024)
+#define S3_MAX_USER_META   2048 /* bytes of x-amz-meta-* names and values, as AWS */
+#define S3_FORMAT_VERSION  1
+#define S3_XMLNS           "http://s3.amazonaws.com/doc/2006-03-01/"
+
+typedef struct S3Config {
+    char listen[SOV_CONF_STR_MAX];
+    int64_t workers;
+    bool access_log;
+    char tls_cert[SOV_CONF_STR_MAX];
+    char tls_key[SOV_CONF_STR_MAX];
+    char log_level[SOV_CONF_STR_MAX];
+    char data_dir[SOV_CONF_STR_MAX];
+    char region[SOV_CONF_STR_MAX];
+    char regions[SOV_CONF_STR_MAX];
+    char account[SOV_CONF_STR_MAX];
+    char access_key_id[SOV_CONF_STR_MAX];
+    char secret_access_key[SOV_CONF_STR_MAX];
+    char keys_file[SOV_CONF_STR_MAX];
+    char domain[SOV_CONF_STR_MAX];
+    bool fsync;
+    uint64_t inline_max;
+    uint64_t max_object_size;
+    SovHttpLimitsConf http;
+} S3Config;
+
+extern const SovConfField s3_conf_fields[];
+extern const size_t s3_conf_nfields;
+
+/* ---- accounts ---- */
+
+typedef struct S3Key {
+    char account[64];
+    char access_key[S3_ACCESS_KEY_MAX + 1];
+    char secret[S3_SECRET_MAX + 1];
+} S3Key;
+
+/* ---- store ---- */
+
+typedef struct S3Store S3Store;
+typedef struct S3Loop S3Loop; /* one per worker loop: read connection and completion queue */
+
+/* One data file of an object (a whole single-PUT object, or one multipart part). */
+typedef struct S3Segment {
+    char file[33]; /* 32 hex digits */
+    uint64_t size;
+    uint32_t nblocks;
+    uint32_t *crcs; /* CRC-32 of each S3_BLOCK of the file */
+    char etag[35];  /* part ETag (hex MD5), for partNumber reads and ListParts */
+} S3Segment;
+
+typedef struct S3Object {
+    char *bucket;
+    char *key;
+    char version[40];
+    uint64_t size;
+    char etag[48]; /* without quotes */
+    int64_t mtime_ms;
+    char storage_class[24];
+    char *meta_json; /* {"content-type":..., "x-amz-meta-x":...} */
+    /* Data: inline bytes (size bytes, crc32 inline_crc) or segments. */
+    uint8_t *inline_data;
+    uint32_t inline_crc;
+    bool is_inline;
+    uint32_t nsegs;
+    S3Segment *segs;
+} S3Object;
+
+void s3_object_clear(S3Object *o);
+/* Encodes/decodes segments into the layout column (versioned binary format). */
+int s3_layout_encode(const S3Segment *segs, uint32_t n, SovBuf *out);
+int s3_layout_decode(const void *p, size_t n, S3Segment **ret, uint32_t *ret_n);
+void s3_segments_free(S3Segment *segs, uint32_t n);
+
+typedef struct S3StoreConfig {
+    const char *data_dir;
+    bool fsync;
+} S3StoreConfig;
+
+int s3_store_open(const S3StoreConfig *cfg, S3Store **ret, SovBuf *err);
+void s3_store_close(S3Store *st);
+const char *s3_store_dir(const S3Store *st);
+bool s3_store_fsync(const S3Store *st);
+
+S3Loop *s3_loop_new(S3Store *st, uv_loop_t *loop);
+void s3_loop_close(S3Loop *l);  /* closes the async handle; frees once closed */
+sqlite3 *s3_loop_db(S3Loop *l); /* this loop's read-only connection */
+uv_loop_t *s3_loop_uv(S3Loop *l);
+
+/* A metadata change, applied by the writer thread inside a shared transaction (group commit).
+ * apply runs on the writer thread and returns 0 or a negative errno (its changes are rolled
+ * back to a savepoint then); done runs on the submitting loop once the transaction committed
+ * (status 0) or failed. Files named in unlink_after are removed after a successful commit. */
+typedef struct S3WriteOp S3WriteOp;
+struct S3WriteOp {
+    int (*apply)(sqlite3 *db, S3WriteOp *op);
+    void (*done)(S3WriteOp *op, int status);
+    void *ud;
+    S3Loop *loop;
+    int status;
+    char err_code[48];   /* set by apply for a specific S3 error */
+    SovBuf unlink_after; /* NUL-separated file ids */
+    S3WriteOp *next;
+};
+void s3_store_submit(S3Store *st, S3WriteOp *op);
+/* Files to delete once the op's transaction commits. */
+int s3_op_unlink_after(S3WriteOp *op, const char *file_id);
+
+/* Data files: data_dir/objects/xx/<id>; new ones are written under data_dir/tmp and moved in by
+ * s3_file_commit (fsync file, rename, fsync dir), which blocks: call it off the loop. */
+int s3_file_new_id(char out[33]);
+int s3_file_path(const S3Store *st, const char *id, char *out, size_t cap);
+int s3_file_tmp_path(const S3Store *st, const char *id, char *out, size_t cap);
+int s3_file_commit(const S3Store *st, const char *id, int fd);
+void s3_file_remove(const S3Store *st, const char *id);
+
+/* Reads (on a loop's read connection). Return 0, -ENOENT, or a negative errno. */
+typedef struct S3Bucket {
+    char name[S3_MAX_BUCKET + 1];
+    char owner[64];
+    char region[64];
+    int64_t created_ms;
+} S3Bucket;
+int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret);
+int s3_object_get_meta(sqlite3 *db, const char *bucket, const char *key, S3Object *ret);
+
+/* Where a body goes while it arrives: memory up to the inline limit, else a data file under
+ * tmp/ with a CRC-32 per S3_BLOCK. */
+typedef struct S3Sink {
+    S3Store *st;
+    bool to_file;
+    int fd;
+    char file[33];
+    SovBuf mem;
+    uint64_t size;
+    uint32_t *crcs;
+    uint32_t ncrc, capcrc;
+    uint32_t block_crc;
+    uint64_t block_fill;
+} S3Sink;
+int s3_sink_open(S3Sink *k, S3Store *st, bool to_file);
+int s3_sink_write(S3Sink *k, const char *p, size_t n);
+int s3_sink_finish(S3Sink *k); /* closes the last partial CRC block */
+/* Moves the file in (fsync, rename, dir fsync) on the thread pool, then calls done on loop. */
+int s3_sink_commit(S3Sink *k, uv_loop_t *loop, void (*done)(void *ud, int status), void *ud);
+void s3_sink_segment(S3Sink *k, S3Segment *seg, const char *etag);
+void s3_sink_abort(S3Sink *k);   /* removes the temporary file */
+void s3_sink_release(S3Sink *k); /* frees memory, closes the fd */
+
+/* ---- requests ---- */
+
+typedef struct S3Param {
+    char *name;
+    char *value; /* "" when the parameter has no '=' */
+    bool has_value;
+} S3Param;
+
+typedef struct S3Server S3Server;
+
+typedef struct S3Req {
+    SovHttpReq *http;
+    S3Server *srv;
+    S3Loop *loop;
+    S3AuthResult auth;
+    const S3Key *key; /* the authenticated key (its account) */
+    char *bucket;     /* NULL for the service */
+    char *key_name;   /* object key, NULL when none */
+    S3Param *params;
+    size_t nparams;
+    const char *op; /* operation name, for metrics */
+    int64_t start_ns;
+    /* Body reading (see s3_body_*) */
+    S3ChunkDecoder *chunks;
+    SovDigest *sha256; /* payload hash check */
+    SovDigest *md5;    /* ETag and Content-MD5 */
+    uint8_t want_md5[SOV_MD5_LEN];
+    bool check_md5;
+    uint64_t body_bytes;
+    uint8_t body_md5[SOV_MD5_LEN]; /* MD5 of the decoded body, once it ended */
+    bool body_active;              /* the body reader still runs */
+    bool finished;                 /* answered while the body was still being read */
+    int (*body_data)(struct S3Req *r, const char *p, size_t n);
+    void (*body_end)(struct S3Req *r);
+    SovBuf xml; /* buffered small XML bodies */
+    bool body_failed;
+    void *op_state;
+    void (*op_free)(struct S3Req *r);
+} S3Req;
+
+struct S3Server {
+    S3Config cfg;
+    S3Store *store;
+    S3Key *keys;
+    size_t nkeys;
+    uv_rwlock_t keys_lock;
+    char regions[16][64];
+    size_t nregions;
+    SovMetric *m_bytes_in, *m_bytes_out;
+};
+
+/* Per-loop state, reached from handlers through the router's userdata. */
+typedef struct S3Worker {
+    S3Server *srv;
+    S3Loop *loop;
+    SovRouter *router;
+    SovHttpServer *http;
+} S3Worker;
+
+void s3_handle(SovHttpReq *req, void *ud);
+const S3Key *s3_find_key(S3Server *srv, const char *access_key);
+int s3_keys_load(S3Server *srv, SovBuf *err);
+
+/* Query parameter lookup (decoded); NULL when absent. */
+const char *s3_param(const S3Req *r, const char *name);
+bool s3_has_param(const S3Req *r, const char *name);
+/* Request header as a NUL-terminated arena copy, or NULL. */
+char *s3_header(S3Req *r, const char *name);
+
+/* Answers an S3 XML error and ends the request. */
+void s3_error(S3Req *r, const char *code, const char *message);
+void s3_error_status(S3Req *r, int status, const char *code, const char *message);
+/* Answers 200 (or status) with an XML document and ends the request. */
+void s3_reply_xml(S3Req *r, int status, SovBuf *doc);
+void s3_reply_empty(S3Req *r, int status);
+void s3_req_done(S3Req *r);
+
+/* Reads the request body: checks the signed payload hash, decodes aws-chunked bodies and
+ * Content-MD5, calling r->body_data for each decoded piece and r->body_end at the end (when
+ * every check passed). On failure it answers the S3 error itself. */
+int s3_body_start(S3Req *r);
+/* Reads a small XML body into r->xml, then calls done. */
+int s3_body_xml(S3Req *r, void (*done)(S3Req *r));
+
+/* Operations */
+void s3_list_buckets(S3Req *r);
+void s3_bucket_create(S3Req *r);
+void s3_bucket_head(S3Req *r);
+void s3_bucket_delete(S3Req *r);
+void s3_bucket_location(S3Req *r);
+void s3_bucket_versioning(S3Req *r);
+void s3_list_objects(S3Req *r, int version); /* 1, 2, or 0 for ListObjectVersions */
+void s3_delete_objects(S3Req *r);
+void s3_object_put(S3Req *r);
+void s3_object_get(S3Req *r);
+void s3_object_delete(S3Req *r);
+void s3_object_copy(S3Req *r);
+void s3_multipart_create(S3Req *r);
+void s3_multipart_upload_part(S3Req *r);
+void s3_multipart_complete(S3Req *r);
+void s3_multipart_abort(S3Req *r);
+void s3_multipart_list_parts(S3Req *r);
+void s3_multipart_list_uploads(S3Req *r);
+
+/* Helpers shared by the operation files */
+int s3_body_size(S3Req *r, uint64_t *ret);
+int s3_storage_class(S3Req *r, char out[24]);
+int s3_collect_meta(S3Req *r, json_t **ret, const char **ret_code);
+char *s3_meta_dump(json_t *m);
+/* Inside the writer's transaction: */
+int s3_meta_check_bucket(sqlite3 *db, S3WriteOp *w, const char *bucket, const char *owner);
+int s3_meta_remove_object(sqlite3 *db, S3WriteOp *w, const char *bucket, const char *key);
+int s3_meta_insert_object(sqlite3 *db, const S3Object *o);
+/* Source of a copy: parses x-amz-copy-source, reads the object, checks access and the
+ * x-amz-copy-source-if-* conditions; answers the error itself and returns < 0. */
+int s3_copy_source(S3Req *r, S3Object *ret);
+/* Copies [off, off+len) of an object into a new committed data file on the thread pool (CRCs
+ * checked while reading); done gets the segment (file, size, crcs, etag = MD5 of the data). */
+int s3_copy_data(S3Req *r, const S3Object *src, uint64_t off, uint64_t len,
+                 void (*done)(S3Req *r, int status, S3Segment *seg, void *ud), void *ud);
+/* ETag list match (If-Match / If-None-Match): "*", or one of the quoted or bare tags. */
+bool s3_etag_matches(const char *header, const char *etag);
+bool s3_bucket_name_valid(const char *name);
+int64_t s3_now_ms(void);
+void s3_format_iso8601(int64_t ms, char out[32]);
+void s3_format_http_date(int64_t ms, char out[40]);
+int s3_parse_http_date(const char *s, int64_t *ret_ms);
+/* Checks the bucket exists and belongs to the caller; answers the error and returns < 0. */
+int s3_require_bucket(S3Req *r, S3Bucket *ret);
+/* Base64 of small values (Content-MD5, tokens): decode returns the byte count or -EINVAL;
+ * encode writes 4*ceil(n/3)+1 bytes. */
+int s3_base64_decode(const char *in, uint8_t *out, size_t cap);
+void s3_base64_encode(const uint8_t *in, size_t n, char *out);
+/* Decodes n base64 characters into out (at least 3n/4 bytes); returns the length or -EINVAL. */
+int s3_base64_decode_buf(const char *in, size_t n, uint8_t *out);
+
+#endif
