@@ -493,12 +493,14 @@ static bool resp_must_close(SovHttpReq *req)
     HttpConn *c = req->conn;
     if (req->resp_close || !req->keep_alive || c->srv->shutting_down)
         return true;
+    /* A client that asked for 100 Continue and got a final answer without it may still send
+     * the body it held back (or misread the next answer): start afresh. */
+    if (req->expect_continue && !req->continue_sent)
+        return true;
     /* The body is still coming and will not be read: keep the connection only if what is left
      * is small enough to read and drop. A client waiting for 100 Continue sends nothing. */
     if (req->has_body && !req->msg_done && req->body_mode != BODY_BUFFER &&
         !(req->body_mode == BODY_STREAM)) {
-        if (req->expect_continue && !req->continue_sent)
-            return true;
         if (req->content_length < 0 ||
             (uint64_t)req->content_length - req->body_bytes > DISCARD_BUDGET)
             return true;
@@ -722,6 +724,7 @@ int sov_http_req_read_body(SovHttpReq *req, const SovHttpBodyCallbacks *cb, void
     req->cb = *cb;
     req->cb_ud = ud;
     req->body_mode = BODY_STREAM;
+    http_send_continue(req);
     if (!req->has_body || req->msg_done) {
         http_conn_kick(c); /* delivers on_end outside the caller's stack */
         return 0;

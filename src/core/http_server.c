@@ -160,8 +160,9 @@ static int on_headers_complete(llhttp_t *p)
     } else {
         req->content_length = 0;
     }
+    /* Even without a body: botocore sends "Expect: 100-continue" with empty PUTs and waits. */
     req->expect_continue =
-        req->has_body && p->http_minor >= 1 &&
+        p->http_minor >= 1 &&
         sov_str_eq_ci(sov_http_req_header(req, "expect"), SOV_STR("100-continue"));
     /* A message without a body completes within this same execute; the headers event is then
      * handled together with the message event, so there is no pause here. */

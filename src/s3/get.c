@@ -416,7 +416,7 @@ int s3_copy_source(S3Req *r, S3Object *ret)
 {
     const char *src = s3_header(r, "x-amz-copy-source");
     SovBuf dec = SOV_BUF_INIT;
-    S3Bucket b;
+    S3Bucket b = {0};
     SovStr s = sov_str(src);
     const char *q = memchr(s.ptr, '?', s.len);
     if (q) {
@@ -446,11 +446,15 @@ int s3_copy_source(S3Req *r, S3Object *ret)
         rc = s3_object_get_meta(s3_loop_db(r->loop), p, slash + 1, ret);
     sov_buf_release(&dec);
     if (rc < 0) {
-        s3_error(r,
-                 rc == -EACCES   ? "AccessDenied"
-                 : rc == -ENOENT ? "NoSuchKey"
-                                 : "InternalError",
-                 rc == -ENOENT ? "The specified key does not exist." : "cannot read the source");
+        bool no_bucket = rc == -ENOENT && b.name[0] == '\0';
+        if (rc == -EACCES)
+            s3_error(r, "AccessDenied", "Access Denied");
+        else if (no_bucket)
+            s3_error(r, "NoSuchBucket", "The source bucket does not exist");
+        else if (rc == -ENOENT)
+            s3_error(r, "NoSuchKey", "The specified key does not exist.");
+        else
+            s3_error(r, "InternalError", "cannot read the source");
         return rc;
     }
     if (conditions(r, ret, "x-amz-copy-source-") != 0) {

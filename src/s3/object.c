@@ -183,8 +183,35 @@ int s3_collect_meta(S3Req *r, json_t **ret, const char **ret_code)
         return -ENOMEM;
     for (size_t i = 0; stored_headers[i]; i++) {
         SovStr v = sov_http_req_header(r->http, stored_headers[i]);
-        if (v.ptr)
-            json_object_set_new(m, stored_headers[i], json_stringn(v.ptr, v.len));
+        if (!v.ptr)
+            continue;
+        if (i == 1) {
+            /* aws-chunked describes the upload, not the object: it is not kept. */
+            char enc[512];
+            size_t n = 0;
+            const char *p = v.ptr, *end = v.ptr + v.len;
+            while (p < end) {
+                const char *comma = memchr(p, ',', (size_t)(end - p));
+                const char *e = comma ? comma : end;
+                while (p < e && (*p == ' ' || *p == '\t'))
+                    p++;
+                size_t tl = (size_t)(e - p);
+                while (tl && (p[tl - 1] == ' ' || p[tl - 1] == '\t'))
+                    tl--;
+                if (tl && !(tl == 11 && strncasecmp(p, "aws-chunked", 11) == 0) &&
+                    n + tl + 2 < sizeof(enc)) {
+                    if (n)
+                        enc[n++] = ',';
+                    memcpy(enc + n, p, tl);
+                    n += tl;
+                }
+                p = e + 1;
+            }
+            if (n)
+                json_object_set_new(m, stored_headers[i], json_stringn(enc, n));
+            continue;
+        }
+        json_object_set_new(m, stored_headers[i], json_stringn(v.ptr, v.len));
     }
     size_t n = sov_http_req_header_count(r->http);
     for (size_t i = 0; i < n; i++) {

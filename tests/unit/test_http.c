@@ -484,6 +484,20 @@ static void test_expect_continue(void **st)
     resp_release(&r);
     expect_closed(fd);
     close(fd);
+    /* an empty streamed body still gets its 100 (botocore waits for it), then the answer */
+    fd = one_shot("PUT /slow HTTP/1.1\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n", &r);
+    assert_int_equal(r.status, 100);
+    assert_int_equal(read_resp(fd, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    resp_release(&r);
+    close(fd);
+    /* answered without the 100: the connection closes so no half-sent request lingers */
+    fd = one_shot("PUT /deny HTTP/1.1\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n", &r);
+    assert_int_equal(r.status, 403);
+    assert_non_null(strstr(r.head, "Connection: close"));
+    resp_release(&r);
+    expect_closed(fd);
+    close(fd);
 }
 
 static void expect_status_and_close(const char *request, int status)
