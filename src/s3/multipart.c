@@ -870,12 +870,15 @@ void s3_multipart_list_uploads(S3Req *r)
     const char *prefix = s3_param(r, "prefix") ?: "";
     const char *key_marker = s3_param(r, "key-marker") ?: "";
     const char *id_marker = s3_param(r, "upload-id-marker") ?: "";
+    const char *delim = s3_param(r, "delimiter");
+    size_t plen = strlen(prefix), dlen = delim ? strlen(delim) : 0;
+    SovBuf last_cp = SOV_BUF_INIT;
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(s3_loop_db(r->loop),
                            "SELECT key, id, initiated_ms, storage_class FROM uploads"
                            " WHERE bucket=?1 AND (key > ?2 OR (key = ?2 AND id > ?3))"
                            " AND substr(key, 1, length(?4)) = ?4"
-                           " ORDER BY key, id LIMIT ?5",
+                           " ORDER BY key, id",
                            -1, &s, NULL) != SQLITE_OK) {
         s3_error(r, "InternalError", "metadata read failed");
         return;
@@ -884,7 +887,6 @@ void s3_multipart_list_uploads(S3Req *r)
     sqlite3_bind_text(s, 2, key_marker, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, key_marker[0] ? id_marker : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 4, prefix, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 5, max + 1);
     SovBuf ups = SOV_BUF_INIT, doc = SOV_BUF_INIT, next_key = SOV_BUF_INIT;
     SovXmlWriter ux, x;
     char next_id[33] = "";
@@ -901,6 +903,20 @@ void s3_multipart_list_uploads(S3Req *r)
         }
         char date[32];
         const char *key = (const char *)sqlite3_column_text(s, 0);
+        const char *d = dlen ? strstr(key + plen, delim) : NULL;
+        if (d) {
+            /* rolled up into a common prefix, listed once */
+            size_t cl = (size_t)(d - key) + dlen;
+            if (last_cp.len == cl && memcmp(last_cp.ptr, key, cl) == 0)
+                continue;
+            sov_buf_reset(&last_cp);
+            sov_buf_append(&last_cp, key, cl);
+            sov_xml_open(&ux, "CommonPrefixes", NULL);
+            sov_xml_elem(&ux, "Prefix", (SovStr){key, cl});
+            sov_xml_close(&ux);
+            count++;
+            continue;
+        }
         sov_buf_reset(&next_key);
         sov_buf_puts(&next_key, key);
         snprintf(next_id, sizeof(next_id), "%s", (const char *)sqlite3_column_text(s, 1));
@@ -924,6 +940,8 @@ void s3_multipart_list_uploads(S3Req *r)
     sov_xml_elem(&x, "NextKeyMarker", sov_buf_str(&next_key));
     sov_xml_elem(&x, "NextUploadIdMarker", sov_str(next_id));
     sov_xml_elem(&x, "Prefix", sov_str(prefix));
+    if (delim)
+        sov_xml_elem(&x, "Delimiter", sov_str(delim));
     sov_xml_elem_u64(&x, "MaxUploads", (uint64_t)max);
     sov_xml_elem(&x, "IsTruncated", truncated ? SOV_STR("true") : SOV_STR("false"));
     if (ups.len)
@@ -931,6 +949,7 @@ void s3_multipart_list_uploads(S3Req *r)
     sov_xml_close(&x);
     sov_buf_release(&ups);
     sov_buf_release(&next_key);
+    sov_buf_release(&last_cp);
     s3_reply_xml(r, 200, &doc);
     sov_buf_release(&doc);
 }
