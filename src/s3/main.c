@@ -8,6 +8,7 @@
 
 #include "s3.h"
 #include "sov/log.h"
+#include "sov/xml.h"
 
 const SovConfField s3_conf_fields[] = {
     {"server", "listen", SOV_CONF_STRING, offsetof(S3Config, listen), 3, 255, "127.0.0.1:8433",
@@ -152,6 +153,30 @@ static int parse_regions(S3Server *srv, SovBuf *err)
         snprintf(srv->regions[srv->nregions++], sizeof(srv->regions[0]), "%.63s", t);
     }
     return 0;
+}
+
+/* Errors the HTTP layer finds itself (framing, limits, timeouts) answer as S3 XML too. */
+static void s3_error_page(SovHttpReq *req, int status, const char *message, void *ud)
+{
+    const char *code = status == 408   ? "RequestTimeout"
+                       : status == 413 ? "EntityTooLarge"
+                       : status == 431 ? "RequestHeaderSectionTooLarge"
+                       : status == 414 ? "KeyTooLongError"
+                       : status == 505 ? "HttpVersionNotSupported"
+                       : status >= 500 ? "InternalError"
+                                       : "InvalidRequest";
+    SovBuf doc = SOV_BUF_INIT;
+    SovXmlWriter w;
+    sov_xml_writer_init(&w, &doc);
+    sov_xml_open(&w, "Error", NULL);
+    sov_xml_elem(&w, "Code", sov_str(code));
+    sov_xml_elem(&w, "Message", sov_str(message));
+    sov_xml_elem(&w, "RequestId", sov_str(sov_http_req_id(req)));
+    sov_xml_close(&w);
+    sov_http_resp_header(req, "x-amz-request-id", sov_str(sov_http_req_id(req)));
+    sov_http_respond(req, status == 431 || status == 414 ? 400 : status, "application/xml",
+                     doc.ptr, doc.len);
+    sov_buf_release(&doc);
 }
 
 /* ---- workers ---- */
@@ -313,6 +338,7 @@ int main(int argc, char **argv)
     if (d.http.limits.max_body < cfg->max_object_size + cfg->max_object_size / 8)
         d.http.limits.max_body = cfg->max_object_size + cfg->max_object_size / 8;
     d.http.svc = "s3";
+    d.http.error_page = s3_error_page;
     d.http.access_log = cfg->access_log;
     if (cfg->tls_cert[0] || cfg->tls_key[0]) {
         if (sov_tls_server_new(cfg->tls_cert, cfg->tls_key, &d.tls, &err) < 0) {
