@@ -241,6 +241,39 @@ void s3_bucket_versioning(S3Req *r)
     sov_buf_release(&doc);
 }
 
+void s3_get_acl(S3Req *r)
+{
+    S3Bucket b;
+    S3Object o;
+    SovBuf doc = SOV_BUF_INIT;
+    if (s3_require_bucket(r, &b) < 0)
+        return;
+    if (r->key_name) {
+        int rc = s3_object_get_meta(s3_loop_db(r->loop), r->bucket, r->key_name, &o);
+        if (rc < 0) {
+            s3_error(r, rc == -ENOENT ? "NoSuchKey" : "InternalError",
+                     rc == -ENOENT ? "The specified key does not exist." : "metadata read failed");
+            return;
+        }
+        s3_object_clear(&o);
+    }
+    SovBuf id = SOV_BUF_INIT;
+    sov_xml_escape(&id, sov_str(b.owner));
+    sov_buf_printf(&doc,
+                   "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                   "<AccessControlPolicy xmlns=\"" S3_XMLNS "\">"
+                   "<Owner><ID>%s</ID><DisplayName>%s</DisplayName></Owner>"
+                   "<AccessControlList><Grant>"
+                   "<Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" "
+                   "xsi:type=\"CanonicalUser\"><ID>%s</ID><DisplayName>%s</DisplayName></Grantee>"
+                   "<Permission>FULL_CONTROL</Permission></Grant></AccessControlList>"
+                   "</AccessControlPolicy>",
+                   id.ptr, id.ptr, id.ptr, id.ptr);
+    sov_buf_release(&id);
+    s3_reply_xml(r, 200, &doc);
+    sov_buf_release(&doc);
+}
+
 /* ---- DeleteBucket ---- */
 
 static int delete_apply(sqlite3 *db, S3WriteOp *w)
@@ -422,9 +455,9 @@ void s3_list_objects(S3Req *r, int version)
     }
     /* Nothing before the prefix can match: start the scan there. */
     bool cursor_before_prefix =
-        a.cursor.len < a.prefix_len
-            ? memcmp(a.cursor.ptr ? a.cursor.ptr : "", a.prefix, a.cursor.len) <= 0
-            : memcmp(a.cursor.ptr, a.prefix, a.prefix_len) < 0;
+        a.cursor.len == 0 ||
+        (a.cursor.len < a.prefix_len ? memcmp(a.cursor.ptr, a.prefix, a.cursor.len) <= 0
+                                     : memcmp(a.cursor.ptr, a.prefix, a.prefix_len) < 0);
 
     if (sqlite3_prepare_v2(s3_loop_db(r->loop),
                            "SELECT key, size, etag, mtime_ms, storage_class FROM objects"

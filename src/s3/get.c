@@ -263,16 +263,6 @@ static void get_next(SovHttpReq *req, int status, void *ud)
         s3_req_done(r);
 }
 
-static void record_ok(S3Req *r, int status)
-{
-    char labels[96];
-    snprintf(labels, sizeof(labels), "op=\"%s\",status=\"%d\"", r->op, status);
-    SovMetric *m =
-        sov_metrics_counter("sov_s3_requests_total", "S3 requests by operation and status", labels);
-    if (m)
-        sov_counter_add(m, 1);
-}
-
 void s3_object_get(S3Req *r)
 {
     S3Bucket b;
@@ -373,14 +363,14 @@ void s3_object_get(S3Req *r)
             s3_error(r, "InternalError", "The object's data is damaged");
             return;
         }
-        record_ok(r, status);
+        s3_record(r, status);
         sov_counter_add(r->srv->m_bytes_out, head ? 0 : end - start);
         sov_http_respond(r->http, status, ct, head ? NULL : o->inline_data + start, end - start);
         s3_req_done(r);
         return;
     }
     if (head || start == end) {
-        record_ok(r, status);
+        s3_record(r, status);
         sov_http_respond(r->http, status, ct, NULL, end - start);
         s3_req_done(r);
         return;
@@ -396,7 +386,7 @@ void s3_object_get(S3Req *r)
         s3_error(r, "InternalError", "The object's data is damaged or missing");
         return;
     }
-    record_ok(r, status);
+    s3_record(r, status);
     if (g->slice_len == end - start) {
         /* Fits one block: headers and body leave in one write. */
         sov_counter_add(r->srv->m_bytes_out, g->slice_len);

@@ -174,8 +174,8 @@ static void s3_error_page(SovHttpReq *req, int status, const char *message, void
     sov_xml_elem(&w, "RequestId", sov_str(sov_http_req_id(req)));
     sov_xml_close(&w);
     sov_http_resp_header(req, "x-amz-request-id", sov_str(sov_http_req_id(req)));
-    sov_http_respond(req, status == 431 || status == 414 ? 400 : status, "application/xml",
-                     doc.ptr, doc.len);
+    sov_http_respond(req, status == 431 || status == 414 ? 400 : status, "application/xml", doc.ptr,
+                     doc.len);
     sov_buf_release(&doc);
 }
 

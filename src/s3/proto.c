@@ -70,7 +70,7 @@ static int error_status(const char *code)
     return 400;
 }
 
-static void record(S3Req *r, int status)
+void s3_record(S3Req *r, int status)
 {
     char labels[96];
     snprintf(labels, sizeof(labels), "op=\"%s\",status=\"%d\"", r->op ? r->op : "Unknown", status);
@@ -99,8 +99,8 @@ void s3_error_status(S3Req *r, int status, const char *code, const char *message
         sov_xml_elem(&w, "Key", sov_str(r->key_name));
     sov_xml_elem(&w, "RequestId", sov_str(sov_http_req_id(r->http)));
     sov_xml_close(&w);
-    record(r, status);
-    if (status >= 500)
+    s3_record(r, status);
+    if (status >= 500 && status != 501)
         log_error("%s %s: %s", r->op ? r->op : "request", code, message);
     sov_http_respond(r->http, status, "application/xml", doc.ptr, doc.len);
     sov_buf_release(&doc);
@@ -114,7 +114,7 @@ void s3_error(S3Req *r, const char *code, const char *message)
 
 void s3_reply_xml(S3Req *r, int status, SovBuf *doc)
 {
-    record(r, status);
+    s3_record(r, status);
     sov_counter_add(r->srv->m_bytes_out, doc->len);
     sov_http_respond(r->http, status, "application/xml", doc->ptr, doc->len);
     s3_req_done(r);
@@ -122,7 +122,7 @@ void s3_reply_xml(S3Req *r, int status, SovBuf *doc)
 
 void s3_reply_empty(S3Req *r, int status)
 {
-    record(r, status);
+    s3_record(r, status);
     sov_http_respond(r->http, status, NULL, NULL, 0);
     s3_req_done(r);
 }
@@ -592,6 +592,12 @@ static void dispatch(S3Req *r)
             s3_list_buckets(r);
         else
             s3_error(r, "MethodNotAllowed", "The specified method is not allowed");
+        return;
+    }
+    if (get && s3_has_param(r, "acl")) {
+        /* Access is by account only for now: every ACL reads as the owner's FULL_CONTROL. */
+        r->op = r->key_name ? "GetObjectAcl" : "GetBucketAcl";
+        s3_get_acl(r);
         return;
     }
     if (!r->key_name) {

@@ -251,6 +251,8 @@ void s3_error_status(S3Req *r, int status, const char *code, const char *message
 void s3_reply_xml(S3Req *r, int status, SovBuf *doc);
 void s3_reply_empty(S3Req *r, int status);
 void s3_req_done(S3Req *r);
+/* Counts the request in the metrics (operation, status, latency). */
+void s3_record(S3Req *r, int status);
 
 /* Reads the request body: checks the signed payload hash, decodes aws-chunked bodies and
  * Content-MD5, calling r->body_data for each decoded piece and r->body_end at the end (when
@@ -266,6 +268,7 @@ void s3_bucket_head(S3Req *r);
 void s3_bucket_delete(S3Req *r);
 void s3_bucket_location(S3Req *r);
 void s3_bucket_versioning(S3Req *r);
+void s3_get_acl(S3Req *r);
 void s3_list_objects(S3Req *r, int version); /* 1, 2, or 0 for ListObjectVersions */
 void s3_delete_objects(S3Req *r);
 void s3_object_put(S3Req *r);

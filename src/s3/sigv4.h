@@ -16,8 +16,8 @@
 
 #define S3_ACCESS_KEY_MAX 128
 #define S3_SECRET_MAX     128
-#define S3_MAX_SKEW_S     900      /* 15 minutes, as AWS */
-#define S3_MAX_PRESIGN_S  604800   /* 7 days */
+#define S3_MAX_SKEW_S     900    /* 15 minutes, as AWS */
+#define S3_MAX_PRESIGN_S  604800 /* 7 days */
 
 typedef struct S3Header {
     SovStr name;  /* as received; compared case-insensitively */
@@ -25,12 +25,12 @@ typedef struct S3Header {
 } S3Header;
 
 typedef struct S3AuthRequest {
-    SovStr method;       /* "GET", ... */
-    SovStr path;         /* raw request path as received, percent-encoded, without the query */
-    SovStr query;        /* raw query string after '?', empty when none */
+    SovStr method; /* "GET", ... */
+    SovStr path;   /* raw request path as received, percent-encoded, without the query */
+    SovStr query;  /* raw query string after '?', empty when none */
     const S3Header *headers;
     size_t nheaders;
-    time_t now;          /* the server's clock */
+    time_t now; /* the server's clock */
 } S3AuthRequest;
 
 typedef enum S3AuthKind {
@@ -40,9 +40,9 @@ typedef enum S3AuthKind {
 } S3AuthKind;
 
 typedef enum S3Payload {
-    S3_PAYLOAD_UNSIGNED,         /* UNSIGNED-PAYLOAD (and every presigned URL) */
-    S3_PAYLOAD_SHA256,           /* x-amz-content-sha256 is the hex SHA-256 the body must have */
-    S3_PAYLOAD_STREAMING,        /* STREAMING-AWS4-HMAC-SHA256-PAYLOAD: use S3ChunkDecoder */
+    S3_PAYLOAD_UNSIGNED,  /* UNSIGNED-PAYLOAD (and every presigned URL) */
+    S3_PAYLOAD_SHA256,    /* x-amz-content-sha256 is the hex SHA-256 the body must have */
+    S3_PAYLOAD_STREAMING, /* STREAMING-AWS4-HMAC-SHA256-PAYLOAD: use S3ChunkDecoder */
     S3_PAYLOAD_STREAMING_UNSIGNED_TRAILER, /* STREAMING-UNSIGNED-PAYLOAD-TRAILER */
 } S3Payload;
 
@@ -50,12 +50,12 @@ typedef struct S3AuthResult {
     S3AuthKind kind;
     char access_key[S3_ACCESS_KEY_MAX + 1];
     S3Payload payload;
-    char payload_sha256[65];  /* lowercase hex, for S3_PAYLOAD_SHA256 */
+    char payload_sha256[65]; /* lowercase hex, for S3_PAYLOAD_SHA256 */
     /* For the chunk decoder: */
     uint8_t signing_key[32];
     char seed_signature[65];
-    char amz_date[17];        /* YYYYMMDDTHHMMSSZ */
-    char scope[128];          /* date/region/s3/aws4_request */
+    char amz_date[17]; /* YYYYMMDDTHHMMSSZ */
+    char scope[128];   /* date/region/s3/aws4_request */
     /* For S3_PAYLOAD_STREAMING_UNSIGNED_TRAILER: the checksum the x-amz-trailer header announced
      * ("x-amz-checksum-crc32", "-crc32c", "-crc64nvme" or "-sha256"), "" when none. */
     char trailer[32];

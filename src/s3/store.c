@@ -39,6 +39,8 @@ struct S3Loop {
     uv_async_t async;
     uv_mutex_t mu;
     S3WriteOp *done_head, *done_tail;
+    unsigned pending; /* ops submitted from this loop and not yet completed (loop thread only) */
+    bool closing;
 };
 
 static const char schema[] =
@@ -307,6 +309,7 @@ static void writer_main(void *arg)
 
 void s3_store_submit(S3Store *st, S3WriteOp *op)
 {
+    op->loop->pending++;
     op->next = NULL;
     op->status = 0;
     uv_mutex_lock(&st->mu);
@@ -329,6 +332,8 @@ int s3_op_unlink_after(S3WriteOp *op, const char *file_id)
 
 /* ---- loops ---- */
 
+static void loop_closed(uv_handle_t *h);
+
 static void loop_async(uv_async_t *h)
 {
     S3Loop *l = h->data;
@@ -339,9 +344,12 @@ static void loop_async(uv_async_t *h)
     S3WriteOp *next;
     for (S3WriteOp *op = ops; op; op = next) {
         next = op->next;
+        l->pending--;
         sov_buf_release(&op->unlink_after);
         op->done(op, op->status);
     }
+    if (l->closing && l->pending == 0 && !uv_is_closing((uv_handle_t *)&l->async))
+        uv_close((uv_handle_t *)&l->async, loop_closed);
 }
 
 static int open_db(const char *path, bool readonly, sqlite3 **ret)
@@ -385,9 +393,14 @@ static void loop_closed(uv_handle_t *h)
     free(l);
 }
 
+/* Closes once every op this loop submitted has come back: the writer thread may still post
+ * completions to it until then. */
 void s3_loop_close(S3Loop *l)
 {
-    if (l)
+    if (!l)
+        return;
+    l->closing = true;
+    if (l->pending == 0)
         uv_close((uv_handle_t *)&l->async, loop_closed);
 }
 
