@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* sov-s3's store on its own: the layout encoding of segments, the writer thread's group commit
+ * (ops applied in one transaction, a failing op rolled back alone, files unlinked only after a
+ * successful commit) and the start-up sweep of files no metadata names. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "s3.h"
+
+static char dir[] = "/tmp/sov-s3store-XXXXXX";
+
+static void test_layout_roundtrip(void **st)
+{
+    uint32_t crcs1[2] = {0x11111111, 0x22222222}, crcs2[1] = {0xdeadbeef};
+    S3Segment segs[2] = {
+        {.file = "0123456789abcdef0123456789abcdef",
+         .size = S3_BLOCK + 5,
+         .nblocks = 2,
+         .crcs = crcs1,
+         .etag = "d41d8cd98f00b204e9800998ecf8427e"},
+        {.file = "fedcba9876543210fedcba9876543210", .size = 7, .nblocks = 1, .crcs = crcs2},
+    };
+    SovBuf b = SOV_BUF_INIT;
+    S3Segment *out;
+    uint32_t n;
+
+    assert_int_equal(s3_layout_encode(segs, 2, &b), 0);
+    assert_int_equal(s3_layout_decode(b.ptr, b.len, &out, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(out[0].file, segs[0].file);
+    assert_string_equal(out[0].etag, segs[0].etag);
+    assert_int_equal(out[0].size, S3_BLOCK + 5);
+    assert_int_equal(out[0].crcs[1], 0x22222222);
+    assert_int_equal(out[1].size, 7);
+    assert_int_equal(out[1].etag[0], '\0');
+    s3_segments_free(out, n);
+    /* every truncation and a flipped magic are refused */
+    for (size_t cut = 0; cut < b.len; cut++)
+        assert_int_equal(s3_layout_decode(b.ptr, cut, &out, &n), -EBADMSG);
+    b.ptr[0] ^= 1;
+    assert_int_equal(s3_layout_decode(b.ptr, b.len, &out, &n), -EBADMSG);
+    b.ptr[0] ^= 1;
+    /* a block count that does not match the size */
+    segs[1].size = S3_BLOCK + 1;
+    sov_buf_reset(&b);
+    s3_layout_encode(segs, 2, &b);
+    assert_int_equal(s3_layout_decode(b.ptr, b.len, &out, &n), -EBADMSG);
+    sov_buf_release(&b);
+}
+
+typedef struct TestOp {
+    S3WriteOp w;
+    const char *sql;
+    int fail;
+    int *done_count;
+    int status;
+} TestOp;
+
+static int op_apply(sqlite3 *db, S3WriteOp *w)
+{
+    TestOp *op = (TestOp *)w;
+    if (sqlite3_exec(db, op->sql, NULL, NULL, NULL) != SQLITE_OK)
+        return -EIO;
+    return op->fail;
+}
+
+static void op_done(S3WriteOp *w, int status)
+{
+    TestOp *op = (TestOp *)w;
+    op->status = status;
+    (*op->done_count)++;
+}
+
+static int count_rows(sqlite3 *db)
+{
+    sqlite3_stmt *s;
+    int n = -1;
+    sqlite3_prepare_v2(db, "SELECT count(*) FROM buckets", -1, &s, NULL);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        n = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return n;
+}
+
+static bool file_exists(const char *rel)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", dir, rel);
+    return access(p, F_OK) == 0;
+}
+
+static void touch(const char *rel)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", dir, rel);
+    FILE *f = fopen(p, "we");
+    assert_non_null(f);
+    fputs("x", f);
+    fclose(f);
+}
+
+static void test_group_commit_and_sweep(void **st)
+{
+    S3StoreConfig cfg = {.data_dir = dir, .fsync = false};
+    SovBuf err = SOV_BUF_INIT;
+    S3Store *store;
+    uv_loop_t loop;
+    int done = 0;
+
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(s3_store_open(&cfg, &store, &err), 0);
+    uv_loop_init(&loop);
+    S3Loop *l = s3_loop_new(store, &loop);
+    assert_non_null(l);
+
+    /* a data file that the second op's commit unreferences, and one of a failing op */
+    char sub[512];
+    snprintf(sub, sizeof(sub), "%s/objects/aa", dir);
+    mkdir(sub, 0750);
+    touch("objects/aa/aa000000000000000000000000000001");
+    touch("objects/aa/aa000000000000000000000000000002");
+    TestOp ops[3] = {
+        {.sql = "INSERT INTO buckets(name, owner, region, created_ms) VALUES('one','a','r',1)"},
+        {.sql = "INSERT INTO buckets(name, owner, region, created_ms) VALUES('two','a','r',1)"},
+        {.sql = "INSERT INTO buckets(name, owner, region, created_ms) VALUES('bad','a','r',1)",
+         .fail = -EEXIST},
+    };
+    for (int i = 0; i < 3; i++) {
+        ops[i].w.apply = op_apply;
+        ops[i].w.done = op_done;
+        ops[i].w.loop = l;
+        ops[i].done_count = &done;
+    }
+    s3_op_unlink_after(&ops[1].w, "aa000000000000000000000000000001");
+    s3_op_unlink_after(&ops[2].w, "aa000000000000000000000000000002");
+    for (int i = 0; i < 3; i++)
+        s3_store_submit(store, &ops[i].w);
+    while (done < 3)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ops[0].status, 0);
+    assert_int_equal(ops[1].status, 0);
+    assert_int_equal(ops[2].status, -EEXIST);
+    /* the failing op was rolled back alone; its file stays, the committed op's file is gone */
+    assert_int_equal(count_rows(s3_loop_db(l)), 2);
+    assert_false(file_exists("objects/aa/aa000000000000000000000000000001"));
+    assert_true(file_exists("objects/aa/aa000000000000000000000000000002"));
+
+    s3_loop_close(l);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    s3_store_close(store);
+
+    /* Reopen: the sweep removes tmp/ leftovers and files no metadata names; rows stay. */
+    touch("tmp/half-written");
+    assert_int_equal(s3_store_open(&cfg, &store, &err), 0);
+    assert_false(file_exists("tmp/half-written"));
+    assert_false(file_exists("objects/aa/aa000000000000000000000000000002"));
+    uv_loop_init(&loop);
+    l = s3_loop_new(store, &loop);
+    assert_int_equal(count_rows(s3_loop_db(l)), 2);
+    s3_loop_close(l);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    s3_store_close(store);
+    sov_buf_release(&err);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_layout_roundtrip),
+        cmocka_unit_test(test_group_commit_and_sweep),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
