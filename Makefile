@@ -24,8 +24,12 @@ down:
 test: all
 	@scripts/run-tests
 
+# Every bench/*.sh in turn (each ends with its own `ratio` line); `make bench-s3` runs one.
 bench: all
-	bench/http.sh
+	@set -e; for b in bench/*.sh; do echo "== $$b"; $$b; done
+
+bench-%: all
+	bench/$*.sh
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "s3.h"
 #include "sov/log.h"
@@ -46,7 +45,7 @@ static int sink_crc_push(S3Sink *k)
         k->capcrc = cap;
     }
     k->crcs[k->ncrc++] = k->block_crc;
-    k->block_crc = (uint32_t)crc32(0L, Z_NULL, 0);
+    k->block_crc = 0;
     k->block_fill = 0;
     return 0;
 }
@@ -58,11 +57,11 @@ int s3_sink_write(S3Sink *k, const char *p, size_t n)
         return sov_buf_append(&k->mem, p, n);
     }
     if (k->size == 0 && k->ncrc == 0 && k->block_fill == 0)
-        k->block_crc = (uint32_t)crc32(0L, Z_NULL, 0);
+        k->block_crc = 0;
     size_t off = 0;
     while (off < n) {
         size_t take = SOV_MIN(n - off, (size_t)(S3_BLOCK - k->block_fill));
-        k->block_crc = (uint32_t)crc32(k->block_crc, (const Bytef *)p + off, (uInt)take);
+        k->block_crc = s3_crc32c(k->block_crc, p + off, take);
         k->block_fill += take;
         off += take;
         if (k->block_fill == S3_BLOCK && sink_crc_push(k) < 0)
@@ -389,7 +388,7 @@ static int put_apply(sqlite3 *db, S3WriteOp *w)
     if (!op->sink.to_file) {
         o.is_inline = true;
         o.inline_data = (uint8_t *)op->sink.mem.ptr;
-        o.inline_crc = (uint32_t)crc32(0L, (const Bytef *)op->sink.mem.ptr, (uInt)op->sink.size);
+        o.inline_crc = s3_crc32c(0L, op->sink.mem.ptr, op->sink.size);
     } else {
         o.nsegs = 1;
         o.segs = &op->seg;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 struct S3Store {
     char dir[PATH_MAX / 2];
     bool fsync;
+    int lock_fd; /* flock on data_dir/LOCK: one daemon per data dir */
     sqlite3 *wdb;
     uv_thread_t thread;
     bool thread_started;
@@ -385,9 +387,53 @@ S3Loop *s3_loop_new(S3Store *st, uv_loop_t *loop)
     return l;
 }
 
+/* Prepared read statements, kept per thread (each loop thread has its own connection): parsing
+ * SQL cost a third of a small GET. A statement is reset and unbound when its user is done. */
+typedef struct StmtCacheEntry {
+    sqlite3 *db;
+    const char *sql;
+    sqlite3_stmt *s;
+} StmtCacheEntry;
+static _Thread_local StmtCacheEntry stmt_cache[8];
+
+static sqlite3_stmt *cached_stmt(sqlite3 *db, const char *sql)
+{
+    StmtCacheEntry *free_slot = NULL;
+    for (size_t i = 0; i < ELEMENTSOF(stmt_cache); i++) {
+        if (stmt_cache[i].db == db && stmt_cache[i].sql == sql)
+            return stmt_cache[i].s;
+        if (!stmt_cache[i].db && !free_slot)
+            free_slot = &stmt_cache[i];
+    }
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK)
+        return NULL;
+    if (free_slot)
+        *free_slot = (StmtCacheEntry){db, sql, s};
+    return s;
+}
+
+static void stmt_release(sqlite3 *db, sqlite3_stmt *s)
+{
+    for (size_t i = 0; i < ELEMENTSOF(stmt_cache); i++) {
+        if (stmt_cache[i].s == s) {
+            sqlite3_reset(s);
+            sqlite3_clear_bindings(s);
+            return;
+        }
+    }
+    sqlite3_finalize(s); /* the cache was full */
+}
+
 static void loop_closed(uv_handle_t *h)
 {
     S3Loop *l = h->data;
+    for (size_t i = 0; i < ELEMENTSOF(stmt_cache); i++) {
+        if (stmt_cache[i].db == l->rdb) {
+            sqlite3_finalize(stmt_cache[i].s);
+            stmt_cache[i] = (StmtCacheEntry){0};
+        }
+    }
     sqlite3_close(l->rdb);
     uv_mutex_destroy(&l->mu);
     free(l);
@@ -524,6 +570,18 @@ int s3_store_open(const S3StoreConfig *cfg, S3Store **ret, SovBuf *err)
         free(st);
         return r;
     }
+    /* Two daemons on one store would each sweep the other's files in flight: refuse. */
+    snprintf(path, sizeof(path), "%s/LOCK", st->dir);
+    st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (st->lock_fd < 0 || flock(st->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        r = -errno;
+        sov_buf_printf(err, "%s is in use by another sov-s3 (%s)", st->dir,
+                       r == -EWOULDBLOCK ? "locked" : strerror(-r));
+        if (st->lock_fd >= 0)
+            close(st->lock_fd);
+        free(st);
+        return r;
+    }
     snprintf(path, sizeof(path), "%s/objects", st->dir);
     mkdir(path, 0750);
     snprintf(path, sizeof(path), "%s/meta.db", st->dir);
@@ -532,6 +590,7 @@ int s3_store_open(const S3StoreConfig *cfg, S3Store **ret, SovBuf *err)
         exec(st->wdb, schema) < 0) {
         sov_buf_printf(err, "cannot open the metadata database %s", path);
         sqlite3_close(st->wdb);
+        close(st->lock_fd);
         free(st);
         return -EIO;
     }
@@ -550,6 +609,7 @@ int s3_store_open(const S3StoreConfig *cfg, S3Store **ret, SovBuf *err)
         sov_buf_printf(err, "%s has format %d; this sov-s3 reads up to %d", path, version,
                        S3_FORMAT_VERSION);
         sqlite3_close(st->wdb);
+        close(st->lock_fd);
         free(st);
         return -EPROTO;
     }
@@ -558,6 +618,7 @@ int s3_store_open(const S3StoreConfig *cfg, S3Store **ret, SovBuf *err)
     uv_cond_init(&st->cv);
     if (uv_thread_create(&st->thread, writer_main, st) < 0) {
         sqlite3_close(st->wdb);
+        close(st->lock_fd);
         free(st);
         return -EAGAIN;
     }
@@ -580,6 +641,7 @@ void s3_store_close(S3Store *st)
         uv_cond_destroy(&st->cv);
     }
     sqlite3_close(st->wdb);
+    close(st->lock_fd);
     free(st);
 }
 
@@ -587,10 +649,10 @@ void s3_store_close(S3Store *st)
 
 int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret)
 {
-    sqlite3_stmt *s;
+    static const char sql[] = "SELECT owner, region, created_ms FROM buckets WHERE name=?";
+    sqlite3_stmt *s = cached_stmt(db, sql);
     int r = -ENOENT;
-    if (sqlite3_prepare_v2(db, "SELECT owner, region, created_ms FROM buckets WHERE name=?", -1, &s,
-                           NULL) != SQLITE_OK)
+    if (!s)
         return -EIO;
     sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
@@ -604,19 +666,18 @@ int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret)
     } else if (rc != SQLITE_DONE) {
         r = -EIO;
     }
-    sqlite3_finalize(s);
+    stmt_release(db, s);
     return r;
 }
 
 int s3_object_get_meta(sqlite3 *db, const char *bucket, const char *key, S3Object *o)
 {
-    sqlite3_stmt *s;
+    static const char sql[] = "SELECT version, size, etag, mtime_ms, storage_class, meta, inline,"
+                              " inline_crc, layout FROM objects"
+                              " WHERE bucket=? AND key=? AND is_latest=1";
+    sqlite3_stmt *s = cached_stmt(db, sql);
     int r = -ENOENT;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT version, size, etag, mtime_ms, storage_class, meta, inline,"
-                           " inline_crc, layout FROM objects"
-                           " WHERE bucket=? AND key=? AND is_latest=1",
-                           -1, &s, NULL) != SQLITE_OK)
+    if (!s)
         return -EIO;
     sqlite3_bind_text(s, 1, bucket, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
@@ -653,6 +714,6 @@ int s3_object_get_meta(sqlite3 *db, const char *bucket, const char *key, S3Objec
     } else if (rc != SQLITE_DONE) {
         r = -EIO;
     }
-    sqlite3_finalize(s);
+    stmt_release(db, s);
     return r;
 }

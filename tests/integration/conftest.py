@@ -1,10 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
 """Shared fixtures: real sovcloud daemons from ./bin started on loopback in a temp directory."""
+import base64
+import configparser
+import datetime
+import hashlib
+import hmac
+import http.client
 import os
 import pathlib
 import signal
 import subprocess
 import time
+import urllib.parse
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -68,3 +76,330 @@ def start_demo(tmp_path):
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# sov-s3: the daemon, its accounts, and the helpers every tests/integration/test_s3_*.py shares.
+# Clients talk to 127.0.0.1 only. Tests that need raw control over a request (chosen dates,
+# tampered signatures, hostile paths) sign it themselves with sigv4_sign() below, an independent
+# implementation checked against real requests by test_s3_auth.py.
+
+S3_REGION = "eu-central-1"
+S3_REGIONS = ("eu-central-1", "eu-west-3")
+S3_DOMAIN = "s3.localhost"
+S3_ACCOUNT = ("admin", "SOVTESTKEY0000000001", "secretsecretsecretsecretsecretsecret0001")
+S3_ACCOUNT2 = ("other", "SOVTESTKEY0000000002", "secretsecretsecretsecretsecretsecret0002")
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes minutes (deselect with -m 'not slow')")
+
+
+class S3Daemon:
+    """One sov-s3 process on a data dir that outlives it: stop(), kill() and restart() keep
+    data_dir, so a restarted daemon must serve what the previous one acknowledged. The port is
+    picked anew at each start; clients made before a restart point at the old port."""
+
+    def __init__(self, tmp, name, cfg):
+        self.tmp, self.name, self.cfg = tmp, name, cfg
+        self.data_dir = tmp / f"{name}-data"
+        self.port_file = tmp / f"{name}.port"
+        self.log = tmp / f"{name}.log"
+        self.region = S3_REGION
+        self.account, self.access_key, self.secret_key = S3_ACCOUNT
+        self.proc, self.port, self.starts = None, None, 0
+        self.scheme, self.cafile = "http", None
+        self.expect_exit = False  # set by stop()/kill(); any other exit is a daemon failure
+
+    def start(self):
+        self.expect_exit = False
+        self.port_file.unlink(missing_ok=True)
+        self.starts += 1
+        logf = open(self.log, "a")
+        logf.write(f"--- start {self.starts}\n")
+        logf.flush()
+        self.proc = subprocess.Popen([str(BIN / "sov-s3"), "--config", str(self.cfg),
+                                      "--port-file", str(self.port_file)],
+                                     stdout=subprocess.DEVNULL, stderr=logf, env=clean_env())
+        logf.close()
+        self.port = int(wait_for_file(self.port_file, self.proc))
+        return self
+
+    @property
+    def url(self):
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def host(self):
+        return f"127.0.0.1:{self.port}"
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """SIGTERM; returns the exit status (0 for a clean stop)."""
+        self.expect_exit = True
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+    def kill(self):
+        """SIGKILL: nothing is flushed, nothing gets to clean up."""
+        self.expect_exit = True
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def restart(self):
+        if self.alive():
+            self.stop()
+        return self.start()
+
+    def client(self, access_key=None, secret_key=None, endpoint=None, addressing="path",
+               **config):
+        """A boto3 S3 client for this daemon (SigV4, path style, no retries so that every
+        error the test sees is the daemon's first answer; TLS verified against the test CA)."""
+        import boto3
+        from botocore.config import Config
+        cfg = dict(signature_version="s3v4", s3={"addressing_style": addressing},
+                   retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=30)
+        cfg.update(config)
+        return boto3.session.Session().client(
+            "s3", endpoint_url=endpoint or self.url, region_name=self.region,
+            aws_access_key_id=access_key or self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key, config=Config(**cfg),
+            verify=self.cafile if self.cafile else None)
+
+    def client2(self, **kw):
+        """A client of the second account (start_s3(second_account=True))."""
+        return self.client(access_key=S3_ACCOUNT2[1], secret_key=S3_ACCOUNT2[2], **kw)
+
+    def request(self, method, path, query="", headers=None, body=b"", sign=True, **signkw):
+        """One raw HTTP request on a fresh connection, SigV4-signed unless sign=False. path is
+        sent exactly as given (already percent-encoded); query is a raw query string."""
+        headers = dict(headers or {})
+        if sign:
+            headers = sigv4_sign(method, self.host, path, query, headers, body,
+                                 signkw.pop("access_key", self.access_key),
+                                 signkw.pop("secret_key", self.secret_key),
+                                 region=signkw.pop("region", self.region), **signkw)
+        return raw_http(self.port, method, path + ("?" + query if query else ""), headers, body)
+
+
+class RawResponse:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def xml(self):
+        return ET.fromstring(self.body)
+
+    @property
+    def code(self):
+        """The S3 error Code of an error body, None when there is none."""
+        if not self.body.lstrip().startswith(b"<"):
+            return None
+        el = self.xml().find("Code")
+        return None if el is None else el.text
+
+    def __repr__(self):
+        return f"<{self.status} {self.body[:300]!r}>"
+
+
+def raw_http(port, method, target, headers, body=b"", timeout=60):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, target, skip_host="host" in {k.lower() for k in headers},
+                        skip_accept_encoding=True)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        if body is not None and not any(k.lower() in ("content-length", "transfer-encoding")
+                                        for k in headers):
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        if body:
+            conn.send(body)
+        r = conn.getresponse()
+        return RawResponse(r.status, r.headers, r.read())
+    finally:
+        conn.close()
+
+
+def _hmac(key, msg):
+    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+
+def sigv4_key(secret, datestamp, region, service="s3"):
+    k = _hmac(("AWS4" + secret).encode(), datestamp)
+    k = _hmac(k, region)
+    k = _hmac(k, service)
+    return _hmac(k, "aws4_request")
+
+
+def _canonical_query(query):
+    pairs = []
+    for part in query.split("&") if query else []:
+        k, _, v = part.partition("=")
+        enc = lambda s: urllib.parse.quote(urllib.parse.unquote(s), safe="-_.~")  # noqa: E731
+        pairs.append((enc(k), enc(v)))
+    return "&".join(f"{k}={v}" for k, v in sorted(pairs))
+
+
+def sigv4_sign(method, host, path, query, headers, body, access_key, secret_key,
+               region=S3_REGION, when=None, payload_hash=None, signed_extra=()):
+    """Returns headers with Host, X-Amz-Date, X-Amz-Content-SHA256 and Authorization added:
+    AWS SigV4 written from the spec, with a chosen clock (when) and payload hash."""
+    when = when or datetime.datetime.now(datetime.timezone.utc)
+    amz_date = when.strftime("%Y%m%dT%H%M%SZ")
+    if payload_hash is None:
+        payload_hash = hashlib.sha256(body or b"").hexdigest()
+    out = dict(headers)
+    out.setdefault("Host", host)
+    out["X-Amz-Date"] = amz_date
+    out["X-Amz-Content-SHA256"] = payload_hash
+    lower = {k.lower(): " ".join(str(v).split()) for k, v in out.items()}
+    names = sorted(n for n in lower if n in ("host", "content-md5", "content-type")
+                   or n.startswith("x-amz-") or n in signed_extra)
+    creq = "\n".join([method, path, _canonical_query(query),
+                      "".join(f"{n}:{lower[n]}\n" for n in names), ";".join(names),
+                      payload_hash])
+    scope = f"{amz_date[:8]}/{region}/s3/aws4_request"
+    sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                     hashlib.sha256(creq.encode()).hexdigest()])
+    sig = hmac.new(sigv4_key(secret_key, amz_date[:8], region), sts.encode(),
+                   hashlib.sha256).hexdigest()
+    out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
+                            f"SignedHeaders={';'.join(names)}, Signature={sig}")
+    return out
+
+
+def sigv4_presign(method, host, path, access_key, secret_key, when, expires,
+                  region=S3_REGION, scheme="http"):
+    """A presigned URL (query-string auth) issued at a chosen time."""
+    amz_date = when.strftime("%Y%m%dT%H%M%SZ")
+    scope = f"{amz_date[:8]}/{region}/s3/aws4_request"
+    q = {"X-Amz-Algorithm": "AWS4-HMAC-SHA256", "X-Amz-Credential": f"{access_key}/{scope}",
+         "X-Amz-Date": amz_date, "X-Amz-Expires": str(expires), "X-Amz-SignedHeaders": "host"}
+    query = "&".join(f"{k}={urllib.parse.quote(v, safe='-_.~')}" for k, v in q.items())
+    creq = "\n".join([method, path, _canonical_query(query), f"host:{host}\n", "host",
+                      "UNSIGNED-PAYLOAD"])
+    sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                     hashlib.sha256(creq.encode()).hexdigest()])
+    sig = hmac.new(sigv4_key(secret_key, amz_date[:8], region), sts.encode(),
+                   hashlib.sha256).hexdigest()
+    return f"{scheme}://{host}{path}?{query}&X-Amz-Signature={sig}"
+
+
+def s3_error(excinfo):
+    """(Code, HTTP status) of a botocore ClientError caught by pytest.raises."""
+    resp = excinfo.value.response
+    return resp["Error"]["Code"], resp["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def md5_b64(data):
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def etag_of(data):
+    return '"' + hashlib.md5(data).hexdigest() + '"'
+
+
+def multipart_etag(parts):
+    digest = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+    return f'"{digest}-{len(parts)}"'
+
+
+def list_all_keys(client, bucket, **kw):
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, **kw):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def aws_cli_env(d, tmp, access_key=None, secret_key=None):
+    """Environment for /usr/bin/aws: private config and credentials files, nothing inherited.
+    awscli 2.9 ignores AWS_ENDPOINT_URL, so every call passes --endpoint-url."""
+    home = tmp / "aws-home"
+    home.mkdir(exist_ok=True)
+    (home / "credentials").write_text(
+        f"[default]\naws_access_key_id = {access_key or d.access_key}\n"
+        f"aws_secret_access_key = {secret_key or d.secret_key}\n")
+    (home / "config").write_text(f"[default]\nregion = {d.region}\noutput = json\n")
+    env = clean_env()
+    env.update(HOME=str(home), AWS_CONFIG_FILE=str(home / "config"),
+               AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
+               AWS_EC2_METADATA_DISABLED="true", AWS_PAGER="")
+    return env
+
+
+def s3cmd_config(d, tmp):
+    """A private s3cmd config file: path-style requests to the daemon, SigV4, plain HTTP."""
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg["default"] = {"access_key": d.access_key, "secret_key": d.secret_key,
+                      "host_base": d.host, "host_bucket": d.host, "use_https": "False",
+                      "signature_v2": "False", "bucket_location": d.region,
+                      "check_ssl_certificate": "False", "guess_mime_type": "True",
+                      "progress_meter": "False", "multipart_chunk_size_mb": "5"}
+    path = tmp / "s3cfg"
+    with open(path, "w") as f:
+        cfg.write(f)
+    return path
+
+
+@pytest.fixture
+def start_s3(tmp_path):
+    """Starts sov-s3 on a fresh data dir: start_s3(ini_extra="", workers=1, fsync=True,
+    second_account=False, tls=False) -> S3Daemon. ini_extra lands in [s3]; tls=True makes a
+    self-signed certificate for 127.0.0.1 and serves https. Every daemon still running at
+    teardown is killed."""
+    started = []
+
+    def start(ini_extra="", workers=1, fsync=True, second_account=False, tls=False):
+        assert (BIN / "sov-s3").exists(), "bin/sov-s3 is not built (make)"
+        name = f"s3-{len(started)}"
+        cfg = tmp_path / f"{name}.ini"
+        d = S3Daemon(tmp_path, name, cfg)
+        d.data_dir.mkdir()
+        keys = ""
+        if second_account:
+            kf = tmp_path / f"{name}.keys"
+            kf.write_text(" ".join(S3_ACCOUNT2) + "\n")
+            kf.chmod(0o600)
+            keys = f"keys_file = {kf}\n"
+        server_tls = ""
+        if tls:
+            key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.crt"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out",
+                            str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+                            "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+            server_tls = f"tls_cert = {cert}\ntls_key = {key}\n"
+            d.scheme, d.cafile = "https", str(cert)
+        cfg.write_text(
+            f"[server]\nlisten = 127.0.0.1:0\nworkers = {workers}\n{server_tls}"
+            f"[s3]\ndata_dir = {d.data_dir}\nregion = {S3_REGION}\n"
+            f"regions = {','.join(S3_REGIONS)}\naccount = {S3_ACCOUNT[0]}\n"
+            f"access_key_id = {S3_ACCOUNT[1]}\nsecret_access_key = {S3_ACCOUNT[2]}\n"
+            f"{keys}domain = {S3_DOMAIN}\nfsync = {'true' if fsync else 'false'}\n" + ini_extra)
+        cfg.chmod(0o600)
+        started.append(d)
+        return d.start()
+
+    yield start
+    died = []
+    for d in started:
+        if d.alive():
+            d.proc.kill()
+            d.proc.wait()
+        elif d.proc is not None and not d.expect_exit:
+            died.append(f"{d.name} exited by itself with {d.proc.returncode}; log tail:\n"
+                        + "\n".join(d.log.read_text(errors="replace").splitlines()[-30:]))
+    if died:
+        pytest.fail("\n".join(died))
+
+
+@pytest.fixture
+def s3(start_s3):
+    """A running sov-s3 with the default account only."""
+    return start_s3()
