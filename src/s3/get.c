@@ -173,6 +173,7 @@ typedef struct GetState {
     int fd;
     uint32_t fd_seg;
     char *buf;
+    size_t bufcap; /* a multiple of S3_BLOCK */
     size_t slice_off, slice_len;
 } GetState;
 
@@ -211,9 +212,14 @@ static int get_load(S3Store *st, GetState *g)
             return -EIO;
         }
     }
+    /* As many whole blocks as the buffer holds, up to the end of the range or segment: large
+     * reads and writes, each block checked. */
     uint64_t in_seg = g->pos - g->seg_base;
     uint64_t bi = in_seg / S3_BLOCK, boff = bi * S3_BLOCK;
-    size_t blen = (size_t)SOV_MIN((uint64_t)S3_BLOCK, s->size - boff);
+    uint64_t want_end = SOV_MIN(s->size, g->end - g->seg_base);
+    size_t blen = (size_t)SOV_MIN((uint64_t)g->bufcap, s->size - boff);
+    size_t upto = (size_t)SOV_MIN((uint64_t)blen, want_end - boff);
+    blen = SOV_MIN(blen, (upto + S3_BLOCK - 1) / S3_BLOCK * S3_BLOCK);
     size_t got = 0;
     while (got < blen) {
         ssize_t n = pread(g->fd, g->buf + got, blen - got, (off_t)(boff + got));
@@ -226,11 +232,14 @@ static int get_load(S3Store *st, GetState *g)
         }
         got += (size_t)n;
     }
-    if (bi >= s->nblocks || s3_crc32c(0L, g->buf, blen) != s->crcs[bi]) {
-        log_error("bitrot: object %s/%s, file %s, block %" PRIu64 " fails its CRC", g->o.bucket,
-                  g->o.key, s->file, bi);
-        sov_counter_add(bitrot_metric(), 1);
-        return -EBADMSG;
+    for (size_t o = 0; o < blen; o += S3_BLOCK, bi++) {
+        size_t n = SOV_MIN((size_t)S3_BLOCK, blen - o);
+        if (bi >= s->nblocks || s3_crc32c(0, g->buf + o, n) != s->crcs[bi]) {
+            log_error("bitrot: object %s/%s, file %s, block %" PRIu64 " fails its CRC", g->o.bucket,
+                      g->o.key, s->file, bi);
+            sov_counter_add(bitrot_metric(), 1);
+            return -EBADMSG;
+        }
     }
     g->slice_off = (size_t)(in_seg - boff);
     g->slice_len = (size_t)SOV_MIN((uint64_t)blen - g->slice_off, g->end - g->pos);
@@ -374,7 +383,8 @@ void s3_object_get(S3Req *r)
         s3_req_done(r);
         return;
     }
-    g->buf = malloc(S3_BLOCK);
+    g->bufcap = end - start > S3_BLOCK ? S3_GET_BUF : S3_BLOCK;
+    g->buf = malloc(g->bufcap);
     g->pos = start;
     g->end = end;
     if (!g->buf) {
@@ -488,7 +498,12 @@ static void copy_work(uv_work_t *w)
         rc = s3_sink_write(&j->sink, (const char *)o->inline_data + j->off, j->len);
         sov_digest_update(md5, o->inline_data + j->off, j->len);
     } else {
-        GetState g = {.o = *o, .fd = -1, .buf = buf, .pos = j->off, .end = j->off + j->len};
+        GetState g = {.o = *o,
+                      .fd = -1,
+                      .buf = buf,
+                      .bufcap = S3_BLOCK,
+                      .pos = j->off,
+                      .end = j->off + j->len};
         while (rc == 0 && g.pos < g.end) {
             rc = get_load(j->r->srv->store, &g);
             if (rc == 0) {

@@ -21,7 +21,8 @@
 
 #define S3_MAX_KEY         1024 /* bytes, as AWS */
 #define S3_MAX_BUCKET      63
-#define S3_BLOCK           (256 * 1024) /* CRC block of data files */
+#define S3_BLOCK           (256 * 1024)   /* CRC block of data files */
+#define S3_GET_BUF         (4 * S3_BLOCK) /* read and send size of large GETs */
 #define S3_MAX_XML_BODY    (1024 * 1024)
 #define S3_MAX_DELETE_KEYS 1000
 #define S3_MAX_PARTS       10000
