@@ -32,10 +32,13 @@ extern const CliService cli_services[];
 extern const size_t cli_services_n;
 
 /* Default ports of services that do not exist yet but already have a place in `sov env`. */
-#define CLI_API_NAME         "api"
-#define CLI_API_DEFAULT_PORT 8400
-#define CLI_S3_NAME          "s3"
-#define CLI_S3_DEFAULT_PORT  8433
+#define CLI_API_NAME           "api"
+#define CLI_API_DEFAULT_PORT   8400
+#define CLI_S3_NAME            "s3"
+#define CLI_S3_DEFAULT_PORT    8433
+#define CLI_BLOCK_NAME         "block"
+#define CLI_BLOCK_DEFAULT_PORT 8476
+#define CLI_NBD_DEFAULT_PORT   10809
 
 #define CLI_REGION "eu-central-1"
 

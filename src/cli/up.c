@@ -153,6 +153,24 @@ static int write_config(const Cli *c, const CliService *svc, const CliCreds *cr)
                                dir, cr->region, cr->username, cr->access_key_id,
                                cr->secret_access_key);
     }
+    if (r >= 0 && strcmp(svc->name, CLI_BLOCK_NAME) == 0) {
+        /* Volumes, their master key and the NBD socket live under the data dir; NBD over TCP
+         * gets a port of its own (exports need a grant there). */
+        char dir[PATH_MAX];
+        int nbd_port;
+        r = cli_path(c, dir, sizeof(dir), "block");
+        if (r >= 0)
+            r = cli_port_choose(CLI_NBD_DEFAULT_PORT, &nbd_port);
+        if (r >= 0)
+            r = sov_buf_printf(&text,
+                               "\n[block]\n"
+                               "data_dir = %s\n"
+                               "master_key_file = %s/master.key\n"
+                               "\n[nbd]\n"
+                               "listen = 127.0.0.1:%d\n"
+                               "socket = %s/nbd.sock\n",
+                               dir, dir, nbd_port, dir);
+    }
     if (r >= 0)
         r = cli_file_create(p, text.ptr, text.len,
                             strcmp(svc->name, CLI_S3_NAME) == 0 ? 0600 : 0644);
@@ -404,7 +422,7 @@ static int service_up(const Cli *c, const CliService *svc, const CliCreds *cr)
 
 static void print_summary(const Cli *c, const CliCreds *cr)
 {
-    char url[300], first[300] = "", s3[300] = "";
+    char url[300], first[300] = "", s3[300] = "", block[300] = "";
     SovBuf q = SOV_BUF_INIT;
 
     printf("\nsovcloud is up in %s\n\n", c->data_dir);
@@ -419,6 +437,8 @@ static void print_summary(const Cli *c, const CliCreds *cr)
             snprintf(first, sizeof(first), "%s", url);
         if (strcmp(cli_services[i].name, CLI_S3_NAME) == 0)
             snprintf(s3, sizeof(s3), "%s", url);
+        if (strcmp(cli_services[i].name, CLI_BLOCK_NAME) == 0)
+            snprintf(block, sizeof(block), "%s", url);
     }
     printf("\n  Credentials (%s/credentials.ini):\n", c->data_dir);
     printf("    user               %s (project admin, region %s)\n", cr->username, cr->region);
@@ -433,6 +453,15 @@ static void print_summary(const Cli *c, const CliCreds *cr)
         cli_shell_quote(&q, c->data_dir_arg);
     }
     printf("    eval \"$(%s env%s)\"\n", c->argv0, q.ptr ? q.ptr : "");
+    if (block[0]) {
+        char sock[PATH_MAX];
+        if (cli_path(c, sock, sizeof(sock), "block/nbd.sock") == 0) {
+            printf(
+                "    curl -X POST %s/v1/volumes -d '{\"name\": \"disk1\", \"size\": 1073741824}'\n",
+                block);
+            printf("    qemu-img info 'nbd+unix:///disk1?socket=%s'\n", sock);
+        }
+    }
     if (s3[0]) {
         printf("    /usr/bin/aws --endpoint-url \"$SOV_S3_ENDPOINT\" s3 mb s3://first-bucket\n");
         printf("    /usr/bin/aws --endpoint-url \"$SOV_S3_ENDPOINT\" s3 cp README.md "
