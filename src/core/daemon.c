@@ -8,7 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "sov/conf.h"
 #include "sov/daemon.h"
+#include "sov/log.h"
 #include "sov/http.h"
 #include "sov/macro.h"
 
@@ -307,6 +309,59 @@ int sov_daemon_parse_args(int argc, char **argv, const char *name, SovDaemonArgs
     }
     *ret = a;
     return 0;
+}
+
+int sov_daemon_load(int argc, char **argv, const SovDaemonSpec *spec, void *cfg,
+                    SovDaemonArgs *args, int *ret_log_level, char *host, size_t hostcap,
+                    int *ret_port)
+{
+    SovBuf err = SOV_BUF_INIT;
+    SovLogLevel lvl;
+    char *listen = (char *)cfg + spec->listen_offset;
+    int r = sov_daemon_parse_args(argc, argv, spec->name, args);
+
+    if (r != 0)
+        return r > 0 ? 1 : -EINVAL;
+    if (args->print_config) {
+        sov_conf_write_sample(spec->fields, spec->nfields, spec->title, &err);
+        fputs(err.ptr, stdout);
+        sov_buf_release(&err);
+        return 1;
+    }
+    if (sov_conf_load(spec->fields, spec->nfields, cfg, args->config, &err) < 0) {
+        fprintf(stderr, "%s: %s\n", spec->name, err.ptr);
+        sov_buf_release(&err);
+        return -EINVAL;
+    }
+    sov_buf_release(&err);
+    if (args->listen) {
+        if (strlen(args->listen) >= SOV_CONF_STR_MAX) {
+            fprintf(stderr, "%s: --listen value too long\n", spec->name);
+            return -EINVAL;
+        }
+        snprintf(listen, SOV_CONF_STR_MAX, "%s", args->listen);
+    }
+    if (sov_log_level_from_string((char *)cfg + spec->log_level_offset, &lvl) < 0) {
+        fprintf(stderr, "%s: bad [log] level\n", spec->name);
+        return -EINVAL;
+    }
+    if (sov_parse_hostport(listen, host, hostcap, ret_port) < 0) {
+        fprintf(stderr, "%s: bad listen address '%s' (HOST:PORT)\n", spec->name, listen);
+        return -EINVAL;
+    }
+    *ret_log_level = (int)lvl;
+    return 0;
+}
+
+int sov_daemon_announce(const SovDaemonArgs *args, int port, const char *const *kv)
+{
+    char buf[16];
+    int r = 0;
+    snprintf(buf, sizeof(buf), "%d\n", port);
+    if (args->port_file && (r = sov_write_file_atomic(args->port_file, buf, strlen(buf))) < 0)
+        log_error_errno(r, "cannot write port file %s", args->port_file);
+    sov_logv_kv(SOV_LOG_INFO, NULL, 0, "listening", kv);
+    return r;
 }
 
 /* The rename is durable only once the directory holding it is on disk. */

@@ -269,32 +269,17 @@ int main(int argc, char **argv)
     int port, r;
     uv_loop_t *loop = uv_default_loop();
 
-    r = sov_daemon_parse_args(argc, argv, "sov-demo", &d.args);
+    static const SovDaemonSpec spec = {"sov-demo",
+                                       "sov-demo configuration",
+                                       demo_fields,
+                                       ELEMENTSOF(demo_fields),
+                                       offsetof(DemoConfig, listen),
+                                       offsetof(DemoConfig, log_level)};
+    int lvl_int;
+    r = sov_daemon_load(argc, argv, &spec, &d.cfg, &d.args, &lvl_int, host, sizeof(host), &port);
     if (r != 0)
         return r > 0 ? 0 : 2;
-    if (d.args.print_config) {
-        SovBuf out = SOV_BUF_INIT;
-        sov_conf_write_sample(demo_fields, ELEMENTSOF(demo_fields), "sov-demo configuration", &out);
-        fputs(out.ptr, stdout);
-        sov_buf_release(&out);
-        return 0;
-    }
-    if (sov_conf_load(demo_fields, ELEMENTSOF(demo_fields), &d.cfg, d.args.config, &err) < 0) {
-        fprintf(stderr, "sov-demo: %s\n", err.ptr);
-        return 2;
-    }
-    if (d.args.listen) {
-        if (strlen(d.args.listen) >= sizeof(d.cfg.listen)) {
-            fprintf(stderr, "sov-demo: --listen value too long\n");
-            return 2;
-        }
-        snprintf(d.cfg.listen, sizeof(d.cfg.listen), "%s", d.args.listen);
-    }
-    if (sov_log_level_from_string(d.cfg.log_level, &lvl) < 0 ||
-        sov_parse_hostport(d.cfg.listen, host, sizeof(host), &port) < 0) {
-        fprintf(stderr, "sov-demo: bad [log] level or [server] listen\n");
-        return 2;
-    }
+    lvl = (SovLogLevel)lvl_int;
     if (d.args.check_config) {
         printf("configuration ok\n");
         return 0;
@@ -344,18 +329,13 @@ int main(int argc, char **argv)
         log_error_errno(r, "cannot start workers");
         return 1;
     }
-    snprintf(portbuf, sizeof(portbuf), "%d\n", port);
-    if (d.args.port_file &&
-        (r = sov_write_file_atomic(d.args.port_file, portbuf, strlen(portbuf))) < 0) {
-        log_error_errno(r, "cannot write port file %s", d.args.port_file);
-        return 1;
-    }
     {
         char workers[16];
         const char *kv[] = {"host", host, "port", portbuf, "workers", workers, NULL};
-        portbuf[strcspn(portbuf, "\n")] = '\0';
+        snprintf(portbuf, sizeof(portbuf), "%d", port);
         snprintf(workers, sizeof(workers), "%u", d.nworkers);
-        sov_logv_kv(SOV_LOG_INFO, NULL, 0, "listening", kv);
+        if (sov_daemon_announce(&d.args, port, kv) < 0)
+            return 1;
     }
     /* The main loop only waits for signals: it runs until on_term closes their handles. */
     uv_run(loop, UV_RUN_DEFAULT);

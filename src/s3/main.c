@@ -282,32 +282,17 @@ int main(int argc, char **argv)
     int port, r;
     uv_loop_t *loop = uv_default_loop();
 
-    r = sov_daemon_parse_args(argc, argv, "sov-s3", &d.args);
+    static const SovDaemonSpec spec = {"sov-s3",
+                                       "sov-s3 configuration",
+                                       s3_conf_fields,
+                                       ELEMENTSOF(s3_conf_fields),
+                                       offsetof(S3Config, listen),
+                                       offsetof(S3Config, log_level)};
+    int lvl_int;
+    r = sov_daemon_load(argc, argv, &spec, cfg, &d.args, &lvl_int, host, sizeof(host), &port);
     if (r != 0)
         return r > 0 ? 0 : 2;
-    if (d.args.print_config) {
-        SovBuf out = SOV_BUF_INIT;
-        sov_conf_write_sample(s3_conf_fields, s3_conf_nfields, "sov-s3 configuration", &out);
-        fputs(out.ptr, stdout);
-        sov_buf_release(&out);
-        return 0;
-    }
-    if (sov_conf_load(s3_conf_fields, s3_conf_nfields, cfg, d.args.config, &err) < 0) {
-        fprintf(stderr, "sov-s3: %s\n", err.ptr);
-        return 2;
-    }
-    if (d.args.listen) {
-        if (strlen(d.args.listen) >= sizeof(cfg->listen)) {
-            fprintf(stderr, "sov-s3: --listen value too long\n");
-            return 2;
-        }
-        snprintf(cfg->listen, sizeof(cfg->listen), "%s", d.args.listen);
-    }
-    if (sov_log_level_from_string(cfg->log_level, &lvl) < 0 ||
-        sov_parse_hostport(cfg->listen, host, sizeof(host), &port) < 0) {
-        fprintf(stderr, "sov-s3: bad [log] level or [server] listen\n");
-        return 2;
-    }
+    lvl = (SovLogLevel)lvl_int;
     uv_rwlock_init(&d.srv.keys_lock);
     if (parse_regions(&d.srv, &err) < 0 || s3_keys_load(&d.srv, &err) < 0) {
         fprintf(stderr, "sov-s3: %s\n", err.ptr);
@@ -368,19 +353,14 @@ int main(int argc, char **argv)
         log_error_errno(r, "cannot start workers");
         return 1;
     }
-    snprintf(portbuf, sizeof(portbuf), "%d\n", port);
-    if (d.args.port_file &&
-        (r = sov_write_file_atomic(d.args.port_file, portbuf, strlen(portbuf))) < 0) {
-        log_error_errno(r, "cannot write port file %s", d.args.port_file);
-        return 1;
-    }
     {
         char workers[16];
         const char *kv[] = {"host",     host,          "port",   portbuf,     "workers", workers,
                             "data_dir", cfg->data_dir, "region", cfg->region, NULL};
-        portbuf[strcspn(portbuf, "\n")] = '\0';
+        snprintf(portbuf, sizeof(portbuf), "%d", port);
         snprintf(workers, sizeof(workers), "%u", d.nworkers);
-        sov_logv_kv(SOV_LOG_INFO, NULL, 0, "listening", kv);
+        if (sov_daemon_announce(&d.args, port, kv) < 0)
+            return 1;
     }
     uv_run(loop, UV_RUN_DEFAULT);
     sov_workers_stop(d.workers);

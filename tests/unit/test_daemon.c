@@ -340,6 +340,73 @@ static void test_pidfile(void **state)
     assert_int_equal(count_entries(), 1);
 }
 
+typedef struct LoadCfg {
+    char listen[SOV_CONF_STR_MAX];
+    char level[SOV_CONF_STR_MAX];
+} LoadCfg;
+
+static const SovConfField load_fields[] = {
+    {"server", "listen", SOV_CONF_STRING, offsetof(LoadCfg, listen), 3, 255, "127.0.0.1:1234",
+     "where"},
+    {"log", "level", SOV_CONF_STRING, offsetof(LoadCfg, level), 1, 16, "info", "how loud"},
+};
+static const SovDaemonSpec load_spec = {"sov-t",
+                                        "sov-t configuration",
+                                        load_fields,
+                                        ELEMENTSOF(load_fields),
+                                        offsetof(LoadCfg, listen),
+                                        offsetof(LoadCfg, level)};
+
+static int load(const char *ini, char **extra, int nextra, LoadCfg *cfg, char *host, int *port)
+{
+    char path[128], *argv[8] = {(char *)"sov-t"};
+    int argc = 1, lvl;
+    SovDaemonArgs args;
+    if (ini) {
+        snprintf(path, sizeof(path), "%s/t.ini", tmpdir);
+        assert_int_equal(sov_write_file_atomic(path, ini, strlen(ini)), 0);
+        argv[argc++] = (char *)"--config";
+        argv[argc++] = path;
+    }
+    for (int i = 0; i < nextra; i++)
+        argv[argc++] = extra[i];
+    return sov_daemon_load(argc, argv, &load_spec, cfg, &args, &lvl, host, 256, port);
+}
+
+static void test_daemon_load(void **state)
+{
+    LoadCfg cfg;
+    char host[256];
+    int port;
+    /* defaults, a config file, and --listen over both */
+    assert_int_equal(load(NULL, NULL, 0, &cfg, host, &port), 0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 1234);
+    assert_int_equal(load("[server]\nlisten = 0.0.0.0:99\n", NULL, 0, &cfg, host, &port), 0);
+    assert_int_equal(port, 99);
+    char *over[] = {(char *)"--listen", (char *)"[::1]:7"};
+    assert_int_equal(load("[server]\nlisten = 0.0.0.0:99\n", over, 2, &cfg, host, &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 7);
+    /* refusals: bad level, bad address, bad config, unknown flag */
+    assert_int_equal(load("[log]\nlevel = loud\n", NULL, 0, &cfg, host, &port), -EINVAL);
+    assert_int_equal(load("[server]\nlisten = nowhere\n", NULL, 0, &cfg, host, &port), -EINVAL);
+    assert_int_equal(load("[nope]\nx = 1\n", NULL, 0, &cfg, host, &port), -EINVAL);
+    char *bad[] = {(char *)"--frobnicate"};
+    assert_int_equal(load(NULL, bad, 1, &cfg, host, &port), -EINVAL);
+    char *toolong[] = {(char *)"--listen", NULL};
+    char big[SOV_CONF_STR_MAX + 8];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    toolong[1] = big;
+    assert_int_equal(load(NULL, toolong, 2, &cfg, host, &port), -EINVAL);
+    /* --print-sample-config and --help end the daemon with success */
+    char *sample[] = {(char *)"--print-sample-config"};
+    assert_int_equal(load(NULL, sample, 1, &cfg, host, &port), 1);
+    char *help[] = {(char *)"--help"};
+    assert_int_equal(load(NULL, help, 1, &cfg, host, &port), 1);
+}
+
 static void test_listen_tcp(void **state)
 {
     int fd = -1, port = 0, c, a;
@@ -509,6 +576,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_file_atomic, make_tmpdir, remove_tmpdir),
         cmocka_unit_test_setup_teardown(test_write_file_atomic_errors, make_tmpdir, remove_tmpdir),
         cmocka_unit_test_setup_teardown(test_pidfile, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_daemon_load, make_tmpdir, remove_tmpdir),
         cmocka_unit_test(test_listen_tcp),
         cmocka_unit_test(test_listen_tcp_errors),
         cmocka_unit_test(test_listen_tcp_v6),

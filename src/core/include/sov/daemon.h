@@ -52,6 +52,25 @@ typedef struct SovDaemonArgs {
 
 /* Returns 0, 1 when --help was printed, or -EINVAL (message printed to stderr). */
 int sov_daemon_parse_args(int argc, char **argv, const char *name, SovDaemonArgs *ret);
+/* The start of every daemon's main. Parses the command line, prints --help or the sample
+ * config, loads the config into cfg, applies --listen to the listen field, checks the [log]
+ * level and the listen address. Returns 0 to go on (lvl, host and port set), 1 when the
+ * daemon is done and exits 0 (help, sample), -EINVAL after telling stderr why (exit 2).
+ * --check-config is left to the daemon, which may check more first. */
+typedef struct SovDaemonSpec {
+    const char *name;  /* "sov-s3" */
+    const char *title; /* heading of the sample config */
+    const struct SovConfField *fields;
+    size_t nfields;
+    size_t listen_offset; /* char[SOV_CONF_STR_MAX] fields of the config struct */
+    size_t log_level_offset;
+} SovDaemonSpec;
+int sov_daemon_load(int argc, char **argv, const SovDaemonSpec *spec, void *cfg,
+                    SovDaemonArgs *args, int *ret_log_level, char *host, size_t hostcap,
+                    int *ret_port);
+/* Once listening: writes --port-file (if any) and logs "listening" with the key/value pairs
+ * (NULL-terminated). */
+int sov_daemon_announce(const SovDaemonArgs *args, int port, const char *const *kv);
 /* Splits "host:port" or "[v6]:port"; host goes to host (size n). */
 int sov_parse_hostport(const char *s, char *host, size_t n, int *ret_port);
 /* Writes a small file atomically (temp, fsync, rename). */
