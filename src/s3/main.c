@@ -166,13 +166,7 @@ static void s3_error_page(SovHttpReq *req, int status, const char *message, void
                        : status >= 500 ? "InternalError"
                                        : "InvalidRequest";
     SovBuf doc = SOV_BUF_INIT;
-    SovXmlWriter w;
-    sov_xml_writer_init(&w, &doc);
-    sov_xml_open(&w, "Error", NULL);
-    sov_xml_elem(&w, "Code", sov_str(code));
-    sov_xml_elem(&w, "Message", sov_str(message));
-    sov_xml_elem(&w, "RequestId", sov_str(sov_http_req_id(req)));
-    sov_xml_close(&w);
+    s3_error_doc(&doc, code, message, NULL, NULL, sov_http_req_id(req));
     sov_http_resp_header(req, "x-amz-request-id", sov_str(sov_http_req_id(req)));
     sov_http_respond(req, status == 431 || status == 414 ? 400 : status, "application/xml", doc.ptr,
                      doc.len);

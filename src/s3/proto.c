@@ -85,20 +85,26 @@ void s3_record(S3Req *r, int status)
         sov_histogram_observe(m, (double)(uv_hrtime() - (uint64_t)r->start_ns) / 1e9);
 }
 
-void s3_error_status(S3Req *r, int status, const char *code, const char *message)
+void s3_error_doc(SovBuf *doc, const char *code, const char *message, const char *bucket,
+                  const char *key, const char *request_id)
 {
-    SovBuf doc = SOV_BUF_INIT;
     SovXmlWriter w;
-    sov_xml_writer_init(&w, &doc);
+    sov_xml_writer_init(&w, doc);
     sov_xml_open(&w, "Error", NULL);
     sov_xml_elem(&w, "Code", sov_str(code));
     sov_xml_elem(&w, "Message", sov_str(message));
-    if (r->bucket)
-        sov_xml_elem(&w, "BucketName", sov_str(r->bucket));
-    if (r->key_name)
-        sov_xml_elem(&w, "Key", sov_str(r->key_name));
-    sov_xml_elem(&w, "RequestId", sov_str(sov_http_req_id(r->http)));
+    if (bucket)
+        sov_xml_elem(&w, "BucketName", sov_str(bucket));
+    if (key)
+        sov_xml_elem(&w, "Key", sov_str(key));
+    sov_xml_elem(&w, "RequestId", sov_str(request_id));
     sov_xml_close(&w);
+}
+
+void s3_error_status(S3Req *r, int status, const char *code, const char *message)
+{
+    SovBuf doc = SOV_BUF_INIT;
+    s3_error_doc(&doc, code, message, r->bucket, r->key_name, sov_http_req_id(r->http));
     s3_record(r, status);
     if (status >= 500 && status != 501)
         log_error("%s %s: %s", r->op ? r->op : "request", code, message);
