@@ -88,6 +88,12 @@ void s3_record(S3Req *r, int status)
 void s3_error_doc(SovBuf *doc, const char *code, const char *message, const char *bucket,
                   const char *key, const char *request_id)
 {
+    s3_error_doc_region(doc, code, message, bucket, key, request_id, NULL);
+}
+
+void s3_error_doc_region(SovBuf *doc, const char *code, const char *message, const char *bucket,
+                         const char *key, const char *request_id, const char *region)
+{
     SovXmlWriter w;
     sov_xml_writer_init(&w, doc);
     sov_xml_open(&w, "Error", NULL);
@@ -97,6 +103,9 @@ void s3_error_doc(SovBuf *doc, const char *code, const char *message, const char
         sov_xml_elem(&w, "BucketName", sov_str(bucket));
     if (key)
         sov_xml_elem(&w, "Key", sov_str(key));
+    /* Clients that signed for another region (s3cmd's "US") learn the right one here. */
+    if (region)
+        sov_xml_elem(&w, "Region", sov_str(region));
     sov_xml_elem(&w, "RequestId", sov_str(request_id));
     sov_xml_close(&w);
 }
@@ -104,7 +113,9 @@ void s3_error_doc(SovBuf *doc, const char *code, const char *message, const char
 void s3_error_status(S3Req *r, int status, const char *code, const char *message)
 {
     SovBuf doc = SOV_BUF_INIT;
-    s3_error_doc(&doc, code, message, r->bucket, r->key_name, sov_http_req_id(r->http));
+    s3_error_doc_region(&doc, code, message, r->bucket, r->key_name, sov_http_req_id(r->http),
+                        strcmp(code, "AuthorizationHeaderMalformed") == 0 ? r->srv->cfg.region
+                                                                          : NULL);
     s3_record(r, status);
     if (status >= 500 && status != 501)
         log_error("%s %s: %s", r->op ? r->op : "request", code, message);

@@ -252,6 +252,8 @@ char *s3_header(S3Req *r, const char *name);
 /* The XML body of an S3 error (bucket and key may be NULL). */
 void s3_error_doc(SovBuf *doc, const char *code, const char *message, const char *bucket,
                   const char *key, const char *request_id);
+void s3_error_doc_region(SovBuf *doc, const char *code, const char *message, const char *bucket,
+                         const char *key, const char *request_id, const char *region);
 /* Answers an S3 XML error and ends the request. */
 void s3_error(S3Req *r, const char *code, const char *message);
 void s3_error_status(S3Req *r, int status, const char *code, const char *message);
