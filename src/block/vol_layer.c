@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sov/crypto.h"
 #include "vol-int.h"
 
 #define JHDR_LEN  32
@@ -26,28 +27,9 @@
 #define JMAGIC    "SOVBLKMP"
 #define JREAD_BUF (64u * 1024)
 
-static uint32_t crc_table[256];
-
-static void crc_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        crc_table[i] = c;
-    }
-}
-
 uint32_t vol_crc32c(uint32_t crc, const void *p, size_t n)
 {
-    const uint8_t *b = p;
-
-    if (crc_table[1] == 0)
-        crc_init();
-    crc = ~crc;
-    while (n--)
-        crc = crc_table[(crc ^ *b++) & 0xff] ^ (crc >> 8);
-    return ~crc;
+    return sov_crc32c(crc, p, n);
 }
 
 static void put32(uint8_t *p, uint32_t v)

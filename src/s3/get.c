@@ -234,7 +234,7 @@ static int get_load(S3Store *st, GetState *g)
     }
     for (size_t o = 0; o < blen; o += S3_BLOCK, bi++) {
         size_t n = SOV_MIN((size_t)S3_BLOCK, blen - o);
-        if (bi >= s->nblocks || s3_crc32c(0, g->buf + o, n) != s->crcs[bi]) {
+        if (bi >= s->nblocks || sov_crc32c(0, g->buf + o, n) != s->crcs[bi]) {
             log_error("bitrot: object %s/%s, file %s, block %" PRIu64 " fails its CRC", g->o.bucket,
                       g->o.key, s->file, bi);
             sov_counter_add(bitrot_metric(), 1);
@@ -365,7 +365,7 @@ void s3_object_get(S3Req *r)
     int status = ranged ? 206 : 200;
     const char *ct = content_type(r, o, ctbuf, sizeof(ctbuf));
     if (o->is_inline) {
-        if (!head && s3_crc32c(0L, o->inline_data, o->size) != o->inline_crc) {
+        if (!head && sov_crc32c(0L, o->inline_data, o->size) != o->inline_crc) {
             log_error("bitrot: inline object %s/%s fails its CRC", o->bucket, o->key);
             sov_counter_add(bitrot_metric(), 1);
             s3_error(r, "InternalError", "The object's data is damaged");
@@ -491,7 +491,7 @@ static void copy_work(uv_work_t *w)
         goto out;
     }
     if (o->is_inline) {
-        if (s3_crc32c(0L, o->inline_data, o->size) != o->inline_crc) {
+        if (sov_crc32c(0L, o->inline_data, o->size) != o->inline_crc) {
             j->status = -EBADMSG;
             goto out;
         }
@@ -705,7 +705,7 @@ void s3_object_copy(S3Req *r)
         /* Small: the copy is a metadata write (data checked and carried inline). */
         uint8_t md5[SOV_MD5_LEN];
         if (op->src.is_inline) {
-            if (s3_crc32c(0L, op->src.inline_data, op->src.size) != op->src.inline_crc) {
+            if (sov_crc32c(0L, op->src.inline_data, op->src.size) != op->src.inline_crc) {
                 s3_error(r, "InternalError", "The source object's data is damaged");
                 return;
             }

@@ -61,7 +61,7 @@ int s3_sink_write(S3Sink *k, const char *p, size_t n)
     size_t off = 0;
     while (off < n) {
         size_t take = SOV_MIN(n - off, (size_t)(S3_BLOCK - k->block_fill));
-        k->block_crc = s3_crc32c(k->block_crc, p + off, take);
+        k->block_crc = sov_crc32c(k->block_crc, p + off, take);
         k->block_fill += take;
         off += take;
         if (k->block_fill == S3_BLOCK && sink_crc_push(k) < 0)
@@ -388,7 +388,7 @@ static int put_apply(sqlite3 *db, S3WriteOp *w)
     if (!op->sink.to_file) {
         o.is_inline = true;
         o.inline_data = (uint8_t *)op->sink.mem.ptr;
-        o.inline_crc = s3_crc32c(0L, op->sink.mem.ptr, op->sink.size);
+        o.inline_crc = sov_crc32c(0L, op->sink.mem.ptr, op->sink.size);
     } else {
         o.nsegs = 1;
         o.segs = &op->seg;

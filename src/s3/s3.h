@@ -56,10 +56,6 @@ typedef struct S3Config {
 extern const SovConfField s3_conf_fields[];
 extern const size_t s3_conf_nfields;
 
-/* CRC-32C, chaining like zlib's crc32() (start from 0); hardware where the CPU has it. */
-uint32_t s3_crc32c(uint32_t crc, const void *p, size_t n);
-uint32_t s3_crc32c_sw(uint32_t crc, const void *p, size_t n); /* the portable path, for tests */
-
 /* ---- accounts ---- */
 
 typedef struct S3Key {

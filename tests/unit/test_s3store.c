@@ -18,27 +18,6 @@
 
 static char dir[] = "/tmp/sov-s3store-XXXXXX";
 
-static void test_crc32c(void **st)
-{
-    uint8_t buf[1000];
-    /* the check value of the Castagnoli CRC (RFC 3720 appendix B.4 uses the same polynomial) */
-    assert_int_equal(s3_crc32c(0, "123456789", 9), 0xe3069283);
-    assert_int_equal(s3_crc32c_sw(0, "123456789", 9), 0xe3069283);
-    assert_int_equal(s3_crc32c(0, "", 0), 0);
-    memset(buf, 0, 32);
-    assert_int_equal(s3_crc32c(0, buf, 32), 0x8a9136aa); /* RFC 3720 B.4: 32 bytes of zeros */
-    for (size_t i = 0; i < sizeof(buf); i++)
-        buf[i] = (uint8_t)(i * 131 + 7);
-    /* hardware and table agree at every length and alignment, and chaining equals one pass */
-    for (size_t off = 0; off < 9; off++)
-        for (size_t n = 0; n + off <= sizeof(buf); n += 37) {
-            uint32_t whole = s3_crc32c(0, buf + off, n);
-            assert_int_equal(whole, s3_crc32c_sw(0, buf + off, n));
-            assert_int_equal(
-                whole, s3_crc32c(s3_crc32c(0, buf + off, n / 3), buf + off + n / 3, n - n / 3));
-        }
-}
-
 static void test_layout_roundtrip(void **st)
 {
     uint32_t crcs1[2] = {0x11111111, 0x22222222}, crcs2[1] = {0xdeadbeef};
@@ -201,7 +180,6 @@ static void test_group_commit_and_sweep(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_crc32c),
         cmocka_unit_test(test_layout_roundtrip),
         cmocka_unit_test(test_group_commit_and_sweep),
     };

@@ -47,6 +47,11 @@ int sov_aes256_xts_encrypt(const uint8_t key[SOV_XTS_KEY_LEN], uint64_t sector, 
 int sov_aes256_xts_decrypt(const uint8_t key[SOV_XTS_KEY_LEN], uint64_t sector, const void *in,
                            size_t n, void *out);
 
+/* CRC-32C (Castagnoli), chaining like zlib's crc32(): start from 0, feed the previous result
+ * to continue. The SSE4.2 instruction where the CPU has it; sov_crc32c_sw is the table path. */
+uint32_t sov_crc32c(uint32_t crc, const void *p, size_t n);
+uint32_t sov_crc32c_sw(uint32_t crc, const void *p, size_t n);
+
 int sov_random_bytes(void *p, size_t n);
 /* Lowercase hex of n bytes into out (2n+1 bytes with the NUL). */
 void sov_hex_encode(const uint8_t *p, size_t n, char *out);

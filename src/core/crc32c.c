@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* CRC-32C (Castagnoli), the checksum of every data block sov-s3 stores: the SSE4.2 instruction
- * where the CPU has it (about 10 GB/s on one core), a table otherwise. The interface chains like
- * zlib's crc32(): s3_crc32c(0, p, n) is the CRC of p, s3_crc32c(s3_crc32c(0, a, x), b, y) the CRC
- * of a followed by b. */
+/* CRC-32C (Castagnoli), the block checksum of sov-s3's data files and sov-block's map journals: the
+ * SSE4.2 instruction where the CPU has it (about 10 GB/s on one core), a table otherwise. The
+ * interface chains like zlib's crc32(): sov_crc32c(0, p, n) is the CRC of p,
+ * sov_crc32c(sov_crc32c(0, a, x), b, y) the CRC of a followed by b. */
 #include <stdbool.h>
 #include <string.h>
 
-#include "s3.h"
+#include <uv.h>
+
+#include "sov/crypto.h"
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
@@ -44,7 +46,7 @@ static void table_init(void)
     }
 }
 
-uint32_t s3_crc32c_sw(uint32_t crc, const void *data, size_t n)
+uint32_t sov_crc32c_sw(uint32_t crc, const void *data, size_t n)
 {
     static uv_once_t once = UV_ONCE_INIT;
     const uint8_t *p = data;
@@ -55,7 +57,7 @@ uint32_t s3_crc32c_sw(uint32_t crc, const void *data, size_t n)
     return ~c;
 }
 
-uint32_t s3_crc32c(uint32_t crc, const void *data, size_t n)
+uint32_t sov_crc32c(uint32_t crc, const void *data, size_t n)
 {
 #if defined(__x86_64__)
     static int hw = -1;
@@ -64,5 +66,5 @@ uint32_t s3_crc32c(uint32_t crc, const void *data, size_t n)
     if (hw)
         return crc32c_hw(crc, data, n);
 #endif
-    return s3_crc32c_sw(crc, data, n);
+    return sov_crc32c_sw(crc, data, n);
 }
