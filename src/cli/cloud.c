@@ -18,6 +18,7 @@
 const CliService cli_services[] = {
     {"demo", "sov-demo", 8480},
     {CLI_S3_NAME, "sov-s3", CLI_S3_DEFAULT_PORT},
+    {CLI_BLOCK_NAME, "sov-block", CLI_BLOCK_DEFAULT_PORT},
 };
 const size_t cli_services_n = ELEMENTSOF(cli_services);
 

@@ -74,7 +74,7 @@ static int export_line(SovBuf *b, const char *name, const char *value)
 
 int cli_cmd_env(const Cli *c)
 {
-    char auth_url[128], s3_url[128];
+    char auth_url[128], s3_url[128], block_url[128], nbd_sock[PATH_MAX];
     SovBuf b = SOV_BUF_INIT;
     CliCreds cr;
     int r;
@@ -93,6 +93,10 @@ int cli_cmd_env(const Cli *c)
              cli_config_port(c, CLI_API_NAME, CLI_API_DEFAULT_PORT));
     snprintf(s3_url, sizeof(s3_url), "http://127.0.0.1:%d",
              cli_config_port(c, CLI_S3_NAME, CLI_S3_DEFAULT_PORT));
+    snprintf(block_url, sizeof(block_url), "http://127.0.0.1:%d",
+             cli_config_port(c, CLI_BLOCK_NAME, CLI_BLOCK_DEFAULT_PORT));
+    if (cli_path(c, nbd_sock, sizeof(nbd_sock), "block/nbd.sock") < 0)
+        nbd_sock[0] = '\0';
     const char *const vars[][2] = {
         {"OS_AUTH_URL", auth_url},
         {"OS_USERNAME", cr.username},
@@ -107,6 +111,8 @@ int cli_cmd_env(const Cli *c)
         {"AWS_DEFAULT_REGION", cr.region},
         {"SOV_S3_ENDPOINT", s3_url},
         {"AWS_ENDPOINT_URL", s3_url},
+        {"SOV_BLOCK_API", block_url},
+        {"SOV_NBD_SOCKET", nbd_sock},
         {"SOV_DATA_DIR", c->data_dir},
     };
     r = sov_buf_puts(&b, "# sovcloud endpoints and credentials; use: eval \"$(sov env)\"\n");

@@ -1,0 +1,538 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The NBD server's transport: accepts connections on a TCP or Unix listening socket and runs
+ * one NbdProto (nbd_proto.c) per connection on the loop. Reads land in a per-connection buffer
+ * (or straight into a large WRITE payload); everything the protocol produced while handling
+ * one read, and every completion of one loop iteration, leaves in a single write. Reading
+ * pauses while NBD_MAX_IN_FLIGHT requests are in flight or too many reply bytes wait for the
+ * socket; a handshake timeout and an optional idle timeout bound the client's time.
+ *
+ * Life cycle: a connection's handles close when the client goes away, when the protocol ends
+ * the session (DISC, ABORT, a malformed request: after the replies to requests in flight have
+ * been written), on a timeout or on shutdown. The NbdProto is then freed, which waits for the
+ * backend's outstanding completions on its own, so the backend never completes into freed
+ * memory. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "nbd-int.h"
+
+#define READ_BUF_SIZE       (256u * 1024)
+#define IN_PLACE_MIN        (64u * 1024)        /* payload left that is read in place */
+#define WRITE_HIGH          (8u * 1024 * 1024)  /* reply bytes queued before reading pauses */
+#define OUT_KEEP_MAX        (4u * 1024 * 1024)  /* buffer capacity kept after a write */
+#define HANDSHAKE_TIMEOUT   10000
+#define SHUTDOWN_TIMEOUT_MS 30000
+
+typedef struct NbdConn NbdConn;
+
+struct NbdServer {
+    uv_loop_t *loop;
+    NbdServerConfig cfg;
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } listener;
+    bool listening, is_unix;
+    uv_check_t flusher; /* flushes connections that completions made dirty */
+    uv_timer_t shutdown_timer;
+    NbdConn *conns;
+    NbdConn *dirty;
+    unsigned nconns;
+    unsigned open_handles; /* of the server itself: listener, flusher, timer */
+    bool shutting_down, freeing;
+    void (*done)(NbdServer *s, void *ud);
+    void *done_ud;
+};
+
+/* Invariants: writing while wreq is queued (wbuf holds its bytes); on the dirty list exactly
+ * when dirty; closing once uv_close was called (handles_open counts down to the free). */
+struct NbdConn {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    uv_timer_t timer;
+    uv_write_t wreq;
+    NbdServer *s;
+    NbdProto *p;
+    SovBuf wbuf;
+    char *rbuf;
+    uint64_t last_active;
+    unsigned handles_open;
+    bool reading, writing, closing, dirty, read_in_place, eof, in_tx;
+    NbdConn *prev, *next, *dirty_next;
+    char peer[64];
+};
+
+static void conn_close(NbdConn *c);
+static void conn_update(NbdConn *c);
+static void server_maybe_done(NbdServer *s);
+
+/* ---- writing ---- */
+
+static void on_write(uv_write_t *w, int status)
+{
+    NbdConn *c = w->data;
+
+    c->writing = false;
+    sov_buf_reset(&c->wbuf);
+    if (c->wbuf.cap > OUT_KEEP_MAX)
+        sov_buf_release(&c->wbuf);
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    conn_update(c);
+}
+
+/* Sends everything the protocol produced so far in one write. The protocol's buffer and ours
+ * swap, so reply bytes are never copied again. */
+static void conn_flush(NbdConn *c)
+{
+    SovBuf *out = nbd_proto_out(c->p);
+    SovBuf tmp;
+    uv_buf_t b;
+
+    if (c->writing || c->closing || out->len == 0)
+        return;
+    tmp = c->wbuf;
+    c->wbuf = *out;
+    *out = tmp;
+    b = uv_buf_init(c->wbuf.ptr, (unsigned)c->wbuf.len);
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, &c->h.stream, &b, 1, on_write) < 0) {
+        conn_close(c);
+        return;
+    }
+    c->writing = true;
+}
+
+static size_t conn_queued(NbdConn *c)
+{
+    return nbd_proto_out(c->p)->len + (c->writing ? c->wbuf.len : 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_conn_timer(uv_timer_t *t);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/* After any event: flush, decide whether to read, and close when the session is over. */
+static void conn_update(NbdConn *c)
+{
+    bool want;
+
+    if (c->closing)
+        return;
+    if (!c->in_tx && nbd_proto_in_transmission(c->p)) {
+        /* The handshake timer gives way to the idle timer, if any. */
+        c->in_tx = true;
+        uv_timer_stop(&c->timer);
+        if (c->s->cfg.idle_timeout_ms)
+            uv_timer_start(&c->timer, on_conn_timer, c->s->cfg.idle_timeout_ms, 0);
+    }
+    conn_flush(c);
+    if (c->closing)
+        return;
+    if (nbd_proto_finished(c->p) || (c->eof && nbd_proto_in_flight(c->p) == 0)) {
+        /* Close once the last replies are out. */
+        if (!c->writing && nbd_proto_out(c->p)->len == 0)
+            conn_close(c);
+        return;
+    }
+    want = !c->eof && !c->s->shutting_down && nbd_proto_wants_input(c->p) &&
+           conn_queued(c) < WRITE_HIGH;
+    if (want && !c->reading) {
+        if (uv_read_start(&c->h.stream, on_alloc, on_read) < 0) {
+            conn_close(c);
+            return;
+        }
+        c->reading = true;
+    } else if (!want && c->reading) {
+        uv_read_stop(&c->h.stream);
+        c->reading = false;
+    }
+    if (c->s->shutting_down && nbd_proto_in_flight(c->p) == 0 && !c->writing)
+        conn_close(c);
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    NbdConn *c = h->data;
+    char *ptr;
+    size_t len;
+
+    /* A large WRITE payload is read where the backend will find it. */
+    nbd_proto_read_target(c->p, &ptr, &len);
+    c->read_in_place = len >= IN_PLACE_MIN;
+    if (c->read_in_place) {
+        *buf = uv_buf_init(ptr, (unsigned)SOV_MIN(len, (size_t)UINT32_MAX / 2));
+        return;
+    }
+    *buf = uv_buf_init(c->rbuf, READ_BUF_SIZE);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    NbdConn *c = st->data;
+    int r;
+
+    if (nread == 0 || c->closing)
+        return;
+    if (nread < 0) {
+        /* EOF or an error: no more requests. Replies to requests in flight are still sent
+         * if the socket takes them. */
+        uv_read_stop(st);
+        c->reading = false;
+        c->eof = true;
+        if (nread != UV_EOF) {
+            conn_close(c);
+            return;
+        }
+        conn_update(c);
+        return;
+    }
+    c->last_active = uv_now(c->s->loop);
+    if (c->read_in_place)
+        r = nbd_proto_input_in_place(c->p, (size_t)nread);
+    else
+        r = nbd_proto_input(c->p, buf->base, (size_t)nread);
+    (void)r; /* the protocol's state says what to do next */
+    conn_update(c);
+}
+
+/* ---- completions from the backend ---- */
+
+static void on_flusher(uv_check_t *h)
+{
+    NbdServer *s = h->data;
+
+    while (s->dirty) {
+        NbdConn *c = s->dirty;
+        s->dirty = c->dirty_next;
+        c->dirty_next = NULL;
+        c->dirty = false;
+        if (c->closing)
+            continue;
+        /* Input held back by the in-flight limit can proceed now. */
+        if (!nbd_proto_wants_input(c->p) && nbd_proto_in_flight(c->p) < NBD_MAX_IN_FLIGHT)
+            nbd_proto_input(c->p, NULL, 0);
+        conn_update(c);
+    }
+    uv_check_stop(h);
+}
+
+/* A completion outside a read: flush once per loop iteration (the check phase runs right
+ * after the I/O callbacks of the same iteration), so that many completions share one write. */
+static void on_proto_notify(NbdProto *p, void *ud)
+{
+    NbdConn *c = ud;
+    NbdServer *s = c->s;
+
+    if (c->dirty || c->closing)
+        return;
+    c->dirty = true;
+    c->dirty_next = s->dirty;
+    s->dirty = c;
+    uv_check_start(&s->flusher, on_flusher);
+}
+
+/* ---- timers ---- */
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    NbdConn *c = t->data;
+    uint64_t idle = c->s->cfg.idle_timeout_ms;
+    uint64_t now = uv_now(c->s->loop);
+
+    if (!nbd_proto_in_transmission(c->p)) {
+        conn_close(c); /* handshake timeout */
+        return;
+    }
+    if (idle == 0) {
+        uv_timer_stop(t);
+        return;
+    }
+    if (nbd_proto_in_flight(c->p) == 0 && !c->writing && now - c->last_active >= idle) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(t, on_conn_timer, idle, 0);
+}
+
+/* ---- connections ---- */
+
+static void conn_free(NbdConn *c)
+{
+    NbdServer *s = c->s;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    nbd_proto_free(c->p); /* waits for the backend's completions on its own */
+    sov_buf_release(&c->wbuf);
+    free(c->rbuf);
+    free(c);
+    server_maybe_done(s);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    NbdConn *c = h->data;
+
+    if (--c->handles_open == 0)
+        conn_free(c);
+}
+
+static void conn_close(NbdConn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->reading = false;
+    nbd_proto_set_notify(c->p, NULL, NULL);
+    if (c->dirty) {
+        /* Unlink from the dirty list. */
+        NbdConn **pp = &c->s->dirty;
+        while (*pp && *pp != c)
+            pp = &(*pp)->dirty_next;
+        if (*pp)
+            *pp = c->dirty_next;
+        c->dirty = false;
+    }
+    /* Pending writes are cancelled before the close callback, so wbuf stays valid for them. */
+    uv_close(&c->h.handle, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+static void peer_name(NbdConn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char ip[48] = "?";
+    int port = 0;
+
+    if (c->s->is_unix) {
+        snprintf(c->peer, sizeof(c->peer), "unix");
+        return;
+    }
+    if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+            uv_ip6_name(a, ip, sizeof(ip));
+            port = ntohs(a->sin6_port);
+            snprintf(c->peer, sizeof(c->peer), "[%s]:%d", ip, port);
+            return;
+        }
+        if (ss.ss_family == AF_INET) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+            uv_ip4_name(a, ip, sizeof(ip));
+            port = ntohs(a->sin_port);
+        }
+    }
+    snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    NbdServer *s = ls->data;
+    NbdConn *c;
+    NbdClientInfo ci;
+    int r;
+
+    if (status < 0 || s->shutting_down)
+        return;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->s = s;
+    r = s->is_unix ? uv_pipe_init(s->loop, &c->h.pipe, 0) : uv_tcp_init(s->loop, &c->h.tcp);
+    if (r < 0) {
+        free(c);
+        return;
+    }
+    c->h.handle.data = c;
+    uv_timer_init(s->loop, &c->timer);
+    c->timer.data = c;
+    c->handles_open = 2;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    c->rbuf = malloc(READ_BUF_SIZE);
+    sov_buf_init(&c->wbuf, 0);
+    if (uv_accept(ls, &c->h.stream) < 0 || !c->rbuf)
+        goto fail_no_proto;
+    if (!s->is_unix)
+        uv_tcp_nodelay(&c->h.tcp, 1);
+    peer_name(c);
+    ci = (NbdClientInfo){.peer = c->peer, .tls = false};
+    c->p = nbd_proto_new(&s->cfg, &ci);
+    if (!c->p)
+        goto fail_no_proto;
+    nbd_proto_set_notify(c->p, on_proto_notify, c);
+    c->last_active = uv_now(s->loop);
+    uv_timer_start(&c->timer, on_conn_timer,
+                   s->cfg.handshake_timeout_ms ? s->cfg.handshake_timeout_ms : HANDSHAKE_TIMEOUT,
+                   0);
+    conn_update(c); /* sends the greeting and starts reading */
+    return;
+
+fail_no_proto:
+    /* No protocol object: close the handles; conn_free copes with a NULL proto. */
+    c->closing = true;
+    uv_close(&c->h.handle, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+/* ---- server ---- */
+
+NbdServer *nbd_server_new(uv_loop_t *loop, const NbdServerConfig *cfg)
+{
+    NbdServer *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->loop = loop;
+    s->cfg = *cfg;
+    uv_check_init(loop, &s->flusher);
+    s->flusher.data = s;
+    uv_unref((uv_handle_t *)&s->flusher);
+    uv_timer_init(loop, &s->shutdown_timer);
+    s->shutdown_timer.data = s;
+    s->open_handles = 2;
+    return s;
+}
+
+int nbd_server_listen_fd(NbdServer *s, int fd, bool is_unix)
+{
+    int r;
+
+    if (s->listening || s->shutting_down)
+        return -EBUSY;
+    s->is_unix = is_unix;
+    r = is_unix ? uv_pipe_init(s->loop, &s->listener.pipe, 0)
+                : uv_tcp_init(s->loop, &s->listener.tcp);
+    if (r < 0)
+        return r;
+    s->listener.handle.data = s;
+    s->open_handles++;
+    s->listening = true;
+    r = is_unix ? uv_pipe_open(&s->listener.pipe, fd) : uv_tcp_open(&s->listener.tcp, fd);
+    if (r == 0)
+        r = uv_listen(&s->listener.stream, 511, on_connection);
+    return r;
+}
+
+unsigned nbd_server_connections(const NbdServer *s)
+{
+    return s->nconns;
+}
+
+static void on_server_handle_closed(uv_handle_t *h)
+{
+    NbdServer *s = h->data;
+
+    s->open_handles--;
+    server_maybe_done(s);
+}
+
+static void server_close_handles(NbdServer *s)
+{
+    if (s->listening) {
+        s->listening = false;
+        uv_close(&s->listener.handle, on_server_handle_closed);
+    }
+    if (!uv_is_closing((uv_handle_t *)&s->flusher)) {
+        uv_close((uv_handle_t *)&s->flusher, on_server_handle_closed);
+        uv_close((uv_handle_t *)&s->shutdown_timer, on_server_handle_closed);
+    }
+}
+
+static void server_maybe_done(NbdServer *s)
+{
+    if (!s->shutting_down || s->nconns > 0)
+        return;
+    if (s->open_handles > 0) {
+        server_close_handles(s);
+        return;
+    }
+    if (s->freeing) {
+        free(s);
+        return;
+    }
+    if (s->done) {
+        void (*done)(NbdServer *, void *) = s->done;
+        s->done = NULL;
+        done(s, s->done_ud);
+    }
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    NbdServer *s = t->data;
+
+    for (NbdConn *c = s->conns; c; c = c->next)
+        conn_close(c);
+}
+
+void nbd_server_shutdown(NbdServer *s, void (*done)(NbdServer *s, void *ud), void *ud)
+{
+    NbdConn *next;
+
+    if (s->shutting_down)
+        return;
+    s->shutting_down = true;
+    s->done = done;
+    s->done_ud = ud;
+    if (s->listening) {
+        s->listening = false;
+        uv_close(&s->listener.handle, on_server_handle_closed);
+    }
+    /* Connections still negotiating close now; the others stop reading, finish the requests
+     * in flight, send their replies and close (or are cut after SHUTDOWN_TIMEOUT_MS). */
+    for (NbdConn *c = s->conns; c; c = next) {
+        next = c->next;
+        if (!nbd_proto_in_transmission(c->p))
+            conn_close(c);
+        else
+            conn_update(c);
+    }
+    uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, SHUTDOWN_TIMEOUT_MS, 0);
+    uv_unref((uv_handle_t *)&s->shutdown_timer);
+    server_maybe_done(s);
+}
+
+void nbd_server_free(NbdServer *s)
+{
+    if (!s)
+        return;
+    /* Normally after shutdown's done callback; otherwise everything is closed now and the
+     * memory goes once the loop has run the close callbacks. */
+    s->done = NULL;
+    s->freeing = true;
+    if (!s->shutting_down) {
+        s->shutting_down = true;
+        for (NbdConn *c = s->conns; c; c = c->next)
+            conn_close(c);
+    }
+    if (s->nconns == 0 && s->open_handles == 0) {
+        free(s);
+        return;
+    }
+    server_maybe_done(s);
+}
