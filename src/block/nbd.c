@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The NBD server's transport: accepts connections on a TCP or Unix listening socket and runs
+/* The NBD server's transport: accepts connections on TCP and Unix listening sockets and runs
  * one NbdProto (nbd_proto.c) per connection on the loop. Reads land in a per-connection buffer
  * (or straight into a large WRITE payload); everything the protocol produced while handling
  * one read, and every completion of one loop iteration, leaves in a single write. Reading
@@ -21,30 +21,40 @@
 #include "nbd-int.h"
 
 #define READ_BUF_SIZE       (256u * 1024)
-#define IN_PLACE_MIN        (64u * 1024)        /* payload left that is read in place */
-#define WRITE_HIGH          (8u * 1024 * 1024)  /* reply bytes queued before reading pauses */
-#define OUT_KEEP_MAX        (4u * 1024 * 1024)  /* buffer capacity kept after a write */
+#define IN_PLACE_MIN        (64u * 1024)       /* payload left that is read in place */
+#define WRITE_HIGH          (8u * 1024 * 1024) /* reply bytes queued before reading pauses */
+#define OUT_KEEP_MAX        (4u * 1024 * 1024) /* buffer capacity kept after a write */
 #define HANDSHAKE_TIMEOUT   10000
 #define SHUTDOWN_TIMEOUT_MS 30000
 
+#define MAX_LISTENERS 4
+
 typedef struct NbdConn NbdConn;
 
-struct NbdServer {
-    uv_loop_t *loop;
-    NbdServerConfig cfg;
+/* A listening socket; a server may have several (say a Unix socket and TCP). */
+typedef struct NbdListener {
     union {
         uv_handle_t handle;
         uv_stream_t stream;
         uv_tcp_t tcp;
         uv_pipe_t pipe;
-    } listener;
-    bool listening, is_unix;
+    } h;
+    NbdServer *s;
+    bool is_unix, open;
+} NbdListener;
+
+struct NbdServer {
+    uv_loop_t *loop;
+    NbdServerConfig cfg;
+    NbdListener listeners[MAX_LISTENERS];
+    unsigned nlisteners;
     uv_check_t flusher; /* flushes connections that completions made dirty */
+    uv_idle_t waker;    /* keeps poll from blocking while a flush is due */
     uv_timer_t shutdown_timer;
     NbdConn *conns;
     NbdConn *dirty;
     unsigned nconns;
-    unsigned open_handles; /* of the server itself: listener, flusher, timer */
+    unsigned open_handles; /* of the server itself: listeners, flusher, waker, timer */
     bool shutting_down, freeing;
     void (*done)(NbdServer *s, void *ud);
     void *done_ud;
@@ -67,7 +77,7 @@ struct NbdConn {
     char *rbuf;
     uint64_t last_active;
     unsigned handles_open;
-    bool reading, writing, closing, dirty, read_in_place, eof, in_tx;
+    bool reading, writing, closing, dirty, read_in_place, eof, in_tx, is_unix;
     NbdConn *prev, *next, *dirty_next;
     char peer[64];
 };
@@ -229,10 +239,19 @@ static void on_flusher(uv_check_t *h)
         conn_update(c);
     }
     uv_check_stop(h);
+    uv_idle_stop(&s->waker);
+}
+
+static void on_waker(uv_idle_t *h)
+{
+    /* Nothing to do: being active makes the next poll return at once, so that the check
+     * phase after it runs the flusher. */
 }
 
 /* A completion outside a read: flush once per loop iteration (the check phase runs right
- * after the I/O callbacks of the same iteration), so that many completions share one write. */
+ * after the I/O callbacks of the same iteration), so that many completions share one write.
+ * A completion from a timer or idle callback comes before the poll; the waker keeps that poll
+ * from blocking. */
 static void on_proto_notify(NbdProto *p, void *ud)
 {
     NbdConn *c = ud;
@@ -244,6 +263,7 @@ static void on_proto_notify(NbdProto *p, void *ud)
     c->dirty_next = s->dirty;
     s->dirty = c;
     uv_check_start(&s->flusher, on_flusher);
+    uv_idle_start(&s->waker, on_waker);
 }
 
 /* ---- timers ---- */
@@ -325,7 +345,7 @@ static void peer_name(NbdConn *c)
     char ip[48] = "?";
     int port = 0;
 
-    if (c->s->is_unix) {
+    if (c->is_unix) {
         snprintf(c->peer, sizeof(c->peer), "unix");
         return;
     }
@@ -348,7 +368,8 @@ static void peer_name(NbdConn *c)
 
 static void on_connection(uv_stream_t *ls, int status)
 {
-    NbdServer *s = ls->data;
+    NbdListener *l = ls->data;
+    NbdServer *s = l->s;
     NbdConn *c;
     NbdClientInfo ci;
     int r;
@@ -359,7 +380,8 @@ static void on_connection(uv_stream_t *ls, int status)
     if (!c)
         return;
     c->s = s;
-    r = s->is_unix ? uv_pipe_init(s->loop, &c->h.pipe, 0) : uv_tcp_init(s->loop, &c->h.tcp);
+    c->is_unix = l->is_unix;
+    r = c->is_unix ? uv_pipe_init(s->loop, &c->h.pipe, 0) : uv_tcp_init(s->loop, &c->h.tcp);
     if (r < 0) {
         free(c);
         return;
@@ -377,7 +399,7 @@ static void on_connection(uv_stream_t *ls, int status)
     sov_buf_init(&c->wbuf, 0);
     if (uv_accept(ls, &c->h.stream) < 0 || !c->rbuf)
         goto fail_no_proto;
-    if (!s->is_unix)
+    if (!c->is_unix)
         uv_tcp_nodelay(&c->h.tcp, 1);
     peer_name(c);
     ci = (NbdClientInfo){.peer = c->peer, .tls = false};
@@ -412,29 +434,43 @@ NbdServer *nbd_server_new(uv_loop_t *loop, const NbdServerConfig *cfg)
     uv_check_init(loop, &s->flusher);
     s->flusher.data = s;
     uv_unref((uv_handle_t *)&s->flusher);
+    uv_idle_init(loop, &s->waker);
+    s->waker.data = s;
+    uv_unref((uv_handle_t *)&s->waker);
     uv_timer_init(loop, &s->shutdown_timer);
     s->shutdown_timer.data = s;
-    s->open_handles = 2;
+    s->open_handles = 3;
     return s;
 }
 
+static void on_listener_closed(uv_handle_t *h);
+
 int nbd_server_listen_fd(NbdServer *s, int fd, bool is_unix)
 {
+    NbdListener *l;
     int r;
 
-    if (s->listening || s->shutting_down)
+    if (s->shutting_down)
+        return -ESHUTDOWN;
+    if (s->nlisteners == MAX_LISTENERS)
         return -EBUSY;
-    s->is_unix = is_unix;
-    r = is_unix ? uv_pipe_init(s->loop, &s->listener.pipe, 0)
-                : uv_tcp_init(s->loop, &s->listener.tcp);
+    l = &s->listeners[s->nlisteners];
+    l->s = s;
+    l->is_unix = is_unix;
+    r = is_unix ? uv_pipe_init(s->loop, &l->h.pipe, 0) : uv_tcp_init(s->loop, &l->h.tcp);
     if (r < 0)
         return r;
-    s->listener.handle.data = s;
+    s->nlisteners++;
+    l->h.handle.data = l;
+    l->open = true;
     s->open_handles++;
-    s->listening = true;
-    r = is_unix ? uv_pipe_open(&s->listener.pipe, fd) : uv_tcp_open(&s->listener.tcp, fd);
+    r = is_unix ? uv_pipe_open(&l->h.pipe, fd) : uv_tcp_open(&l->h.tcp, fd);
     if (r == 0)
-        r = uv_listen(&s->listener.stream, 511, on_connection);
+        r = uv_listen(&l->h.stream, 511, on_connection);
+    if (r < 0) {
+        l->open = false;
+        uv_close(&l->h.handle, on_listener_closed);
+    }
     return r;
 }
 
@@ -451,14 +487,31 @@ static void on_server_handle_closed(uv_handle_t *h)
     server_maybe_done(s);
 }
 
+static void on_listener_closed(uv_handle_t *h)
+{
+    NbdListener *l = h->data;
+
+    l->s->open_handles--;
+    server_maybe_done(l->s);
+}
+
+static void close_listeners(NbdServer *s)
+{
+    for (unsigned i = 0; i < s->nlisteners; i++) {
+        NbdListener *l = &s->listeners[i];
+        if (l->open) {
+            l->open = false;
+            uv_close(&l->h.handle, on_listener_closed);
+        }
+    }
+}
+
 static void server_close_handles(NbdServer *s)
 {
-    if (s->listening) {
-        s->listening = false;
-        uv_close(&s->listener.handle, on_server_handle_closed);
-    }
+    close_listeners(s);
     if (!uv_is_closing((uv_handle_t *)&s->flusher)) {
         uv_close((uv_handle_t *)&s->flusher, on_server_handle_closed);
+        uv_close((uv_handle_t *)&s->waker, on_server_handle_closed);
         uv_close((uv_handle_t *)&s->shutdown_timer, on_server_handle_closed);
     }
 }
@@ -499,10 +552,7 @@ void nbd_server_shutdown(NbdServer *s, void (*done)(NbdServer *s, void *ud), voi
     s->shutting_down = true;
     s->done = done;
     s->done_ud = ud;
-    if (s->listening) {
-        s->listening = false;
-        uv_close(&s->listener.handle, on_server_handle_closed);
-    }
+    close_listeners(s);
     /* Connections still negotiating close now; the others stop reading, finish the requests
      * in flight, send their replies and close (or are cut after SHUTDOWN_TIMEOUT_MS). */
     for (NbdConn *c = s->conns; c; c = next) {

@@ -283,8 +283,7 @@ static void reply_simple(NbdProto *p, uint64_t handle, uint32_t err)
     out_append(p, h, sizeof(h));
 }
 
-static void chunk_header(uint8_t *h, uint16_t flags, uint16_t type, uint64_t handle,
-                         uint32_t len)
+static void chunk_header(uint8_t *h, uint16_t flags, uint16_t type, uint64_t handle, uint32_t len)
 {
     put32(h, NBD_STRUCTURED_REPLY_MAGIC);
     put16(h + 4, flags);
@@ -691,7 +690,8 @@ static int opt_meta(NbdProto *p, bool set, const uint8_t *d, uint32_t len)
         uint32_t qlen = get32(d + pos);
         SovStr q = {(const char *)d + pos + 4, qlen};
         pos += 4 + qlen;
-        if (sov_str_eq(q, SOV_STR(META_BASE_ALLOCATION)) || (!set && sov_str_eq(q, SOV_STR("base:"))))
+        if (sov_str_eq(q, SOV_STR(META_BASE_ALLOCATION)) ||
+            (!set && sov_str_eq(q, SOV_STR("base:"))))
             want = true;
     }
     if (want) {
@@ -712,7 +712,8 @@ static int opt_meta(NbdProto *p, bool set, const uint8_t *d, uint32_t len)
 /* Runs the option in p->opt with its data (all of it) in p->optbuf. */
 static void handle_option(NbdProto *p)
 {
-    const uint8_t *d = (const uint8_t *)p->optbuf;
+    /* Empty options have no buffer; handlers still get a valid pointer. */
+    const uint8_t *d = p->optlen ? (const uint8_t *)p->optbuf : (const uint8_t *)"";
     uint32_t len = p->optlen;
 
     p->state = ST_OPT_HDR; /* unless the option changes it */
@@ -944,8 +945,7 @@ static void reply_read(NbdProto *p, NbdReq *r)
         return;
     }
     if (p->structured) {
-        chunk_header(h, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, r->handle,
-                     io->length + 8);
+        chunk_header(h, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, r->handle, io->length + 8);
         put64(h + 20, io->offset);
         out_append(p, h, 28);
     } else {
