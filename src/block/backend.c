@@ -5,6 +5,7 @@
  * Per-command counts, bytes and latency go to the metrics. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "block.h"
@@ -31,6 +32,33 @@ static void metrics_init(Block *b)
         sov_metrics_counter("sov_block_written_bytes_total", "bytes written by NBD clients", NULL);
     b->m_errors = sov_metrics_counter("sov_block_nbd_errors_total",
                                       "NBD requests answered with an error", NULL);
+}
+
+/* An open export: the volume and its own series (requests, bytes, latency by volume). */
+typedef struct Export {
+    Volume *v;
+    SovMetric *ops[8], *lat[8], *bytes_read, *bytes_written;
+} Export;
+
+static void export_metrics(Export *e, const char *volume)
+{
+    SovBuf esc = SOV_BUF_INIT;
+    char labels[160];
+    sov_metrics_escape_label(&esc, sov_str(volume));
+    for (size_t i = 0; i < 8; i++) {
+        snprintf(labels, sizeof(labels), "volume=\"%s\",cmd=\"%s\"", esc.ptr, cmd_names[i]);
+        e->ops[i] = sov_metrics_counter("sov_block_volume_requests_total",
+                                        "NBD requests by volume and command", labels);
+        e->lat[i] =
+            sov_metrics_histogram("sov_block_volume_request_seconds",
+                                  "NBD request latency by volume and command", labels, NULL, 0);
+    }
+    snprintf(labels, sizeof(labels), "volume=\"%s\"", esc.ptr);
+    e->bytes_read = sov_metrics_counter("sov_block_volume_read_bytes_total",
+                                        "bytes read by NBD clients, by volume", labels);
+    e->bytes_written = sov_metrics_counter("sov_block_volume_written_bytes_total",
+                                           "bytes written by NBD clients, by volume", labels);
+    sov_buf_release(&esc);
 }
 
 static int be_open(void *ud, const char *name, const NbdClientInfo *client, void **handle,
@@ -65,13 +93,22 @@ static int be_open(void *ud, const char *name, const NbdClientInfo *client, void
     info->max_block = NBD_MAX_PAYLOAD;
     snprintf(info->description, sizeof(info->description), "sovcloud %s%s%s",
              vi.is_snapshot ? "snapshot " : "volume ", volname, vi.encrypted ? " (encrypted)" : "");
-    *handle = v;
+    Export *e = calloc(1, sizeof(*e));
+    if (!e) {
+        vol_close(v);
+        return -ENOMEM;
+    }
+    e->v = v;
+    export_metrics(e, volname);
+    *handle = e;
     return 0;
 }
 
 static void be_close(void *ud, void *handle)
 {
-    vol_close(handle);
+    Export *e = handle;
+    vol_close(e->v);
+    free(e);
 }
 
 typedef struct ListCtx {
@@ -122,7 +159,8 @@ static int status_emit(void *ud, uint64_t length, uint32_t flags)
 static void be_submit(void *ud, NbdIo *io)
 {
     Block *b = ud;
-    Volume *v = io->export_handle;
+    Export *e = io->export_handle;
+    Volume *v = e->v;
     bool fua = io->flags & NBD_CMD_FLAG_FUA;
     uint64_t t0 = uv_hrtime();
     int r = 0;
@@ -135,13 +173,17 @@ static void be_submit(void *ud, NbdIo *io)
         } else {
             r = vol_read(v, io->buf, io->offset, io->length);
         }
-        if (r == 0)
+        if (r == 0) {
             sov_counter_add(b->m_bytes_read, io->length);
+            sov_counter_add(e->bytes_read, io->length);
+        }
         break;
     case NBD_CMD_WRITE:
         r = vol_write(v, io->buf, io->offset, io->length, fua);
-        if (r == 0)
+        if (r == 0) {
             sov_counter_add(b->m_bytes_written, io->length);
+            sov_counter_add(e->bytes_written, io->length);
+        }
         break;
     case NBD_CMD_FLUSH:
         r = vol_flush(v);
@@ -171,8 +213,11 @@ static void be_submit(void *ud, NbdIo *io)
         r = -EINVAL;
     }
     if (io->type < 8) {
+        double secs = (double)(uv_hrtime() - t0) / 1e9;
         sov_counter_add(b->m_ops[io->type], 1);
-        sov_histogram_observe(b->m_latency[io->type], (double)(uv_hrtime() - t0) / 1e9);
+        sov_histogram_observe(b->m_latency[io->type], secs);
+        sov_counter_add(e->ops[io->type], 1);
+        sov_histogram_observe(e->lat[io->type], secs);
     }
     if (r < 0)
         sov_counter_add(b->m_errors, 1);
@@ -181,7 +226,7 @@ static void be_submit(void *ud, NbdIo *io)
 
 static uint64_t be_size(void *ud, void *handle)
 {
-    return vol_size(handle);
+    return vol_size(((Export *)handle)->v);
 }
 
 NbdBackend block_nbd_backend(Block *b)
