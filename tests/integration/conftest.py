@@ -6,10 +6,13 @@ import datetime
 import hashlib
 import hmac
 import http.client
+import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -17,7 +20,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = ROOT / "bin"
+# SOV_BIN_DIR points the tests at binaries built elsewhere (default: ./bin, what `make` installs).
+BIN = pathlib.Path(os.environ.get("SOV_BIN_DIR") or ROOT / "bin")
 
 
 def clean_env():
@@ -403,3 +407,269 @@ def start_s3(tmp_path):
 def s3(start_s3):
     """A running sov-s3 with the default account only."""
     return start_s3()
+
+
+# ---------------------------------------------------------------------------------------------
+# sov-block: the daemon and the helpers every tests/integration/test_block_*.py shares. Volumes
+# are driven through the management API; data goes through real NBD clients (nbdinfo, nbdcopy,
+# qemu-img, qemu-io, fio, qemu-system) or the protocol-level client in nbdwire.py.
+
+MIB = 1024 * 1024
+
+
+def run_tool(args, timeout=60, check=True, input=None, text=True):
+    """Runs a client tool with a clean environment and a bounded time; returns the completed
+    process (text output unless text=False). With check, a non-zero exit fails the test with
+    its output."""
+    try:
+        p = subprocess.run([str(a) for a in args], capture_output=True, text=text,
+                           timeout=timeout, env=clean_env(), input=input)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{' '.join(str(a) for a in args)} hung for {timeout}s")
+    if check and p.returncode != 0:
+        pytest.fail(f"{' '.join(str(a) for a in args)} exited {p.returncode}:\n"
+                    f"{p.stdout[-2000:]!s}\n{p.stderr[-2000:]!s}")
+    return p
+
+
+class ApiError(Exception):
+    def __init__(self, status, body):
+        super().__init__(f"{status}: {body!r}")
+        self.status, self.body = status, body
+
+
+class BlockDaemon:
+    """One sov-block process on a data dir that outlives it: stop(), kill() and restart() keep
+    data_dir, the master key and the socket path, so a restarted daemon must serve what the
+    previous one acknowledged. The management and NBD TCP ports are picked anew at each start."""
+
+    def __init__(self, tmp, name, cfg, sockdir):
+        self.tmp, self.name, self.cfg = tmp, name, cfg
+        self.data_dir = tmp / f"{name}-data"
+        self.port_file = tmp / f"{name}.port"
+        self.log = tmp / f"{name}.log"
+        self.master_key = tmp / f"{name}.key"
+        # sun_path holds 107 bytes; pytest's tmp_path can be longer than that.
+        self.socket = sockdir / f"{name}.sock"
+        self.token = None
+        self.proc, self.port, self.starts = None, None, 0
+        self.expect_exit = False  # set by stop()/kill(); any other exit is a daemon failure
+
+    def start(self):
+        self.expect_exit = False
+        self.port_file.unlink(missing_ok=True)
+        self.starts += 1
+        with open(self.log, "a") as logf:
+            logf.write(f"--- start {self.starts}\n")
+            logf.flush()
+            self.proc = subprocess.Popen([str(BIN / "sov-block"), "--config", str(self.cfg),
+                                          "--port-file", str(self.port_file)],
+                                         stdout=subprocess.DEVNULL, stderr=logf,
+                                         env=clean_env())
+        self.port = int(wait_for_file(self.port_file, self.proc))
+        # The port file is written once the daemon listens; the NBD socket is bound before.
+        assert self.socket.exists(), f"{self.socket} missing after start"
+        return self
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """SIGTERM; returns the exit status (0 for a clean stop)."""
+        self.expect_exit = True
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+    def kill(self):
+        """SIGKILL: nothing is flushed, nothing gets to clean up."""
+        self.expect_exit = True
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def restart(self):
+        if self.alive():
+            self.stop()
+        return self.start()
+
+    def log_tail(self, n=30):
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    # ---- management API ----
+
+    def request(self, method, path, body=None, token=None, raw=None, headers=None):
+        """One API request on a fresh connection: (status, parsed JSON or None, raw body).
+        body is sent as JSON, raw as given; token defaults to the configured one (False: none)."""
+        headers = dict(headers or {})
+        tok = self.token if token is None else token
+        if tok:
+            headers["Authorization"] = f"Bearer {tok}"
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        if data or method in ("POST", "PUT"):
+            headers.setdefault("Content-Type", "application/json")
+        r = raw_http(self.port, method, path, headers, data)
+        doc = None
+        if r.body and r.headers.get("Content-Type", "").startswith("application/json"):
+            doc = json.loads(r.body)
+        return r.status, doc, r
+
+    def api(self, method, path, body=None, expect=200):
+        """A request that must answer `expect`; returns the JSON document."""
+        status, doc, r = self.request(method, path, body)
+        if status != expect:
+            raise ApiError(status, r.body)
+        return doc
+
+    def create_volume(self, name, size, encrypted=None):
+        body = {"name": name, "size": size}
+        if encrypted is not None:
+            body["encrypted"] = encrypted
+        return self.api("POST", "/v1/volumes", body, 201)["volume"]
+
+    def clone(self, name, snapshot, size=None):
+        body = {"name": name, "source_snapshot": snapshot}
+        if size is not None:
+            body["size"] = size
+        return self.api("POST", "/v1/volumes", body, 201)["volume"]
+
+    def snapshot(self, volume, name):
+        return self.api("POST", f"/v1/volumes/{volume}/snapshots", {"name": name}, 201)["snapshot"]
+
+    def volume(self, name):
+        return self.api("GET", f"/v1/volumes/{name}")["volume"]
+
+    def volumes(self):
+        return {v["name"]: v for v in self.api("GET", "/v1/volumes")["volumes"]}
+
+    def resize(self, name, size):
+        return self.api("POST", f"/v1/volumes/{name}/resize", {"size": size})["volume"]
+
+    def delete(self, name):
+        self.api("DELETE", f"/v1/volumes/{name}", expect=204)
+
+    def grant(self, volume, host=None, token=False):
+        body = {"token": True} if token else {"host": host or "127.0.0.1"}
+        return self.api("POST", f"/v1/volumes/{volume}/grants", body, 201)["grant"]
+
+    def grants(self):
+        return self.api("GET", "/v1/grants")["grants"]
+
+    def revoke(self, grant_id):
+        self.api("DELETE", f"/v1/grants/{grant_id}", expect=204)
+
+    def metrics(self):
+        """Prometheus samples: {'name{labels}': value}."""
+        status, _, r = self.request("GET", "/metrics")
+        assert status == 200, r
+        out = {}
+        for line in r.body.decode().splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                out[k] = float(v)
+        return out
+
+    # ---- NBD addresses ----
+
+    def uri(self, export):
+        """nbd+unix URI of an export (Unix clients may open every export)."""
+        return f"nbd+unix:///{export}?socket={self.socket}"
+
+    @property
+    def nbd_port(self):
+        """The NBD TCP port of the running daemon, from a volume's uri_tcp (the API's only
+        statement of it); creates and drops a probe volume when none exists."""
+        vols = list(self.volumes().values())
+        if vols:
+            return int(urllib.parse.urlsplit(vols[0]["uri_tcp"]).port)
+        v = self.create_volume("port-probe", 512)
+        self.delete("port-probe")
+        return int(urllib.parse.urlsplit(v["uri_tcp"]).port)
+
+    def tcp_uri(self, export):
+        return f"nbd://127.0.0.1:{self.nbd_port}/{export}"
+
+    def data_files(self):
+        """Every regular file under data_dir."""
+        return sorted(p for p in self.data_dir.rglob("*") if p.is_file())
+
+    def du(self):
+        """Bytes the data dir really occupies on disk (allocated blocks, as du counts them)."""
+        return sum(p.stat().st_blocks * 512 for p in self.data_files())
+
+
+@pytest.fixture
+def start_block(tmp_path):
+    """Starts sov-block on a fresh data dir: start_block(token=None, fsync=True, master_key=True,
+    tcp=True, unix_open=None, ini_extra="") -> BlockDaemon. ini_extra is appended as is (it may
+    open sections). Every daemon still running at teardown is killed; one that exited by itself
+    fails the test with its log tail."""
+    started = []
+    sockdir = pathlib.Path(tempfile.mkdtemp(prefix="sovblk-", dir="/tmp"))
+
+    def start(token=None, fsync=True, master_key=True, tcp=True, unix_open=None, ini_extra=""):
+        assert (BIN / "sov-block").exists(), "bin/sov-block is not built (make)"
+        name = f"block-{len(started)}"
+        cfg = tmp_path / f"{name}.ini"
+        d = BlockDaemon(tmp_path, name, cfg, sockdir)
+        d.data_dir.mkdir()
+        d.token = token
+        extra_nbd = "" if unix_open is None else f"unix_open = {'true' if unix_open else 'false'}\n"
+        cfg.write_text(
+            "[server]\nlisten = 127.0.0.1:0\n"
+            "[log]\nlevel = info\n"
+            f"[block]\ndata_dir = {d.data_dir}\nfsync = {'true' if fsync else 'false'}\n"
+            + (f"master_key_file = {d.master_key}\n" if master_key else "")
+            + f"[nbd]\nlisten = {'127.0.0.1:0' if tcp else ''}\nsocket = {d.socket}\n{extra_nbd}"
+            + f"[api]\ntoken = {token or ''}\n" + ini_extra)
+        cfg.chmod(0o600)
+        started.append(d)
+        return d.start()
+
+    yield start
+    died = []
+    for d in started:
+        if d.alive():
+            d.proc.kill()
+            d.proc.wait()
+        elif d.proc is not None and not d.expect_exit:
+            died.append(f"{d.name} exited by itself with {d.proc.returncode}; log tail:\n"
+                        + d.log_tail())
+    shutil.rmtree(sockdir, ignore_errors=True)
+    if died:
+        pytest.fail("\n".join(died))
+
+
+@pytest.fixture
+def block(start_block):
+    """A running sov-block with a master key, the Unix socket and TCP, no API token."""
+    return start_block()
+
+
+def qemu_io(uri, *cmds, read_only=False, check=True, timeout=120):
+    """qemu-io on an NBD URI with each command as one -c; fails the test on a non-zero exit
+    (qemu-io exits 1 when a command fails or a read -P finds another pattern)."""
+    args = ["qemu-io", "-f", "raw"] + (["-r"] if read_only else [])
+    for c in cmds:
+        args += ["-c", c]
+    return run_tool(args + [uri], timeout=timeout, check=check)
+
+
+def nbd_map(uri):
+    """nbdinfo --map: [(offset, length, type)] with type 0 data, 3 hole+zero (base:allocation)."""
+    out = run_tool(["nbdinfo", "--map", "--json", uri]).stdout
+    return [(e["offset"], e["length"], e["type"]) for e in json.loads(out)]
+
+
+def nbd_sha256(uri, tmp, name="export.raw"):
+    """SHA-256 of a whole export, copied out with nbdcopy."""
+    path = tmp / name
+    run_tool(["nbdcopy", uri, str(path)])
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.unlink()
+    return digest
