@@ -88,7 +88,7 @@ static int be_open(void *ud, const char *name, const NbdClientInfo *client, void
     info->can_fast_zero = !info->read_only;
     info->can_cache = true;
     info->can_multi_conn = true; /* one loop, one engine: a flush covers every connection */
-    info->min_block = vi.encrypted ? VOL_SECTOR : 1;
+    info->min_block = 1; /* the engine read-modify-writes unaligned sectors of encrypted volumes */
     info->pref_block = 4096;
     info->max_block = NBD_MAX_PAYLOAD;
     snprintf(info->description, sizeof(info->description), "sovcloud %s%s%s",
