@@ -245,6 +245,7 @@ int main(int argc, char **argv)
     if (cfg->master_key_file[0]) {
         if (load_master_key(cfg->master_key_file, master, &err) < 0) {
             log_error("%s", err.ptr);
+            sov_buf_release(&err);
             return 1;
         }
         have_master = true;
@@ -253,10 +254,12 @@ int main(int argc, char **argv)
     explicit_bzero(master, sizeof(master));
     if (r < 0) {
         log_error("volume store %s: %s", cfg->data_dir, err.ptr);
+        sov_buf_release(&err);
         return 1;
     }
     if (block_grants_load(&d.b, &err) < 0) {
         log_error("grants: %s", err.ptr);
+        sov_buf_release(&err);
         return 1;
     }
     sov_http_limits_from_conf(&cfg->http, &d.b.http_limits);
