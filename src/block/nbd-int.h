@@ -35,4 +35,15 @@ unsigned nbd_proto_in_flight(const NbdProto *p);
 /* True when the connection is to close and no request is in flight any more. */
 bool nbd_proto_finished(const NbdProto *p);
 
+/* STARTTLS: once the option is acknowledged the state machine takes no more input until the
+ * transport has run the TLS handshake. nbd_proto_tls_pending() says so; the transport then
+ * sends what nbd_proto_out() holds (the ACK) in plaintext, takes the bytes that followed the
+ * option (already TLS records: they are never parsed as options) with nbd_proto_tls_start(),
+ * and calls nbd_proto_tls_ready() when the handshake is done, from which on it feeds decrypted
+ * bytes. Options negotiated before TLS (structured replies, meta contexts) are forgotten then,
+ * as the protocol document asks. */
+bool nbd_proto_tls_pending(const NbdProto *p);
+int nbd_proto_tls_start(NbdProto *p, SovBuf *ret_early);
+void nbd_proto_tls_ready(NbdProto *p);
+
 #endif

@@ -10,7 +10,12 @@
  * the session (DISC, ABORT, a malformed request: after the replies to requests in flight have
  * been written), on a timeout or on shutdown. The NbdProto is then freed, which waits for the
  * backend's outstanding completions on its own, so the backend never completes into freed
- * memory. */
+ * memory.
+ *
+ * TLS (STARTTLS) runs over OpenSSL memory BIOs, as core's HTTP listener does: after the
+ * plaintext ACK, ciphertext read from the socket goes into the SSL object and the plaintext
+ * out of it is fed to the protocol through the ordinary buffered path (no in-place payload
+ * reads); the protocol's output is encrypted into tlsout, which is written like plain bytes. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -18,7 +23,11 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "nbd-int.h"
+#include "sov/http.h"
 
 #define READ_BUF_SIZE       (256u * 1024)
 #define IN_PLACE_MIN        (64u * 1024)       /* payload left that is read in place */
@@ -26,6 +35,7 @@
 #define OUT_KEEP_MAX        (4u * 1024 * 1024) /* buffer capacity kept after a write */
 #define HANDSHAKE_TIMEOUT   10000
 #define SHUTDOWN_TIMEOUT_MS 30000
+#define TLS_WRITE_CHUNK     (1024u * 1024) /* plaintext encrypted per SSL_write */
 
 #define MAX_LISTENERS 4
 
@@ -46,6 +56,7 @@ typedef struct NbdListener {
 struct NbdServer {
     uv_loop_t *loop;
     NbdServerConfig cfg;
+    SSL_CTX *ssl_ctx; /* from cfg.tls; NULL: no TLS (cfg.tls_mode is then OFF) */
     NbdListener listeners[MAX_LISTENERS];
     unsigned nlisteners;
     uv_check_t flusher; /* flushes connections that completions made dirty */
@@ -61,7 +72,9 @@ struct NbdServer {
 };
 
 /* Invariants: writing while wreq is queued (wbuf holds its bytes); on the dirty list exactly
- * when dirty; closing once uv_close was called (handles_open counts down to the free). */
+ * when dirty; closing once uv_close was called (handles_open counts down to the free). With
+ * TLS (ssl set once STARTTLS was acknowledged) every byte to send passes through tlsout, in
+ * order: the plaintext ACK first, then TLS records; tls_up once the handshake is done. */
 struct NbdConn {
     union {
         uv_handle_t handle;
@@ -75,15 +88,20 @@ struct NbdConn {
     NbdProto *p;
     SovBuf wbuf;
     char *rbuf;
+    SSL *ssl;
+    SovBuf tlsout; /* bytes to send after wbuf (TLS only) */
+    char *tlsbuf;  /* decrypted input */
     uint64_t last_active;
     unsigned handles_open;
     bool reading, writing, closing, dirty, read_in_place, eof, in_tx, is_unix;
+    bool tls_up, tls_done; /* handshake done; close_notify sent or TLS failed */
     NbdConn *prev, *next, *dirty_next;
     char peer[64];
 };
 
 static void conn_close(NbdConn *c);
 static void conn_update(NbdConn *c);
+static int conn_tls_start(NbdConn *c);
 static void server_maybe_done(NbdServer *s);
 
 /* ---- writing ---- */
@@ -103,15 +121,71 @@ static void on_write(uv_write_t *w, int status)
     conn_update(c);
 }
 
+/* Moves what the TLS engine has to send (records, alerts) to tlsout. */
+static int tls_drain(NbdConn *c)
+{
+    BIO *wbio = SSL_get_wbio(c->ssl);
+    size_t pending = BIO_ctrl_pending(wbio);
+    int r;
+
+    if (pending == 0)
+        return 0;
+    if (pending > INT32_MAX)
+        return -EOVERFLOW;
+    r = sov_buf_reserve(&c->tlsout, pending);
+    if (r < 0)
+        return r;
+    if (BIO_read(wbio, c->tlsout.ptr + c->tlsout.len, (int)pending) != (int)pending)
+        return -EIO;
+    c->tlsout.len += pending;
+    c->tlsout.ptr[c->tlsout.len] = '\0';
+    return 0;
+}
+
+/* Encrypts the protocol's output into tlsout, a chunk at a time so that the memory BIO stays
+ * small. */
+static int tls_encrypt(NbdConn *c)
+{
+    SovBuf *out = nbd_proto_out(c->p);
+    size_t off = 0;
+    int r;
+
+    if (c->tls_up && !c->tls_done) {
+        while (off < out->len) {
+            int n = SSL_write(c->ssl, out->ptr + off, (int)SOV_MIN(out->len - off,
+                                                                     (size_t)TLS_WRITE_CHUNK));
+            if (n <= 0) {
+                ERR_clear_error();
+                return -EPROTO;
+            }
+            off += (size_t)n;
+            r = tls_drain(c);
+            if (r < 0)
+                return r;
+        }
+        sov_buf_reset(out);
+    }
+    return tls_drain(c);
+}
+
 /* Sends everything the protocol produced so far in one write. The protocol's buffer and ours
- * swap, so reply bytes are never copied again. */
+ * swap, so reply bytes are never copied again (with TLS, tlsout is swapped instead). */
 static void conn_flush(NbdConn *c)
 {
     SovBuf *out = nbd_proto_out(c->p);
     SovBuf tmp;
     uv_buf_t b;
 
-    if (c->writing || c->closing || out->len == 0)
+    if (c->closing)
+        return;
+    if (c->ssl) {
+        if (tls_encrypt(c) < 0) {
+            conn_close(c);
+            return;
+        }
+        out = &c->tlsout;
+    }
+    if (c->writing || out->len == 0)
         return;
     tmp = c->wbuf;
     c->wbuf = *out;
@@ -127,12 +201,90 @@ static void conn_flush(NbdConn *c)
 
 static size_t conn_queued(NbdConn *c)
 {
-    return nbd_proto_out(c->p)->len + (c->writing ? c->wbuf.len : 0);
+    return nbd_proto_out(c->p)->len + c->tlsout.len + (c->writing ? c->wbuf.len : 0);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_conn_timer(uv_timer_t *t);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/* ---- TLS ---- */
+
+/* Takes ciphertext: advances the handshake, then feeds what decrypts to the protocol. Returns
+ * 0, 1 when the client sent close_notify, or a negative errno when TLS failed. */
+static int tls_input(NbdConn *c, const char *data, size_t n)
+{
+    int e;
+
+    if (n > INT32_MAX || (n > 0 && BIO_write(SSL_get_rbio(c->ssl), data, (int)n) != (int)n))
+        return -ENOMEM;
+    if (!c->tls_up) {
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            e = SSL_get_error(c->ssl, r);
+            ERR_clear_error();
+            return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -EPROTO;
+        }
+        c->tls_up = true;
+        nbd_proto_tls_ready(c->p);
+    }
+    for (;;) {
+        size_t len = 0;
+        int k = 0;
+
+        while (len < READ_BUF_SIZE) {
+            k = SSL_read(c->ssl, c->tlsbuf + len, (int)(READ_BUF_SIZE - len));
+            if (k <= 0)
+                break;
+            len += (size_t)k;
+        }
+        if (len > 0)
+            nbd_proto_input(c->p, c->tlsbuf, len);
+        if (k > 0)
+            continue; /* the buffer filled up: there may be more */
+        e = SSL_get_error(c->ssl, k);
+        ERR_clear_error();
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            return 0;
+        return e == SSL_ERROR_ZERO_RETURN ? 1 : -EPROTO;
+    }
+}
+
+/* After STARTTLS was acknowledged: the ACK leaves in plaintext, then the server handshake
+ * begins on the bytes that followed the option. */
+static int conn_tls_start(NbdConn *c)
+{
+    SovBuf *out = nbd_proto_out(c->p);
+    SovBuf early = SOV_BUF_INIT;
+    BIO *rbio, *wbio;
+    int r;
+
+    if (!c->s->ssl_ctx)
+        return -EPROTO;
+    r = sov_buf_append(&c->tlsout, out->ptr, out->len);
+    if (r < 0)
+        return r;
+    sov_buf_reset(out);
+    c->tlsbuf = malloc(READ_BUF_SIZE);
+    c->ssl = SSL_new(c->s->ssl_ctx);
+    rbio = BIO_new(BIO_s_mem());
+    wbio = BIO_new(BIO_s_mem());
+    if (!c->tlsbuf || !c->ssl || !rbio || !wbio) {
+        BIO_free(rbio);
+        BIO_free(wbio);
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    /* An empty memory BIO reports "retry" rather than EOF. */
+    BIO_set_mem_eof_return(rbio, -1);
+    SSL_set_bio(c->ssl, rbio, wbio);
+    SSL_set_accept_state(c->ssl);
+    r = nbd_proto_tls_start(c->p, &early);
+    if (r == 0)
+        r = tls_input(c, early.ptr, early.len);
+    sov_buf_release(&early);
+    return r < 0 ? r : 0;
+}
 
 /* After any event: flush, decide whether to read, and close when the session is over. */
 static void conn_update(NbdConn *c)
@@ -148,12 +300,25 @@ static void conn_update(NbdConn *c)
         if (c->s->cfg.idle_timeout_ms)
             uv_timer_start(&c->timer, on_conn_timer, c->s->cfg.idle_timeout_ms, 0);
     }
+    if (!c->ssl && nbd_proto_tls_pending(c->p) && conn_tls_start(c) < 0) {
+        conn_close(c);
+        return;
+    }
     conn_flush(c);
     if (c->closing)
         return;
     if (nbd_proto_finished(c->p) || (c->eof && nbd_proto_in_flight(c->p) == 0)) {
+        if (c->tls_up && !c->tls_done) {
+            /* The last replies are encrypted by now: close_notify follows them. */
+            c->tls_done = true;
+            SSL_shutdown(c->ssl);
+            ERR_clear_error();
+            conn_flush(c);
+            if (c->closing)
+                return;
+        }
         /* Close once the last replies are out. */
-        if (!c->writing && nbd_proto_out(c->p)->len == 0)
+        if (!c->writing && nbd_proto_out(c->p)->len == 0 && c->tlsout.len == 0)
             conn_close(c);
         return;
     }
@@ -181,9 +346,9 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     char *ptr;
     size_t len;
 
-    /* A large WRITE payload is read where the backend will find it. */
+    /* A large WRITE payload is read where the backend will find it (plaintext only). */
     nbd_proto_read_target(c->p, &ptr, &len);
-    c->read_in_place = len >= IN_PLACE_MIN;
+    c->read_in_place = !c->ssl && len >= IN_PLACE_MIN;
     if (c->read_in_place) {
         *buf = uv_buf_init(ptr, (unsigned)SOV_MIN(len, (size_t)UINT32_MAX / 2));
         return;
@@ -212,6 +377,20 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->last_active = uv_now(c->s->loop);
+    if (c->ssl) {
+        r = tls_input(c, buf->base, (size_t)nread);
+        if (r != 0) {
+            /* close_notify or a TLS error (an alert may be on its way out): no more input;
+             * the session ends once the requests in flight are answered. */
+            uv_read_stop(st);
+            c->reading = false;
+            c->eof = true;
+            if (r < 0)
+                c->tls_done = true;
+        }
+        conn_update(c);
+        return;
+    }
     if (c->read_in_place)
         r = nbd_proto_input_in_place(c->p, (size_t)nread);
     else
@@ -304,6 +483,9 @@ static void conn_free(NbdConn *c)
     s->nconns--;
     nbd_proto_free(c->p); /* waits for the backend's completions on its own */
     sov_buf_release(&c->wbuf);
+    sov_buf_release(&c->tlsout);
+    SSL_free(c->ssl);
+    free(c->tlsbuf);
     free(c->rbuf);
     free(c);
     server_maybe_done(s);
@@ -397,6 +579,7 @@ static void on_connection(uv_stream_t *ls, int status)
     s->nconns++;
     c->rbuf = malloc(READ_BUF_SIZE);
     sov_buf_init(&c->wbuf, 0);
+    sov_buf_init(&c->tlsout, 0);
     if (uv_accept(ls, &c->h.stream) < 0 || !c->rbuf)
         goto fail_no_proto;
     if (!c->is_unix)
@@ -431,6 +614,10 @@ NbdServer *nbd_server_new(uv_loop_t *loop, const NbdServerConfig *cfg)
         return NULL;
     s->loop = loop;
     s->cfg = *cfg;
+    if (cfg->tls)
+        s->ssl_ctx = sov_tls_ssl_ctx(cfg->tls);
+    else
+        s->cfg.tls_mode = NBD_TLS_OFF;
     uv_check_init(loop, &s->flusher);
     s->flusher.data = s;
     uv_unref((uv_handle_t *)&s->flusher);

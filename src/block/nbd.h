@@ -4,7 +4,7 @@
  * INFO, GO, STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (base:allocation); in the
  * transmission phase READ, WRITE (FUA), FLUSH, TRIM, WRITE_ZEROES (NO_HOLE, FAST_ZERO), CACHE,
  * BLOCK_STATUS and DISC, many requests in flight per connection and replies in completion order
- * (simple or structured; sparse reads as hole chunks). It knows nothing about volumes: a backend
+ * (simple or structured; sparse reads as hole chunks); STARTTLS (TLS 1.2+, OpenSSL). It knows nothing about volumes: a backend
  * opens exports and performs the I/O. */
 #ifndef SOV_BLOCK_NBD_H
 #define SOV_BLOCK_NBD_H
@@ -100,8 +100,18 @@ typedef struct NbdBackend {
  * ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN). */
 void nbd_io_complete(NbdIo *io, int err);
 
+/* TLS modes of the protocol document: OFF (NOTLS: STARTTLS is unsupported), OPTIONAL
+ * (SELECTIVETLS with no TLS-only export: a client may upgrade or stay in plaintext) and REQUIRE
+ * (FORCEDTLS: every option but STARTTLS and ABORT gets NBD_REP_ERR_TLS_REQD until TLS is up). */
+typedef enum NbdTlsMode { NBD_TLS_OFF = 0, NBD_TLS_OPTIONAL, NBD_TLS_REQUIRE } NbdTlsMode;
+
 typedef struct NbdServerConfig {
     NbdBackend backend;
+    /* A SovTlsContext (sov/http.h) whose certificate STARTTLS presents, or NULL; the server
+     * serves NBD_TLS_OFF without one. nbd_proto_new() takes tls_mode as it is (the state
+     * machine only negotiates; the transport runs TLS). */
+    void *tls;
+    NbdTlsMode tls_mode;
     uint32_t handshake_timeout_ms; /* 0: 10 s */
     uint32_t idle_timeout_ms;      /* 0: none */
 } NbdServerConfig;

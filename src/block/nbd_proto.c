@@ -11,7 +11,10 @@
  * and dropped without being stored, then gets an error reply; the connection stays usable, and
  * memory never depends on the client's length. A bad request magic, a bad option magic,
  * unknown client flags and NBD_CMD_DISC end the connection: nothing more is read, the requests
- * in flight complete and their replies go out, then the transport closes. */
+ * in flight complete and their replies go out, then the transport closes. With TLS required,
+ * every option before STARTTLS but ABORT is answered NBD_REP_ERR_TLS_REQD (EXPORT_NAME, which
+ * cannot be refused, closes); bytes after an acknowledged STARTTLS go to the transport's TLS,
+ * never to the option parser. */
 #include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -51,6 +54,7 @@ enum {
     NBD_REP_ERR_UNSUP = NBD_REP_ERR(1),
     NBD_REP_ERR_POLICY = NBD_REP_ERR(2),
     NBD_REP_ERR_INVALID = NBD_REP_ERR(3),
+    NBD_REP_ERR_TLS_REQD = NBD_REP_ERR(5),
     NBD_REP_ERR_UNKNOWN = NBD_REP_ERR(6),
     NBD_REP_ERR_SHUTDOWN = NBD_REP_ERR(7),
     NBD_REP_ERR_TOO_BIG = NBD_REP_ERR(9),
@@ -142,6 +146,8 @@ struct NbdProto {
 
     /* Handshake. */
     bool fixed, no_zeroes, structured;
+    NbdTlsMode tls_mode;
+    bool tls_pending; /* STARTTLS acknowledged, handshake not done: input waits */
     uint32_t opt, optlen, optgot;
     char *optbuf;
     bool meta_alloc;   /* base:allocation selected by the last SET_META_CONTEXT */
@@ -709,6 +715,31 @@ static int opt_meta(NbdProto *p, bool set, const uint8_t *d, uint32_t len)
     return 0;
 }
 
+/* FORCEDTLS: before TLS is up every option but STARTTLS and ABORT is refused. */
+static bool opt_needs_tls(const NbdProto *p)
+{
+    return p->tls_mode == NBD_TLS_REQUIRE && !p->client.tls && p->opt != NBD_OPT_STARTTLS &&
+           p->opt != NBD_OPT_ABORT;
+}
+
+static void opt_starttls(NbdProto *p, uint32_t len)
+{
+    if (p->tls_mode == NBD_TLS_OFF || !p->fixed) {
+        opt_error(p, NBD_REP_ERR_UNSUP, "TLS is not enabled on this server");
+        return;
+    }
+    if (p->client.tls) {
+        opt_error(p, NBD_REP_ERR_INVALID, "TLS is already in use");
+        return;
+    }
+    if (len != 0) {
+        opt_error(p, NBD_REP_ERR_INVALID, "STARTTLS takes no data");
+        return;
+    }
+    opt_reply(p, NBD_REP_ACK, NULL, 0);
+    p->tls_pending = true;
+}
+
 /* Runs the option in p->opt with its data (all of it) in p->optbuf. */
 static void handle_option(NbdProto *p)
 {
@@ -717,6 +748,14 @@ static void handle_option(NbdProto *p)
     uint32_t len = p->optlen;
 
     p->state = ST_OPT_HDR; /* unless the option changes it */
+    if (opt_needs_tls(p)) {
+        /* EXPORT_NAME cannot fail softly: the session ends. */
+        if (p->opt == NBD_OPT_EXPORT_NAME)
+            proto_close(p, -EACCES);
+        else
+            opt_error(p, NBD_REP_ERR_TLS_REQD, "TLS is required: send NBD_OPT_STARTTLS first");
+        return;
+    }
     switch (p->opt) {
     case NBD_OPT_EXPORT_NAME:
         opt_export_name(p, d, len);
@@ -729,7 +768,7 @@ static void handle_option(NbdProto *p)
         opt_list(p, len);
         break;
     case NBD_OPT_STARTTLS:
-        opt_error(p, NBD_REP_ERR_UNSUP, "TLS is not supported by this server");
+        opt_starttls(p, len);
         break;
     case NBD_OPT_INFO:
     case NBD_OPT_GO:
@@ -764,6 +803,11 @@ static void on_client_flags(NbdProto *p, const uint8_t *h)
     }
     p->fixed = flags & NBD_FLAG_C_FIXED_NEWSTYLE;
     p->no_zeroes = flags & NBD_FLAG_C_NO_ZEROES;
+    /* TLS needs fixed newstyle; a server that requires it cannot serve such a client. */
+    if (!p->fixed && p->tls_mode == NBD_TLS_REQUIRE) {
+        proto_close(p, -EPROTO);
+        return;
+    }
     p->state = ST_OPT_HDR;
 }
 
@@ -1065,6 +1109,10 @@ static size_t process(NbdProto *p, const uint8_t *d, size_t n)
     while (pos < n) {
         size_t take;
 
+        /* What follows an acknowledged STARTTLS is TLS, never options. */
+        if (p->tls_pending)
+            return pos;
+
         switch (p->state) {
         case ST_CFLAGS:
         case ST_OPT_HDR:
@@ -1109,7 +1157,10 @@ static size_t process(NbdProto *p, const uint8_t *d, size_t n)
             pos += take;
             if (p->skip == 0) {
                 p->state = ST_OPT_HDR;
-                opt_error(p, NBD_REP_ERR_TOO_BIG, "option data too long");
+                if (opt_needs_tls(p))
+                    opt_error(p, NBD_REP_ERR_TLS_REQD, "TLS is required");
+                else
+                    opt_error(p, NBD_REP_ERR_TOO_BIG, "option data too long");
             }
             break;
         case ST_REQ_PAYLOAD:
@@ -1195,7 +1246,34 @@ void nbd_proto_set_notify(NbdProto *p, NbdProtoNotify fn, void *ud)
 
 bool nbd_proto_wants_input(const NbdProto *p)
 {
-    return p->state != ST_DEAD && p->backlog.len == 0;
+    return p->state != ST_DEAD && p->backlog.len == 0 && !p->tls_pending;
+}
+
+bool nbd_proto_tls_pending(const NbdProto *p)
+{
+    return p->tls_pending;
+}
+
+int nbd_proto_tls_start(NbdProto *p, SovBuf *ret_early)
+{
+    int r = 0;
+
+    if (!p->tls_pending)
+        return -EINVAL;
+    if (p->backlog.len > 0)
+        r = sov_buf_append(ret_early, p->backlog.ptr, p->backlog.len);
+    sov_buf_reset(&p->backlog);
+    return r;
+}
+
+void nbd_proto_tls_ready(NbdProto *p)
+{
+    if (!p->tls_pending)
+        return;
+    p->tls_pending = false;
+    p->client.tls = true;
+    p->structured = false;
+    meta_clear(p);
 }
 
 bool nbd_proto_in_transmission(const NbdProto *p)
@@ -1230,6 +1308,7 @@ NbdProto *nbd_proto_new(const NbdServerConfig *cfg, const NbdClientInfo *client)
     }
     p->client.peer = p->peer;
     p->client.tls = client && client->tls;
+    p->tls_mode = cfg->tls_mode;
     sov_buf_init(&p->out, 0);
     sov_buf_init(&p->backlog, 0);
     p->state = ST_CFLAGS;

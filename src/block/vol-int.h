@@ -11,6 +11,7 @@
 
 #include <openssl/evp.h>
 #include <stdbool.h>
+#include <uv.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +59,13 @@ typedef struct VolLayer {
     bool nalloc_known;
     bool data_dirty; /* data written since the last flush */
     bool punch_ok;   /* hole punching works: free clusters read as zeros */
+    /* Asynchronous flush (vol_flush_async): at most one in flight per layer; the requests that
+     * came meanwhile wait for the next one. io_error: an asynchronous flush failed; every flush
+     * fails from then on (what was acknowledged stays, nothing more is promised). */
+    struct VolFlight *flight;
+    struct VolFlushWait *queued;
+    size_t nqueued, queuedcap;
+    bool io_error;
 } VolLayer;
 
 /* A volume or snapshot of the catalog. A snapshot's layer is frozen. */
@@ -107,6 +115,9 @@ int vol_layer_ref(VolStore *st, VolLayer *l);
 void vol_layer_unref(VolLayer *l);
 int vol_layer_grow(VolLayer *l, uint64_t size);
 int vol_layer_flush(VolStore *st, VolLayer *l);
+/* Flushes with the disk waits on the libuv thread pool; done runs on loop (maybe inline). */
+int vol_layer_flush_async(VolStore *st, VolLayer *l, uv_loop_t *loop,
+                          void (*done)(void *ud, int err), void *ud);
 /* Picks a cluster for a new allocation (not taken until vol_layer_alloc_commit). */
 int vol_layer_alloc(VolLayer *l, uint32_t *ret_p);
 void vol_layer_alloc_commit(VolLayer *l, uint32_t p);

@@ -561,10 +561,215 @@ static int journal_compact(VolStore *st, VolLayer *l)
     return sync_dir(st);
 }
 
+/* Clusters whose unmapping became durable may be reused. */
+static void release_freed(VolLayer *l, const uint32_t *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t p = list[i];
+        punch(l, p, 1);
+        if (!l->frozen && freebits_reserve(l, (uint64_t)p + 1) == 0) {
+            l->freebits[p >> 6] |= 1ull << (p & 63);
+            l->nfree++;
+            if (p >> 6 < l->free_hint)
+                l->free_hint = p >> 6;
+        }
+    }
+}
+
+/* ---- asynchronous flush ----
+ * A flight takes what a flush would write (the data sync, the pending records, the pending
+ * frees) off the layer at once and reserves its place at the end of the journal, so later
+ * flushes append after it. Its disk work (fdatasync data, write records, fdatasync journal) runs
+ * on the thread pool; the bookkeeping (freed clusters, compaction) on the loop afterwards. A
+ * synchronous flush meanwhile first waits for the flight's disk work, so the journal never has a
+ * gap before records that were acknowledged. */
+typedef struct VolFlushWait {
+    void (*done)(void *ud, int err);
+    void *ud;
+} VolFlushWait;
+
+typedef struct VolFlight {
+    uv_work_t work;
+    VolStore *st;
+    VolLayer *l;
+    uv_loop_t *loop;
+    bool sync_data;
+    uint8_t *recs;
+    size_t nrec;
+    uint64_t off;
+    uint32_t *pfree;
+    size_t npfree;
+    int status;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    bool io_done;
+    VolFlushWait *waiters;
+    size_t nwaiters;
+} VolFlight;
+
+static void flight_work(uv_work_t *w)
+{
+    VolFlight *f = w->data;
+    int r = 0;
+    if (f->sync_data && f->st->fsync && fdatasync(f->l->data_fd) < 0)
+        r = -errno;
+    if (r == 0 && f->nrec) {
+        r = pwrite_all(f->l->map_fd, f->recs, f->nrec * JREC_LEN, f->off);
+        if (r == 0 && f->st->fsync && fdatasync(f->l->map_fd) < 0)
+            r = -errno;
+    }
+    uv_mutex_lock(&f->mu);
+    f->status = r;
+    f->io_done = true;
+    uv_cond_broadcast(&f->cv);
+    uv_mutex_unlock(&f->mu);
+}
+
+static int flight_start(VolStore *st, VolLayer *l, uv_loop_t *loop, VolFlushWait *waiters,
+                        size_t nwaiters);
+
+static void flight_after(uv_work_t *w, int status)
+{
+    VolFlight *f = w->data;
+    VolLayer *l = f->l;
+    int r = status < 0 ? status : f->status;
+
+    if (r == 0) {
+        l->jrecs += f->nrec;
+        release_freed(l, f->pfree, f->npfree);
+    } else {
+        l->io_error = true;
+    }
+    l->flight = NULL;
+    /* Requests that came while this one flew start the next flight (after the callbacks: they
+     * may write more, which the next flight then covers too). */
+    VolFlushWait *next = l->queued;
+    size_t nnext = l->nqueued;
+    l->queued = NULL;
+    l->nqueued = l->queuedcap = 0;
+    for (size_t i = 0; i < f->nwaiters; i++)
+        f->waiters[i].done(f->waiters[i].ud, r);
+    if (nnext) {
+        int e = l->io_error ? -EIO : flight_start(f->st, l, f->loop, next, nnext);
+        if (e != 0) {
+            for (size_t i = 0; i < nnext; i++)
+                next[i].done(next[i].ud, e == 1 ? 0 : e);
+            free(next);
+        }
+    } else {
+        free(next);
+    }
+    uv_mutex_destroy(&f->mu);
+    uv_cond_destroy(&f->cv);
+    free(f->recs);
+    free(f->pfree);
+    free(f->waiters);
+    vol_layer_unref(l);
+    free(f);
+}
+
+/* Starts a flight for waiters (taking the array). Returns 0 (started), 1 (nothing to flush:
+ * the caller completes the waiters) or a negative errno. */
+static int flight_start(VolStore *st, VolLayer *l, uv_loop_t *loop, VolFlushWait *waiters,
+                        size_t nwaiters)
+{
+    if (!l->data_dirty && l->npend == 0 && l->npfree == 0)
+        return 1;
+    VolFlight *f = calloc(1, sizeof(*f));
+    if (!f)
+        return -ENOMEM;
+    f->recs = l->npend ? malloc(l->npend * JREC_LEN) : NULL;
+    if (l->npend && !f->recs) {
+        free(f);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < l->npend; i++)
+        record_encode(l->id, l->pend[2 * i], l->pend[2 * i + 1], f->recs + i * JREC_LEN);
+    f->work.data = f;
+    f->st = st;
+    f->l = l;
+    f->loop = loop;
+    f->sync_data = l->data_dirty;
+    f->nrec = l->npend;
+    f->off = l->jlen;
+    f->pfree = l->pfree;
+    f->npfree = l->npfree;
+    f->waiters = waiters;
+    f->nwaiters = nwaiters;
+    uv_mutex_init(&f->mu);
+    uv_cond_init(&f->cv);
+    if (uv_queue_work(loop, &f->work, flight_work, flight_after) < 0) {
+        uv_mutex_destroy(&f->mu);
+        uv_cond_destroy(&f->cv);
+        free(f->recs);
+        free(f);
+        return -EAGAIN;
+    }
+    /* The layer's state moves into the flight: later writes start a fresh dirty set. */
+    l->refs++;
+    l->data_dirty = false;
+    l->jlen += f->nrec * JREC_LEN;
+    l->npend = 0;
+    l->pfree = NULL;
+    l->npfree = l->pfreecap = 0;
+    l->flight = f;
+    return 0;
+}
+
+int vol_layer_flush_async(VolStore *st, VolLayer *l, uv_loop_t *loop,
+                          void (*done)(void *ud, int err), void *ud)
+{
+    if (l->io_error)
+        return -EIO;
+    if (l->flight) {
+        /* One flight at a time: this request rides the next one. */
+        if (l->nqueued == l->queuedcap) {
+            size_t cap = l->queuedcap ? 2 * l->queuedcap : 8;
+            VolFlushWait *q = realloc(l->queued, cap * sizeof(*q));
+            if (!q)
+                return -ENOMEM;
+            l->queued = q;
+            l->queuedcap = cap;
+        }
+        l->queued[l->nqueued++] = (VolFlushWait){done, ud};
+        return 0;
+    }
+    VolFlushWait *w = malloc(sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    *w = (VolFlushWait){done, ud};
+    int r = flight_start(st, l, loop, w, 1);
+    if (r == 0)
+        return 0;
+    free(w);
+    if (r == 1)
+        done(ud, 0);
+    return r == 1 ? 0 : r;
+}
+
+/* A synchronous flush waits until the flight's disk work is done (its bookkeeping follows on
+ * the loop later; the two commute). */
+static int flight_wait(VolLayer *l)
+{
+    VolFlight *f = l->flight;
+    if (!f)
+        return 0;
+    uv_mutex_lock(&f->mu);
+    while (!f->io_done)
+        uv_cond_wait(&f->cv, &f->mu);
+    int r = f->status;
+    uv_mutex_unlock(&f->mu);
+    return r;
+}
+
 int vol_layer_flush(VolStore *st, VolLayer *l)
 {
     int r;
 
+    if (l->io_error)
+        return -EIO;
+    if ((r = flight_wait(l)) < 0)
+        return r;
     if (l->refs == 0 || (!l->data_dirty && l->npend == 0 && l->npfree == 0))
         return 0;
     if (l->data_dirty && st->fsync && fdatasync(l->data_fd) < 0)
@@ -589,18 +794,10 @@ int vol_layer_flush(VolStore *st, VolLayer *l)
         l->npend = 0;
     }
     /* The unmappings are durable now: the clusters may be reused. */
-    for (size_t i = 0; i < l->npfree; i++) {
-        uint32_t p = l->pfree[i];
-        punch(l, p, 1);
-        if (!l->frozen && freebits_reserve(l, (uint64_t)p + 1) == 0) {
-            l->freebits[p >> 6] |= 1ull << (p & 63);
-            l->nfree++;
-            if (p >> 6 < l->free_hint)
-                l->free_hint = p >> 6;
-        }
-    }
+    release_freed(l, l->pfree, l->npfree);
     l->npfree = 0;
-    if (l->jrecs >= 8192 && l->jrecs > 2 * l->nlive + 1024) {
+    /* Compaction rewrites the journal: never under a flight that still writes into it. */
+    if (!l->flight && l->jrecs >= 8192 && l->jrecs > 2 * l->nlive + 1024) {
         r = journal_compact(st, l);
         if (r < 0)
             return r;

@@ -396,6 +396,15 @@ int vol_flush(Volume *v)
     return vol_layer_flush(v->st, v->e->layer);
 }
 
+int vol_flush_async(Volume *v, uv_loop_t *loop, void (*done)(void *ud, int err), void *ud)
+{
+    if (v->ro) {
+        done(ud, 0);
+        return 0;
+    }
+    return vol_layer_flush_async(v->st, v->e->layer, loop, done, ud);
+}
+
 int vol_volume_flush_layer(Volume *v)
 {
     return vol_flush(v);

@@ -26,10 +26,10 @@
 
 #include "sov/buf.h"
 
-#define VOL_CLUSTER      (64u * 1024)
-#define VOL_SECTOR       512u
-#define VOL_NAME_MAX     63   /* [A-Za-z0-9._-], not starting with '.' */
-#define VOL_MAX_SIZE     (64ull << 40)
+#define VOL_CLUSTER        (64u * 1024)
+#define VOL_SECTOR         512u
+#define VOL_NAME_MAX       63 /* [A-Za-z0-9._-], not starting with '.' */
+#define VOL_MAX_SIZE       (64ull << 40)
 #define VOL_MASTER_KEY_LEN 32
 
 typedef struct VolStore VolStore;
@@ -39,9 +39,9 @@ typedef struct VolInfo {
     char name[VOL_NAME_MAX + 1];
     uint64_t size;
     bool encrypted;
-    bool is_snapshot;           /* a read-only snapshot (opened as a read-only export) */
+    bool is_snapshot;              /* a read-only snapshot (opened as a read-only export) */
     char origin[VOL_NAME_MAX + 1]; /* snapshot: its volume; clone: its snapshot; else "" */
-    uint64_t allocated;         /* bytes of clusters held by its own top layer */
+    uint64_t allocated;            /* bytes of clusters held by its own top layer */
     int64_t created_ms;
 } VolInfo;
 
@@ -76,6 +76,11 @@ int vol_read(Volume *v, void *buf, uint64_t off, uint32_t len);
 int vol_is_zero(Volume *v, uint64_t off, uint64_t len);
 int vol_write(Volume *v, const void *buf, uint64_t off, uint32_t len, bool fua);
 int vol_flush(Volume *v);
+/* The same flush with its fdatasync calls on the libuv thread pool of loop (the calling
+ * thread's loop): the loop keeps serving while the disk catches up. done(ud, err) runs on the
+ * loop, inline when there is nothing to flush. Writes made after the call are not covered. */
+struct uv_loop_s;
+int vol_flush_async(Volume *v, struct uv_loop_s *loop, void (*done)(void *ud, int err), void *ud);
 /* TRIM: the range may read as zeros afterwards (whole clusters are unmapped, parts zeroed). */
 int vol_trim(Volume *v, uint64_t off, uint64_t len, bool fua);
 /* WRITE_ZEROES: the range reads as zeros; may_unmap allows holes (NBD without NO_HOLE). */
