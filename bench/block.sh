@@ -113,6 +113,7 @@ level = warn
 [block]
 data_dir = $tmp/sov
 fsync = true
+io = ${SOV_BLOCK_IO:-uring}
 
 [nbd]
 listen =

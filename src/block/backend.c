@@ -166,6 +166,24 @@ static void flush_done(void *ud, int err)
     nbd_io_complete(io, err);
 }
 
+void block_aio_done(NbdIo *io, int err, void *ud)
+{
+    Block *b = ud;
+    Export *e = io->export_handle;
+    if (err < 0) {
+        sov_counter_add(b->m_errors, 1);
+        nbd_io_complete(io, err);
+        return;
+    }
+    if (io->type == NBD_CMD_WRITE && (io->flags & NBD_CMD_FLAG_FUA)) {
+        int r = vol_flush_async(e->v, b->loop, flush_done, io);
+        if (r < 0)
+            nbd_io_complete(io, r);
+        return;
+    }
+    nbd_io_complete(io, 0);
+}
+
 static void be_submit(void *ud, NbdIo *io)
 {
     Block *b = ud;
@@ -180,6 +198,12 @@ static void be_submit(void *ud, NbdIo *io)
         if (vol_is_zero(v, io->offset, io->length) == 1) {
             io->zero_read = true;
             memset(io->buf, 0, io->length);
+        } else if (block_aio_submit(b->aio, v, io)) {
+            sov_counter_add(b->m_ops[io->type], 1);
+            sov_counter_add(e->ops[io->type], 1);
+            sov_counter_add(b->m_bytes_read, io->length);
+            sov_counter_add(e->bytes_read, io->length);
+            return; /* completes in block_aio_done */
         } else {
             r = vol_read(v, io->buf, io->offset, io->length);
         }
@@ -189,6 +213,16 @@ static void be_submit(void *ud, NbdIo *io)
         }
         break;
     case NBD_CMD_WRITE:
+        /* Buffered writes into cached pages are cheaper on the loop than through io_uring, which
+         * hands most of them to its worker threads (measured: -30% IOPS at qd32); they are made
+         * durable by the asynchronous flush. The thread-pool mode sends them off the loop. */
+        if (block_aio_mode(b->aio) == BLOCK_AIO_THREADS && block_aio_submit(b->aio, v, io)) {
+            sov_counter_add(b->m_ops[io->type], 1);
+            sov_counter_add(e->ops[io->type], 1);
+            sov_counter_add(b->m_bytes_written, io->length);
+            sov_counter_add(e->bytes_written, io->length);
+            return; /* completes in block_aio_done (then flushes for FUA) */
+        }
         r = vol_write(v, io->buf, io->offset, io->length, false);
         if (r == 0) {
             sov_counter_add(b->m_bytes_written, io->length);

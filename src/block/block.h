@@ -27,9 +27,25 @@ typedef struct BlockConfig {
     char nbd_listen[SOV_CONF_STR_MAX];
     char nbd_socket[SOV_CONF_STR_MAX];
     bool unix_open;
+    char nbd_tls_cert[SOV_CONF_STR_MAX];
+    char nbd_tls_key[SOV_CONF_STR_MAX];
+    char nbd_tls[SOV_CONF_STR_MAX];
     char api_token[SOV_CONF_STR_MAX];
+    char io[SOV_CONF_STR_MAX];
     SovHttpLimitsConf http;
 } BlockConfig;
+
+/* aio.c: the hot path's data I/O off the loop. */
+typedef enum BlockAioMode { BLOCK_AIO_URING, BLOCK_AIO_THREADS, BLOCK_AIO_SYNC } BlockAioMode;
+typedef struct BlockAio BlockAio;
+typedef void (*BlockAioDone)(NbdIo *io, int err, void *ud);
+/* Falls back from io_uring to the thread pool when the kernel refuses io_uring. */
+BlockAio *block_aio_new(uv_loop_t *loop, BlockAioMode mode, BlockAioDone done, void *ud);
+BlockAioMode block_aio_mode(const BlockAio *a);
+/* Takes a READ or WRITE of the hot path (true) or leaves it to the caller (false). */
+bool block_aio_submit(BlockAio *a, Volume *v, NbdIo *io);
+void block_aio_close(BlockAio *a); /* once no request is in flight */
+void block_aio_free(BlockAio *a);
 
 extern const SovConfField block_conf_fields[];
 extern const size_t block_conf_nfields;
@@ -48,7 +64,10 @@ typedef struct Block {
     VolStore *store;
     uv_loop_t *loop;
     NbdServer *nbd;
+    BlockAio *aio;
     int nbd_port;
+    SovTlsContext *nbd_tls; /* NULL: no STARTTLS */
+    NbdTlsMode nbd_tls_mode;
     SovHttpLimits http_limits;
     SovRouter *router;
     SovHttpServer *http;
@@ -58,6 +77,7 @@ typedef struct Block {
 } Block;
 
 NbdBackend block_nbd_backend(Block *b);
+void block_aio_done(NbdIo *io, int err, void *ud); /* completion of an aio READ/WRITE */
 
 int block_api_start(Block *b, int fd);
 void block_api_stop(Block *b);

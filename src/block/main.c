@@ -36,6 +36,16 @@ const SovConfField block_conf_fields[] = {
      "NBD over a Unix socket (default: <data_dir>/nbd.sock; \"off\": none)"},
     {"nbd", "unix_open", SOV_CONF_BOOL, offsetof(BlockConfig, unix_open), 0, 0, "true",
      "Unix-socket clients may open every export (the socket's mode 0660 is the access control)"},
+    {"nbd", "tls_cert", SOV_CONF_STRING, offsetof(BlockConfig, nbd_tls_cert), 0, 255, "",
+     "certificate chain (PEM) that NBD STARTTLS presents (empty: no TLS)"},
+    {"nbd", "tls_key", SOV_CONF_STRING, offsetof(BlockConfig, nbd_tls_key), 0, 255, "",
+     "private key (PEM) of tls_cert"},
+    {"nbd", "tls", SOV_CONF_STRING, offsetof(BlockConfig, nbd_tls), 0, 16, "",
+     "off, optional (clients may upgrade) or require (every client must STARTTLS first); "
+     "empty: require when tls_cert is set, else off"},
+    {"block", "io", SOV_CONF_STRING, offsetof(BlockConfig, io), 4, 7, "uring",
+     "data I/O of reads and writes: uring (io_uring, the thread pool where the kernel refuses "
+     "it), threads, or sync (on the loop)"},
     {"api", "token", SOV_CONF_STRING, offsetof(BlockConfig, api_token), 0, 255, "",
      "bearer token the management API requires (empty: none; bind it to loopback then)"},
     SOV_HTTP_LIMIT_FIELDS(BlockConfig, http),
@@ -99,6 +109,40 @@ static int load_master_key(const char *path, uint8_t key[VOL_MASTER_KEY_LEN], So
     return 0;
 }
 
+/* ---- TLS ---- */
+
+/* Checks [nbd] tls, tls_cert and tls_key and loads the certificate (so that --check-config
+ * catches a bad one too). */
+static int nbd_tls_setup(Block *b, SovBuf *err)
+{
+    const BlockConfig *cfg = &b->cfg;
+    bool have_cert = cfg->nbd_tls_cert[0] != '\0';
+
+    if (!cfg->nbd_tls[0])
+        b->nbd_tls_mode = have_cert ? NBD_TLS_REQUIRE : NBD_TLS_OFF;
+    else if (strcmp(cfg->nbd_tls, "off") == 0)
+        b->nbd_tls_mode = NBD_TLS_OFF;
+    else if (strcmp(cfg->nbd_tls, "optional") == 0)
+        b->nbd_tls_mode = NBD_TLS_OPTIONAL;
+    else if (strcmp(cfg->nbd_tls, "require") == 0)
+        b->nbd_tls_mode = NBD_TLS_REQUIRE;
+    else {
+        sov_buf_printf(err, "[nbd] tls must be off, optional or require");
+        return -EINVAL;
+    }
+    if (have_cert != (cfg->nbd_tls_key[0] != '\0')) {
+        sov_buf_printf(err, "[nbd] tls_cert and tls_key go together");
+        return -EINVAL;
+    }
+    if (b->nbd_tls_mode != NBD_TLS_OFF && !have_cert) {
+        sov_buf_printf(err, "[nbd] tls = %s needs tls_cert and tls_key", cfg->nbd_tls);
+        return -EINVAL;
+    }
+    if (b->nbd_tls_mode == NBD_TLS_OFF)
+        return 0;
+    return sov_tls_server_new(cfg->nbd_tls_cert, cfg->nbd_tls_key, &b->nbd_tls, err);
+}
+
 /* ---- sockets ---- */
 
 static int listen_unix(const char *path, int *ret_fd)
@@ -134,9 +178,15 @@ static void *worker_start(uv_loop_t *loop, unsigned idx, void *ud)
     int r;
 
     b->loop = loop;
+    b->aio = block_aio_new(loop,
+                           strcmp(b->cfg.io, "sync") == 0      ? BLOCK_AIO_SYNC
+                           : strcmp(b->cfg.io, "threads") == 0 ? BLOCK_AIO_THREADS
+                                                               : BLOCK_AIO_URING,
+                           block_aio_done, b);
     if (block_api_start(b, d->http_fd) < 0)
         log_error("management API did not start");
-    NbdServerConfig nc = {.backend = block_nbd_backend(b)};
+    NbdServerConfig nc = {
+        .backend = block_nbd_backend(b), .tls = b->nbd_tls, .tls_mode = b->nbd_tls_mode};
     b->nbd = nbd_server_new(loop, &nc);
     if (!b->nbd) {
         log_error("cannot start the NBD server");
@@ -151,6 +201,8 @@ static void *worker_start(uv_loop_t *loop, unsigned idx, void *ud)
 
 static void nbd_done(NbdServer *s, void *ud)
 {
+    Block *b = ud;
+    block_aio_close(b->aio);
 }
 
 static void worker_stop(uv_loop_t *loop, void *state, void *ud)
@@ -166,6 +218,8 @@ static void worker_free(void *state, void *ud)
     Block *b = state;
     nbd_server_free(b->nbd);
     b->nbd = NULL;
+    block_aio_free(b->aio);
+    b->aio = NULL;
     block_api_free(b);
 }
 
@@ -219,6 +273,11 @@ int main(int argc, char **argv)
     if (r != 0)
         return r > 0 ? 0 : 2;
     lvl = (SovLogLevel)lvl_int;
+    if (strcmp(cfg->io, "uring") != 0 && strcmp(cfg->io, "threads") != 0 &&
+        strcmp(cfg->io, "sync") != 0) {
+        fprintf(stderr, "sov-block: [block] io must be uring, threads or sync\n");
+        return 2;
+    }
     if (cfg->nbd_listen[0] &&
         sov_parse_hostport(cfg->nbd_listen, nbd_host, sizeof(nbd_host), &nbd_port) < 0) {
         fprintf(stderr, "sov-block: bad [nbd] listen (HOST:PORT)\n");
@@ -232,7 +291,13 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (nbd_tls_setup(&d.b, &err) < 0) {
+        fprintf(stderr, "sov-block: %s\n", err.ptr);
+        sov_buf_release(&err);
+        return 2;
+    }
     if (d.args.check_config) {
+        sov_tls_free(d.b.nbd_tls);
         printf("configuration ok\n");
         return 0;
     }
@@ -301,6 +366,7 @@ int main(int argc, char **argv)
     sov_workers_stop(d.workers);
     vol_store_close(d.b.store);
     block_grants_free(&d.b);
+    d.b.nbd_tls = sov_tls_free(d.b.nbd_tls);
     if (d.unix_fd >= 0)
         unlink(cfg->nbd_socket);
     if (d.args.pidfile)

@@ -150,10 +150,11 @@ static int tls_encrypt(NbdConn *c)
     size_t off = 0;
     int r;
 
-    if (c->tls_up && !c->tls_done) {
-        while (off < out->len) {
-            int n = SSL_write(c->ssl, out->ptr + off, (int)SOV_MIN(out->len - off,
-                                                                     (size_t)TLS_WRITE_CHUNK));
+    if (c->tls_up) {
+        /* After close_notify or a TLS failure nothing more can be sent: replies are dropped. */
+        while (!c->tls_done && off < out->len) {
+            int n = SSL_write(c->ssl, out->ptr + off,
+                              (int)SOV_MIN(out->len - off, (size_t)TLS_WRITE_CHUNK));
             if (n <= 0) {
                 ERR_clear_error();
                 return -EPROTO;
@@ -322,8 +323,9 @@ static void conn_update(NbdConn *c)
             conn_close(c);
         return;
     }
-    want = !c->eof && !c->s->shutting_down && nbd_proto_wants_input(c->p) &&
-           conn_queued(c) < WRITE_HIGH;
+    /* The TLS handshake reads while the protocol waits for it. */
+    want = !c->eof && !c->s->shutting_down &&
+           (nbd_proto_wants_input(c->p) || (c->ssl && !c->tls_up)) && conn_queued(c) < WRITE_HIGH;
     if (want && !c->reading) {
         if (uv_read_start(&c->h.stream, on_alloc, on_read) < 0) {
             conn_close(c);

@@ -4,8 +4,8 @@
  * INFO, GO, STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (base:allocation); in the
  * transmission phase READ, WRITE (FUA), FLUSH, TRIM, WRITE_ZEROES (NO_HOLE, FAST_ZERO), CACHE,
  * BLOCK_STATUS and DISC, many requests in flight per connection and replies in completion order
- * (simple or structured; sparse reads as hole chunks); STARTTLS (TLS 1.2+, OpenSSL). It knows nothing about volumes: a backend
- * opens exports and performs the I/O. */
+ * (simple or structured; sparse reads as hole chunks); STARTTLS (TLS 1.2+, OpenSSL). It knows
+ * nothing about volumes: a backend opens exports and performs the I/O. */
 #ifndef SOV_BLOCK_NBD_H
 #define SOV_BLOCK_NBD_H
 
@@ -19,7 +19,7 @@
 #define NBD_MAX_PAYLOAD     (32u * 1024 * 1024) /* largest READ/WRITE length served */
 #define NBD_MAX_OPTION_LEN  (64u * 1024)        /* option data a client may send */
 #define NBD_MAX_EXPORT_NAME 4096
-#define NBD_MAX_IN_FLIGHT   256                 /* per connection; reading pauses beyond it */
+#define NBD_MAX_IN_FLIGHT   256 /* per connection; reading pauses beyond it */
 
 /* Command types and flags (protocol values). */
 enum {
@@ -66,7 +66,7 @@ typedef struct NbdIo {
     uint16_t type, flags;
     uint64_t offset;
     uint32_t length;
-    char *buf;            /* READ: length bytes to fill; WRITE: the payload */
+    char *buf; /* READ: length bytes to fill; WRITE: the payload */
     /* READ with structured replies: the backend may describe holes instead of filling them:
      * set is_hole[i] for 4 KiB-aligned ranges... kept simple: the backend sets `zero_read`
      * when the whole range reads as zeros (sent as one hole chunk). */
@@ -75,8 +75,8 @@ typedef struct NbdIo {
      * one) into this array of capacity NBD_MAX_EXTENTS. */
     NbdExtent *extents;
     uint32_t nextents;
-    void *export_handle;  /* what the backend's open returned */
-    void *priv;           /* server private */
+    void *export_handle; /* what the backend's open returned */
+    void *priv;          /* server private */
 } NbdIo;
 #define NBD_MAX_EXTENTS 1024
 

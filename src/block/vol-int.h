@@ -66,6 +66,8 @@ typedef struct VolLayer {
     struct VolFlushWait *queued;
     size_t nqueued, queuedcap;
     bool io_error;
+    /* Direct reads/writes in flight (vol_fast_extent): freed clusters wait while any fly. */
+    uint32_t fast_inflight;
 } VolLayer;
 
 /* A volume or snapshot of the catalog. A snapshot's layer is frozen. */

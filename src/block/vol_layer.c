@@ -561,9 +561,18 @@ static int journal_compact(VolStore *st, VolLayer *l)
     return sync_dir(st);
 }
 
-/* Clusters whose unmapping became durable may be reused. */
+static int grow_array(uint32_t **a, size_t *cap, size_t need);
+
+/* Clusters whose unmapping became durable may be reused, unless direct I/O that was aimed at
+ * them may still be in flight: then they wait for a later flush. */
 static void release_freed(VolLayer *l, const uint32_t *list, size_t n)
 {
+    if (l->fast_inflight > 0) {
+        for (size_t i = 0; i < n; i++)
+            if (grow_array(&l->pfree, &l->pfreecap, l->npfree + 1) == 0)
+                l->pfree[l->npfree++] = list[i];
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         uint32_t p = list[i];
         punch(l, p, 1);
@@ -794,8 +803,10 @@ int vol_layer_flush(VolStore *st, VolLayer *l)
         l->npend = 0;
     }
     /* The unmappings are durable now: the clusters may be reused. */
-    release_freed(l, l->pfree, l->npfree);
-    l->npfree = 0;
+    if (l->fast_inflight == 0) { /* else they stay pending until a later flush */
+        release_freed(l, l->pfree, l->npfree);
+        l->npfree = 0;
+    }
     /* Compaction rewrites the journal: never under a flight that still writes into it. */
     if (!l->flight && l->jrecs >= 8192 && l->jrecs > 2 * l->nlive + 1024) {
         r = journal_compact(st, l);

@@ -396,6 +396,43 @@ int vol_flush(Volume *v)
     return vol_layer_flush(v->st, v->e->layer);
 }
 
+int vol_fast_extent(Volume *v, uint64_t off, uint32_t len, bool write, int *ret_fd,
+                    uint64_t *ret_pos, void **ret_token)
+{
+    VolLayer *top = v->e->layer, *l;
+    uint32_t p;
+
+    if (v->enc || len == 0 || !range_ok(v, off, len) || (off & (CL - 1)) + len > CL ||
+        (write && v->ro))
+        return -EAGAIN;
+    if (write) {
+        uint32_t m = top->map[off / CL];
+        if (m == 0 || m == VOL_MAP_ZERO)
+            return -EAGAIN; /* allocation or copy-on-write: the slow path */
+        l = top;
+        p = m - 1;
+        top->data_dirty = true;
+    } else {
+        l = resolve(top, off / CL, &p);
+        if (!l)
+            return -EAGAIN; /* a hole: the slow path fills zeros */
+    }
+    *ret_fd = l->data_fd;
+    *ret_pos = (uint64_t)p * CL + (off & (CL - 1));
+    /* Only the writable top layer ever frees clusters; track I/O into it (and keep it loaded). */
+    top->fast_inflight++;
+    top->refs++;
+    *ret_token = top;
+    return 0;
+}
+
+void vol_fast_done(void *token)
+{
+    VolLayer *l = token;
+    l->fast_inflight--;
+    vol_layer_unref(l);
+}
+
 int vol_flush_async(Volume *v, uv_loop_t *loop, void (*done)(void *ud, int err), void *ud)
 {
     if (v->ro) {

@@ -76,6 +76,14 @@ int vol_read(Volume *v, void *buf, uint64_t off, uint32_t len);
 int vol_is_zero(Volume *v, uint64_t off, uint64_t len);
 int vol_write(Volume *v, const void *buf, uint64_t off, uint32_t len, bool fua);
 int vol_flush(Volume *v);
+/* Direct I/O of the hot path for an asynchronous engine (io_uring, thread pool): when
+ * [off, off+len) lies in one cluster that needs no copy-on-write, allocation or encryption,
+ * returns 0 with the file and offset to pread/pwrite (a write marks the data dirty for the next
+ * flush); otherwise -EAGAIN (use vol_read/vol_write). Until vol_fast_done(token) the cluster is
+ * not reused for other data, even if it is unmapped and flushed meanwhile. */
+int vol_fast_extent(Volume *v, uint64_t off, uint32_t len, bool write, int *ret_fd,
+                    uint64_t *ret_pos, void **ret_token);
+void vol_fast_done(void *token);
 /* The same flush with its fdatasync calls on the libuv thread pool of loop (the calling
  * thread's loop): the loop keeps serving while the disk catches up. done(ud, err) runs on the
  * loop, inline when there is nothing to flush. Writes made after the call are not covered. */

@@ -56,6 +56,11 @@ SovTlsContext *sov_tls_free(SovTlsContext *t)
     return NULL;
 }
 
+struct ssl_ctx_st *sov_tls_ssl_ctx(SovTlsContext *t)
+{
+    return t->ctx;
+}
+
 int http_tls_conn_init(HttpConn *c, SovTlsContext *t)
 {
     BIO *rbio, *wbio;

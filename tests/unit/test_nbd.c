@@ -39,6 +39,7 @@
 #define REP_ERR_UNSUP   0x80000001u
 #define REP_ERR_POLICY  0x80000002u
 #define REP_ERR_INVALID 0x80000003u
+#define REP_ERR_TLSREQD 0x80000005u
 #define REP_ERR_UNKNOWN 0x80000006u
 #define REP_ERR_TOO_BIG 0x80000009u
 #define F_HAS_FLAGS     0x1
@@ -68,6 +69,7 @@ typedef struct Mem {
     unsigned nqueue;
     unsigned opens, closes, submits;
     int fail_next; /* error for the next request */
+    bool last_tls; /* NbdClientInfo.tls of the last open */
 } Mem;
 
 static Mem *mem;
@@ -76,6 +78,7 @@ static int m_open(void *ud, const char *name, const NbdClientInfo *c, void **h, 
 {
     Mem *m = ud;
 
+    m->last_tls = c->tls;
     if (strcmp(name, "deny") == 0)
         return -EACCES;
     if (strcmp(name, "disk") == 0 || name[0] == '\0' || strcmp(name, "blk") == 0) {
@@ -388,6 +391,18 @@ typedef struct Sess {
     int r;
 } Sess;
 
+static void sess_start_tls(Sess *s, NbdTlsMode mode)
+{
+    NbdServerConfig cfg = cfg_for(mem);
+    NbdClientInfo ci = {.peer = "test"};
+
+    cfg.tls_mode = mode;
+    s->p = nbd_proto_new(&cfg, &ci);
+    assert_non_null(s->p);
+    sov_buf_init(&s->out, 0);
+    s->r = 0;
+}
+
 static void sess_start(Sess *s)
 {
     NbdServerConfig cfg = cfg_for(mem);
@@ -561,6 +576,118 @@ static void test_info_list_and_option_errors(void **state)
     expect_end(r);
     sess_end(&s);
     sov_buf_release(&in);
+}
+
+/* STARTTLS at the state machine level: FORCEDTLS refuses options before TLS, the ACK stops
+ * option parsing (what follows is handed to the transport's TLS), and after the handshake
+ * STARTTLS is invalid and options work, with pre-TLS negotiation forgotten. */
+static void test_starttls(void **state)
+{
+    Sess s;
+    SovBuf in = SOV_BUF_INIT, early = SOV_BUF_INIT;
+    Rd *r;
+    static char big[NBD_MAX_OPTION_LEN + 1];
+    static const char hello[] = "\x16\x03\x01\x00\x05IHAVEOPT"; /* not to be parsed */
+
+    sess_start_tls(&s, NBD_TLS_REQUIRE);
+    b32(&in, 3);
+    c_option(&in, OPT_LIST, NULL, 0);
+    c_info(&in, OPT_INFO, "disk", 0);
+    c_info(&in, OPT_GO, "disk", 0);
+    c_option(&in, OPT_STRUCTURED, NULL, 0);
+    c_option(&in, 42, "junk", 4);
+    c_option(&in, OPT_INFO, big, sizeof(big)); /* skipped, still TLS_REQD */
+    c_option(&in, OPT_STARTTLS, "x", 1);
+    c_option(&in, OPT_STARTTLS, NULL, 0);
+    sov_buf_append(&in, hello, sizeof(hello) - 1);
+    r = sess_feed(&s, &in);
+    assert_int_equal(s.r, 0);
+    expect_greeting(r);
+    expect_rep_skip(r, OPT_LIST, REP_ERR_TLSREQD);
+    expect_rep_skip(r, OPT_INFO, REP_ERR_TLSREQD);
+    expect_rep_skip(r, OPT_GO, REP_ERR_TLSREQD);
+    expect_rep_skip(r, OPT_STRUCTURED, REP_ERR_TLSREQD);
+    expect_rep_skip(r, 42, REP_ERR_TLSREQD);
+    expect_rep_skip(r, OPT_INFO, REP_ERR_TLSREQD);
+    expect_rep_skip(r, OPT_STARTTLS, REP_ERR_INVALID);
+    expect_rep_skip(r, OPT_STARTTLS, REP_ACK);
+    expect_end(r);
+    assert_int_equal(mem->opens, 0);
+    assert_true(nbd_proto_tls_pending(s.p));
+    assert_false(nbd_proto_wants_input(s.p));
+    /* The bytes after the option are the transport's, untouched. */
+    assert_int_equal(nbd_proto_tls_start(s.p, &early), 0);
+    assert_int_equal(early.len, sizeof(hello) - 1);
+    assert_memory_equal(early.ptr, hello, sizeof(hello) - 1);
+    assert_true(nbd_proto_wants_input(s.p) == false);
+    nbd_proto_tls_ready(s.p);
+    assert_false(nbd_proto_tls_pending(s.p));
+    assert_true(nbd_proto_wants_input(s.p));
+    /* Over TLS: STARTTLS again is invalid; options work. */
+    c_option(&in, OPT_STARTTLS, NULL, 0);
+    c_option(&in, OPT_LIST, NULL, 0);
+    c_info(&in, OPT_GO, "disk", 0);
+    r = sess_feed(&s, &in);
+    assert_int_equal(s.r, 0);
+    expect_rep_skip(r, OPT_STARTTLS, REP_ERR_INVALID);
+    expect_rep_skip(r, OPT_LIST, REP_SERVER);
+    expect_rep_skip(r, OPT_LIST, REP_SERVER);
+    expect_rep_skip(r, OPT_LIST, REP_ACK);
+    expect_rep_skip(r, OPT_GO, REP_INFO);
+    expect_rep_skip(r, OPT_GO, REP_INFO);
+    expect_rep_skip(r, OPT_GO, REP_ACK);
+    expect_end(r);
+    assert_true(nbd_proto_in_transmission(s.p));
+    assert_true(mem->last_tls);
+    sess_end(&s);
+
+    /* FORCEDTLS: EXPORT_NAME before TLS cannot be refused softly, so the session ends; a
+     * client without fixed newstyle cannot upgrade, so it is not served at all. */
+    sess_start_tls(&s, NBD_TLS_REQUIRE);
+    b32(&in, 3);
+    c_option(&in, OPT_EXPORT_NAME, "disk", 4);
+    c_option(&in, OPT_LIST, NULL, 0);
+    r = sess_feed(&s, &in);
+    assert_true(s.r < 0);
+    expect_greeting(r);
+    expect_end(r);
+    sess_end(&s);
+    sess_start_tls(&s, NBD_TLS_REQUIRE);
+    b32(&in, 0);
+    r = sess_feed(&s, &in);
+    assert_true(s.r < 0);
+    sess_end(&s);
+
+    /* Optional: plaintext works; after STARTTLS, structured replies negotiated in plaintext
+     * are forgotten, so SET_META_CONTEXT needs them again. */
+    sess_start_tls(&s, NBD_TLS_OPTIONAL);
+    b32(&in, 3);
+    c_option(&in, OPT_STRUCTURED, NULL, 0);
+    c_info(&in, OPT_INFO, "disk", 0);
+    c_option(&in, OPT_STARTTLS, NULL, 0);
+    r = sess_feed(&s, &in);
+    assert_int_equal(s.r, 0);
+    expect_greeting(r);
+    expect_rep_skip(r, OPT_STRUCTURED, REP_ACK);
+    expect_rep_skip(r, OPT_INFO, REP_INFO);
+    expect_rep_skip(r, OPT_INFO, REP_INFO);
+    expect_rep_skip(r, OPT_INFO, REP_ACK);
+    expect_rep_skip(r, OPT_STARTTLS, REP_ACK);
+    expect_end(r);
+    assert_false(mem->last_tls);
+    sov_buf_reset(&early);
+    assert_int_equal(nbd_proto_tls_start(s.p, &early), 0);
+    assert_int_equal(early.len, 0);
+    nbd_proto_tls_ready(s.p);
+    c_meta(&in, OPT_SET_META, "disk", 1, "base:allocation");
+    c_option(&in, OPT_STARTTLS, NULL, 0);
+    r = sess_feed(&s, &in);
+    expect_rep_skip(r, OPT_SET_META, REP_ERR_INVALID);
+    expect_rep_skip(r, OPT_STARTTLS, REP_ERR_INVALID);
+    expect_end(r);
+    sess_end(&s);
+    sov_buf_release(&in);
+    sov_buf_release(&early);
 }
 
 static void test_export_name(void **state)
@@ -1152,6 +1279,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_go_with_info, setup, teardown),
         cmocka_unit_test_setup_teardown(test_info_list_and_option_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_starttls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_meta_context, setup, teardown),

@@ -66,6 +66,9 @@ typedef struct SovTlsContext SovTlsContext;
 int sov_tls_server_new(const char *cert_file, const char *key_file, SovTlsContext **ret,
                        SovBuf *err);
 SovTlsContext *sov_tls_free(SovTlsContext *t);
+/* The context's OpenSSL SSL_CTX, for a service that runs TLS inside its own protocol (NBD's
+ * STARTTLS) with the same certificate loading and version floor. */
+struct ssl_ctx_st *sov_tls_ssl_ctx(SovTlsContext *t);
 
 SovHttpServer *sov_http_server_new(uv_loop_t *loop, const SovHttpServerConfig *cfg);
 /* Starts accepting on a listening socket (from sov_listen_tcp); the server owns fd. */
