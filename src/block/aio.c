@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "block.h"
@@ -207,26 +208,36 @@ BlockAioMode block_aio_mode(const BlockAio *a)
     return a->mode;
 }
 
-bool block_aio_submit(BlockAio *a, Volume *v, NbdIo *io)
+BlockAioResult block_aio_submit(BlockAio *a, Volume *v, NbdIo *io)
 {
     if (!a || a->closing || a->mode == BLOCK_AIO_SYNC || !a->free_ops ||
         (io->type != NBD_CMD_READ && io->type != NBD_CMD_WRITE))
-        return false;
+        return BLOCK_AIO_NOT_TAKEN;
     AioOp *op = a->free_ops;
     if (vol_fast_extent(v, io->offset, io->length, io->type == NBD_CMD_WRITE, &op->fd, &op->pos,
                         &op->token) < 0)
-        return false;
+        return BLOCK_AIO_NOT_TAKEN;
     op->io = io;
+    if (io->type == NBD_CMD_READ) {
+        /* Cached pages are read at once, with no ring round trip; only a cache miss (EAGAIN
+         * under RWF_NOWAIT) goes to io_uring or the thread pool. */
+        struct iovec iov = {io->buf, io->length};
+        ssize_t n = preadv2(op->fd, &iov, 1, (off_t)op->pos, RWF_NOWAIT);
+        if (n == (ssize_t)io->length) {
+            vol_fast_done(op->token);
+            return BLOCK_AIO_DONE;
+        }
+    }
     bool ok = a->mode == BLOCK_AIO_URING
                   ? uring_submit(a, op)
                   : uv_queue_work(a->loop, &op->work, pool_work, pool_after) == 0;
     if (!ok) {
         vol_fast_done(op->token);
-        return false;
+        return BLOCK_AIO_NOT_TAKEN;
     }
     a->free_ops = op->next_free;
     a->inflight++;
-    return true;
+    return BLOCK_AIO_QUEUED;
 }
 
 static void closed(uv_handle_t *h)

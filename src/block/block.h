@@ -42,8 +42,14 @@ typedef void (*BlockAioDone)(NbdIo *io, int err, void *ud);
 /* Falls back from io_uring to the thread pool when the kernel refuses io_uring. */
 BlockAio *block_aio_new(uv_loop_t *loop, BlockAioMode mode, BlockAioDone done, void *ud);
 BlockAioMode block_aio_mode(const BlockAio *a);
-/* Takes a READ or WRITE of the hot path (true) or leaves it to the caller (false). */
-bool block_aio_submit(BlockAio *a, Volume *v, NbdIo *io);
+/* A READ or WRITE of the hot path: done at once (a read of cached pages), queued (completes
+ * through the BlockAioDone callback), or not taken (the caller uses the engine). */
+typedef enum BlockAioResult {
+    BLOCK_AIO_NOT_TAKEN,
+    BLOCK_AIO_DONE,
+    BLOCK_AIO_QUEUED
+} BlockAioResult;
+BlockAioResult block_aio_submit(BlockAio *a, Volume *v, NbdIo *io);
 void block_aio_close(BlockAio *a); /* once no request is in flight */
 void block_aio_free(BlockAio *a);
 
