@@ -58,7 +58,6 @@ typedef struct Daemon {
     int http_fd, tcp_fd, unix_fd;
     SovWorkers *workers;
     SovSignals *signals;
-    bool stopping;
 } Daemon;
 
 /* ---- master key ---- */
@@ -223,31 +222,18 @@ static void worker_free(void *state, void *ud)
     block_api_free(b);
 }
 
-static void on_term(int sig, void *ud)
-{
-    Daemon *d = ud;
-    if (d->stopping)
-        return;
-    d->stopping = true;
-    log_info("signal %d: draining and stopping", sig);
-    sov_signals_close(d->signals);
-}
+static const SovDaemonSpec daemon_spec = {"sov-block",
+                                          "sov-block configuration",
+                                          block_conf_fields,
+                                          ELEMENTSOF(block_conf_fields),
+                                          offsetof(BlockConfig, listen),
+                                          offsetof(BlockConfig, log_level),
+                                          sizeof(BlockConfig)};
 
 static void on_hup(void *ud)
 {
     Daemon *d = ud;
-    BlockConfig fresh;
-    SovBuf err = SOV_BUF_INIT;
-    SovLogLevel lvl;
-    if (sov_conf_load(block_conf_fields, block_conf_nfields, &fresh, d->args.config, &err) < 0 ||
-        sov_log_level_from_string(fresh.log_level, &lvl) < 0) {
-        log_error("reload refused: %s", err.len ? err.ptr : "bad log level");
-    } else {
-        sov_log_set_level(lvl);
-        log_info("configuration reloaded (log level)");
-    }
-    explicit_bzero(&fresh, sizeof(fresh));
-    sov_buf_release(&err);
+    sov_daemon_reload_log_level(&daemon_spec, d->args.config);
 }
 
 int main(int argc, char **argv)
@@ -262,14 +248,9 @@ int main(int argc, char **argv)
     bool have_master = false;
     uv_loop_t *loop = uv_default_loop();
 
-    static const SovDaemonSpec spec = {"sov-block",
-                                       "sov-block configuration",
-                                       block_conf_fields,
-                                       ELEMENTSOF(block_conf_fields),
-                                       offsetof(BlockConfig, listen),
-                                       offsetof(BlockConfig, log_level)};
     int lvl_int;
-    r = sov_daemon_load(argc, argv, &spec, cfg, &d.args, &lvl_int, host, sizeof(host), &port);
+    r = sov_daemon_load(argc, argv, &daemon_spec, cfg, &d.args, &lvl_int, host, sizeof(host),
+                        &port);
     if (r != 0)
         return r > 0 ? 0 : 2;
     lvl = (SovLogLevel)lvl_int;
@@ -346,7 +327,7 @@ int main(int argc, char **argv)
         log_error_errno(r, "cannot write pid file %s", d.args.pidfile);
         return 1;
     }
-    d.signals = sov_signals_install(loop, on_term, on_hup, &d);
+    d.signals = sov_signals_install(loop, NULL, on_hup, &d);
     r = sov_workers_start(1, worker_start, worker_stop, worker_free, &d, &d.workers);
     if (r < 0) {
         log_error_errno(r, "cannot start the worker");

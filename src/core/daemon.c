@@ -167,6 +167,7 @@ struct SovSignals {
     void (*on_hup)(void *ud);
     void *ud;
     int open;
+    bool stopping;
 };
 
 static void on_signal(uv_signal_t *h, int sig)
@@ -177,6 +178,11 @@ static void on_signal(uv_signal_t *h, int sig)
             s->on_hup(s->ud);
     } else if (s->on_term) {
         s->on_term(sig, s->ud);
+    } else if (!s->stopping) {
+        /* The default: closing the handles lets the main loop end; the daemon then drains. */
+        s->stopping = true;
+        log_info("signal %d: draining and stopping", sig);
+        sov_signals_close(s);
     }
 }
 
@@ -351,6 +357,27 @@ int sov_daemon_load(int argc, char **argv, const SovDaemonSpec *spec, void *cfg,
     }
     *ret_log_level = (int)lvl;
     return 0;
+}
+
+int sov_daemon_reload_log_level(const SovDaemonSpec *spec, const char *config)
+{
+    SovBuf err = SOV_BUF_INIT;
+    SovLogLevel lvl;
+    void *fresh = calloc(1, spec->cfg_size);
+    int r = -ENOMEM;
+
+    if (fresh && (r = sov_conf_load(spec->fields, spec->nfields, fresh, config, &err)) == 0 &&
+        (r = sov_log_level_from_string((char *)fresh + spec->log_level_offset, &lvl)) == 0) {
+        sov_log_set_level(lvl);
+        log_info("configuration reloaded (log level)");
+    } else {
+        log_error("reload refused: %s", err.len ? err.ptr : "bad log level");
+    }
+    if (fresh)
+        explicit_bzero(fresh, spec->cfg_size);
+    free(fresh);
+    sov_buf_release(&err);
+    return r;
 }
 
 int sov_daemon_announce(const SovDaemonArgs *args, int port, const char *const *kv)

@@ -53,7 +53,6 @@ typedef struct Demo {
     SovWorkers *workers;
     SovSignals *signals;
     SovTlsContext *tls;
-    bool stopping;
 } Demo;
 
 static const char hello_body[] = "Hello from sovcloud\n";
@@ -232,32 +231,18 @@ static void worker_free(void *state, void *ud)
     }
 }
 
-static void on_term(int sig, void *ud)
-{
-    Demo *d = ud;
-    if (d->stopping)
-        return;
-    d->stopping = true;
-    log_info("signal %d: draining and stopping", sig);
-    sov_signals_close(d->signals);
-}
+static const SovDaemonSpec daemon_spec = {"sov-demo",
+                                          "sov-demo configuration",
+                                          demo_fields,
+                                          ELEMENTSOF(demo_fields),
+                                          offsetof(DemoConfig, listen),
+                                          offsetof(DemoConfig, log_level),
+                                          sizeof(DemoConfig)};
 
 static void on_hup(void *ud)
 {
     Demo *d = ud;
-    DemoConfig fresh;
-    SovBuf err = SOV_BUF_INIT;
-    SovLogLevel lvl;
-
-    /* Only the log level is reloadable; listeners and limits need a restart. */
-    if (sov_conf_load(demo_fields, ELEMENTSOF(demo_fields), &fresh, d->args.config, &err) < 0 ||
-        sov_log_level_from_string(fresh.log_level, &lvl) < 0) {
-        log_error("reload refused: %s", err.len ? err.ptr : "bad log level");
-    } else {
-        sov_log_set_level(lvl);
-        log_info("configuration reloaded");
-    }
-    sov_buf_release(&err);
+    sov_daemon_reload_log_level(&daemon_spec, d->args.config);
 }
 
 int main(int argc, char **argv)
@@ -269,14 +254,9 @@ int main(int argc, char **argv)
     int port, r;
     uv_loop_t *loop = uv_default_loop();
 
-    static const SovDaemonSpec spec = {"sov-demo",
-                                       "sov-demo configuration",
-                                       demo_fields,
-                                       ELEMENTSOF(demo_fields),
-                                       offsetof(DemoConfig, listen),
-                                       offsetof(DemoConfig, log_level)};
     int lvl_int;
-    r = sov_daemon_load(argc, argv, &spec, &d.cfg, &d.args, &lvl_int, host, sizeof(host), &port);
+    r = sov_daemon_load(argc, argv, &daemon_spec, &d.cfg, &d.args, &lvl_int, host, sizeof(host),
+                        &port);
     if (r != 0)
         return r > 0 ? 0 : 2;
     lvl = (SovLogLevel)lvl_int;
@@ -323,7 +303,7 @@ int main(int argc, char **argv)
         log_error_errno(r, "cannot write pid file %s", d.args.pidfile);
         return 1;
     }
-    d.signals = sov_signals_install(loop, on_term, on_hup, &d);
+    d.signals = sov_signals_install(loop, NULL, on_hup, &d);
     r = sov_workers_start(d.nworkers, worker_start, worker_stop, worker_free, &d, &d.workers);
     if (r < 0) {
         log_error_errno(r, "cannot start workers");
@@ -337,7 +317,7 @@ int main(int argc, char **argv)
         if (sov_daemon_announce(&d.args, port, kv) < 0)
             return 1;
     }
-    /* The main loop only waits for signals: it runs until on_term closes their handles. */
+    /* The main loop only waits for signals: it runs until SIGTERM/SIGINT close their handles. */
     uv_run(loop, UV_RUN_DEFAULT);
     sov_workers_stop(d.workers);
     if (d.args.pidfile)

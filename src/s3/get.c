@@ -291,13 +291,26 @@ void s3_object_get(S3Req *r)
     g->fd = -1;
     r->op_state = g;
     r->op_free = get_free;
-    rc = s3_object_get_meta(s3_loop_db(r->loop), r->bucket, r->key_name, &g->o);
-    if (rc == -ENOENT) {
-        s3_error(r, "NoSuchKey", "The specified key does not exist.");
-        return;
-    } else if (rc < 0) {
-        s3_error(r, "InternalError", "the object's metadata cannot be read");
-        return;
+    /* An overwrite that commits between reading the metadata and opening the data file
+     * unlinks that file: read the metadata again (the new version) and retry. */
+    for (int attempt = 0;; attempt++) {
+        rc = s3_object_get_meta(s3_loop_db(r->loop), r->bucket, r->key_name, &g->o);
+        if (rc == -ENOENT) {
+            s3_error(r, "NoSuchKey", "The specified key does not exist.");
+            return;
+        } else if (rc < 0) {
+            s3_error(r, "InternalError", "the object's metadata cannot be read");
+            return;
+        }
+        if (g->o.is_inline || g->o.nsegs == 0 || head)
+            break;
+        char path[PATH_MAX];
+        s3_file_path(r->srv->store, g->o.segs[0].file, path, sizeof(path));
+        g->fd = open(path, O_RDONLY | O_CLOEXEC);
+        g->fd_seg = 0;
+        if (g->fd >= 0 || errno != ENOENT || attempt == 3)
+            break; /* a file still missing is reported by the first read */
+        s3_object_clear(&g->o);
     }
     S3Object *o = &g->o;
     end = o->size;

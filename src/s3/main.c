@@ -58,7 +58,6 @@ typedef struct Daemon {
     SovWorkers *workers;
     SovSignals *signals;
     SovTlsContext *tls;
-    bool stopping;
 } Daemon;
 
 /* ---- keys ---- */
@@ -228,16 +227,6 @@ static void worker_free(void *state, void *ud)
     }
 }
 
-static void on_term(int sig, void *ud)
-{
-    Daemon *d = ud;
-    if (d->stopping)
-        return;
-    d->stopping = true;
-    log_info("signal %d: draining and stopping", sig);
-    sov_signals_close(d->signals);
-}
-
 static void on_hup(void *ud)
 {
     Daemon *d = ud;
@@ -281,7 +270,8 @@ int main(int argc, char **argv)
                                        s3_conf_fields,
                                        ELEMENTSOF(s3_conf_fields),
                                        offsetof(S3Config, listen),
-                                       offsetof(S3Config, log_level)};
+                                       offsetof(S3Config, log_level),
+                                       sizeof(S3Config)};
     int lvl_int;
     r = sov_daemon_load(argc, argv, &spec, cfg, &d.args, &lvl_int, host, sizeof(host), &port);
     if (r != 0)
@@ -341,7 +331,7 @@ int main(int argc, char **argv)
         log_error_errno(r, "cannot write pid file %s", d.args.pidfile);
         return 1;
     }
-    d.signals = sov_signals_install(loop, on_term, on_hup, &d);
+    d.signals = sov_signals_install(loop, NULL, on_hup, &d);
     r = sov_workers_start(d.nworkers, worker_start, worker_stop, worker_free, &d, &d.workers);
     if (r < 0) {
         log_error_errno(r, "cannot start workers");

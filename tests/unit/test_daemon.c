@@ -23,6 +23,7 @@
 #include "sov/conf.h"
 #include "sov/daemon.h"
 #include "sov/http.h"
+#include "sov/log.h"
 #include "sov/macro.h"
 
 #define assert_contains(hay, needle)                                                               \
@@ -355,7 +356,8 @@ static const SovDaemonSpec load_spec = {"sov-t",
                                         load_fields,
                                         ELEMENTSOF(load_fields),
                                         offsetof(LoadCfg, listen),
-                                        offsetof(LoadCfg, level)};
+                                        offsetof(LoadCfg, level),
+                                        sizeof(LoadCfg)};
 
 static int load(const char *ini, char **extra, int nextra, LoadCfg *cfg, char *host, int *port)
 {
@@ -405,6 +407,15 @@ static void test_daemon_load(void **state)
     assert_int_equal(load(NULL, sample, 1, &cfg, host, &port), 1);
     char *help[] = {(char *)"--help"};
     assert_int_equal(load(NULL, help, 1, &cfg, host, &port), 1);
+    /* SIGHUP's reload: a good file sets the level, a bad one is refused */
+    char path[128];
+    snprintf(path, sizeof(path), "%s/r.ini", tmpdir);
+    const char *good = "[log]\nlevel = debug\n", *shouty = "[log]\nlevel = shouty\n";
+    assert_int_equal(sov_write_file_atomic(path, good, strlen(good)), 0);
+    assert_int_equal(sov_daemon_reload_log_level(&load_spec, path), 0);
+    assert_int_equal(sov_write_file_atomic(path, shouty, strlen(shouty)), 0);
+    assert_true(sov_daemon_reload_log_level(&load_spec, path) < 0);
+    sov_log_set_level(SOV_LOG_INFO);
 }
 
 static void test_listen_tcp(void **state)

@@ -28,8 +28,9 @@ void sov_workers_stop(SovWorkers *w);
 void sov_workers_broadcast(SovWorkers *w, void (*fn)(void *state, void *arg), void *arg);
 
 typedef struct SovSignals SovSignals;
-/* Installs handlers on loop: on_term for SIGTERM/SIGINT, on_hup for SIGHUP (may be NULL).
- * SIGPIPE is ignored process-wide. */
+/* Installs handlers on loop: on_term for SIGTERM/SIGINT (NULL: log once and close the signal
+ * handles, which ends a main loop that only waits for signals), on_hup for SIGHUP (may be
+ * NULL). SIGPIPE is ignored process-wide. */
 SovSignals *sov_signals_install(uv_loop_t *loop, void (*on_term)(int sig, void *ud),
                                 void (*on_hup)(void *ud), void *ud);
 void sov_signals_close(SovSignals *s);
@@ -64,10 +65,14 @@ typedef struct SovDaemonSpec {
     size_t nfields;
     size_t listen_offset; /* char[SOV_CONF_STR_MAX] fields of the config struct */
     size_t log_level_offset;
+    size_t cfg_size; /* sizeof the config struct (for reloads) */
 } SovDaemonSpec;
 int sov_daemon_load(int argc, char **argv, const SovDaemonSpec *spec, void *cfg,
                     SovDaemonArgs *args, int *ret_log_level, char *host, size_t hostcap,
                     int *ret_port);
+/* SIGHUP for daemons that change only their log level live: loads the config afresh and
+ * applies [log] level; a bad config is refused and logged. */
+int sov_daemon_reload_log_level(const SovDaemonSpec *spec, const char *config);
 /* Once listening: writes --port-file (if any) and logs "listening" with the key/value pairs
  * (NULL-terminated). */
 int sov_daemon_announce(const SovDaemonArgs *args, int port, const char *const *kv);
