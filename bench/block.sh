@@ -31,6 +31,8 @@ die() {
     echo "bench/block.sh: $*" >&2
     exit 1
 }
+# shellcheck source=bench/lib.bash
+source "$root/bench/lib.bash"
 
 sov_bin=
 for b in ${SOV_BLOCK:-} "$root/bin/sov-block" "$root/build/src/block/sov-block"; do
@@ -52,18 +54,6 @@ nbdkit_pid=
 fio_pid=
 
 # Stops one process we started: SIGTERM, SIGKILL if it lingers.
-stop_pid() {
-    local pid=$1 i
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     stop_pid "$fio_pid"
     stop_pid "$sov_pid"
@@ -73,13 +63,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-check_alive() {
-    local name=$1 pid=$2 log=$3
-    kill -0 "$pid" 2>/dev/null && return 0
-    tail -n 20 "$log" >&2 || true
-    die "$name exited"
-}
 
 # Waits until an NBD server answers on a Unix socket with an export of the expected size.
 wait_nbd() {
@@ -226,10 +209,6 @@ for ((r = 1; r <= runs; r++)); do
     done
 done
 
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 }
-        END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 declare -A med
 for qd in 1 32; do
     for rw in randread randwrite; do

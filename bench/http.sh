@@ -25,6 +25,8 @@ die() {
     echo "bench/http.sh: $*" >&2
     exit 1
 }
+# shellcheck source=bench/lib.bash
+source "$root/bench/lib.bash"
 
 sov_bin=
 for b in "$root/bin/sov-demo" "$root/build/src/demo/sov-demo"; do
@@ -42,19 +44,6 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/sov-bench-http.XXXXXX")
 sov_pid=
 nginx_pid=
 wrk_pid=
-
-# Stops one server we started: SIGTERM (both drain and exit), SIGKILL if it lingers.
-stop_pid() {
-    local pid=$1 i
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     stop_pid "$wrk_pid"
@@ -181,10 +170,6 @@ for ((r = 1; r <= runs; r++)); do
     printf 'run %d nginx %12.2f req/s\n' "$r" "$rps"
 done
 
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 }
-        END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 sov_med=$(median "${sov_rps[@]}")
 nginx_med=$(median "${nginx_rps[@]}")
 printf 'median sov   %12.2f req/s\n' "$sov_med"

@@ -35,6 +35,8 @@ die() {
     echo "bench/s3.sh: $*" >&2
     exit 1
 }
+# shellcheck source=bench/lib.bash
+source "$root/bench/lib.bash"
 
 sov_bin=
 for b in "$root/bin/sov-s3" "$root/build/src/s3/sov-s3"; do
@@ -55,18 +57,6 @@ nginx_pid=
 wrk_pid=
 
 # Stops one process we started: SIGTERM (servers drain and exit), SIGKILL if it lingers.
-stop_pid() {
-    local pid=$1 i
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     stop_pid "$wrk_pid"
     stop_pid "$sov_pid"
@@ -88,14 +78,6 @@ human() {
     else
         echo "$(($1 / 1024)) KiB"
     fi
-}
-
-# Dies with the tail of a server's log if it is no longer running.
-check_alive() {
-    local name=$1 pid=$2 log=$3
-    kill -0 "$pid" 2>/dev/null && return 0
-    tail -n 20 "$log" >&2 || true
-    die "$name exited"
 }
 
 # Waits until a server answers HTTP at all on a port (any status will do).
@@ -267,10 +249,6 @@ for ((r = 1; r <= runs; r++)); do
     done
 done
 
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 }
-        END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 declare -A med_ops
 for m in "${measurements[@]}"; do
     read -r who method size <<<"$m"

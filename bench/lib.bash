@@ -1,0 +1,27 @@
+# SPDX-License-Identifier: Apache-2.0
+# bench/lib.bash: helpers every bench/*.sh sources (after defining die); not a benchmark itself.
+
+# Stops one server we started: SIGTERM (both drain and exit), SIGKILL if it lingers.
+stop_pid() {
+    local pid=$1 i
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 }
+        END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+check_alive() {
+    local name=$1 pid=$2 log=$3
+    kill -0 "$pid" 2>/dev/null && return 0
+    tail -n 20 "$log" >&2 || true
+    die "$name exited"
+}
