@@ -306,14 +306,7 @@ static int delete_apply(sqlite3 *db, S3WriteOp *w)
         return -EIO;
     sqlite3_bind_text(s, 1, op->name, -1, SQLITE_STATIC);
     while (sqlite3_step(s) == SQLITE_ROW) {
-        S3Segment *segs;
-        uint32_t n;
-        if (s3_layout_decode(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), &segs,
-                             &n) == 0) {
-            for (uint32_t i = 0; i < n; i++)
-                s3_op_unlink_after(w, segs[i].file);
-            s3_segments_free(segs, n);
-        }
+        s3_op_unlink_layout(w, sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0));
     }
     sqlite3_finalize(s);
     static const char *const stmts[] = {

@@ -69,7 +69,6 @@ struct S3ChunkDecoder {
     uint32_t crc32;
     uint32_t crc32c;
     uint64_t crc64;
-    uint32_t *crc32c_table;
     uint64_t *crc64_table;
     SovDigest *trailer_sha;
 
@@ -83,21 +82,6 @@ static int chunk_fail(S3ChunkDecoder *d, const char *code, const char *message)
     d->error = code;
     snprintf(d->message, sizeof(d->message), "%s", message);
     return -EBADMSG;
-}
-
-static uint32_t *crc32c_table_new(void)
-{
-    uint32_t *t = malloc(256 * sizeof(*t));
-
-    if (!t)
-        return NULL;
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        t[i] = c;
-    }
-    return t;
 }
 
 static uint64_t *crc64_table_new(void)
@@ -155,10 +139,9 @@ S3ChunkDecoder *s3_chunked_new(const S3AuthResult *auth)
         }
     }
     d->crc32 = (uint32_t)crc32(0L, Z_NULL, 0);
-    d->crc32c = 0xFFFFFFFFu;
+    d->crc32c = 0;
     d->crc64 = ~0ull;
-    if ((d->trailer == TRAILER_CRC32C && !(d->crc32c_table = crc32c_table_new())) ||
-        (d->trailer == TRAILER_CRC64NVME && !(d->crc64_table = crc64_table_new())) ||
+    if ((d->trailer == TRAILER_CRC64NVME && !(d->crc64_table = crc64_table_new())) ||
         (d->trailer == TRAILER_SHA256 && !(d->trailer_sha = sov_digest_new(SOV_DIGEST_SHA256))))
         return s3_chunked_free(d), NULL;
     return d;
@@ -170,7 +153,6 @@ void s3_chunked_free(S3ChunkDecoder *d)
         return;
     sov_digest_free(d->chunk_sha);
     sov_digest_free(d->trailer_sha);
-    free(d->crc32c_table);
     free(d->crc64_table);
     explicit_bzero(d->signing_key, sizeof(d->signing_key));
     free(d);
@@ -326,7 +308,7 @@ static int trailer_checksum(S3ChunkDecoder *d, char out[64])
     switch (d->trailer) {
     case TRAILER_CRC32:
     case TRAILER_CRC32C: {
-        uint32_t c = d->trailer == TRAILER_CRC32 ? d->crc32 : ~d->crc32c;
+        uint32_t c = d->trailer == TRAILER_CRC32 ? d->crc32 : d->crc32c;
         for (int i = 0; i < 4; i++)
             b[i] = (uint8_t)(c >> (24 - 8 * i));
         n = 4;
@@ -433,8 +415,7 @@ static void checksum_update(S3ChunkDecoder *d, const char *p, size_t n)
         }
         break;
     case TRAILER_CRC32C:
-        for (size_t i = 0; i < n; i++)
-            d->crc32c = d->crc32c_table[(d->crc32c ^ u[i]) & 0xff] ^ (d->crc32c >> 8);
+        d->crc32c = sov_crc32c(d->crc32c, u, n);
         break;
     case TRAILER_CRC64NVME:
         for (size_t i = 0; i < n; i++)

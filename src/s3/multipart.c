@@ -202,14 +202,7 @@ static int part_apply(sqlite3 *db, S3WriteOp *w)
     sqlite3_bind_text(s, 1, op->upload, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 2, (int)op->num);
     if (sqlite3_step(s) == SQLITE_ROW) {
-        S3Segment *segs;
-        uint32_t n;
-        if (s3_layout_decode(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), &segs,
-                             &n) == 0) {
-            for (uint32_t i = 0; i < n; i++)
-                s3_op_unlink_after(w, segs[i].file);
-            s3_segments_free(segs, n);
-        }
+        s3_op_unlink_layout(w, sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0));
     }
     sqlite3_finalize(s);
     if (s3_layout_encode(&op->seg, 1, &layout) < 0)
@@ -441,15 +434,8 @@ static int complete_apply(sqlite3 *db, S3WriteOp *w)
     while (i < op->nparts && sqlite3_step(s) == SQLITE_ROW) {
         uint32_t num = (uint32_t)sqlite3_column_int(s, 0);
         if (num < op->parts[i].num) {
-            S3Segment *segs;
-            uint32_t n;
             /* not part of the object: its file goes after the commit */
-            if (s3_layout_decode(sqlite3_column_blob(s, 3), (size_t)sqlite3_column_bytes(s, 3),
-                                 &segs, &n) == 0) {
-                for (uint32_t k = 0; k < n; k++)
-                    s3_op_unlink_after(w, segs[k].file);
-                s3_segments_free(segs, n);
-            }
+            s3_op_unlink_layout(w, sqlite3_column_blob(s, 3), (size_t)sqlite3_column_bytes(s, 3));
             continue;
         }
         if (num > op->parts[i].num ||
@@ -482,14 +468,7 @@ static int complete_apply(sqlite3 *db, S3WriteOp *w)
     }
     /* Parts stored after the last requested one are dropped too. */
     while (i == op->nparts && sqlite3_step(s) == SQLITE_ROW) {
-        S3Segment *segs;
-        uint32_t n;
-        if (s3_layout_decode(sqlite3_column_blob(s, 3), (size_t)sqlite3_column_bytes(s, 3), &segs,
-                             &n) == 0) {
-            for (uint32_t k = 0; k < n; k++)
-                s3_op_unlink_after(w, segs[k].file);
-            s3_segments_free(segs, n);
-        }
+        s3_op_unlink_layout(w, sqlite3_column_blob(s, 3), (size_t)sqlite3_column_bytes(s, 3));
     }
     sqlite3_finalize(s);
     if (i < op->nparts) {
@@ -695,14 +674,7 @@ static int abort_apply(sqlite3 *db, S3WriteOp *w)
         return -EIO;
     sqlite3_bind_text(s, 1, op->upload, -1, SQLITE_STATIC);
     while (sqlite3_step(s) == SQLITE_ROW) {
-        S3Segment *segs;
-        uint32_t n;
-        if (s3_layout_decode(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), &segs,
-                             &n) == 0) {
-            for (uint32_t k = 0; k < n; k++)
-                s3_op_unlink_after(w, segs[k].file);
-            s3_segments_free(segs, n);
-        }
+        s3_op_unlink_layout(w, sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0));
     }
     sqlite3_finalize(s);
     static const char *const stmts[] = {"DELETE FROM parts WHERE upload=?",

@@ -290,15 +290,7 @@ int s3_meta_remove_object(sqlite3 *db, S3WriteOp *w, const char *bucket, const c
     sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        S3Segment *segs;
-        uint32_t n;
-        if (sqlite3_column_type(s, 0) == SQLITE_BLOB &&
-            s3_layout_decode(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), &segs,
-                             &n) == 0) {
-            for (uint32_t i = 0; i < n; i++)
-                s3_op_unlink_after(w, segs[i].file);
-            s3_segments_free(segs, n);
-        }
+        s3_op_unlink_layout(w, sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0));
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE)

@@ -70,19 +70,41 @@ static int error_status(const char *code)
     return 400;
 }
 
+/* Each loop thread remembers the series it used (operation names are literals, so their
+ * pointers are keys): registering takes the registry's lock, counting must not. */
+typedef struct RecordSlot {
+    const char *op;
+    int status;
+    SovMetric *count, *latency;
+} RecordSlot;
+static _Thread_local RecordSlot record_slots[64];
+
 void s3_record(S3Req *r, int status)
 {
-    char labels[96];
-    snprintf(labels, sizeof(labels), "op=\"%s\",status=\"%d\"", r->op ? r->op : "Unknown", status);
-    SovMetric *m =
-        sov_metrics_counter("sov_s3_requests_total", "S3 requests by operation and status", labels);
-    if (m)
-        sov_counter_add(m, 1);
-    snprintf(labels, sizeof(labels), "op=\"%s\"", r->op ? r->op : "Unknown");
-    m = sov_metrics_histogram("sov_s3_request_seconds", "S3 request latency by operation", labels,
-                              NULL, 0);
-    if (m)
-        sov_histogram_observe(m, (double)(uv_hrtime() - (uint64_t)r->start_ns) / 1e9);
+    const char *op = r->op ? r->op : "Unknown";
+    RecordSlot *slot = NULL;
+    for (size_t i = 0; i < ELEMENTSOF(record_slots) && !slot; i++) {
+        RecordSlot *c = &record_slots[i];
+        if (!c->op || (c->op == op && c->status == status))
+            slot = c;
+    }
+    RecordSlot fresh = {op, status, NULL, NULL};
+    if (!slot || !slot->op) {
+        char labels[96];
+        snprintf(labels, sizeof(labels), "op=\"%s\",status=\"%d\"", op, status);
+        fresh.count = sov_metrics_counter("sov_s3_requests_total",
+                                          "S3 requests by operation and status", labels);
+        snprintf(labels, sizeof(labels), "op=\"%s\"", op);
+        fresh.latency = sov_metrics_histogram("sov_s3_request_seconds",
+                                              "S3 request latency by operation", labels, NULL, 0);
+        if (slot && fresh.count && fresh.latency)
+            *slot = fresh; /* a full table just means registering each time */
+        slot = &fresh;
+    }
+    if (slot->count)
+        sov_counter_add(slot->count, 1);
+    if (slot->latency)
+        sov_histogram_observe(slot->latency, (double)(uv_hrtime() - (uint64_t)r->start_ns) / 1e9);
 }
 
 void s3_error_doc(SovBuf *doc, const char *code, const char *message, const char *bucket,
@@ -373,25 +395,6 @@ static void body_on_error(SovHttpReq *req, int err, void *ud)
     s3_req_done(r);
 }
 
-int s3_base64_decode(const char *in, uint8_t *out, size_t cap)
-{
-    size_t n = strlen(in);
-    uint8_t tmp[128];
-    if (n == 0 || n % 4 || n > sizeof(tmp) - 1 || (n / 4) * 3 > cap + 2)
-        return -EINVAL;
-    int len = EVP_DecodeBlock(tmp, (const unsigned char *)in, (int)n);
-    if (len < 0)
-        return -EINVAL;
-    if (in[n - 1] == '=')
-        len--;
-    if (in[n - 2] == '=')
-        len--;
-    if ((size_t)len > cap)
-        return -EINVAL;
-    memcpy(out, tmp, (size_t)len);
-    return len;
-}
-
 int s3_base64_decode_buf(const char *in, size_t n, uint8_t *out)
 {
     if (n == 0 || n % 4 || n > INT32_MAX)
@@ -403,6 +406,19 @@ int s3_base64_decode_buf(const char *in, size_t n, uint8_t *out)
         len--;
     if (in[n - 2] == '=')
         len--;
+    return len;
+}
+
+int s3_base64_decode(const char *in, uint8_t *out, size_t cap)
+{
+    uint8_t tmp[128];
+    size_t n = strlen(in);
+    if (n > sizeof(tmp) - 1)
+        return -EINVAL;
+    int len = s3_base64_decode_buf(in, n, tmp);
+    if (len < 0 || (size_t)len > cap)
+        return -EINVAL;
+    memcpy(out, tmp, (size_t)len);
     return len;
 }
 

@@ -134,6 +134,8 @@ struct S3WriteOp {
 void s3_store_submit(S3Store *st, S3WriteOp *op);
 /* Files to delete once the op's transaction commits. */
 int s3_op_unlink_after(S3WriteOp *op, const char *file_id);
+/* The same for every data file a layout (objects.layout, parts.layout) names; NULL: none. */
+void s3_op_unlink_layout(S3WriteOp *op, const void *layout, size_t n);
 
 /* Data files: data_dir/objects/xx/<id>; new ones are written under data_dir/tmp and moved in by
  * s3_file_commit (fsync file, rename, fsync dir), which blocks: call it off the loop. */

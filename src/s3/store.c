@@ -332,6 +332,17 @@ int s3_op_unlink_after(S3WriteOp *op, const char *file_id)
     return 0;
 }
 
+void s3_op_unlink_layout(S3WriteOp *op, const void *layout, size_t n)
+{
+    S3Segment *segs;
+    uint32_t nsegs;
+    if (!layout || s3_layout_decode(layout, n, &segs, &nsegs) < 0)
+        return;
+    for (uint32_t i = 0; i < nsegs; i++)
+        s3_op_unlink_after(op, segs[i].file);
+    s3_segments_free(segs, nsegs);
+}
+
 /* ---- loops ---- */
 
 static void loop_closed(uv_handle_t *h);
