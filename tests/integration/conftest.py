@@ -100,43 +100,33 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes minutes (deselect with -m 'not slow')")
 
 
-class S3Daemon:
-    """One sov-s3 process on a data dir that outlives it: stop(), kill() and restart() keep
-    data_dir, so a restarted daemon must serve what the previous one acknowledged. The port is
-    picked anew at each start; clients made before a restart point at the old port."""
+class ManagedDaemon:
+    """A daemon process of ./bin on a data dir that outlives it: start() writes a marker into the
+    log and waits for the port file; stop(), kill() and restart() keep the data dir, so a
+    restarted daemon must serve what the previous one acknowledged."""
+    binary = None
 
     def __init__(self, tmp, name, cfg):
         self.tmp, self.name, self.cfg = tmp, name, cfg
         self.data_dir = tmp / f"{name}-data"
         self.port_file = tmp / f"{name}.port"
         self.log = tmp / f"{name}.log"
-        self.region = S3_REGION
-        self.account, self.access_key, self.secret_key = S3_ACCOUNT
         self.proc, self.port, self.starts = None, None, 0
-        self.scheme, self.cafile = "http", None
         self.expect_exit = False  # set by stop()/kill(); any other exit is a daemon failure
 
     def start(self):
         self.expect_exit = False
         self.port_file.unlink(missing_ok=True)
         self.starts += 1
-        logf = open(self.log, "a")
-        logf.write(f"--- start {self.starts}\n")
-        logf.flush()
-        self.proc = subprocess.Popen([str(BIN / "sov-s3"), "--config", str(self.cfg),
-                                      "--port-file", str(self.port_file)],
-                                     stdout=subprocess.DEVNULL, stderr=logf, env=clean_env())
-        logf.close()
+        with open(self.log, "a") as logf:
+            logf.write(f"--- start {self.starts}\n")
+            logf.flush()
+            self.proc = subprocess.Popen([str(BIN / self.binary), "--config", str(self.cfg),
+                                          "--port-file", str(self.port_file)],
+                                         stdout=subprocess.DEVNULL, stderr=logf,
+                                         env=clean_env())
         self.port = int(wait_for_file(self.port_file, self.proc))
         return self
-
-    @property
-    def url(self):
-        return f"{self.scheme}://127.0.0.1:{self.port}"
-
-    @property
-    def host(self):
-        return f"127.0.0.1:{self.port}"
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -160,6 +150,29 @@ class S3Daemon:
         if self.alive():
             self.stop()
         return self.start()
+
+    def log_tail(self, n=30):
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+class S3Daemon(ManagedDaemon):
+    """sov-s3 (see ManagedDaemon). The port is picked anew at each start; clients made before a
+    restart point at the old port."""
+    binary = "sov-s3"
+
+    def __init__(self, tmp, name, cfg):
+        super().__init__(tmp, name, cfg)
+        self.region = S3_REGION
+        self.account, self.access_key, self.secret_key = S3_ACCOUNT
+        self.scheme, self.cafile = "http", None
+
+    @property
+    def url(self):
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def host(self):
+        return f"127.0.0.1:{self.port}"
 
     def client(self, access_key=None, secret_key=None, endpoint=None, addressing="path",
                **config):
@@ -438,35 +451,20 @@ class ApiError(Exception):
         self.status, self.body = status, body
 
 
-class BlockDaemon:
-    """One sov-block process on a data dir that outlives it: stop(), kill() and restart() keep
-    data_dir, the master key and the socket path, so a restarted daemon must serve what the
-    previous one acknowledged. The management and NBD TCP ports are picked anew at each start."""
+class BlockDaemon(ManagedDaemon):
+    """sov-block (see ManagedDaemon): restarts keep data_dir, the master key and the socket
+    path. The management and NBD TCP ports are picked anew at each start."""
+    binary = "sov-block"
 
     def __init__(self, tmp, name, cfg, sockdir):
-        self.tmp, self.name, self.cfg = tmp, name, cfg
-        self.data_dir = tmp / f"{name}-data"
-        self.port_file = tmp / f"{name}.port"
-        self.log = tmp / f"{name}.log"
+        super().__init__(tmp, name, cfg)
         self.master_key = tmp / f"{name}.key"
         # sun_path holds 107 bytes; pytest's tmp_path can be longer than that.
         self.socket = sockdir / f"{name}.sock"
         self.token = None
-        self.proc, self.port, self.starts = None, None, 0
-        self.expect_exit = False  # set by stop()/kill(); any other exit is a daemon failure
 
     def start(self):
-        self.expect_exit = False
-        self.port_file.unlink(missing_ok=True)
-        self.starts += 1
-        with open(self.log, "a") as logf:
-            logf.write(f"--- start {self.starts}\n")
-            logf.flush()
-            self.proc = subprocess.Popen([str(BIN / "sov-block"), "--config", str(self.cfg),
-                                          "--port-file", str(self.port_file)],
-                                         stdout=subprocess.DEVNULL, stderr=logf,
-                                         env=clean_env())
-        self.port = int(wait_for_file(self.port_file, self.proc))
+        super().start()
         # The port file is written once the daemon listens; the NBD socket is bound before.
         assert self.socket.exists(), f"{self.socket} missing after start"
         return self
@@ -474,32 +472,6 @@ class BlockDaemon:
     @property
     def url(self):
         return f"http://127.0.0.1:{self.port}"
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        """SIGTERM; returns the exit status (0 for a clean stop)."""
-        self.expect_exit = True
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        return self.proc.returncode
-
-    def kill(self):
-        """SIGKILL: nothing is flushed, nothing gets to clean up."""
-        self.expect_exit = True
-        if self.alive():
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-
-    def restart(self):
-        if self.alive():
-            self.stop()
-        return self.start()
-
-    def log_tail(self, n=30):
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
     # ---- management API ----
 
