@@ -103,19 +103,7 @@ listen =
 socket = $tmp/sov.sock
 EOF
 mkdir -p "$tmp/sov"
-taskset -c "$server_cpu" "$sov_bin" --config "$tmp/sov.ini" --port-file "$tmp/sov.port" \
-    >"$tmp/sov.log" 2>&1 &
-sov_pid=$!
-for ((i = 0; i < 100; i++)); do
-    [[ -s $tmp/sov.port ]] && break
-    kill -0 "$sov_pid" 2>/dev/null || break
-    sleep 0.05
-done
-[[ -s $tmp/sov.port ]] || {
-    tail -n 20 "$tmp/sov.log" >&2 || true
-    die "sov-block wrote no port file"
-}
-sov_port=$(head -n1 "$tmp/sov.port")
+start_sov sov-block "$sov_bin"
 curl -sf --max-time 10 -o /dev/null -H 'Content-Type: application/json' \
     -d "{\"name\":\"bench\",\"size\":$((size_mib * 1048576))}" \
     "http://127.0.0.1:$sov_port/v1/volumes" || die "sov-block: creating the volume failed"

@@ -102,19 +102,7 @@ access_log = false
 [log]
 level = warn
 EOF
-taskset -c "$server_cpu" "$sov_bin" --config "$tmp/sov.ini" --port-file "$tmp/sov.port" \
-    --pidfile "$tmp/sov.pid" >"$tmp/sov.log" 2>&1 &
-sov_pid=$!
-for ((i = 0; i < 100; i++)); do
-    [[ -s $tmp/sov.port ]] && break
-    kill -0 "$sov_pid" 2>/dev/null || break
-    sleep 0.05
-done
-[[ -s $tmp/sov.port ]] || {
-    tail -n 20 "$tmp/sov.log" >&2 || true
-    die "sov-demo wrote no port file"
-}
-sov_port=$(head -n1 "$tmp/sov.port")
+start_sov sov-demo "$sov_bin"
 wait_ready sov-demo "$sov_pid" "$sov_port" "$tmp/sov.log"
 
 # nginx: the template with this run's prefix and port, foreground, one worker.

@@ -25,3 +25,22 @@ check_alive() {
     tail -n 20 "$log" >&2 || true
     die "$name exited"
 }
+
+# Starts a sovcloud daemon (name, binary) pinned to $server_cpu with $tmp/sov.ini and waits for
+# its port file; sets sov_pid and sov_port.
+start_sov() {
+    local name=$1 bin=$2 i
+    taskset -c "$server_cpu" "$bin" --config "$tmp/sov.ini" --port-file "$tmp/sov.port" \
+        --pidfile "$tmp/sov.pid" >"$tmp/sov.log" 2>&1 &
+    sov_pid=$!
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $tmp/sov.port ]] && break
+        kill -0 "$sov_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    [[ -s $tmp/sov.port ]] || {
+        tail -n 20 "$tmp/sov.log" >&2 || true
+        die "$name wrote no port file"
+    }
+    sov_port=$(head -n1 "$tmp/sov.port")
+}

@@ -122,19 +122,7 @@ access_key_id = $access_key
 secret_access_key = $secret_key
 fsync = true
 EOF
-taskset -c "$server_cpu" "$sov_bin" --config "$tmp/sov.ini" --port-file "$tmp/sov.port" \
-    --pidfile "$tmp/sov.pid" >"$tmp/sov.log" 2>&1 &
-sov_pid=$!
-for ((i = 0; i < 100; i++)); do
-    [[ -s $tmp/sov.port ]] && break
-    kill -0 "$sov_pid" 2>/dev/null || break
-    sleep 0.05
-done
-[[ -s $tmp/sov.port ]] || {
-    tail -n 20 "$tmp/sov.log" >&2 || true
-    die "sov-s3 wrote no port file"
-}
-sov_port=$(head -n1 "$tmp/sov.port")
+start_sov sov-s3 "$sov_bin"
 wait_http sov-s3 "$sov_pid" "$sov_port" "$tmp/sov.log"
 
 # The objects: uploaded to sov-s3 with boto3, the same bytes written for nginx, and presigned
