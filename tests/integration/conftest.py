@@ -645,3 +645,141 @@ def nbd_sha256(uri, tmp, name="export.raw"):
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     path.unlink()
     return digest
+
+
+# ---- sov-api (the control plane) ----
+
+OPENSTACK = "/usr/bin/openstack"
+
+
+class ApiDaemon(ManagedDaemon):
+    """sov-api (see ManagedDaemon) with the bootstrap admin (password self.admin_password,
+    project 'admin', domain 'Default'). Restarts keep the state database and the audit log."""
+    binary = "sov-api"
+
+    def __init__(self, tmp, name, cfg):
+        super().__init__(tmp, name, cfg)
+        self.admin_password = "admin-" + os.urandom(6).hex()
+        self.agent_token = "agent-" + os.urandom(8).hex()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth_url(self):
+        return f"{self.url}/identity/v3"
+
+    def env(self, user="admin", password=None, project="admin", domain="Default"):
+        """Environment for the openstack CLI (and other keystoneauth clients) as that user."""
+        e = clean_env()
+        e.update({
+            "OS_AUTH_URL": self.auth_url, "OS_IDENTITY_API_VERSION": "3",
+            "OS_USERNAME": user, "OS_PASSWORD": password or self.admin_password,
+            "OS_PROJECT_NAME": project, "OS_USER_DOMAIN_NAME": domain,
+            "OS_PROJECT_DOMAIN_NAME": domain, "OS_REGION_NAME": "eu-central-1",
+            "OS_INTERFACE": "public",
+        })
+        return e
+
+    def openstack(self, *args, env=None, check=True, fmt=True, timeout=120, input=None):
+        """Runs `openstack ARGS` (with `-f json` when fmt): the parsed output, or for
+        check=False the CompletedProcess."""
+        cmd = [OPENSTACK, *map(str, args)]
+        if fmt:
+            cmd += ["-f", "json"]
+        p = subprocess.run(cmd, env=env or self.env(), capture_output=True, text=True,
+                           timeout=timeout, input=input)
+        if not check:
+            return p
+        if p.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}\n"
+                                 f"--- sov-api log:\n{self.log_tail()}")
+        return json.loads(p.stdout) if fmt and p.stdout.strip() else p.stdout
+
+    def request(self, method, path, body=None, token=None, raw=None, headers=None):
+        """One request: (status, parsed JSON or None, RawResponse). token is sent as
+        X-Auth-Token; body as JSON, raw as given."""
+        headers = dict(headers or {})
+        if token:
+            headers["X-Auth-Token"] = token
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        if data or method in ("POST", "PUT", "PATCH"):
+            headers.setdefault("Content-Type", "application/json")
+        r = raw_http(self.port, method, path, headers, data)
+        doc = None
+        if r.body and "json" in r.headers.get("Content-Type", ""):
+            doc = json.loads(r.body)
+        return r.status, doc, r
+
+    def token(self, user="admin", password=None, project="admin", domain="Default"):
+        """A project-scoped token for user (password auth)."""
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "domain": {"name": domain},
+            "password": password or self.admin_password}}},
+            "scope": {"project": {"name": project, "domain": {"name": domain}}}}}
+        status, doc, r = self.request("POST", "/identity/v3/auth/tokens", body)
+        assert status == 201, (status, r.body)
+        return r.headers["X-Subject-Token"]
+
+    def make_project(self, name, user=None, role="member", password=None):
+        """Creates project `name` and a user with `role` on it (through the Keystone API as
+        admin); returns {"project_id", "user_id", "user", "password", "env", "token"}."""
+        admin = self.token()
+        user = user or f"{name}-user"
+        password = password or "pw-" + os.urandom(6).hex()
+        st, doc, r = self.request("POST", "/identity/v3/projects",
+                                  {"project": {"name": name, "domain_id": "default"}}, admin)
+        assert st == 201, r.body
+        pid = doc["project"]["id"]
+        st, doc, r = self.request("POST", "/identity/v3/users",
+                                  {"user": {"name": user, "password": password,
+                                            "domain_id": "default", "default_project_id": pid}},
+                                  admin)
+        assert st == 201, r.body
+        uid = doc["user"]["id"]
+        st, doc, r = self.request("GET", f"/identity/v3/roles?name={role}", None, admin)
+        assert st == 200 and doc["roles"], r.body
+        rid = doc["roles"][0]["id"]
+        st, _, r = self.request("PUT", f"/identity/v3/projects/{pid}/users/{uid}/roles/{rid}",
+                                None, admin)
+        assert st == 204, r.body
+        return {"project_id": pid, "user_id": uid, "user": user, "password": password,
+                "env": self.env(user, password, name),
+                "token": self.token(user, password, name)}
+
+
+@pytest.fixture
+def start_api(tmp_path):
+    """Starts sov-api on a fresh data dir: start_api(ini_extra="", fsync=True) -> ApiDaemon.
+    ini_extra is appended as is (it may open sections, e.g. "[block]\\nurl = ..."). Every
+    daemon still running at teardown is stopped; one that exited by itself fails the test."""
+    started = []
+
+    def start(ini_extra="", fsync=True):
+        assert (BIN / "sov-api").exists(), "bin/sov-api is not built (make)"
+        name = f"api-{len(started)}"
+        cfg = tmp_path / f"{name}.ini"
+        d = ApiDaemon(tmp_path, name, cfg)
+        cfg.write_text(
+            "[server]\nlisten = 127.0.0.1:0\n"
+            "[log]\nlevel = info\n"
+            f"[api]\ndata_dir = {d.data_dir}\nfsync = {'true' if fsync else 'false'}\n"
+            f"[identity]\nadmin_password = {d.admin_password}\n"
+            f"[agent]\ntoken = {d.agent_token}\n" + ini_extra)
+        started.append(d)
+        return d.start()
+
+    yield start
+    failed = []
+    for d in started:
+        if d.proc is not None and d.proc.poll() is not None and not d.expect_exit:
+            failed.append(f"{d.name} exited with {d.proc.returncode}:\n{d.log_tail()}")
+        if d.alive():
+            d.stop()
+    assert not failed, "\n".join(failed)
+
+
+@pytest.fixture
+def api(start_api):
+    return start_api()
