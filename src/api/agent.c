@@ -1,18 +1,479 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Placeholder until the agent API lands. */
+/* The agent API and the scheduler. Agents (sov-compute, sov-net, ...) authenticate with the
+ * [agent] token as a bearer token and:
+ *   POST /agent/v1/hosts                     register and heartbeat (capacity, zone, GPUs)
+ *   GET  /agent/v1/watch?kinds=K,..&host=H&since=REV&wait=S
+ *        the full desired state of those kinds (servers only those assigned to H), with
+ *        internal members, at once when the state's revision is past REV, else after the next
+ *        change or S seconds (long-poll, level-triggered: an agent that restarts asks with
+ *        since=0 and converges)
+ *   PUT  /agent/v1/resources/{kind}/{id}     observed state (status, power state, addresses,
+ *        console output, fault; "gone": true once a deleted resource is cleaned up)
+ * Hosts are documents of kind "host" (id = host name); a host silent for three heartbeat
+ * periods is down and gets no new servers. The scheduler places a server on the up compute
+ * host of its zone with the most free memory that has room for its vCPUs, RAM and GPUs. */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "api.h"
+#include "sov/crypto.h"
+#include "sov/log.h"
 
-void api_agent_routes(Api *a) {}
-int api_agent_start(Api *a, SovBuf *err)
+#define MAX_WAITERS  256
+#define MAX_WAIT_S   60
+#define CONSOLE_KEEP (64 * 1024)
+
+typedef struct Waiter {
+    ApiCall *c;
+    uv_timer_t timer;
+    uint64_t since;
+    struct Waiter *next, *prev;
+    bool done;
+} Waiter;
+
+typedef struct Agents {
+    Api *api;
+    Waiter *head;
+    unsigned n;
+    uv_timer_t kick; /* answers waiters after a commit, outside the committing handler */
+    bool kick_armed;
+    bool stopping;
+} Agents;
+
+static const char *jstr(json_t *o, const char *k)
 {
-    return 0;
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
 }
-void api_agent_stop(Api *a) {}
+
+/* Agent calls carry the agent token; admins with a Keystone token may read. */
+static ApiCall *agent_begin(Api *a, SovHttpReq *req)
+{
+    ApiCall *c = api_begin(a, req, API_STYLE_AGENT, API_NEED_NONE);
+    if (!c)
+        return NULL;
+    SovStr h = sov_http_req_header(req, "Authorization");
+    size_t tl = strlen(a->cfg.agent_token);
+    if (!tl) {
+        api_fault(c, 403, NULL, "the agent API is closed ([agent] token is not set)");
+        return NULL;
+    }
+    if (!h.ptr || h.len != tl + 7 || strncmp(h.ptr, "Bearer ", 7) != 0 ||
+        !sov_memeq_ct(h.ptr + 7, a->cfg.agent_token, tl)) {
+        api_fault(c, 401, NULL, "agent token missing or wrong");
+        return NULL;
+    }
+    c->authenticated = true;
+    snprintf(c->auth.user_name, sizeof(c->auth.user_name), "agent");
+    return c;
+}
+
+static bool host_up(Api *a, json_t *h)
+{
+    int64_t seen = json_integer_value(json_object_get(h, "last_seen_ms"));
+    return api_now_ms() - seen <= 3 * (int64_t)a->cfg.heartbeat_ms;
+}
+
+static bool valid_name(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.'))
+            return false;
+    }
+    return true;
+}
+
+/* ---- hosts ---- */
+
+static void h_register(SovHttpReq *req, void *ud)
+{
+    Api *a = ud;
+    ApiCall *c = agent_begin(a, req);
+    if (!c)
+        return;
+    json_t *b = api_body(c, NULL);
+    if (!b)
+        return;
+    const char *host = json_string_value(json_object_get(b, "host"));
+    const char *kind = json_string_value(json_object_get(b, "kind"));
+    const char *zone = json_string_value(json_object_get(b, "zone"));
+    json_t *gpus = json_object_get(b, "gpus");
+    if (!host || !valid_name(host, 63) || !kind || !valid_name(kind, 16)) {
+        api_fault(c, 400, NULL, "host (name) and kind (compute, network...) are required");
+        return;
+    }
+    if (zone && !valid_name(zone, 63)) {
+        api_fault(c, 400, NULL, "zone must be a zone name");
+        return;
+    }
+    if (!zone)
+        zone = api_local_region(a)->zones[0].name;
+    bool known = false;
+    for (size_t i = 0; i < api_region_count(a) && !known; i++)
+        for (unsigned z = 0; z < api_region_at(a, i)->nzones; z++)
+            known |= strcmp(api_region_at(a, i)->zones[z].name, zone) == 0;
+    if (!known) {
+        api_fault(c, 400, NULL, "zone %s is not one of this cloud's availability zones", zone);
+        return;
+    }
+    json_int_t vcpus = json_integer_value(json_object_get(b, "vcpus"));
+    json_int_t ram = json_integer_value(json_object_get(b, "ram_mb"));
+    if (vcpus < 0 || vcpus > 4096 || ram < 0 || ram > (json_int_t)1 << 32 ||
+        (gpus && (!json_is_array(gpus) || json_array_size(gpus) > 64))) {
+        api_fault(c, 400, NULL, "vcpus, ram_mb or gpus out of range");
+        return;
+    }
+    json_t *doc = json_pack("{s:s,s:s,s:s,s:I,s:I,s:O,s:I,s:s}", "host", host, "kind", kind, "zone",
+                            zone, "vcpus", vcpus, "ram_mb", ram, "gpus", gpus ? gpus : json_array(),
+                            "last_seen_ms", (json_int_t)api_now_ms(), "status", "up");
+    if (!gpus)
+        json_object_set_new(doc, "gpus", json_array());
+    json_t *info = json_object_get(b, "info");
+    if (json_is_object(info) && json_object_size(info) <= 32)
+        json_object_set(doc, "info", info);
+    json_t *old;
+    bool exists = api_store_get(a->store, "host", host, &old, NULL, 0) == 0;
+    if (exists) {
+        json_t *reg = json_object_get(old, "registered_ms");
+        json_object_set(doc, "registered_ms", reg);
+        json_decref(old);
+    } else
+        json_object_set_new(doc, "registered_ms", json_integer(api_now_ms()));
+    ApiDocMeta m = {
+        .kind = "host", .id = host, .name = host, .status = "up", .host = host, .parent = kind};
+    snprintf(c->target, sizeof(c->target), "%s", host);
+    int r = exists ? api_store_update(a->store, &m, doc) : api_store_insert(a->store, &m, doc);
+    if (r < 0) {
+        json_decref(doc);
+        api_fault(c, 500, NULL, "cannot record the host: %s", strerror(-r));
+        return;
+    }
+    if (!exists)
+        log_info("agent registered: host=%s kind=%s zone=%s", host, kind, zone);
+    api_reply(c, 200,
+              json_pack("{s:o,s:I}", "host", doc, "heartbeat_ms", (json_int_t)a->cfg.heartbeat_ms));
+}
+
+static void h_hosts(SovHttpReq *req, void *ud)
+{
+    Api *a = ud;
+    ApiCall *c;
+    if (sov_http_req_header(req, "X-Auth-Token").ptr)
+        c = api_begin(a, req, API_STYLE_AGENT, API_NEED_ADMIN);
+    else
+        c = agent_begin(a, req);
+    if (!c)
+        return;
+    ApiListQuery q = {.kind = "host"};
+    json_t *arr;
+    if (api_store_list(a->store, &q, &arr) < 0) {
+        api_fault(c, 500, NULL, "cannot list hosts");
+        return;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+        json_object_set_new(v, "status", json_string(host_up(a, v) ? "up" : "down"));
+    api_reply(c, 200, json_pack("{s:o}", "hosts", arr));
+}
+
+/* ---- watch ---- */
+
+static json_t *snapshot(Api *a, ApiCall *c)
+{
+    const char *kinds = api_query(c, "kinds");
+    const char *host = api_query(c, "host");
+    json_t *res = json_object();
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", kinds ? kinds : "");
+    char *save = NULL;
+    for (char *k = strtok_r(buf, ",", &save); k; k = strtok_r(NULL, ",", &save)) {
+        if (!valid_name(k, 32))
+            continue;
+        ApiListQuery q = {.kind = k};
+        if (host && *host && strcmp(k, "server") == 0)
+            q.host = host;
+        json_t *arr;
+        if (api_store_list(a->store, &q, &arr) == 0)
+            json_object_set_new(res, k, arr);
+    }
+    return json_pack("{s:I,s:o}", "rev", (json_int_t)api_store_rev(a->store), "resources", res);
+}
+
+static void waiter_close_cb(uv_handle_t *h)
+{
+    Waiter *w = h->data;
+    sov_http_req_unref(w->c->req);
+    free(w);
+}
+
+static void waiter_finish(Agents *ag, Waiter *w)
+{
+    Api *a = ag->api;
+    if (w->done)
+        return;
+    w->done = true;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        ag->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    ag->n--;
+    if (!sov_http_req_is_closed(w->c->req))
+        api_reply(w->c, 200, snapshot(a, w->c));
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, waiter_close_cb);
+}
+
+static void waiter_timeout(uv_timer_t *t)
+{
+    Waiter *w = t->data;
+    waiter_finish(w->c->api->agents, w);
+}
+
+static void h_watch(SovHttpReq *req, void *ud)
+{
+    Api *a = ud;
+    Agents *ag = a->agents;
+    ApiCall *c = agent_begin(a, req);
+    if (!c)
+        return;
+    const char *kinds = api_query(c, "kinds");
+    const char *since_s = api_query(c, "since"), *wait_s = api_query(c, "wait");
+    if (!kinds || !*kinds || strlen(kinds) > 200) {
+        api_fault(c, 400, NULL, "kinds=server,port,... is required");
+        return;
+    }
+    uint64_t since = since_s ? strtoull(since_s, NULL, 10) : 0;
+    long wait = wait_s ? strtol(wait_s, NULL, 10) : 0;
+    if (wait < 0)
+        wait = 0;
+    if (wait > MAX_WAIT_S)
+        wait = MAX_WAIT_S;
+    if (api_store_rev(a->store) > since || wait == 0 || ag->stopping || ag->n >= MAX_WAITERS) {
+        api_reply(c, 200, snapshot(a, c));
+        return;
+    }
+    Waiter *w = calloc(1, sizeof(*w));
+    if (!w) {
+        api_fault(c, 500, NULL, "out of memory");
+        return;
+    }
+    w->c = c;
+    w->since = since;
+    uv_timer_init(a->loop, &w->timer);
+    w->timer.data = w;
+    uv_timer_start(&w->timer, waiter_timeout, (uint64_t)wait * 1000, 0);
+    sov_http_req_ref(req);
+    w->next = ag->head;
+    if (ag->head)
+        ag->head->prev = w;
+    ag->head = w;
+    ag->n++;
+}
+
+static void kick_cb(uv_timer_t *t)
+{
+    Agents *ag = t->data;
+    Api *a = ag->api;
+    ag->kick_armed = false;
+    uint64_t rev = api_store_rev(a->store);
+    Waiter *w = ag->head;
+    while (w) {
+        Waiter *next = w->next;
+        if (rev > w->since)
+            waiter_finish(ag, w);
+        w = next;
+    }
+}
+
+void api_agents_notify(Api *a)
+{
+    Agents *ag = a->agents;
+    if (!ag || ag->kick_armed || !ag->head)
+        return;
+    ag->kick_armed = true;
+    uv_timer_start(&ag->kick, kick_cb, 0, 0);
+}
+
+/* ---- observed state ---- */
+
+static void h_observed(SovHttpReq *req, void *ud)
+{
+    Api *a = ud;
+    ApiCall *c = agent_begin(a, req);
+    if (!c)
+        return;
+    const char *kind = api_param(c, "kind"), *id = api_param(c, "id");
+    json_t *b = api_body(c, NULL);
+    if (!b)
+        return;
+    if (!kind || !valid_name(kind, 32) || !id || strlen(id) > 64) {
+        api_fault(c, 404, NULL, "no such resource");
+        return;
+    }
+    json_t *doc;
+    char project[API_ID_LEN + 1];
+    if (api_store_get(a->store, kind, id, &doc, project, sizeof(project)) < 0) {
+        api_fault(c, 404, NULL, "%s %s does not exist", kind, id);
+        return;
+    }
+    snprintf(c->target, sizeof(c->target), "%s", id);
+    snprintf(c->auth.project_id, sizeof(c->auth.project_id), "%s", project);
+    if (json_is_true(json_object_get(b, "gone"))) {
+        if (strcmp(jstr(doc, "_desired"), "deleted") != 0) {
+            json_decref(doc);
+            api_fault(c, 409, NULL, "%s %s is not being deleted", kind, id);
+            return;
+        }
+        json_decref(doc);
+        api_store_delete(a->store, kind, id);
+        api_reply(c, 204, NULL);
+        return;
+    }
+    /* copy the observed fields the agent may set */
+    static const char *const fields[] = {
+        "status",
+        "power_state",
+        "OS-EXT-STS:vm_state",
+        "OS-EXT-STS:power_state",
+        "OS-EXT-STS:task_state",
+        "addresses",
+        "fault",
+        "_observed",
+        "_accel",
+        "_ssh",
+        "binding:host_id",
+        "progress",
+    };
+    json_t *v;
+    for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+        if ((v = json_object_get(b, fields[i])))
+            json_object_set(doc, fields[i], v);
+    const char *append = json_string_value(json_object_get(b, "console_append"));
+    if (append) {
+        const char *old = jstr(doc, "_console");
+        size_t ol = strlen(old), al = strlen(append);
+        SovBuf nb = SOV_BUF_INIT;
+        size_t keep = ol + al > CONSOLE_KEEP ? ol + al - CONSOLE_KEEP : 0;
+        if (keep < ol)
+            sov_buf_append(&nb, old + keep, ol - keep);
+        sov_buf_append(&nb, append + (keep > ol ? keep - ol : 0), al - (keep > ol ? keep - ol : 0));
+        json_object_set_new(doc, "_console", json_stringn(nb.ptr ? nb.ptr : "", nb.len));
+        sov_buf_release(&nb);
+    }
+    if (json_is_null(json_object_get(doc, "fault")))
+        json_object_del(doc, "fault");
+    char now[32];
+    api_time_iso(api_now_ms(), now);
+    json_object_set_new(doc, "updated", json_string(now));
+    json_object_set_new(doc, "updated_at", json_string(now));
+    const char *host = jstr(doc, "OS-EXT-SRV-ATTR:host");
+    ApiDocMeta m = {.kind = kind,
+                    .id = id,
+                    .project = project,
+                    .name = jstr(doc, "name"),
+                    .status = jstr(doc, "status"),
+                    .host = host,
+                    .parent = json_string_value(json_object_get(doc, "network_id"))};
+    int r = api_store_update(a->store, &m, doc);
+    json_decref(doc);
+    if (r < 0)
+        api_fault(c, 500, NULL, "cannot record the observed state: %s", strerror(-r));
+    else
+        api_reply(c, 204, NULL);
+}
+
+/* ---- scheduler ---- */
+
 int api_schedule(Api *a, const char *zone, int64_t vcpus, int64_t ram_mb, int64_t gpus,
                  char out_host[64])
 {
-    return -ENOSPC;
+    ApiListQuery q = {.kind = "host", .parent = "compute"};
+    json_t *hosts;
+    if (api_store_list(a->store, &q, &hosts) < 0)
+        return -EIO;
+    int64_t best_free = -1;
+    size_t i;
+    json_t *h;
+    json_array_foreach(hosts, i, h)
+    {
+        if (!host_up(a, h) || (zone && *zone && strcmp(jstr(h, "zone"), zone) != 0))
+            continue;
+        const char *name = jstr(h, "host");
+        ApiListQuery sq = {.kind = "server", .host = name};
+        json_t *servers;
+        if (api_store_list(a->store, &sq, &servers) < 0)
+            continue;
+        int64_t used_cpu = 0, used_ram = 0, used_gpu = 0;
+        size_t k;
+        json_t *s;
+        json_array_foreach(servers, k, s)
+        {
+            used_cpu += json_integer_value(json_object_get(s, "_vcpus"));
+            used_ram += json_integer_value(json_object_get(s, "_ram"));
+            used_gpu += json_integer_value(json_object_get(s, "_gpus"));
+        }
+        json_decref(servers);
+        int64_t free_cpu = json_integer_value(json_object_get(h, "vcpus")) - used_cpu;
+        int64_t free_ram = json_integer_value(json_object_get(h, "ram_mb")) - used_ram;
+        int64_t free_gpu = (int64_t)json_array_size(json_object_get(h, "gpus")) - used_gpu;
+        if (free_cpu < vcpus || free_ram < ram_mb || free_gpu < gpus)
+            continue;
+        if (free_ram > best_free) {
+            best_free = free_ram;
+            snprintf(out_host, 64, "%s", name);
+        }
+    }
+    json_decref(hosts);
+    return best_free < 0 ? -ENOSPC : 0;
 }
-void api_agents_notify(Api *a) {}
+
+/* ---- life ---- */
+
+int api_agent_start(Api *a, SovBuf *err)
+{
+    Agents *ag = calloc(1, sizeof(*ag));
+    if (!ag)
+        return -ENOMEM;
+    ag->api = a;
+    uv_timer_init(a->loop, &ag->kick);
+    ag->kick.data = ag;
+    uv_unref((uv_handle_t *)&ag->kick);
+    a->agents = ag;
+    return 0;
+}
+
+static void kick_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void api_agent_stop(Api *a)
+{
+    Agents *ag = a->agents;
+    if (!ag)
+        return;
+    ag->stopping = true;
+    while (ag->head) /* long-polls answer now, so a graceful stop does not wait for them */
+        waiter_finish(ag, ag->head);
+    a->agents = NULL;
+    uv_close((uv_handle_t *)&ag->kick, kick_closed);
+}
+
+void api_agent_routes(Api *a)
+{
+    sov_router_add(a->router, "POST", "/agent/v1/hosts", 0, h_register, a);
+    sov_router_add(a->router, "GET", "/agent/v1/hosts", 0, h_hosts, a);
+    sov_router_add(a->router, "GET", "/agent/v1/watch", 0, h_watch, a);
+    sov_router_add(a->router, "PUT", "/agent/v1/resources/{kind}/{id}", 0, h_observed, a);
+}

@@ -91,12 +91,12 @@ typedef struct ApiAuth {
     char project_id[API_ID_LEN + 1];
     char project_name[256];
     char project_domain_id[API_ID_LEN + 1];
-    unsigned roles;                 /* API_ROLE_* on the project */
-    bool system_admin;              /* admin role on the cloud's admin project */
-    char jurisdictions[128];        /* the project's allowed jurisdictions, "EU,CH" */
+    unsigned roles;                   /* API_ROLE_* on the project */
+    bool system_admin;                /* admin role on the cloud's admin project */
+    char jurisdictions[128];          /* the project's allowed jurisdictions, "EU,CH" */
     char app_cred_id[API_ID_LEN + 1]; /* set when the token came from an application credential */
-    int64_t expires_ms;             /* wall clock, ms since the epoch */
-    char token_hash[65];            /* SHA-256 of the token, hex */
+    int64_t expires_ms;               /* wall clock, ms since the epoch */
+    char token_hash[65];              /* SHA-256 of the token, hex */
 } ApiAuth;
 
 /* Validates a token (identity.c): 0 and the caller in ret, -EACCES when unknown, expired or
@@ -119,10 +119,10 @@ typedef struct ApiCall {
     Api *api;
     SovHttpReq *req;
     ApiStyle style;
-    ApiAuth auth;            /* zeroed for API_NEED_NONE routes */
+    ApiAuth auth; /* zeroed for API_NEED_NONE routes */
     bool authenticated;
-    char target[128];        /* id of the resource the call acts on, for the audit log */
-    char idem_key[128];      /* client idempotency key (POST only), "" when none */
+    char target[128];   /* id of the resource the call acts on, for the audit log */
+    char idem_key[128]; /* client idempotency key (POST only), "" when none */
     bool answered;
     json_t *owned[4]; /* documents freed when the call is answered */
     unsigned nowned;
@@ -232,10 +232,9 @@ int api_volume_create_for(ApiCall *c, const char *name, int64_t size_gb, const c
 /* Marks a volume in-use by server_id at device ("/dev/vdb"), or available again. -ENOENT when
  * it does not exist or is not the project's, -EBUSY when it is not available (attach) or not
  * attached to that server (detach). */
-int api_volume_attach(Api *a, const char *project_id, const char *volume_id,
-                      const char *server_id, const char *device);
-int api_volume_detach(Api *a, const char *project_id, const char *volume_id,
-                      const char *server_id);
+int api_volume_attach(Api *a, const char *project_id, const char *volume_id, const char *server_id,
+                      const char *device);
+int api_volume_detach(Api *a, const char *project_id, const char *volume_id, const char *server_id);
 /* Deletes a volume (as DELETE on Cinder would) when a server that owned it with
  * delete_on_termination goes. */
 int api_volume_delete_for(Api *a, const char *volume_id);

@@ -26,8 +26,8 @@ static json_t *entry(uint64_t seq, const char *time, const char *rid, const char
                      const char *project, const char *action, const char *target, int result,
                      const char *prev)
 {
-    return json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s}", "seq", (json_int_t)seq, "time",
-                     time, "request_id", rid, "user", user, "project", project, "action", action,
+    return json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s}", "seq", (json_int_t)seq, "time", time,
+                     "request_id", rid, "user", user, "project", project, "action", action,
                      "target", target, "result", result, "prev", prev);
 }
 
@@ -62,8 +62,8 @@ static int recover_head(Api *a, const char *path, SovBuf *err)
         uint64_t hs = strtoull(head, NULL, 10);
         if (hs > last_seq) {
             sov_buf_printf(err,
-                           "audit log %s ends at entry %" PRIu64
-                           " but entry %" PRIu64 " was written: the log was truncated "
+                           "audit log %s ends at entry %" PRIu64 " but entry %" PRIu64
+                           " was written: the log was truncated "
                            "(run `sov audit verify`)",
                            path, last_seq, hs);
             return -EBADMSG;

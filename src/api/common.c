@@ -23,7 +23,7 @@ void api_new_id(char out[API_ID_LEN + 1])
 {
     uint8_t b[16];
     if (sov_random_bytes(b, sizeof(b)) < 0)
-        abort(); /* no randomness: nothing safe to hand out */
+        abort();                            /* no randomness: nothing safe to hand out */
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* a version 4 UUID when dashed */
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
     sov_hex_encode(b, sizeof(b), out);
@@ -34,8 +34,7 @@ void api_new_uuid(char out[API_UUID_LEN + 1])
 {
     char h[API_ID_LEN + 1];
     api_new_id(h);
-    snprintf(out, API_UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16,
-             h + 20);
+    snprintf(out, API_UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
 }
 
 static bool is_hex(char ch)
@@ -249,7 +248,8 @@ static void request_id_header(SovHttpReq *req)
     if (sov_str_has_prefix(sov_http_req_path(req), SOV_STR("/compute/"))) {
         sov_http_resp_header(req, "OpenStack-API-Version", SOV_STR("compute 2.1"));
         sov_http_resp_header(req, "X-OpenStack-Nova-API-Version", SOV_STR("2.1"));
-        sov_http_resp_header(req, "Vary", SOV_STR("OpenStack-API-Version, X-OpenStack-Nova-API-Version"));
+        sov_http_resp_header(req, "Vary",
+                             SOV_STR("OpenStack-API-Version, X-OpenStack-Nova-API-Version"));
     }
 }
 
@@ -399,8 +399,7 @@ static void fault_v(ApiCall *c, int status, const char *type, const char *fmt, v
         break;
     }
     if (status == 401 && !c->answered)
-        sov_http_resp_header(c->req, "WWW-Authenticate",
-                             SOV_STR("Keystone uri=\"/identity/v3\""));
+        sov_http_resp_header(c->req, "WWW-Authenticate", SOV_STR("Keystone uri=\"/identity/v3\""));
     api_reply(c, status, v);
 }
 
@@ -639,8 +638,7 @@ bool api_quota_check(ApiCall *c, const char *resource, int64_t delta)
         if (strcmp(resource, "volumes") == 0 || strcmp(resource, "gigabytes") == 0 ||
             strcmp(resource, "snapshots") == 0)
             api_fault(c, 413, "overLimit",
-                      "VolumeLimitExceeded: Maximum number of %s allowed (%" PRId64
-                      ") exceeded",
+                      "VolumeLimitExceeded: Maximum number of %s allowed (%" PRId64 ") exceeded",
                       resource, lim);
         else
             api_fault(c, 403, NULL,
@@ -702,8 +700,7 @@ bool api_place_zone(ApiCall *c, const char *requested, char out_zone[64])
     if (!requested || !*requested) {
         /* first zone of the first region whose jurisdiction the project allows */
         for (size_t i = 0; i < a->nregions && !zone; i++)
-            if (api_jurisdiction_allowed(c, a->regions[i].jurisdiction) &&
-                a->regions[i].nzones) {
+            if (api_jurisdiction_allowed(c, a->regions[i].jurisdiction) && a->regions[i].nzones) {
                 reg = &a->regions[i];
                 zone = reg->zones[0].name;
             }

@@ -19,10 +19,10 @@
 #include "sov/crypto.h"
 #include "sov/log.h"
 
-#define ARGON2_T   2
-#define ARGON2_M   19456 /* KiB */
-#define ARGON2_P   1
-#define ENCODED_MAX 160
+#define ARGON2_T     2
+#define ARGON2_M     19456 /* KiB */
+#define ARGON2_P     1
+#define ENCODED_MAX  160
 #define TOKEN_PREFIX "sov_"
 
 static const char *const role_names[] = {"reader", "member", "admin"};
@@ -98,7 +98,7 @@ void identity_hash_async(ApiCall *c, const char *password, IdentityHashDone done
 }
 
 void identity_verify_async(ApiCall *c, const char *password, const char *encoded,
-                         void (*verified)(ApiCall *c, bool ok, void *ud), void *ud)
+                           void (*verified)(ApiCall *c, bool ok, void *ud), void *ud)
 {
     HashWork *h = calloc(1, sizeof(*h));
     if (!h || strlen(encoded) >= sizeof(h->encoded)) {
@@ -216,9 +216,12 @@ static json_t *catalog(Api *a, const char *project_id)
     static const struct {
         const char *type, *name, *path;
     } svcs[] = {
-        {"identity", "keystone", "/identity/v3"}, {"compute", "nova", "/compute/v2.1"},
-        {"image", "glance", "/image"},            {"volumev3", "cinderv3", "/volume/v3/%s"},
-        {"block-storage", "cinder", "/volume/v3/%s"}, {"network", "neutron", "/network"},
+        {"identity", "keystone", "/identity/v3"},
+        {"compute", "nova", "/compute/v2.1"},
+        {"image", "glance", "/image"},
+        {"volumev3", "cinderv3", "/volume/v3/%s"},
+        {"block-storage", "cinder", "/volume/v3/%s"},
+        {"network", "neutron", "/network"},
     };
     json_t *cat = json_array();
     for (size_t i = 0; i < ELEMENTSOF(svcs); i++) {
@@ -285,9 +288,8 @@ static json_t *token_body(Api *a, const char *const *methods, size_t nmethods, j
         json_array_append_new(m, json_string(methods[i]));
     json_t *t = json_pack("{s:o,s:{s:s,s:s,s:{s:s,s:s},s:n},s:[s],s:s,s:s}", "methods", m, "user",
                           "id", jstr(user, "id"), "name", jstr(user, "name"), "domain", "id",
-                          jstr(udomain, "id"), "name", jstr(udomain, "name"),
-                          "password_expires_at", "audit_ids", audit_id, "expires_at", exp,
-                          "issued_at", iss);
+                          jstr(udomain, "id"), "name", jstr(udomain, "name"), "password_expires_at",
+                          "audit_ids", audit_id, "expires_at", exp, "issued_at", iss);
     if (project) {
         json_object_set_new(t, "project",
                             json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", jstr(project, "id"), "name",
@@ -319,7 +321,8 @@ static void issue_token(ApiCall *c, Scope *s)
     size_t o = strlen(TOKEN_PREFIX);
     memcpy(token, TOKEN_PREFIX, o);
     for (size_t i = 0; i < sizeof(raw); i += 3) {
-        uint32_t v = (uint32_t)raw[i] << 16 | (i + 1 < sizeof(raw) ? (uint32_t)raw[i + 1] << 8 : 0) |
+        uint32_t v = (uint32_t)raw[i] << 16 |
+                     (i + 1 < sizeof(raw) ? (uint32_t)raw[i + 1] << 8 : 0) |
                      (i + 2 < sizeof(raw) ? raw[i + 2] : 0);
         token[o++] = b64[(v >> 18) & 63];
         token[o++] = b64[(v >> 12) & 63];
@@ -354,8 +357,7 @@ static void issue_token(ApiCall *c, Scope *s)
     json_t *doc = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s}", "_hash", hash, "user_id",
                             jstr(s->user, "id"), "project_id", pid, "issued_ms", (json_int_t)now,
                             "expires_ms", (json_int_t)exp, "method", s->method, "audit_id",
-                            audit_hex, "app_cred_id",
-                            s->app_cred ? jstr(s->app_cred, "id") : "");
+                            audit_hex, "app_cred_id", s->app_cred ? jstr(s->app_cred, "id") : "");
     ApiDocMeta m = {.kind = "token", .id = hash, .project = pid, .parent = jstr(s->user, "id")};
     int r = api_store_insert(a->store, &m, doc);
     json_decref(doc);
@@ -365,8 +367,8 @@ static void issue_token(ApiCall *c, Scope *s)
     }
     const char *methods[] = {s->method};
     bool nocat = api_query(c, "nocatalog") != NULL;
-    json_t *body = token_body(a, methods, 1, s->user, s->domain, s->project, s->pdomain, roles,
-                              now, exp, audit_hex, nocat, s->app_cred);
+    json_t *body = token_body(a, methods, 1, s->user, s->domain, s->project, s->pdomain, roles, now,
+                              exp, audit_hex, nocat, s->app_cred);
     sov_http_resp_header(c->req, "X-Subject-Token", sov_str(token));
     explicit_bzero(token, sizeof(token));
     snprintf(c->target, sizeof(c->target), "%.64s", jstr(s->user, "id"));
@@ -511,8 +513,7 @@ static void finish_auth(ApiCall *c, AuthCtx *x)
     json_t *sp = json_object_get(x->scope_req, "project");
     if (s->app_cred) {
         /* an application credential is bound to its project */
-        api_store_get(a->store, "project", jstr(s->app_cred, "project_id"), &s->project, NULL,
-                      0);
+        api_store_get(a->store, "project", jstr(s->app_cred, "project_id"), &s->project, NULL, 0);
     } else if (sp) {
         if (find_project(a, sp, &s->project) < 0) {
             api_fault(c, 401, NULL, "Could not find the project to scope to.");
@@ -522,8 +523,8 @@ static void finish_auth(ApiCall *c, AuthCtx *x)
         api_fault(c, 400, NULL, "Only project scope is supported.");
         return;
     } else if (*jstr(s->user, "default_project_id")) {
-        api_store_get(a->store, "project", jstr(s->user, "default_project_id"), &s->project,
-                      NULL, 0);
+        api_store_get(a->store, "project", jstr(s->user, "default_project_id"), &s->project, NULL,
+                      0);
     }
     if (s->project) {
         if (!json_is_true(json_object_get(s->project, "enabled"))) {
@@ -596,9 +597,9 @@ static void h_auth_tokens(SovHttpReq *req, void *ud)
         if (find_user(a, u, &x->s.user) < 0 || !(enc = jstr(x->s.user, "_password"))[0]) {
             /* same work as a real check, so timing does not tell which users exist */
             identity_verify_async(c, pw,
-                         "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$"
-                         "0000000000000000000000000000000000000000000",
-                         auth_verified, x);
+                                  "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$"
+                                  "0000000000000000000000000000000000000000000",
+                                  auth_verified, x);
             return;
         }
         identity_verify_async(c, pw, enc, auth_verified, x);
@@ -708,9 +709,8 @@ static void h_token_check(SovHttpReq *req, void *ud)
     }
     const char *methods[] = {jstr(doc, "method")};
     json_t *body = token_body(a, methods, 1, user, ud_, proj, pd, au.roles,
-                              json_integer_value(json_object_get(doc, "issued_ms")),
-                              au.expires_ms, jstr(doc, "audit_id"),
-                              api_query(c, "nocatalog") != NULL, NULL);
+                              json_integer_value(json_object_get(doc, "issued_ms")), au.expires_ms,
+                              jstr(doc, "audit_id"), api_query(c, "nocatalog") != NULL, NULL);
     json_decref(user);
     json_decref(ud_);
     json_decref(proj);
@@ -739,9 +739,9 @@ static json_t *version_v3(Api *a)
 {
     char self[600];
     snprintf(self, sizeof(self), "%s/identity/v3/", api_public_url(a));
-    return json_pack("{s:s,s:s,s:s,s:[{s:s,s:s}],s:[{s:s,s:s}]}", "id", "v3.14", "status",
-                     "stable", "updated", "2020-04-07T00:00:00Z", "links", "rel", "self", "href",
-                     self, "media-types", "base", "application/json", "type",
+    return json_pack("{s:s,s:s,s:s,s:[{s:s,s:s}],s:[{s:s,s:s}]}", "id", "v3.14", "status", "stable",
+                     "updated", "2020-04-07T00:00:00Z", "links", "rel", "self", "href", self,
+                     "media-types", "base", "application/json", "type",
                      "application/vnd.openstack.identity-v3+json");
 }
 
@@ -787,8 +787,8 @@ static int read_admin_password(Api *a, char *out, size_t cap, SovBuf *err)
     return out[0] ? 0 : -EINVAL;
 }
 
-static int put_doc(Api *a, const char *kind, const char *id, const char *project,
-                   const char *uniq, const char *parent, json_t *doc)
+static int put_doc(Api *a, const char *kind, const char *id, const char *project, const char *uniq,
+                   const char *parent, json_t *doc)
 {
     ApiDocMeta m = {.kind = kind,
                     .id = id,
@@ -810,8 +810,8 @@ static int bootstrap(Api *a, SovBuf *err)
     if (r < 0)
         return r;
     if (sov_random_bytes(salt, sizeof(salt)) < 0 ||
-        argon2id_hash_encoded(ARGON2_T, ARGON2_M, ARGON2_P, pw, strlen(pw), salt, sizeof(salt),
-                              32, enc, sizeof(enc)) != ARGON2_OK) {
+        argon2id_hash_encoded(ARGON2_T, ARGON2_M, ARGON2_P, pw, strlen(pw), salt, sizeof(salt), 32,
+                              enc, sizeof(enc)) != ARGON2_OK) {
         explicit_bzero(pw, sizeof(pw));
         sov_buf_printf(err, "cannot hash the admin password");
         return -EIO;
@@ -834,8 +834,8 @@ static int bootstrap(Api *a, SovBuf *err)
     snprintf(uniq, sizeof(uniq), "%s/admin", IDENTITY_DEFAULT_DOMAIN);
     if (r == 0)
         r = put_doc(a, "project", pid, pid, uniq, NULL,
-                    json_pack("{s:s,s:s,s:s,s:s,s:s,s:b,s:b,s:[],s:s}", "id", pid, "name",
-                              "admin", "domain_id", IDENTITY_DEFAULT_DOMAIN, "parent_id",
+                    json_pack("{s:s,s:s,s:s,s:s,s:s,s:b,s:b,s:[],s:s}", "id", pid, "name", "admin",
+                              "domain_id", IDENTITY_DEFAULT_DOMAIN, "parent_id",
                               IDENTITY_DEFAULT_DOMAIN, "description", "Bootstrap project",
                               "enabled", 1, "is_domain", 0, "tags", "allowed_jurisdictions",
                               api_local_region(a)->jurisdiction));
@@ -882,7 +882,9 @@ int api_identity_start(Api *a, SovBuf *err)
     return r;
 }
 
-void api_identity_stop(Api *a) {}
+void api_identity_stop(Api *a)
+{
+}
 
 void api_identity_routes(Api *a)
 {

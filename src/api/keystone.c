@@ -105,8 +105,7 @@ static int store_err(ApiCall *c, int r, const char *what)
     return r;
 }
 
-static void reply_one(ApiCall *c, int status, const char *wrap, const char *collection,
-                      json_t *doc)
+static void reply_one(ApiCall *c, int status, const char *wrap, const char *collection, json_t *doc)
 {
     api_reply(c, status, json_pack("{s:o}", wrap, identity_public(c->api, collection, doc)));
 }
@@ -127,7 +126,7 @@ static void filter_eq(ApiCall *c, json_t *arr, const char *k)
         return;
     for (size_t i = json_array_size(arr); i-- > 0;) {
         json_t *v = json_object_get(json_array_get(arr, i), k);
-        bool keep = json_is_string(v)   ? strcmp(json_string_value(v), want) == 0
+        bool keep = json_is_string(v)    ? strcmp(json_string_value(v), want) == 0
                     : json_is_boolean(v) ? (strcasecmp(want, "true") == 0) == json_is_true(v)
                                          : false;
         if (!keep)
@@ -252,7 +251,8 @@ static void h_domain(SovHttpReq *req, void *ud)
         json_object_set_new(doc, "description", json_string(desc));
     if (he > 0)
         json_object_set_new(doc, "enabled", json_boolean(enabled));
-    ApiDocMeta m = {.kind = "domain", .id = id, .name = jstr(doc, "name"), .uniq = jstr(doc, "name")};
+    ApiDocMeta m = {
+        .kind = "domain", .id = id, .name = jstr(doc, "name"), .uniq = jstr(doc, "name")};
     int r = api_store_update(a->store, &m, doc);
     if (r < 0) {
         json_decref(doc);
@@ -284,9 +284,10 @@ static void h_projects(SovHttpReq *req, void *ud)
     reply_list(c, "projects", "projects", arr);
 }
 
-static const char *const project_fixed[] = {"id", "name", "domain_id", "parent_id",
-                                            "description", "enabled", "is_domain", "tags",
-                                            "allowed_jurisdictions", "options", NULL};
+static const char *const project_fixed[] = {"id",        "name",        "domain_id",
+                                            "parent_id", "description", "enabled",
+                                            "is_domain", "tags",        "allowed_jurisdictions",
+                                            "options",   NULL};
 
 /* Copies the project's extra properties (string values) and checks the known fields. */
 static int project_apply(ApiCall *c, json_t *b, json_t *doc, bool create)
@@ -359,17 +360,17 @@ static void h_project_create(SovHttpReq *req, void *ud)
     }
     json_decref(d);
     api_new_id(id);
-    json_t *doc = json_pack("{s:s,s:s,s:s,s:s,s:b,s:b,s:[],s:{},s:s}", "id", id, "domain_id", dom,
-                            "parent_id", dom, "description", "", "enabled", 1, "is_domain", 0,
-                            "tags", "options", "allowed_jurisdictions",
-                            api_local_region(a)->jurisdiction);
+    json_t *doc =
+        json_pack("{s:s,s:s,s:s,s:s,s:b,s:b,s:[],s:{},s:s}", "id", id, "domain_id", dom,
+                  "parent_id", dom, "description", "", "enabled", 1, "is_domain", 0, "tags",
+                  "options", "allowed_jurisdictions", api_local_region(a)->jurisdiction);
     if (project_apply(c, b, doc, true) < 0) {
         json_decref(doc);
         return;
     }
     snprintf(uniq, sizeof(uniq), "%s/%s", dom, jstr(doc, "name"));
-    ApiDocMeta m = {.kind = "project", .id = id, .project = id, .name = jstr(doc, "name"),
-                    .uniq = uniq};
+    ApiDocMeta m = {
+        .kind = "project", .id = id, .project = id, .name = jstr(doc, "name"), .uniq = uniq};
     snprintf(c->target, sizeof(c->target), "%s", id);
     int r = api_store_insert(a->store, &m, doc);
     if (r < 0) {
@@ -438,8 +439,8 @@ static void h_project(SovHttpReq *req, void *ud)
     }
     char uniq[320];
     snprintf(uniq, sizeof(uniq), "%s/%s", jstr(doc, "domain_id"), jstr(doc, "name"));
-    ApiDocMeta m = {.kind = "project", .id = id, .project = id, .name = jstr(doc, "name"),
-                    .uniq = uniq};
+    ApiDocMeta m = {
+        .kind = "project", .id = id, .project = id, .name = jstr(doc, "name"), .uniq = uniq};
     int r = api_store_update(a->store, &m, doc);
     if (r < 0) {
         json_decref(doc);
@@ -489,8 +490,7 @@ static void user_store(ApiCall *c, const char *encoded, void *ud)
         json_object_set_new(doc, "_password", json_string(encoded));
     char uniq[320];
     snprintf(uniq, sizeof(uniq), "%s/%s", jstr(doc, "domain_id"), jstr(doc, "name"));
-    ApiDocMeta m = {.kind = "user", .id = jstr(doc, "id"), .name = jstr(doc, "name"),
-                    .uniq = uniq};
+    ApiDocMeta m = {.kind = "user", .id = jstr(doc, "id"), .name = jstr(doc, "name"), .uniq = uniq};
     int r = create ? api_store_insert(a->store, &m, doc) : api_store_update(a->store, &m, doc);
     if (r < 0) {
         json_decref(doc);
@@ -794,8 +794,8 @@ static void h_role_create(SovHttpReq *req, void *ud)
         get_str(c, b, "description", false, 1024, &desc) < 0)
         return;
     api_new_id(id);
-    json_t *doc = json_pack("{s:s,s:s,s:n,s:s}", "id", id, "name", name, "domain_id",
-                            "description", desc);
+    json_t *doc =
+        json_pack("{s:s,s:s,s:n,s:s}", "id", id, "name", name, "domain_id", "description", desc);
     ApiDocMeta m = {.kind = "role", .id = id, .name = name, .uniq = name};
     snprintf(c->target, sizeof(c->target), "%s", id);
     int r = api_store_insert(c->api->store, &m, doc);
@@ -947,9 +947,9 @@ static void h_role_assignments(SovHttpReq *req, void *ud)
     {
         if (rid && strcmp(rid, jstr(v, "role_id")) != 0)
             continue;
-        json_t *e = json_pack("{s:{s:s},s:{s:s},s:{s:{s:s}}}", "role", "id", jstr(v, "role_id"),
-                              "user", "id", jstr(v, "user_id"), "scope", "project", "id",
-                              jstr(v, "project_id"));
+        json_t *e =
+            json_pack("{s:{s:s},s:{s:s},s:{s:{s:s}}}", "role", "id", jstr(v, "role_id"), "user",
+                      "id", jstr(v, "user_id"), "scope", "project", "id", jstr(v, "project_id"));
         if (names) {
             json_t *d;
             json_object_set_new(json_object_get(e, "role"), "name",
@@ -970,8 +970,9 @@ static void h_role_assignments(SovHttpReq *req, void *ud)
         json_array_append_new(out, e);
     }
     json_decref(arr);
-    api_reply(c, 200, json_pack("{s:o,s:o}", "role_assignments", out, "links",
-                                list_links(a, "role_assignments")));
+    api_reply(c, 200,
+              json_pack("{s:o,s:o}", "role_assignments", out, "links",
+                        list_links(a, "role_assignments")));
 }
 
 /* ---- application credentials ---- */
@@ -996,8 +997,12 @@ static void app_cred_store(ApiCall *c, const char *encoded, void *ud)
     json_object_set_new(doc, "_secret", json_string(encoded));
     char uniq[320];
     snprintf(uniq, sizeof(uniq), "%s/%s", jstr(doc, "user_id"), jstr(doc, "name"));
-    ApiDocMeta m = {.kind = "app_cred", .id = jstr(doc, "id"), .project = jstr(doc, "project_id"),
-                    .name = jstr(doc, "name"), .parent = jstr(doc, "user_id"), .uniq = uniq};
+    ApiDocMeta m = {.kind = "app_cred",
+                    .id = jstr(doc, "id"),
+                    .project = jstr(doc, "project_id"),
+                    .name = jstr(doc, "name"),
+                    .parent = jstr(doc, "user_id"),
+                    .uniq = uniq};
     int r = api_store_insert(c->api->store, &m, doc);
     if (r < 0) {
         json_decref(doc);
@@ -1096,8 +1101,9 @@ static void h_app_creds(SovHttpReq *req, void *ud)
                                          : 0;
             json_decref(role);
             if (!bit || !(have & bit)) {
-                api_fault(c, 403, NULL, "A role of the application credential is not one the "
-                                        "user holds on the project.");
+                api_fault(c, 403, NULL,
+                          "A role of the application credential is not one the "
+                          "user holds on the project.");
                 return;
             }
             mask |= bit;
@@ -1113,11 +1119,11 @@ static void h_app_creds(SovHttpReq *req, void *ud)
         secret = gen;
     }
     json_t *roles = identity_role_list(a, mask);
-    json_t *doc = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:b,s:o,s:I}", "id", id, "name", name,
-                            "description", desc, "user_id", c->auth.user_id, "project_id",
-                            c->auth.project_id, "roles", roles, "unrestricted", unrestricted,
-                            "expires_at", exp ? json_string(exp) : json_null(), "_expires_ms",
-                            (json_int_t)exp_ms);
+    json_t *doc =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:b,s:o,s:I}", "id", id, "name", name, "description",
+                  desc, "user_id", c->auth.user_id, "project_id", c->auth.project_id, "roles",
+                  roles, "unrestricted", unrestricted, "expires_at",
+                  exp ? json_string(exp) : json_null(), "_expires_ms", (json_int_t)exp_ms);
     AppCredWrite *w = calloc(1, sizeof(*w));
     if (!w || !(w->secret = strdup(secret))) {
         free(w);
@@ -1188,8 +1194,8 @@ void identity_export_ec2(Api *a)
 static json_t *ec2_public(Api *a, json_t *doc)
 {
     char self[768];
-    snprintf(self, sizeof(self), "%s/identity/v3/users/%s/credentials/OS-EC2/%s",
-             api_public_url(a), jstr(doc, "user_id"), jstr(doc, "access"));
+    snprintf(self, sizeof(self), "%s/identity/v3/users/%s/credentials/OS-EC2/%s", api_public_url(a),
+             jstr(doc, "user_id"), jstr(doc, "access"));
     json_object_set_new(doc, "links", json_pack("{s:s}", "self", self));
     return api_doc_public(doc);
 }
@@ -1211,8 +1217,9 @@ static void h_ec2s(SovHttpReq *req, void *ud)
         size_t i;
         json_t *v;
         json_array_foreach(arr, i, v) ec2_public(a, v);
-        api_reply(c, 200, json_pack("{s:o,s:o}", "credentials", arr, "links",
-                                    list_links(a, "credentials")));
+        api_reply(
+            c, 200,
+            json_pack("{s:o,s:o}", "credentials", arr, "links", list_links(a, "credentials")));
         return;
     }
     json_t *b = api_body(c, NULL);
@@ -1237,8 +1244,8 @@ static void h_ec2s(SovHttpReq *req, void *ud)
     access[32] = '\0';
     sov_hex_encode(raw + 16, 20, secret);
     secret[40] = '\0';
-    json_t *doc = json_pack("{s:s,s:s,s:s,s:s,s:n}", "access", access, "secret", secret,
-                            "user_id", uid, "tenant_id", tenant, "trust_id");
+    json_t *doc = json_pack("{s:s,s:s,s:s,s:s,s:n}", "access", access, "secret", secret, "user_id",
+                            uid, "tenant_id", tenant, "trust_id");
     ApiDocMeta m = {.kind = "ec2", .id = access, .project = tenant, .parent = uid};
     snprintf(c->target, sizeof(c->target), "%s", access);
     int r = api_store_insert(a->store, &m, doc);
@@ -1294,9 +1301,9 @@ static void h_regions(SovHttpReq *req, void *ud)
         const ApiRegion *r = api_region_at(a, i);
         char desc[160];
         snprintf(desc, sizeof(desc), "jurisdiction %s", r->jurisdiction);
-        json_array_append_new(arr, json_pack("{s:s,s:s,s:n,s:s}", "id", r->name, "description",
-                                             desc, "parent_region_id", "jurisdiction",
-                                             r->jurisdiction));
+        json_array_append_new(arr,
+                              json_pack("{s:s,s:s,s:n,s:s}", "id", r->name, "description", desc,
+                                        "parent_region_id", "jurisdiction", r->jurisdiction));
     }
     api_reply(c, 200, json_pack("{s:o,s:o}", "regions", arr, "links", list_links(a, "regions")));
 }
@@ -1307,7 +1314,7 @@ void keystone_routes(Api *a)
     const char *p = "/identity/v3";
     char pat[160];
 #define ROUTE(m, path, h)                                                                          \
-    snprintf(pat, sizeof(pat), "%s%s", p, path);                                                  \
+    snprintf(pat, sizeof(pat), "%s%s", p, path);                                                   \
     sov_router_add(r, m, pat, 0, h, a)
     ROUTE("GET", "/domains", h_domains);
     ROUTE("POST", "/domains", h_domain_create);

@@ -15,7 +15,9 @@
 #include "sov/metrics.h"
 
 #define Q(key, field, def, help)                                                                   \
-    {"quota", key, SOV_CONF_INT, offsetof(ApiConfig, field), -1, INT32_MAX, def, help}
+    {                                                                                              \
+        "quota", key, SOV_CONF_INT, offsetof(ApiConfig, field), -1, INT32_MAX, def, help           \
+    }
 
 static const SovConfField api_conf_fields[] = {
     {"server", "listen", SOV_CONF_STRING, offsetof(ApiConfig, listen), 3, 255, "127.0.0.1:8400",
@@ -33,12 +35,11 @@ static const SovConfField api_conf_fields[] = {
     {"api", "regions", SOV_CONF_STRING, offsetof(ApiConfig, regions), 3, 255,
      "eu-central-1:EU:eu-central-1a,eu-central-1b,eu-central-1c",
      "regions as NAME:JURISDICTION:ZONE,ZONE;NAME:...; the first one is this region"},
-    {"identity", "admin_password", SOV_CONF_STRING, offsetof(ApiConfig, admin_password), 0, 255,
-     "", "password of the bootstrap user 'admin' (set once, on the first start)"},
-    {"identity", "admin_password_file", SOV_CONF_STRING,
-     offsetof(ApiConfig, admin_password_file), 0, 255, "",
-     "file holding the bootstrap admin password instead (first line)"},
-    {"identity", "token_ttl", SOV_CONF_DURATION, offsetof(ApiConfig, token_ttl_ms), 60000,
+    {"identity", "admin_password", SOV_CONF_STRING, offsetof(ApiConfig, admin_password), 0, 255, "",
+     "password of the bootstrap user 'admin' (set once, on the first start)"},
+    {"identity", "admin_password_file", SOV_CONF_STRING, offsetof(ApiConfig, admin_password_file),
+     0, 255, "", "file holding the bootstrap admin password instead (first line)"},
+    {"identity", "token_ttl", SOV_CONF_DURATION, offsetof(ApiConfig, token_ttl_ms), 1000,
      7 * 24 * 3600000LL, "12h", "lifetime of an issued token"},
     {"agent", "token", SOV_CONF_STRING, offsetof(ApiConfig, agent_token), 0, 255, "",
      "bearer token agents (sov-compute, sov-net) present (empty: agent API closed)"},
@@ -141,9 +142,11 @@ static void on_store_commit(void *ud)
 static void api_error_page(SovHttpReq *req, int status, const char *message, void *ud)
 {
     char body[512];
-    int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":%d,\"title\":\"%s\",\"message\":\"%s\"}}",
-                     status, sov_http_status_reason(status), message ? message : "");
-    sov_http_respond(req, status, "application/json", body, (size_t)SOV_MIN(n, (int)sizeof(body) - 1));
+    int n = snprintf(body, sizeof(body),
+                     "{\"error\":{\"code\":%d,\"title\":\"%s\",\"message\":\"%s\"}}", status,
+                     sov_http_status_reason(status), message ? message : "");
+    sov_http_respond(req, status, "application/json", body,
+                     (size_t)SOV_MIN(n, (int)sizeof(body) - 1));
 }
 
 static void h_healthz(SovHttpReq *req, void *ud)
@@ -183,6 +186,7 @@ static void on_term(int sig, void *ud)
         return;
     d->stopping = true;
     log_info("stopping (signal %d)", sig);
+    api_agent_stop(&d->a); /* answers long-polls first: the drain would wait for them */
     sov_http_server_shutdown(d->a.http, http_done, d);
 }
 

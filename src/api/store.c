@@ -24,11 +24,11 @@ struct ApiStore {
     sqlite3 *db;
     CachedStmt cache[STMT_CACHE];
     size_t ncache;
-    unsigned depth;  /* begin nesting */
-    bool dirty;      /* a write happened in the current transaction */
-    bool failed;     /* a statement failed inside the transaction */
-    uint64_t rev;    /* last committed or pending revision */
-    uint64_t seq;    /* creation counter */
+    unsigned depth; /* begin nesting */
+    bool dirty;     /* a write happened in the current transaction */
+    bool failed;    /* a statement failed inside the transaction */
+    uint64_t rev;   /* last committed or pending revision */
+    uint64_t seq;   /* creation counter */
     uint64_t rev_at_begin, seq_at_begin;
     void (*on_commit)(void *ud);
     void *on_commit_ud;
@@ -164,9 +164,8 @@ int api_store_open(const char *path, bool fsync, ApiStore **ret, SovBuf *err)
     ApiStore *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    int rc = sqlite3_open_v2(path, &s->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         sov_buf_printf(err, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "?");
         api_store_close(s);

@@ -24,14 +24,14 @@ typedef struct ApiStore ApiStore;
 
 /* The indexed columns of a document, all optional ("" or NULL = none). */
 typedef struct ApiDocMeta {
-    const char *kind;    /* "server", "volume", ... */
+    const char *kind; /* "server", "volume", ... */
     const char *id;
     const char *project; /* owning project ("" for global documents like public flavors) */
     const char *name;
     const char *status;
-    const char *host;    /* compute/network host it is assigned to */
-    const char *parent;  /* e.g. a port's network, a rule's security group, a subnet's network */
-    const char *uniq;    /* unique per kind when set (e.g. "<domain>/<user name>") */
+    const char *host;   /* compute/network host it is assigned to */
+    const char *parent; /* e.g. a port's network, a rule's security group, a subnet's network */
+    const char *uniq;   /* unique per kind when set (e.g. "<domain>/<user name>") */
 } ApiDocMeta;
 
 int api_store_open(const char *path, bool fsync, ApiStore **ret, SovBuf *err);
@@ -54,8 +54,8 @@ int api_store_delete_children(ApiStore *s, const char *kind, const char *parent)
 
 /* Reads one document (new reference in ret): -ENOENT when absent. ret_project (optional,
  * API_ID_LEN+1 or more) receives the owning project. */
-int api_store_get(ApiStore *s, const char *kind, const char *id, json_t **ret,
-                  char *ret_project, size_t project_cap);
+int api_store_get(ApiStore *s, const char *kind, const char *id, json_t **ret, char *ret_project,
+                  size_t project_cap);
 /* By uniqueness key. */
 int api_store_get_uniq(ApiStore *s, const char *kind, const char *uniq, json_t **ret);
 

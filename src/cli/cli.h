@@ -49,6 +49,7 @@ typedef struct Cli {
     const char *argv0;
     char bin_dir[PATH_MAX]; /* directory holding the sov executable and the daemons */
     bool json;
+    const char *api_data_dir; /* `audit verify --api-data DIR` */
 } Cli;
 
 typedef enum CliState {
@@ -124,5 +125,8 @@ int cli_cmd_up(const Cli *c);
 int cli_cmd_down(const Cli *c);
 int cli_cmd_status(const Cli *c);
 int cli_cmd_env(const Cli *c);
+int cli_cmd_audit_verify(const Cli *c);
+/* Checks an audit log (and the head recorded in state_db, when not NULL): 0 ok, 1 broken. */
+int cli_audit_verify(const char *log_path, const char *state_db);
 
 #endif

@@ -19,6 +19,7 @@ const CliService cli_services[] = {
     {"demo", "sov-demo", 8480},
     {CLI_S3_NAME, "sov-s3", CLI_S3_DEFAULT_PORT},
     {CLI_BLOCK_NAME, "sov-block", CLI_BLOCK_DEFAULT_PORT},
+    {CLI_API_NAME, "sov-api", CLI_API_DEFAULT_PORT}, /* after block and s3: it uses both */
 };
 const size_t cli_services_n = ELEMENTSOF(cli_services);
 

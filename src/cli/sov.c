@@ -23,6 +23,7 @@ static const Command commands[] = {
     {"down", cli_cmd_down, false, false},
     {"status", cli_cmd_status, false, true},
     {"env", cli_cmd_env, true, false},
+    {"audit", cli_cmd_audit_verify, false, false}, /* `audit verify` */
 };
 
 static int usage(void)
@@ -38,6 +39,9 @@ static int usage(void)
           "  status [--json] show each daemon: running, unhealthy or stopped\n"
           "  env             print shell exports for OpenStack and AWS clients:\n"
           "                  eval \"$(sov env)\"\n"
+          "  audit verify [--api-data DIR]\n"
+          "                  check sov-api's hash-chained audit log (DIR: sov-api's data_dir,\n"
+          "                  default DATA_DIR/api); exit 1 when an entry was edited or removed\n"
           "  help            show this text\n",
           stderr);
     return 2;
@@ -118,7 +122,7 @@ int main(int argc, char **argv)
 {
     Cli c = {.argv0 = argv[0] && argv[0][0] ? argv[0] : "sov"};
     const Command *cmd = NULL;
-    const char *dir = NULL;
+    const char *dir = NULL, *sub = NULL;
     int r;
 
     stdio_ensure_open();
@@ -132,6 +136,12 @@ int main(int argc, char **argv)
             dir = a + 11;
         } else if (strcmp(a, "--json") == 0) {
             c.json = true;
+        } else if (strcmp(a, "--api-data") == 0) {
+            if (++i >= argc)
+                return usage();
+            c.api_data_dir = argv[i];
+        } else if (cmd && cmd->run == cli_cmd_audit_verify && !sub && strcmp(a, "verify") == 0) {
+            sub = a;
         } else if (a[0] == '-' || cmd) {
             return usage(); /* --help, -h, unknown options and stray arguments alike */
         } else {
@@ -142,7 +152,9 @@ int main(int argc, char **argv)
                 return usage(); /* `help` and unknown commands */
         }
     }
-    if (!cmd || (c.json && !cmd->takes_json) || (dir && !dir[0]))
+    if (!cmd || (c.json && !cmd->takes_json) || (dir && !dir[0]) ||
+        ((cmd->run == cli_cmd_audit_verify) != (sub != NULL)) ||
+        (c.api_data_dir && cmd->run != cli_cmd_audit_verify))
         return usage();
     c.data_dir_arg = dir;
     r = data_dir_resolve(dir ? dir : DEFAULT_DATA_DIR, cmd->creates_data_dir, c.data_dir,

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "sov/crypto.h"
 
 #define START_TIMEOUT_MS 15000u
 #define STOP_TIMEOUT_MS  20000u
@@ -120,6 +121,50 @@ static void print_log_tail(const char *path, off_t from)
     }
 }
 
+/* The control plane: its state under the data dir, the admin password of credentials.ini, and
+ * the addresses of sov-block (volumes) and sov-s3 (image data, EC2 credentials). */
+static int api_config(const Cli *c, const CliCreds *cr, SovBuf *text)
+{
+    char dir[PATH_MAX], host[256];
+    uint8_t raw[24];
+    char agent_token[49];
+    int block_port = -1, s3_port = -1, r;
+
+    r = cli_path(c, dir, sizeof(dir), "api");
+    if (r < 0)
+        return r;
+    if (cli_config_listen(c, CLI_BLOCK_NAME, host, sizeof(host), &block_port) < 0)
+        block_port = -1;
+    if (cli_config_listen(c, CLI_S3_NAME, host, sizeof(host), &s3_port) < 0)
+        s3_port = -1;
+    if ((r = sov_random_bytes(raw, sizeof(raw))) < 0)
+        return r;
+    sov_hex_encode(raw, sizeof(raw), agent_token);
+    agent_token[48] = '\0';
+    r = sov_buf_printf(text,
+                       "\n[api]\n"
+                       "data_dir = %s\n"
+                       "regions = %s:EU:%sa,%sb,%sc\n"
+                       "\n[identity]\n"
+                       "admin_password = %s\n"
+                       "s3_keys_file = %s/ec2-keys\n"
+                       "\n[agent]\n"
+                       "token = %s\n",
+                       dir, cr->region, cr->region, cr->region, cr->region, cr->password, dir,
+                       agent_token);
+    if (r >= 0 && block_port > 0)
+        r = sov_buf_printf(text, "\n[block]\nurl = http://127.0.0.1:%d\n", block_port);
+    if (r >= 0 && s3_port > 0)
+        r = sov_buf_printf(text,
+                           "\n[image]\n"
+                           "s3_url = http://127.0.0.1:%d\n"
+                           "s3_access_key = %s\n"
+                           "s3_secret_key = %s\n",
+                           s3_port, cr->access_key_id, cr->secret_access_key);
+    explicit_bzero(agent_token, sizeof(agent_token));
+    return r;
+}
+
 static int write_config(const Cli *c, const CliService *svc, const CliCreds *cr)
 {
     char p[PATH_MAX];
@@ -149,9 +194,11 @@ static int write_config(const Cli *c, const CliService *svc, const CliCreds *cr)
                                "region = %s\n"
                                "account = %s\n"
                                "access_key_id = %s\n"
-                               "secret_access_key = %s\n",
+                               "secret_access_key = %s\n"
+                               "# EC2 credentials issued by sov-api (Keystone) for its projects\n"
+                               "keys_file = %s/api/ec2-keys\n",
                                dir, cr->region, cr->username, cr->access_key_id,
-                               cr->secret_access_key);
+                               cr->secret_access_key, c->data_dir);
     }
     if (r >= 0 && strcmp(svc->name, CLI_BLOCK_NAME) == 0) {
         /* Volumes, their master key and the NBD socket live under the data dir; NBD over TCP
@@ -171,9 +218,11 @@ static int write_config(const Cli *c, const CliService *svc, const CliCreds *cr)
                                "socket = %s/nbd.sock\n",
                                dir, dir, nbd_port, dir);
     }
+    if (r >= 0 && strcmp(svc->name, CLI_API_NAME) == 0)
+        r = api_config(c, cr, &text);
+    bool secret = strcmp(svc->name, CLI_S3_NAME) == 0 || strcmp(svc->name, CLI_API_NAME) == 0;
     if (r >= 0)
-        r = cli_file_create(p, text.ptr, text.len,
-                            strcmp(svc->name, CLI_S3_NAME) == 0 ? 0600 : 0644);
+        r = cli_file_create(p, text.ptr, text.len, secret ? 0600 : 0644);
     if (text.ptr)
         explicit_bzero(text.ptr, text.len);
     sov_buf_release(&text);
@@ -422,7 +471,7 @@ static int service_up(const Cli *c, const CliService *svc, const CliCreds *cr)
 
 static void print_summary(const Cli *c, const CliCreds *cr)
 {
-    char url[300], first[300] = "", s3[300] = "", block[300] = "";
+    char url[300], first[300] = "", s3[300] = "", block[300] = "", api[300] = "";
     SovBuf q = SOV_BUF_INIT;
 
     printf("\nsovcloud is up in %s\n\n", c->data_dir);
@@ -439,6 +488,8 @@ static void print_summary(const Cli *c, const CliCreds *cr)
             snprintf(s3, sizeof(s3), "%s", url);
         if (strcmp(cli_services[i].name, CLI_BLOCK_NAME) == 0)
             snprintf(block, sizeof(block), "%s", url);
+        if (strcmp(cli_services[i].name, CLI_API_NAME) == 0)
+            snprintf(api, sizeof(api), "%s", url);
     }
     printf("\n  Credentials (%s/credentials.ini):\n", c->data_dir);
     printf("    user               %s (project admin, region %s)\n", cr->username, cr->region);
@@ -461,6 +512,12 @@ static void print_summary(const Cli *c, const CliCreds *cr)
                 block);
             printf("    qemu-img info 'nbd+unix:///disk1?socket=%s'\n", sock);
         }
+    }
+    if (api[0]) {
+        printf("    openstack token issue\n");
+        printf("    openstack flavor list\n");
+        printf("    openstack volume create --size 1 first-volume\n");
+        printf("    openstack network create first-net\n");
     }
     if (s3[0]) {
         printf("    /usr/bin/aws --endpoint-url \"$SOV_S3_ENDPOINT\" s3 mb s3://first-bucket\n");

@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "s3.h"
 #include "sov/log.h"
@@ -36,7 +38,8 @@ const SovConfField s3_conf_fields[] = {
     {"s3", "secret_access_key", SOV_CONF_STRING, offsetof(S3Config, secret_access_key), 0, 128, "",
      "the first account's secret key"},
     {"s3", "keys_file", SOV_CONF_STRING, offsetof(S3Config, keys_file), 0, 255, "",
-     "more keys, one per line: ACCOUNT ACCESS_KEY_ID SECRET (re-read on SIGHUP)"},
+     "more keys, one per line: ACCOUNT ACCESS_KEY_ID SECRET (re-read on SIGHUP, and when it "
+     "changed and a request names an unknown key; a missing file holds no keys)"},
     {"s3", "domain", SOV_CONF_STRING, offsetof(S3Config, domain), 0, 200, "s3.localhost",
      "virtual-host-style addressing: BUCKET.<domain> (empty: path style only)"},
     {"s3", "fsync", SOV_CONF_BOOL, offsetof(S3Config, fsync), 0, 0, "true",
@@ -101,7 +104,14 @@ int s3_keys_load(S3Server *srv, SovBuf *err)
         FILE *f = fopen(srv->cfg.keys_file, "re");
         char line[512];
         unsigned lineno = 0;
-        if (!f) {
+        struct stat st;
+        if (f && fstat(fileno(f), &st) == 0)
+            atomic_store(&srv->keys_mtime,
+                         (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+        if (!f && errno == ENOENT) {
+            /* not written yet (sov-api writes it with the first EC2 credential): no keys */
+            atomic_store(&srv->keys_mtime, 0);
+        } else if (!f) {
             sov_buf_printf(err, "cannot open keys_file %s: %s", srv->cfg.keys_file,
                            strerror(errno));
             r = -errno;

@@ -7,7 +7,9 @@
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "s3.h"
@@ -485,7 +487,7 @@ int s3_body_xml(S3Req *r, void (*done)(S3Req *r))
 
 /* ---- authentication ---- */
 
-const S3Key *s3_find_key(S3Server *srv, const char *access_key)
+static const S3Key *find_key(S3Server *srv, const char *access_key)
 {
     const S3Key *k = NULL;
     uv_rwlock_rdlock(&srv->keys_lock);
@@ -494,6 +496,37 @@ const S3Key *s3_find_key(S3Server *srv, const char *access_key)
             k = &srv->keys[i];
     uv_rwlock_rdunlock(&srv->keys_lock);
     return k;
+}
+
+/* The control plane issues and revokes EC2 credentials by rewriting keys_file: look at its
+ * mtime at most once a second (one thread at a time) and re-read it when it changed, so a new
+ * key works at once (an unknown key looks right away) and a deleted one stops within a second. */
+static bool keys_file_reload(S3Server *srv)
+{
+    struct stat st;
+    uint64_t now = uv_hrtime() / 1000000, last = atomic_load(&srv->keys_checked_ms);
+    if (!srv->cfg.keys_file[0] || now - last < 1000 ||
+        !atomic_compare_exchange_strong(&srv->keys_checked_ms, &last, now))
+        return false;
+    if (stat(srv->cfg.keys_file, &st) < 0)
+        return false;
+    int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    if (mtime == atomic_load(&srv->keys_mtime))
+        return false;
+    SovBuf err = SOV_BUF_INIT;
+    bool ok = s3_keys_load(srv, &err) == 0;
+    if (!ok)
+        log_warn("keys_file changed but was not reloaded: %s", err.ptr ? err.ptr : "?");
+    else
+        log_info("keys_file reloaded: %zu keys", srv->nkeys);
+    sov_buf_release(&err);
+    return ok;
+}
+
+const S3Key *s3_find_key(S3Server *srv, const char *access_key)
+{
+    keys_file_reload(srv);
+    return find_key(srv, access_key);
 }
 
 static int lookup_secret(const char *access_key, char *ret, size_t cap, void *ud)

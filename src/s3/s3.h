@@ -224,6 +224,8 @@ struct S3Server {
     S3Key *keys;
     size_t nkeys;
     uv_rwlock_t keys_lock;
+    _Atomic uint64_t keys_checked_ms; /* last look at keys_file for an unknown key */
+    _Atomic int64_t keys_mtime;       /* keys_file's mtime (ns) when last loaded */
     char regions[16][64];
     size_t nregions;
     SovMetric *m_bytes_in, *m_bytes_out;
