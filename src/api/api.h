@@ -124,7 +124,7 @@ typedef struct ApiCall {
     char target[128];   /* id of the resource the call acts on, for the audit log */
     char idem_key[128]; /* client idempotency key (POST only), "" when none */
     bool answered;
-    json_t *owned[4]; /* documents freed when the call is answered */
+    json_t *owned[16]; /* documents freed when the call is answered */
     unsigned nowned;
 } ApiCall;
 
@@ -167,9 +167,8 @@ void api_new_id(char out[API_ID_LEN + 1]);
 void api_new_uuid(char out[API_UUID_LEN + 1]);
 /* true for 32 hex digits or a dashed UUID of hex digits. */
 bool api_valid_id(SovStr s);
-/* ISO 8601 UTC: "2026-11-26T10:11:12Z" (api_time_iso) and with microseconds
- * "2026-11-26T10:11:12.123456" (api_time_iso_us, Nova's and Cinder's *_at fields use the
- * former; Keystone's expires_at "2026-11-26T10:11:12.000000Z"). */
+/* ISO 8601 UTC: "2026-11-26T10:11:12Z" (api_time_iso, Nova) and Keystone's
+ * "2026-11-26T10:11:12.000000Z" (api_time_keystone). */
 void api_time_iso(int64_t ms, char out[32]);
 void api_time_keystone(int64_t ms, char out[40]);
 int64_t api_now_ms(void);

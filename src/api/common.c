@@ -317,7 +317,8 @@ void api_call_own(ApiCall *c, json_t *v)
     if (c->nowned < ELEMENTSOF(c->owned))
         c->owned[c->nowned++] = v;
     else
-        json_decref(v); /* cannot happen with the callers we have; never leak */
+        log_error("more than %zu documents handed to one call: one leaks", ELEMENTSOF(c->owned));
+    /* leaking is the safe failure: freeing now would pull it from under its user */
 }
 
 static void release_owned(ApiCall *c)
@@ -380,8 +381,10 @@ static void fault_v(ApiCall *c, int status, const char *type, const char *fmt, v
     json_t *v;
     switch (c->style) {
     case API_STYLE_NOVA:
-        v = json_pack("{s:{s:i,s:s}}", type ? type : nova_key(status), "code", status, "message",
-                      msg);
+        /* Nova's fault keys are camelCase (overLimit...); a Neutron-style type is not one */
+        if (!type || !(type[0] >= 'a' && type[0] <= 'z'))
+            type = nova_key(status);
+        v = json_pack("{s:{s:i,s:s}}", type, "code", status, "message", msg);
         break;
     case API_STYLE_NEUTRON:
         v = json_pack("{s:{s:s,s:s,s:s}}", "NeutronError", "type",
