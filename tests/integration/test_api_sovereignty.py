@@ -1,0 +1,85 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Regions, zones and jurisdictions in sov-api: a project's allowed_jurisdictions decides where
+its volumes, servers and images may be placed; anything else is refused with a fault that names
+the zone, its jurisdiction and the project's policy, and nothing is created."""
+import pytest
+
+REGIONS = ("[api]\nregions = eu-central-1:EU:eu-central-1a,eu-central-1b;"
+           "ch-zurich-1:CH:ch-zurich-1a;us-east-1:US:us-east-1a\n")
+
+
+@pytest.fixture
+def cloud(start_api):
+    return start_api(REGIONS)
+
+
+def project(api, name, jurisdictions=None):
+    t = api.make_project(name)
+    if jurisdictions:
+        st, _, r = api.request("PATCH", f"/identity/v3/projects/{t['project_id']}",
+                               {"project": {"allowed_jurisdictions": jurisdictions}},
+                               token=api.token())
+        assert st == 200, r.body
+        t["token"] = api.token(t["user"], t["password"], name)
+    return t
+
+
+def volumes(api, t):
+    st, doc, _ = api.request("GET", f"/volume/v3/{t['project_id']}/volumes", token=t["token"])
+    assert st == 200
+    return doc["volumes"]
+
+
+def test_zones_listed_with_regions(cloud):
+    # each region's services list that region's zones (this one is eu-central-1)
+    zones = cloud.openstack("availability", "zone", "list", "--volume")
+    assert {z["Zone Name"] for z in zones} == {"eu-central-1a", "eu-central-1b"}
+    regions = cloud.openstack("region", "list")
+    assert {r["Region"] for r in regions} == {"eu-central-1", "ch-zurich-1", "us-east-1"}
+
+
+def test_default_policy_is_eu_only(cloud):
+    t = project(cloud, "eu-only")
+    p = cloud.openstack("volume", "create", "--size", "1", "--availability-zone", "us-east-1a",
+                        "v-us", env=t["env"], check=False)
+    assert p.returncode != 0 and "jurisdiction" in p.stderr.lower(), p.stderr
+    assert "US" in p.stderr and "us-east-1a" in p.stderr
+    assert volumes(cloud, t) == []
+    v = cloud.openstack("volume", "create", "--size", "1", "v-eu", env=t["env"])
+    assert v["availability_zone"] == "eu-central-1a"
+    v = cloud.openstack("volume", "create", "--size", "1", "--availability-zone",
+                        "eu-central-1b", "v-eu2", env=t["env"])
+    assert v["availability_zone"] == "eu-central-1b"
+
+
+def test_project_policy_widens_and_narrows(cloud):
+    ch = project(cloud, "swiss", "CH")
+    # the default zone is the first one the policy allows
+    v = cloud.openstack("volume", "create", "--size", "1", "v-ch", env=ch["env"])
+    assert v["availability_zone"] == "ch-zurich-1a"
+    p = cloud.openstack("volume", "create", "--size", "1", "--availability-zone",
+                        "eu-central-1a", "v-eu", env=ch["env"], check=False)
+    assert p.returncode != 0 and "jurisdiction" in p.stderr.lower()
+    both = project(cloud, "eu-ch", "EU,CH")
+    for zone in ("eu-central-1a", "ch-zurich-1a"):
+        v = cloud.openstack("volume", "create", "--size", "1", "--availability-zone", zone,
+                            "v-" + zone, env=both["env"])
+        assert v["availability_zone"] == zone
+    assert len(volumes(cloud, ch)) == 1
+
+
+def test_unknown_zone_is_a_bad_request(cloud):
+    t = project(cloud, "typo")
+    st, doc, r = cloud.request("POST", f"/volume/v3/{t['project_id']}/volumes",
+                               {"volume": {"size": 1, "availability_zone": "eu-central-9z"}},
+                               token=t["token"])
+    assert st == 400, r.body
+    assert volumes(cloud, t) == []
+
+
+def test_policy_must_be_jurisdiction_codes(cloud):
+    t = project(cloud, "bad-policy")
+    st, doc, _ = cloud.request("PATCH", f"/identity/v3/projects/{t['project_id']}",
+                               {"project": {"allowed_jurisdictions": "EU; DROP"}},
+                               token=cloud.token())
+    assert st == 400
