@@ -83,3 +83,19 @@ def test_policy_must_be_jurisdiction_codes(cloud):
                                {"project": {"allowed_jurisdictions": "EU; DROP"}},
                                token=cloud.token())
     assert st == 400
+
+
+def test_images_stay_where_the_policy_allows(cloud, tmp_path):
+    # image data lives in this region (eu-central-1, EU): a CH-only project may not store any
+    ch = project(cloud, "swiss-img", "CH")
+    f = tmp_path / "disk.raw"
+    f.write_bytes(b"\0" * 4096)
+    p = cloud.openstack("image", "create", "--file", f, "--disk-format", "raw",
+                        "--container-format", "bare", "img-ch", env=ch["env"], check=False)
+    assert p.returncode != 0 and "403" in p.stderr, p.stderr
+    st, doc, _ = cloud.request("GET", "/image/v2/images", token=ch["token"])
+    assert st == 200 and [i for i in doc["images"] if i["name"] == "img-ch"] == []
+    eu = project(cloud, "eu-img")
+    img = cloud.openstack("image", "create", "--file", f, "--disk-format", "raw",
+                          "--container-format", "bare", "img-eu", env=eu["env"])
+    assert img["status"] == "active"
