@@ -98,4 +98,4 @@ def test_images_stay_where_the_policy_allows(cloud, tmp_path):
     eu = project(cloud, "eu-img")
     img = cloud.openstack("image", "create", "--file", f, "--disk-format", "raw",
                           "--container-format", "bare", "img-eu", env=eu["env"])
-    assert img["status"] == "active"
+    assert cloud.openstack("image", "show", img["id"], env=eu["env"])["status"] == "active"
