@@ -202,8 +202,20 @@ static json_t *snapshot(Api *a, ApiCall *c)
         if (host && *host && strcmp(k, "server") == 0)
             q.host = host;
         json_t *arr;
-        if (api_store_list(a->store, &q, &arr) == 0)
-            json_object_set_new(res, k, arr);
+        if (api_store_list(a->store, &q, &arr) < 0)
+            continue;
+        if (q.host) { /* and servers migrating here: the target prepares before cut-over */
+            ApiListQuery mq = {.kind = "server", .status = "MIGRATING"};
+            json_t *mig;
+            if (api_store_list(a->store, &mq, &mig) == 0) {
+                size_t i;
+                json_t *v;
+                json_array_foreach(mig, i, v) if (strcmp(jstr(v, "_migrate_to"), host) == 0)
+                    json_array_append(arr, v);
+                json_decref(mig);
+            }
+        }
+        json_object_set_new(res, k, arr);
     }
     return json_pack("{s:I,s:o}", "rev", (json_int_t)api_store_rev(a->store), "resources", res);
 }
@@ -335,9 +347,23 @@ static void h_observed(SovHttpReq *req, void *ud)
             api_fault(c, 409, NULL, "%s %s is not being deleted", kind, id);
             return;
         }
+        if (strcmp(kind, "server") == 0) /* its volumes: detached, or deleted with it */
+            api_compute_release_volumes(a, project, doc);
         json_decref(doc);
         api_store_delete(a->store, kind, id);
         api_reply(c, 204, NULL);
+        return;
+    }
+    if (strcmp(kind, "server") != 0) { /* network resources keep their own indexing */
+        const char *st = json_string_value(json_object_get(b, "status"));
+        json_decref(doc);
+        int r = st ? api_network_status_set(a, kind, id, st) : -EINVAL;
+        if (r == -EINVAL)
+            api_fault(c, 400, NULL, "status must be ACTIVE, DOWN or ERROR");
+        else if (r < 0)
+            api_fault(c, r == -ENOENT ? 404 : 500, NULL, "%s %s: %s", kind, id, strerror(-r));
+        else
+            api_reply(c, 204, NULL);
         return;
     }
     /* copy the observed fields the agent may set */
@@ -354,7 +380,12 @@ static void h_observed(SovHttpReq *req, void *ud)
         "_ssh",
         "binding:host_id",
         "progress",
+        "OS-EXT-SRV-ATTR:host",
+        "OS-EXT-SRV-ATTR:hypervisor_hostname",
     };
+    const char *old_host = json_string_value(json_object_get(doc, "OS-EXT-SRV-ATTR:host"));
+    char was[64];
+    snprintf(was, sizeof(was), "%s", old_host ? old_host : "");
     json_t *v;
     for (size_t i = 0; i < ELEMENTSOF(fields); i++)
         if ((v = json_object_get(b, fields[i])))
@@ -370,6 +401,15 @@ static void h_observed(SovHttpReq *req, void *ud)
         sov_buf_append(&nb, append + (keep > ol ? keep - ol : 0), al - (keep > ol ? keep - ol : 0));
         json_object_set_new(doc, "_console", json_stringn(nb.ptr ? nb.ptr : "", nb.len));
         sov_buf_release(&nb);
+    }
+    const char *now_host = jstr(doc, "OS-EXT-SRV-ATTR:host");
+    if (strcmp(was, now_host) != 0) { /* a live migration cut over: the target owns it now */
+        if (!valid_name(now_host, 63)) {
+            json_decref(doc);
+            api_fault(c, 400, NULL, "OS-EXT-SRV-ATTR:host must be a host name");
+            return;
+        }
+        json_object_del(doc, "_migrate_to");
     }
     if (json_is_null(json_object_get(doc, "fault")))
         json_object_del(doc, "fault");

@@ -217,6 +217,23 @@ bool api_jurisdiction_allowed(const ApiCall *c, const char *jurisdiction);
  * -ENOSPC when none fits (the caller records Nova's "No valid host was found"). */
 int api_schedule(Api *a, const char *zone, int64_t vcpus, int64_t ram_mb, int64_t gpus,
                  char out_host[64]);
+/* ---- ports and network state (network_port.c, network.c) ---- */
+/* Creates a port as POST /ports would for the caller (network visibility, quota, IPAM,
+ * default security group): fixed_ip may be NULL. Answers the fault itself and returns < 0 on
+ * failure; on success the port document (a new reference) in ret. */
+int api_port_create_for(ApiCall *c, const char *network_id, const char *fixed_ip,
+                        const char *device_id, const char *device_owner, const char *host,
+                        json_t **ret);
+/* Deletes a port and frees its addresses (as DELETE /ports/{id}, without the policy checks). */
+int api_port_delete_for(Api *a, const char *port_id);
+/* The observed status an agent reports ("ACTIVE", "DOWN", "ERROR") for a network, port,
+ * router or floating IP. Writes go through here (or neu_doc_put) because the indexed columns
+ * (a port's network/MAC uniqueness key, parent, host) derive from the document. */
+int api_network_status_set(Api *a, const char *kind, const char *id, const char *status);
+
+/* compute.c: detaches a server's volumes and deletes those marked delete_on_termination, when
+ * its document goes (the agent reported the deleted server gone). */
+void api_compute_release_volumes(Api *a, const char *project, json_t *server);
 /* Wakes agents long-polling on a change of any of these kinds. Called by the store on commit. */
 void api_agents_notify(Api *a);
 

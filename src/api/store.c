@@ -529,6 +529,54 @@ int api_store_list(ApiStore *s, const ApiListQuery *q, json_t **ret)
     return 0;
 }
 
+int api_store_list_rows(ApiStore *s, const ApiListQuery *q, ApiRowFn fn, void *ud)
+{
+    SovBuf sql = SOV_BUF_INIT;
+    const char *vals[8];
+    int64_t marker_seq = -1;
+    if (q->marker) {
+        sqlite3_stmt *ms = stmt(s, "SELECT seq FROM docs WHERE kind = ? AND id = ?");
+        if (!ms)
+            return -EIO;
+        bind_text(ms, 1, q->kind);
+        bind_text(ms, 2, q->marker);
+        if (sqlite3_step(ms) == SQLITE_ROW)
+            marker_seq = sqlite3_column_int64(ms, 0);
+        sqlite3_reset(ms);
+        sqlite3_clear_bindings(ms);
+        if (marker_seq < 0)
+            return -ENOENT;
+    }
+    sov_buf_puts(&sql, "SELECT id, rev, body FROM docs");
+    size_t n = where(q, &sql, vals);
+    if (q->marker)
+        sov_buf_puts(&sql, q->desc ? " AND seq < ?" : " AND seq > ?");
+    sov_buf_puts(&sql, q->desc ? " ORDER BY seq DESC" : " ORDER BY seq");
+    if (q->limit)
+        sov_buf_printf(&sql, " LIMIT %zu", q->limit);
+    sqlite3_stmt *st = sql.ptr ? stmt(s, sql.ptr) : NULL;
+    sov_buf_release(&sql);
+    if (!st)
+        return -EIO;
+    for (size_t i = 0; i < n; i++)
+        bind_text(st, (int)i + 1, vals[i]);
+    if (q->marker)
+        sqlite3_bind_int64(st, (int)n + 1, marker_seq);
+    int rc, r = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *body = (const char *)sqlite3_column_text(st, 2);
+        size_t len = (size_t)sqlite3_column_bytes(st, 2);
+        if ((r = fn((const char *)sqlite3_column_text(st, 0), (uint64_t)sqlite3_column_int64(st, 1),
+                    body ? body : "", len, ud)) < 0)
+            break;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = sql_errno(s, rc);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return r < 0 ? r : 0;
+}
+
 int64_t api_store_count(ApiStore *s, const ApiListQuery *q)
 {
     SovBuf sql = SOV_BUF_INIT;

@@ -74,6 +74,10 @@ typedef struct ApiListQuery {
     bool desc;
 } ApiListQuery;
 int api_store_list(ApiStore *s, const ApiListQuery *q, json_t **ret);
+/* The same rows as api_store_list without parsing: fn sees each document's id, revision (of
+ * its last write) and JSON text, valid during the call; a negative return stops the walk. */
+typedef int (*ApiRowFn)(const char *id, uint64_t rev, const char *body, size_t len, void *ud);
+int api_store_list_rows(ApiStore *s, const ApiListQuery *q, ApiRowFn fn, void *ud);
 /* Counts documents matching the same filters (marker and limit ignored). */
 int64_t api_store_count(ApiStore *s, const ApiListQuery *q);
 

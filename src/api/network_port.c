@@ -1,0 +1,525 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Neutron ports: creation with addresses from IPAM (ipam.c), a unique MAC in OpenStack's
+ * fa:16:3e prefix, security groups (the project's default one unless port security is off)
+ * and bindings; updates that re-allocate fixed_ips; deletion that frees the addresses and
+ * unlinks floating IPs. Routers and floating IPs (network_l3.c) make their own ports through
+ * neu_port_new(). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ipam.h"
+#include "network-int.h"
+#include "sov/crypto.h"
+
+#define MAX_ADDRESS_PAIR 10
+
+/* Lower-case colon form of a unicast MAC, or false. */
+static bool mac_parse(const char *s, char out[18])
+{
+    unsigned b[6];
+    char sep[5], end;
+    if (!s || strlen(s) != 17 ||
+        sscanf(s, "%2x%c%2x%c%2x%c%2x%c%2x%c%2x%c", &b[0], &sep[0], &b[1], &sep[1], &b[2], &sep[2],
+               &b[3], &sep[3], &b[4], &sep[4], &b[5], &end) != 11)
+        return false;
+    for (int i = 0; i < 5; i++)
+        if (sep[i] != ':' && sep[i] != '-')
+            return false;
+    for (int i = 0; i < 17; i++)
+        if (i % 3 != 2 && !strchr("0123456789abcdefABCDEF", s[i]))
+            return false;
+    if ((b[0] & 1) || (b[0] | b[1] | b[2] | b[3] | b[4] | b[5]) == 0)
+        return false;
+    snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", (uint8_t)b[0], (uint8_t)b[1], (uint8_t)b[2],
+             (uint8_t)b[3], (uint8_t)b[4], (uint8_t)b[5]);
+    return true;
+}
+
+static bool mac_taken(Api *a, const char *net_id, const char *mac)
+{
+    char uniq[128];
+    json_t *doc;
+    snprintf(uniq, sizeof(uniq), "%s/%s", net_id, mac);
+    if (api_store_get_uniq(a->store, "port", uniq, &doc) < 0)
+        return false;
+    json_decref(doc);
+    return true;
+}
+
+/* A free MAC in OpenStack's fa:16:3e prefix. */
+static void mac_generate(Api *a, const char *net_id, char out[18])
+{
+    for (int i = 0; i < 64; i++) {
+        uint8_t r[3];
+        sov_random_bytes(r, sizeof(r));
+        snprintf(out, 18, "fa:16:3e:%02x:%02x:%02x", r[0], r[1], r[2]);
+        if (!mac_taken(a, net_id, out))
+            return;
+    }
+}
+
+static bool address_pairs(ApiCall *c, json_t *b, json_t *doc)
+{
+    json_t *arr = json_object_get(b, "allowed_address_pairs"), *p, *out;
+    size_t i;
+    if (!arr)
+        return true;
+    if (!json_is_array(arr) || json_array_size(arr) > MAX_ADDRESS_PAIR)
+        goto bad;
+    out = json_array();
+    json_object_set_new(doc, "allowed_address_pairs", out);
+    json_array_foreach(arr, i, p)
+    {
+        IpamCidr cidr;
+        char cs[IPAM_CIDR_STRLEN], mac[18];
+        const char *m = json_string_value(json_object_get(p, "mac_address"));
+        json_t *ip = json_object_get(p, "ip_address");
+        if (!json_is_object(p) || json_object_size(p) != (size_t)(1 + !!m) ||
+            ipam_cidr_parse(json_string_value(ip), true, &cidr) < 0 || (m && !mac_parse(m, mac)))
+            goto bad;
+        ipam_cidr_str(&cidr, cs);
+        if (cidr.prefix == ipam_family_bits(cidr.addr.family))
+            *strchr(cs, '/') = '\0';
+        json_array_append_new(out, json_pack("{s:s,s:s}", "ip_address", cs, "mac_address",
+                                             m ? mac : neu_s(doc, "mac_address")));
+    }
+    return true;
+bad:
+    neu_invalid(c, "allowed_address_pairs",
+                "expected at most %d objects with ip_address and optional mac_address",
+                MAX_ADDRESS_PAIR);
+    return false;
+}
+
+static bool port_apply(ApiCall *c, json_t *b, json_t *doc, json_t *net)
+{
+    static const char *const strs[] = {"device_id", "device_owner", "binding:host_id", NULL};
+    static const char *const bools[] = {"admin_state_up", "port_security_enabled", NULL};
+    static const char *const vnic[] = {
+        "normal",          "direct",           "macvtap", "baremetal",
+        "direct-physical", "virtio-forwarder", "vdpa",    NULL};
+    const char *mac_s = NULL, *vt = NULL, *owner = NULL;
+    char mac[18];
+    json_t *ex = json_object_get(b, "extra_dhcp_opts"), *e;
+    size_t i;
+    if (!neu_admin_only(c, b, "binding:host_id") || !neu_admin_only(c, b, "binding:profile") ||
+        !neu_copy_std(c, b, doc) || !neu_copy_strs(c, b, doc, strs, 255) ||
+        !neu_copy_bools(c, b, doc, bools) || !neu_get_str(c, b, "mac_address", 17, false, &mac_s) ||
+        !neu_get_str(c, b, "binding:vnic_type", 32, false, &vt) ||
+        !neu_get_str(c, b, "device_owner", 255, false, &owner) ||
+        !neu_must_be_null(c, b, "qos_policy_id"))
+        return false;
+    /* ports of the network itself (router interfaces, gateways, floating IPs, DHCP) come
+     * from their own APIs; only the admin may fake or repair one */
+    if (owner && strncmp(owner, "network:", 8) == 0 && !c->auth.system_admin) {
+        api_fault(c, 403, "PolicyNotAuthorized",
+                  "(rule:create_port:device_owner) is disallowed by policy");
+        return false;
+    }
+    if (mac_s && !mac_parse(mac_s, mac)) {
+        neu_invalid(c, "mac_address", "'%s' is not a valid MAC address", mac_s);
+        return false;
+    }
+    if (mac_s)
+        json_object_set_new(doc, "mac_address", json_string(mac));
+    for (i = 0; vt && vnic[i] && strcmp(vnic[i], vt) != 0; i++)
+        ;
+    if (vt && !vnic[i]) {
+        neu_invalid(c, "binding:vnic_type", "'%s' is not a supported vnic type", vt);
+        return false;
+    }
+    if (vt)
+        json_object_set_new(doc, "binding:vnic_type", json_string(vt));
+    if (json_object_get(b, "binding:profile")) {
+        if (!json_is_object(json_object_get(b, "binding:profile"))) {
+            neu_invalid(c, "binding:profile", "expected a dictionary");
+            return false;
+        }
+        json_object_set(doc, "binding:profile", json_object_get(b, "binding:profile"));
+    }
+    if (ex) {
+        bool ok = json_is_array(ex) && json_array_size(ex) <= 16;
+        json_array_foreach(ex, i, e) ok = ok && json_is_string(json_object_get(e, "opt_name")) &&
+                                          json_string_length(json_object_get(e, "opt_name")) < 64;
+        if (!ok) {
+            neu_invalid(c, "extra_dhcp_opts", "expected a list of objects with opt_name");
+            return false;
+        }
+        json_object_set(doc, "extra_dhcp_opts", ex);
+    }
+    return address_pairs(c, b, doc);
+}
+
+/* Security groups and port security of a port after its request b: false after answering. */
+static bool port_security(ApiCall *c, json_t *b, json_t *doc, bool create)
+{
+    bool ps = json_is_true(json_object_get(doc, "port_security_enabled"));
+    json_t *req = json_object_get(b, "security_groups");
+    json_t *cur = json_object_get(doc, "security_groups");
+    if (req && !json_is_null(req) && !json_is_array(req)) {
+        neu_invalid(c, "security_groups", "expected a list of security group ids");
+        return false;
+    }
+    if (!ps && ((json_array_size(req) > 0) || (!req && !create && json_array_size(cur) > 0))) {
+        if (req)
+            api_fault(c, 400, "PortSecurityAndIPRequiredForSecurityGroups",
+                      "Port security must be enabled and port must have an IP address in order "
+                      "to use security groups.");
+        else
+            api_fault(c, 409, "PortSecurityPortHasSecurityGroup",
+                      "Port has security group associated. Cannot disable port security or ip "
+                      "address until security group is removed");
+        return false;
+    }
+    if (!ps && json_array_size(json_object_get(doc, "allowed_address_pairs")) > 0) {
+        api_fault(c, 409, "AddressPairAndPortSecurityRequired",
+                  "Port Security must be enabled in order to have allowed address pairs on a "
+                  "port.");
+        return false;
+    }
+    if (!req && (!create || !ps || !strncmp(neu_s(doc, "device_owner"), "network:", 8)))
+        return true; /* unchanged, or none for ports of the network itself */
+    json_t *sgs = neu_secgroup_resolve(c, neu_s(doc, "project_id"), json_is_null(req) ? NULL : req);
+    if (!sgs)
+        return false;
+    json_object_set_new(doc, "security_groups", sgs);
+    return true;
+}
+
+/* A new port of project on net, allocated and stored. b: the request (NULL for the ports the
+ * API makes itself: router interfaces and gateways, floating IPs, Nova's). fixed_ips: the
+ * requested addresses (NULL: the default). Answers and returns NULL on failure. */
+json_t *neu_port_new(ApiCall *c, json_t *net, const char *project, json_t *b, const char *owner,
+                     const char *device_id, json_t *fixed_ips)
+{
+    char id[API_UUID_LEN + 1], mac[18];
+    api_new_uuid(id);
+    json_t *doc = neu_doc_new(project, id);
+    json_object_update_new(
+        doc, json_pack("{s:s,s:s,s:s,s:b,s:[],s:s,s:s,s:s,s:[],s:[],s:[],s:b,s:s,s:s,s:s,s:{},"
+                       "s:{}}",
+                       "name", "", "description", "", "network_id", neu_s(net, "id"),
+                       "admin_state_up", 1, "fixed_ips", "device_id", device_id, "device_owner",
+                       owner, "status", "DOWN", "security_groups", "allowed_address_pairs",
+                       "extra_dhcp_opts", "port_security_enabled",
+                       b ? !json_is_false(json_object_get(net, "port_security_enabled")) : 0,
+                       "binding:host_id", "", "binding:vif_type", "unbound", "binding:vnic_type",
+                       "normal", "binding:profile", "binding:vif_details"));
+    if (b && !port_apply(c, b, doc, net))
+        goto fail;
+    if (!json_object_get(doc, "mac_address")) {
+        mac_generate(c->api, neu_s(net, "id"), mac);
+        json_object_set_new(doc, "mac_address", json_string(mac));
+        if (b && !address_pairs(c, b, doc)) /* pairs default to the port's MAC */
+            goto fail;
+    } else if (mac_taken(c->api, neu_s(net, "id"), neu_s(doc, "mac_address"))) {
+        api_fault(c, 409, "MacAddressInUse",
+                  "Unable to complete operation for network %s. The mac address %s is in use.",
+                  neu_s(net, "id"), neu_s(doc, "mac_address"));
+        goto fail;
+    }
+    if (b && !port_security(c, b, doc, true))
+        goto fail;
+    int r = api_store_begin(c->api->store);
+    json_t *ips = r < 0 ? NULL
+                        : ipam_port_addresses(c, net, id, project, neu_s(doc, "device_owner"),
+                                              fixed_ips, NULL);
+    if (!ips) {
+        api_store_rollback(c->api->store);
+        if (r < 0)
+            neu_store_fault(c, r);
+        goto fail;
+    }
+    json_object_set_new(doc, "fixed_ips", ips);
+    if ((r = neu_doc_put(c->api, &neu_port, doc, true)) < 0) {
+        api_store_rollback(c->api->store);
+        neu_store_fault(c, r);
+        goto fail;
+    }
+    if (!neu_commit(c))
+        goto fail;
+    return doc;
+fail:
+    json_decref(doc);
+    return NULL;
+}
+
+/* Floating IPs on port lose their association (inside the caller's transaction): all of
+ * them, or with kept_only those whose fixed address the port no longer holds. */
+static int fips_unlink_port(Api *a, json_t *port, bool kept_only)
+{
+    json_t *fips = neu_list_of(a, "floatingip", NULL, NULL), *f, *ip;
+    size_t i, j;
+    int r = 0;
+    json_array_foreach(fips, i, f)
+    {
+        bool held = false;
+        json_array_foreach(json_object_get(port, "fixed_ips"), j, ip) held =
+            held || !strcmp(neu_s(ip, "ip_address"), neu_s(f, "fixed_ip_address"));
+        if (r < 0 || strcmp(neu_s(f, "port_id"), neu_s(port, "id")) != 0 || (kept_only && held))
+            continue;
+        json_object_set_new(f, "port_id", json_null());
+        json_object_set_new(f, "fixed_ip_address", json_null());
+        json_object_set_new(f, "router_id", json_null());
+        json_object_set_new(f, "status", json_string("DOWN"));
+        neu_doc_touch(f);
+        r = neu_doc_put(a, &neu_floatingip, f, false);
+    }
+    json_decref(fips);
+    return r;
+}
+
+/* Deletes a port with its addresses (inside the caller's transaction, or its own). */
+int neu_port_destroy(Api *a, json_t *port)
+{
+    int r = api_store_begin(a->store);
+    if (r < 0)
+        return r;
+    ipam_port_release(a->store, json_object_get(port, "fixed_ips"));
+    if ((r = fips_unlink_port(a, port, false)) == 0)
+        r = api_store_delete(a->store, "port", neu_s(port, "id"));
+    if (r < 0) {
+        api_store_rollback(a->store);
+        return r;
+    }
+    return api_store_commit(a->store);
+}
+
+json_t *neu_port_get(Api *a, const char *id)
+{
+    json_t *p;
+    return api_store_get(a->store, "port", id, &p, NULL, 0) == 0 ? p : NULL;
+}
+
+static void h_port_list(SovHttpReq *req, void *ud)
+{
+    ApiCall *c = neu_begin(req, ud, API_NEED_READ);
+    if (c)
+        neu_reply_list(c, &neu_port, neu_list_visible(c, &neu_port));
+}
+
+static void h_port_show(SovHttpReq *req, void *ud)
+{
+    ApiCall *c = neu_begin(req, ud, API_NEED_READ);
+    json_t *doc = c ? neu_doc_get(c, &neu_port, api_param(c, "id")) : NULL;
+    if (doc)
+        neu_reply_doc(c, 200, &neu_port, doc);
+}
+
+/* The network a new port of project may use: visible, and own or shared (or any for admin). */
+static json_t *port_network(ApiCall *c, const char *net_id, const char *project)
+{
+    json_t *net = neu_doc_get(c, &neu_network, net_id);
+    if (net && !c->auth.system_admin && strcmp(neu_s(net, "project_id"), project) != 0 &&
+        !json_is_true(json_object_get(net, "shared"))) {
+        api_fault(c, 403, "PolicyNotAuthorized",
+                  "Tenant %s not allowed to create port on this network", project);
+        json_decref(net);
+        return NULL;
+    }
+    return net;
+}
+
+static void h_port_create(SovHttpReq *req, void *ud)
+{
+    static const char *const keys[] = {"name",
+                                       "description",
+                                       "network_id",
+                                       "admin_state_up",
+                                       "mac_address",
+                                       "fixed_ips",
+                                       "device_id",
+                                       "device_owner",
+                                       "project_id",
+                                       "tenant_id",
+                                       "security_groups",
+                                       "port_security_enabled",
+                                       "allowed_address_pairs",
+                                       "binding:host_id",
+                                       "binding:vnic_type",
+                                       "binding:profile",
+                                       "extra_dhcp_opts",
+                                       "qos_policy_id",
+                                       "tags",
+                                       NULL};
+    ApiCall *c = neu_begin(req, ud, API_NEED_WRITE);
+    json_t *b = c ? neu_body(c, "port", keys) : NULL, *net, *port;
+    const char *net_id = NULL;
+    char project[API_ID_LEN + 1];
+    if (!b || !neu_owner(c, b, project) || !neu_get_str(c, b, "network_id", 64, false, &net_id))
+        return;
+    if (!net_id) {
+        api_fault(c, 400, "HTTPBadRequest",
+                  "Failed to parse request. Required attribute 'network_id' not specified");
+        return;
+    }
+    if (!(net = port_network(c, net_id, project)))
+        return;
+    if (neu_quota(c, project, "port", 1) &&
+        (port = neu_port_new(c, net, project, b, "", "", json_object_get(b, "fixed_ips")))) {
+        snprintf(c->target, sizeof(c->target), "%s", neu_s(port, "id"));
+        neu_reply_doc(c, 201, &neu_port, port);
+    }
+    json_decref(net);
+}
+
+static void h_port_update(SovHttpReq *req, void *ud)
+{
+    static const char *const keys[] = {"name",
+                                       "description",
+                                       "admin_state_up",
+                                       "fixed_ips",
+                                       "device_id",
+                                       "device_owner",
+                                       "security_groups",
+                                       "port_security_enabled",
+                                       "allowed_address_pairs",
+                                       "binding:host_id",
+                                       "binding:profile",
+                                       "binding:vnic_type",
+                                       "mac_address",
+                                       "extra_dhcp_opts",
+                                       "qos_policy_id",
+                                       "tags",
+                                       "id",
+                                       "network_id",
+                                       "project_id",
+                                       "tenant_id",
+                                       "status",
+                                       NULL};
+    static const char *const ro[] = {"id", "network_id", "project_id", "tenant_id", "status", NULL};
+    ApiCall *c = neu_begin(req, ud, API_NEED_WRITE);
+    json_t *b = c ? neu_body(c, "port", keys) : NULL, *net = NULL;
+    json_t *doc =
+        b && neu_readonly(c, b, ro) ? neu_doc_get(c, &neu_port, api_param(c, "id")) : NULL;
+    if (!doc)
+        return;
+    snprintf(c->target, sizeof(c->target), "%s", neu_s(doc, "id"));
+    if (!neu_may_change(c, doc) || !neu_admin_only(c, b, "mac_address"))
+        goto out;
+    if (!strncmp(neu_s(doc, "device_owner"), "network:", 8) && !c->auth.system_admin &&
+        (json_object_get(b, "fixed_ips") || json_object_get(b, "device_id") ||
+         json_object_get(b, "device_owner"))) {
+        api_fault(c, 409, "PortInUse",
+                  "Unable to complete operation on port %s for network %s. Port already has an "
+                  "attached device %s.",
+                  neu_s(doc, "id"), neu_s(doc, "network_id"), neu_s(doc, "device_id"));
+        goto out;
+    }
+    if (api_store_get(c->api->store, "network", neu_s(doc, "network_id"), &net, NULL, 0) < 0) {
+        api_fault(c, 404, "NetworkNotFound", "Network %s could not be found.",
+                  neu_s(doc, "network_id"));
+        goto out;
+    }
+    if (!port_apply(c, b, doc, net) || !port_security(c, b, doc, false))
+        goto out;
+    ApiStore *s = c->api->store;
+    int r = api_store_begin(s);
+    if (r == 0 && json_object_get(b, "fixed_ips")) {
+        json_t *ips = ipam_port_addresses(
+            c, net, neu_s(doc, "id"), neu_s(doc, "project_id"), neu_s(doc, "device_owner"),
+            json_object_get(b, "fixed_ips"), json_object_get(doc, "fixed_ips"));
+        if (!ips) {
+            api_store_rollback(s);
+            goto out;
+        }
+        json_object_set_new(doc, "fixed_ips", ips);
+        r = fips_unlink_port(c->api, doc, true);
+    }
+    neu_doc_touch(doc);
+    if (r == 0)
+        r = neu_doc_put(c->api, &neu_port, doc, false);
+    if (r < 0) {
+        api_store_rollback(s);
+        if (r == -EEXIST)
+            api_fault(c, 409, "MacAddressInUse",
+                      "Unable to complete operation for network %s. The mac address %s is in "
+                      "use.",
+                      neu_s(doc, "network_id"), neu_s(doc, "mac_address"));
+        else
+            neu_store_fault(c, r);
+    } else if (neu_commit(c))
+        neu_reply_doc(c, 200, &neu_port, json_incref(doc));
+out:
+    json_decref(net);
+    json_decref(doc);
+}
+
+static void h_port_delete(SovHttpReq *req, void *ud)
+{
+    ApiCall *c = neu_begin(req, ud, API_NEED_WRITE);
+    json_t *doc = c ? neu_doc_get(c, &neu_port, api_param(c, "id")) : NULL;
+    const char *owner = doc ? neu_s(doc, "device_owner") : "";
+    if (!doc)
+        return;
+    snprintf(c->target, sizeof(c->target), "%s", neu_s(doc, "id"));
+    if (!neu_may_change(c, doc))
+        goto out;
+    if (!strcmp(owner, OWNER_RIF) || !strcmp(owner, OWNER_RGW) || !strcmp(owner, OWNER_FIP)) {
+        api_fault(c, 409, "ServicePortInUse",
+                  "Port %s cannot be deleted directly via the port API: has device owner %s.",
+                  neu_s(doc, "id"), owner);
+        goto out;
+    }
+    int r = neu_port_destroy(c->api, doc);
+    if (r < 0)
+        neu_store_fault(c, r);
+    else
+        api_reply(c, 204, NULL);
+out:
+    json_decref(doc);
+}
+
+int api_port_create_for(ApiCall *c, const char *network_id, const char *fixed_ip,
+                        const char *device_id, const char *device_owner, const char *host,
+                        json_t **ret)
+{
+    json_t *net = port_network(c, network_id, c->auth.project_id), *b, *port = NULL;
+    if (!net)
+        return -ENOENT;
+    b = json_pack("{s:s,s:s,s:s}", "device_id", device_id ? device_id : "", "device_owner",
+                  device_owner ? device_owner : "", "binding:host_id", host ? host : "");
+    json_t *ips = fixed_ip ? json_pack("[{s:s}]", "ip_address", fixed_ip) : NULL;
+    bool admin = c->auth.system_admin;
+    c->auth.system_admin = true; /* the binding is the API's own business here */
+    if (neu_quota(c, c->auth.project_id, "port", 1))
+        port = neu_port_new(c, net, c->auth.project_id, b, "", "", ips);
+    c->auth.system_admin = admin;
+    json_decref(ips);
+    json_decref(b);
+    json_decref(net);
+    if (!port)
+        return -EINVAL;
+    *ret = port;
+    return 0;
+}
+
+int api_port_delete_for(Api *a, const char *port_id)
+{
+    json_t *port;
+    int r = api_store_get(a->store, "port", port_id, &port, NULL, 0);
+    if (r < 0)
+        return r;
+    r = neu_port_destroy(a, port);
+    json_decref(port);
+    return r;
+}
+
+void neu_port_routes(Api *a)
+{
+    static const struct {
+        const char *method, *path;
+        SovHttpHandler h;
+    } routes[] = {
+        {"GET", NEU_PREFIX "/ports", h_port_list},
+        {"POST", NEU_PREFIX "/ports", h_port_create},
+        {"GET", NEU_PREFIX "/ports/{id}", h_port_show},
+        {"PUT", NEU_PREFIX "/ports/{id}", h_port_update},
+        {"DELETE", NEU_PREFIX "/ports/{id}", h_port_delete},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(routes); i++)
+        sov_router_add(a->router, routes[i].method, routes[i].path, 0, routes[i].h, a);
+}
