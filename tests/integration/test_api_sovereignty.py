@@ -99,3 +99,68 @@ def test_images_stay_where_the_policy_allows(cloud, tmp_path):
     img = cloud.openstack("image", "create", "--file", f, "--disk-format", "raw",
                           "--container-format", "bare", "img-eu", env=eu["env"])
     assert cloud.openstack("image", "show", img["id"], env=eu["env"])["status"] == "active"
+
+
+def test_servers_placed_only_where_allowed(cloud, tmp_path):
+    t = project(cloud, "eu-servers")
+    f = tmp_path / "tiny.raw"
+    f.write_bytes(b"\0" * 4096)
+    img = cloud.openstack("image", "create", "--file", f, "--disk-format", "raw",
+                          "--container-format", "bare", "tiny", env=t["env"])
+    body = {"server": {"name": "s-us", "flavorRef": "t3.micro", "imageRef": img["id"],
+                       "networks": "none", "availability_zone": "us-east-1a"}}
+    st, doc, r = cloud.request("POST", "/compute/v2.1/servers", body, token=t["token"])
+    assert st == 403, r.body
+    assert "jurisdiction" in doc["forbidden"]["message"]
+    st, doc, _ = cloud.request("GET", "/compute/v2.1/servers", token=t["token"])
+    assert doc["servers"] == []
+    # inside the policy the server is accepted (and, with no compute host, ends in ERROR)
+    body["server"].update(name="s-eu", availability_zone="eu-central-1b")
+    st, doc, r = cloud.request("POST", "/compute/v2.1/servers", body, token=t["token"])
+    assert st == 202, r.body
+    st, doc, _ = cloud.request("GET", f"/compute/v2.1/servers/{doc['server']['id']}",
+                               token=t["token"])
+    assert doc["server"]["OS-EXT-AZ:availability_zone"] == "eu-central-1b"
+    assert "No valid host" in doc["server"]["fault"]["message"]
+
+
+def test_scheduler_respects_zone_of_the_policy(cloud, tmp_path):
+    """A compute host in a US zone never receives an EU-only project's server."""
+    hdr = {"Authorization": f"Bearer {cloud.agent_token}"}
+    st, _, r = cloud.request("POST", "/agent/v1/hosts",
+                             {"host": "us-host", "kind": "compute", "zone": "us-east-1a",
+                              "vcpus": 64, "ram_mb": 262144}, headers=hdr)
+    assert st == 200, r.body
+    t = project(cloud, "eu-sched")
+    f = tmp_path / "tiny.raw"
+    f.write_bytes(b"\0" * 4096)
+    img = cloud.openstack("image", "create", "--file", f, "--disk-format", "raw",
+                          "--container-format", "bare", "tiny2", env=t["env"])
+    body = {"server": {"name": "s", "flavorRef": "t3.micro", "imageRef": img["id"],
+                       "networks": "none"}}
+    st, doc, r = cloud.request("POST", "/compute/v2.1/servers", body, token=t["token"])
+    assert st == 202, r.body
+    st, doc, _ = cloud.request("GET", f"/compute/v2.1/servers/{doc['server']['id']}",
+                               token=t["token"])
+    assert doc["server"]["status"] == "ERROR"
+    # a US project lands on it
+    us = project(cloud, "us-sched", "US")
+    img = cloud.openstack("image", "create", "--file", f, "--disk-format", "raw",
+                          "--container-format", "bare", "tiny3", env=us["env"], check=False)
+    # images live in this (EU) region: a US-only project cannot store one here, so it boots
+    # an EU project's public image instead
+    assert img.returncode != 0
+    st, _, r = cloud.request("PATCH", f"/image/v2/images/{doc['server']['image']['id']}",
+                             raw=b'[{"op": "replace", "path": "/visibility", "value": "public"}]',
+                             headers={"Content-Type":
+                                      "application/openstack-images-v2.1-json-patch"},
+                             token=cloud.token())
+    assert st == 200, r.body
+    body["server"]["imageRef"] = doc["server"]["image"]["id"]
+    st, doc, r = cloud.request("POST", "/compute/v2.1/servers", body, token=us["token"])
+    assert st == 202, r.body
+    st, doc, _ = cloud.request("GET", f"/compute/v2.1/servers/{doc['server']['id']}",
+                               token=cloud.token())
+    assert doc["server"]["status"] == "BUILD"
+    assert doc["server"]["OS-EXT-SRV-ATTR:host"] == "us-host"
+    assert doc["server"]["OS-EXT-AZ:availability_zone"] == "us-east-1a"
