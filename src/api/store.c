@@ -30,6 +30,12 @@ struct ApiStore {
     uint64_t rev;   /* last committed or pending revision */
     uint64_t seq;   /* creation counter */
     uint64_t rev_at_begin, seq_at_begin;
+    struct {
+        char kind[24];
+        uint64_t changed; /* revision of the last update or delete of this kind */
+        uint64_t any;     /* ... or insert */
+    } kinds[32];
+    size_t nkinds;
     void (*on_commit)(void *ud);
     void *on_commit_ud;
 };
@@ -293,6 +299,35 @@ static int in_txn(ApiStore *s, WriteFn fn, const void *arg)
     return api_store_commit(s);
 }
 
+/* Remembers that a document of kind was written at rev (in memory: caches built on these
+ * revisions start empty with the process). */
+static void kind_touch(ApiStore *s, const char *kind, uint64_t rev, bool insert)
+{
+    size_t i;
+    for (i = 0; i < s->nkinds; i++)
+        if (strcmp(s->kinds[i].kind, kind) == 0)
+            break;
+    if (i == s->nkinds) {
+        if (s->nkinds == ELEMENTSOF(s->kinds) || strlen(kind) >= sizeof(s->kinds[0].kind)) {
+            /* untracked kind: api_store_kind_rev() answers the global revision for it */
+            return;
+        }
+        snprintf(s->kinds[i].kind, sizeof(s->kinds[i].kind), "%s", kind);
+        s->nkinds++;
+    }
+    s->kinds[i].any = rev;
+    if (!insert)
+        s->kinds[i].changed = rev;
+}
+
+uint64_t api_store_kind_rev(ApiStore *s, const char *kind, bool with_inserts)
+{
+    for (size_t i = 0; i < s->nkinds; i++)
+        if (strcmp(s->kinds[i].kind, kind) == 0)
+            return with_inserts ? s->kinds[i].any : s->kinds[i].changed;
+    return s->nkinds == ELEMENTSOF(s->kinds) ? s->rev : 0;
+}
+
 typedef struct PutArgs {
     const ApiDocMeta *m;
     json_t *doc;
@@ -342,6 +377,7 @@ static int do_put(ApiStore *s, const void *arg)
     if (a->update && sqlite3_changes(s->db) == 0)
         return -ENOENT;
     s->rev = rev;
+    kind_touch(s, m->kind, rev, !a->update);
     if (!a->update)
         s->seq++;
     s->dirty = true;
@@ -384,6 +420,7 @@ static int do_delete(ApiStore *s, const void *arg)
     if (a->count == 0)
         return a->children ? 0 : -ENOENT;
     s->rev++;
+    kind_touch(s, a->kind, s->rev, false);
     s->dirty = true;
     return 0;
 }

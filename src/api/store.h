@@ -83,6 +83,10 @@ int64_t api_store_count(ApiStore *s, const ApiListQuery *q);
 
 /* The revision of the last committed write (0 for an empty store). */
 uint64_t api_store_rev(ApiStore *s);
+/* The revision of the last update or delete of a document of kind (with_inserts: of any
+ * write), for caches that must notice changes of one kind; 0 when none since the store was
+ * opened. */
+uint64_t api_store_kind_rev(ApiStore *s, const char *kind, bool with_inserts);
 /* Called after every commit that changed something. */
 void api_store_on_commit(ApiStore *s, void (*fn)(void *ud), void *ud);
 
