@@ -43,12 +43,6 @@ typedef struct Agents {
     bool stopping;
 } Agents;
 
-static const char *jstr(json_t *o, const char *k)
-{
-    const char *v = json_string_value(json_object_get(o, k));
-    return v ? v : "";
-}
-
 /* Agent calls carry the agent token; admins with a Keystone token may read. */
 static ApiCall *agent_begin(Api *a, SovHttpReq *req)
 {
@@ -210,7 +204,7 @@ static json_t *snapshot(Api *a, ApiCall *c)
             if (api_store_list(a->store, &mq, &mig) == 0) {
                 size_t i;
                 json_t *v;
-                json_array_foreach(mig, i, v) if (strcmp(jstr(v, "_migrate_to"), host) == 0)
+                json_array_foreach(mig, i, v) if (strcmp(api_jstr(v, "_migrate_to"), host) == 0)
                     json_array_append(arr, v);
                 json_decref(mig);
             }
@@ -342,7 +336,7 @@ static void h_observed(SovHttpReq *req, void *ud)
     snprintf(c->target, sizeof(c->target), "%s", id);
     snprintf(c->auth.project_id, sizeof(c->auth.project_id), "%s", project);
     if (json_is_true(json_object_get(b, "gone"))) {
-        if (strcmp(jstr(doc, "_desired"), "deleted") != 0) {
+        if (strcmp(api_jstr(doc, "_desired"), "deleted") != 0) {
             json_decref(doc);
             api_fault(c, 409, NULL, "%s %s is not being deleted", kind, id);
             return;
@@ -392,7 +386,7 @@ static void h_observed(SovHttpReq *req, void *ud)
             json_object_set(doc, fields[i], v);
     const char *append = json_string_value(json_object_get(b, "console_append"));
     if (append) {
-        const char *old = jstr(doc, "_console");
+        const char *old = api_jstr(doc, "_console");
         size_t ol = strlen(old), al = strlen(append);
         SovBuf nb = SOV_BUF_INIT;
         size_t keep = ol + al > CONSOLE_KEEP ? ol + al - CONSOLE_KEEP : 0;
@@ -402,7 +396,7 @@ static void h_observed(SovHttpReq *req, void *ud)
         json_object_set_new(doc, "_console", json_stringn(nb.ptr ? nb.ptr : "", nb.len));
         sov_buf_release(&nb);
     }
-    const char *now_host = jstr(doc, "OS-EXT-SRV-ATTR:host");
+    const char *now_host = api_jstr(doc, "OS-EXT-SRV-ATTR:host");
     if (strcmp(was, now_host) != 0) { /* a live migration cut over: the target owns it now */
         if (!valid_name(now_host, 63)) {
             json_decref(doc);
@@ -417,12 +411,12 @@ static void h_observed(SovHttpReq *req, void *ud)
     api_time_iso(api_now_ms(), now);
     json_object_set_new(doc, "updated", json_string(now));
     json_object_set_new(doc, "updated_at", json_string(now));
-    const char *host = jstr(doc, "OS-EXT-SRV-ATTR:host");
+    const char *host = api_jstr(doc, "OS-EXT-SRV-ATTR:host");
     ApiDocMeta m = {.kind = kind,
                     .id = id,
                     .project = project,
-                    .name = jstr(doc, "name"),
-                    .status = jstr(doc, "status"),
+                    .name = api_jstr(doc, "name"),
+                    .status = api_jstr(doc, "status"),
                     .host = host,
                     .parent = json_string_value(json_object_get(doc, "network_id"))};
     int r = api_store_update(a->store, &m, doc);
@@ -447,9 +441,9 @@ int api_schedule(Api *a, const char *zone, int64_t vcpus, int64_t ram_mb, int64_
     json_t *h;
     json_array_foreach(hosts, i, h)
     {
-        if (!host_up(a, h) || (zone && *zone && strcmp(jstr(h, "zone"), zone) != 0))
+        if (!host_up(a, h) || (zone && *zone && strcmp(api_jstr(h, "zone"), zone) != 0))
             continue;
-        const char *name = jstr(h, "host");
+        const char *name = api_jstr(h, "host");
         ApiListQuery sq = {.kind = "server", .host = name};
         json_t *servers;
         if (api_store_list(a->store, &sq, &servers) < 0)

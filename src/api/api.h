@@ -162,6 +162,13 @@ bool api_all_projects(const ApiCall *c);
 
 /* ---- helpers ---- */
 
+/* A string member of a JSON object, "" when absent or not a string. */
+static inline const char *api_jstr(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : "";
+}
+
 /* 32 hex digit random id; api_new_uuid() writes the dashed form (36 chars). */
 void api_new_id(char out[API_ID_LEN + 1]);
 void api_new_uuid(char out[API_UUID_LEN + 1]);
@@ -176,6 +183,11 @@ int64_t api_now_ms(void);
 /* Query string of the request: a decoded value of key (first occurrence), or NULL. The copy
  * lives in the request arena. api_query_all() collects every value of a repeated key. */
 const char *api_query(ApiCall *c, const char *key);
+/* Every key=value pair of the query string, decoded (pairs that do not decode are left out). */
+typedef struct ApiQueryPair {
+    const char *key, *value;
+} ApiQueryPair;
+size_t api_query_pairs(ApiCall *c, ApiQueryPair *out, size_t max);
 size_t api_query_all(ApiCall *c, const char *key, const char **out, size_t max);
 /* Decoded route parameter (percent-decoding), in the request arena; NULL if absent. */
 const char *api_param(ApiCall *c, const char *name);

@@ -153,6 +153,26 @@ size_t api_query_all(ApiCall *c, const char *key, const char **out, size_t max)
     return n;
 }
 
+size_t api_query_pairs(ApiCall *c, ApiQueryPair *out, size_t max)
+{
+    SovStr q = sov_http_req_query(c->req);
+    SovArena *ar = sov_http_req_arena(c->req);
+    size_t n = 0, i = 0;
+    while (i < q.len && n < max) {
+        size_t j = i;
+        while (j < q.len && q.ptr[j] != '&')
+            j++;
+        const char *eq = memchr(q.ptr + i, '=', j - i);
+        size_t kl = eq ? (size_t)(eq - (q.ptr + i)) : j - i;
+        out[n].key = kl ? decode(ar, q.ptr + i, kl, true) : NULL;
+        out[n].value = eq ? decode(ar, eq + 1, (size_t)(q.ptr + j - eq - 1), true) : "";
+        if (out[n].key && out[n].value)
+            n++;
+        i = j + 1;
+    }
+    return n;
+}
+
 const char *api_query(ApiCall *c, const char *key)
 {
     const char *v = NULL;

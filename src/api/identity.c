@@ -269,12 +269,6 @@ static void scope_free(Scope *s)
     memset(s, 0, sizeof(*s));
 }
 
-static const char *jstr(json_t *o, const char *k)
-{
-    const char *v = json_string_value(json_object_get(o, k));
-    return v ? v : "";
-}
-
 static json_t *token_body(Api *a, const char *const *methods, size_t nmethods, json_t *user,
                           json_t *udomain, json_t *project, json_t *pdomain, unsigned roles,
                           int64_t issued, int64_t expires, const char *audit_id, bool nocatalog,
@@ -286,24 +280,25 @@ static json_t *token_body(Api *a, const char *const *methods, size_t nmethods, j
     json_t *m = json_array();
     for (size_t i = 0; i < nmethods; i++)
         json_array_append_new(m, json_string(methods[i]));
-    json_t *t = json_pack("{s:o,s:{s:s,s:s,s:{s:s,s:s},s:n},s:[s],s:s,s:s}", "methods", m, "user",
-                          "id", jstr(user, "id"), "name", jstr(user, "name"), "domain", "id",
-                          jstr(udomain, "id"), "name", jstr(udomain, "name"), "password_expires_at",
-                          "audit_ids", audit_id, "expires_at", exp, "issued_at", iss);
+    json_t *t =
+        json_pack("{s:o,s:{s:s,s:s,s:{s:s,s:s},s:n},s:[s],s:s,s:s}", "methods", m, "user", "id",
+                  api_jstr(user, "id"), "name", api_jstr(user, "name"), "domain", "id",
+                  api_jstr(udomain, "id"), "name", api_jstr(udomain, "name"), "password_expires_at",
+                  "audit_ids", audit_id, "expires_at", exp, "issued_at", iss);
     if (project) {
         json_object_set_new(t, "project",
-                            json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", jstr(project, "id"), "name",
-                                      jstr(project, "name"), "domain", "id", jstr(pdomain, "id"),
-                                      "name", jstr(pdomain, "name")));
+                            json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", api_jstr(project, "id"),
+                                      "name", api_jstr(project, "name"), "domain", "id",
+                                      api_jstr(pdomain, "id"), "name", api_jstr(pdomain, "name")));
         json_object_set_new(t, "is_domain", json_false());
         json_object_set_new(t, "roles", identity_role_list(a, roles));
         if (!nocatalog)
-            json_object_set_new(t, "catalog", catalog(a, jstr(project, "id")));
+            json_object_set_new(t, "catalog", catalog(a, api_jstr(project, "id")));
     }
     if (app_cred)
         json_object_set_new(t, "application_credential",
-                            json_pack("{s:s,s:s,s:b}", "id", jstr(app_cred, "id"), "name",
-                                      jstr(app_cred, "name"), "restricted",
+                            json_pack("{s:s,s:s,s:b}", "id", api_jstr(app_cred, "id"), "name",
+                                      api_jstr(app_cred, "name"), "restricted",
                                       !json_is_true(json_object_get(app_cred, "unrestricted"))));
     return json_pack("{s:o}", "token", t);
 }
@@ -342,23 +337,24 @@ static void issue_token(ApiCall *c, Scope *s)
     int64_t exp = now + (int64_t)a->cfg.token_ttl_ms;
     if (s->expires_ms && s->expires_ms < exp)
         exp = s->expires_ms;
-    const char *pid = s->project ? jstr(s->project, "id") : "";
+    const char *pid = s->project ? api_jstr(s->project, "id") : "";
     unsigned roles = 0;
     if (s->project) {
-        roles = identity_roles(a, jstr(s->user, "id"), pid);
+        roles = identity_roles(a, api_jstr(s->user, "id"), pid);
         if (s->app_cred)
             roles &= roles_from_names(json_object_get(s->app_cred, "roles"));
         if (!roles) {
-            api_fault(c, 401, NULL, "User %s has no access to project %s", jstr(s->user, "id"),
+            api_fault(c, 401, NULL, "User %s has no access to project %s", api_jstr(s->user, "id"),
                       pid);
             return;
         }
     }
-    json_t *doc = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s}", "_hash", hash, "user_id",
-                            jstr(s->user, "id"), "project_id", pid, "issued_ms", (json_int_t)now,
-                            "expires_ms", (json_int_t)exp, "method", s->method, "audit_id",
-                            audit_hex, "app_cred_id", s->app_cred ? jstr(s->app_cred, "id") : "");
-    ApiDocMeta m = {.kind = "token", .id = hash, .project = pid, .parent = jstr(s->user, "id")};
+    json_t *doc =
+        json_pack("{s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s}", "_hash", hash, "user_id",
+                  api_jstr(s->user, "id"), "project_id", pid, "issued_ms", (json_int_t)now,
+                  "expires_ms", (json_int_t)exp, "method", s->method, "audit_id", audit_hex,
+                  "app_cred_id", s->app_cred ? api_jstr(s->app_cred, "id") : "");
+    ApiDocMeta m = {.kind = "token", .id = hash, .project = pid, .parent = api_jstr(s->user, "id")};
     int r = api_store_insert(a->store, &m, doc);
     json_decref(doc);
     if (r < 0) {
@@ -371,7 +367,7 @@ static void issue_token(ApiCall *c, Scope *s)
                               exp, audit_hex, nocat, s->app_cred);
     sov_http_resp_header(c->req, "X-Subject-Token", sov_str(token));
     explicit_bzero(token, sizeof(token));
-    snprintf(c->target, sizeof(c->target), "%.64s", jstr(s->user, "id"));
+    snprintf(c->target, sizeof(c->target), "%.64s", api_jstr(s->user, "id"));
     api_reply(c, 201, body);
 }
 
@@ -461,7 +457,7 @@ static int token_validate_uncached(Api *a, const char *token, ApiAuth *ret)
     if (token_load(a, token, &doc) < 0)
         return -EACCES;
     memset(ret, 0, sizeof(*ret));
-    const char *uid = jstr(doc, "user_id"), *pid = jstr(doc, "project_id");
+    const char *uid = api_jstr(doc, "user_id"), *pid = api_jstr(doc, "project_id");
     int r = api_store_get(a->store, "user", uid, &user, NULL, 0);
     if (r == 0 && !json_is_true(json_object_get(user, "enabled")))
         r = -EACCES;
@@ -472,18 +468,18 @@ static int token_validate_uncached(Api *a, const char *token, ApiAuth *ret)
     }
     if (r == 0) {
         snprintf(ret->user_id, sizeof(ret->user_id), "%s", uid);
-        snprintf(ret->user_name, sizeof(ret->user_name), "%s", jstr(user, "name"));
-        snprintf(ret->domain_id, sizeof(ret->domain_id), "%s", jstr(user, "domain_id"));
-        snprintf(ret->token_hash, sizeof(ret->token_hash), "%s", jstr(doc, "_hash"));
-        snprintf(ret->app_cred_id, sizeof(ret->app_cred_id), "%s", jstr(doc, "app_cred_id"));
+        snprintf(ret->user_name, sizeof(ret->user_name), "%s", api_jstr(user, "name"));
+        snprintf(ret->domain_id, sizeof(ret->domain_id), "%s", api_jstr(user, "domain_id"));
+        snprintf(ret->token_hash, sizeof(ret->token_hash), "%s", api_jstr(doc, "_hash"));
+        snprintf(ret->app_cred_id, sizeof(ret->app_cred_id), "%s", api_jstr(doc, "app_cred_id"));
         ret->expires_ms = json_integer_value(json_object_get(doc, "expires_ms"));
         if (proj) {
             snprintf(ret->project_id, sizeof(ret->project_id), "%s", pid);
-            snprintf(ret->project_name, sizeof(ret->project_name), "%s", jstr(proj, "name"));
+            snprintf(ret->project_name, sizeof(ret->project_name), "%s", api_jstr(proj, "name"));
             snprintf(ret->project_domain_id, sizeof(ret->project_domain_id), "%s",
-                     jstr(proj, "domain_id"));
+                     api_jstr(proj, "domain_id"));
             snprintf(ret->jurisdictions, sizeof(ret->jurisdictions), "%s",
-                     jstr(proj, "allowed_jurisdictions"));
+                     api_jstr(proj, "allowed_jurisdictions"));
             ret->roles = identity_roles(a, uid, pid);
             if (ret->app_cred_id[0]) {
                 json_t *ac;
@@ -535,7 +531,7 @@ static int find_user(Api *a, json_t *ref, json_t **ret)
     if (r < 0)
         return r;
     char uniq[320];
-    snprintf(uniq, sizeof(uniq), "%s/%s", jstr(dom, "id"), name);
+    snprintf(uniq, sizeof(uniq), "%s/%s", api_jstr(dom, "id"), name);
     json_decref(dom);
     return api_store_get_uniq(a->store, "user", uniq, ret);
 }
@@ -553,7 +549,7 @@ static int find_project(Api *a, json_t *ref, json_t **ret)
     if (r < 0)
         return r;
     char uniq[320];
-    snprintf(uniq, sizeof(uniq), "%s/%s", jstr(dom, "id"), name);
+    snprintf(uniq, sizeof(uniq), "%s/%s", api_jstr(dom, "id"), name);
     json_decref(dom);
     return api_store_get_uniq(a->store, "project", uniq, ret);
 }
@@ -567,11 +563,12 @@ static void finish_auth(ApiCall *c, AuthCtx *x)
         api_fault(c, 401, NULL, "The account is disabled.");
         return;
     }
-    api_store_get(a->store, "domain", jstr(s->user, "domain_id"), &s->domain, NULL, 0);
+    api_store_get(a->store, "domain", api_jstr(s->user, "domain_id"), &s->domain, NULL, 0);
     json_t *sp = json_object_get(x->scope_req, "project");
     if (s->app_cred) {
         /* an application credential is bound to its project */
-        api_store_get(a->store, "project", jstr(s->app_cred, "project_id"), &s->project, NULL, 0);
+        api_store_get(a->store, "project", api_jstr(s->app_cred, "project_id"), &s->project, NULL,
+                      0);
     } else if (sp) {
         if (find_project(a, sp, &s->project) < 0) {
             api_fault(c, 401, NULL, "Could not find the project to scope to.");
@@ -580,16 +577,16 @@ static void finish_auth(ApiCall *c, AuthCtx *x)
     } else if (x->scope_req) {
         api_fault(c, 400, NULL, "Only project scope is supported.");
         return;
-    } else if (*jstr(s->user, "default_project_id")) {
-        api_store_get(a->store, "project", jstr(s->user, "default_project_id"), &s->project, NULL,
-                      0);
+    } else if (*api_jstr(s->user, "default_project_id")) {
+        api_store_get(a->store, "project", api_jstr(s->user, "default_project_id"), &s->project,
+                      NULL, 0);
     }
     if (s->project) {
         if (!json_is_true(json_object_get(s->project, "enabled"))) {
             api_fault(c, 401, NULL, "The project is disabled.");
             return;
         }
-        api_store_get(a->store, "domain", jstr(s->project, "domain_id"), &s->pdomain, NULL, 0);
+        api_store_get(a->store, "domain", api_jstr(s->project, "domain_id"), &s->pdomain, NULL, 0);
     }
     issue_token(c, s);
 }
@@ -652,7 +649,7 @@ static void h_auth_tokens(SovHttpReq *req, void *ud)
             return;
         }
         const char *enc;
-        if (find_user(a, u, &x->s.user) < 0 || !(enc = jstr(x->s.user, "_password"))[0]) {
+        if (find_user(a, u, &x->s.user) < 0 || !(enc = api_jstr(x->s.user, "_password"))[0]) {
             /* same work as a real check, so timing does not tell which users exist */
             identity_verify_async(c, pw,
                                   "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$"
@@ -672,7 +669,7 @@ static void h_auth_tokens(SovHttpReq *req, void *ud)
             return;
         }
         x->s.expires_ms = json_integer_value(json_object_get(td, "expires_ms"));
-        int r = api_store_get(a->store, "user", jstr(td, "user_id"), &x->s.user, NULL, 0);
+        int r = api_store_get(a->store, "user", api_jstr(td, "user_id"), &x->s.user, NULL, 0);
         json_decref(td);
         if (r < 0) {
             free(x);
@@ -694,7 +691,7 @@ static void h_auth_tokens(SovHttpReq *req, void *ud)
             json_t *u;
             if ((r = find_user(a, json_object_get(m, "user"), &u)) == 0) {
                 char uniq[320];
-                snprintf(uniq, sizeof(uniq), "%s/%.255s", jstr(u, "id"), name);
+                snprintf(uniq, sizeof(uniq), "%s/%.255s", api_jstr(u, "id"), name);
                 json_decref(u);
                 r = api_store_get_uniq(a->store, "app_cred", uniq, &x->s.app_cred);
             }
@@ -707,14 +704,15 @@ static void h_auth_tokens(SovHttpReq *req, void *ud)
         x->s.expires_ms = exp;
     }
     if (r == 0)
-        r = api_store_get(a->store, "user", jstr(x->s.app_cred, "user_id"), &x->s.user, NULL, 0);
+        r = api_store_get(a->store, "user", api_jstr(x->s.app_cred, "user_id"), &x->s.user, NULL,
+                          0);
     if (r < 0) {
         scope_free(&x->s);
         free(x);
         api_fault(c, 401, NULL, "The request you have made requires authentication.");
         return;
     }
-    identity_verify_async(c, secret, jstr(x->s.app_cred, "_secret"), auth_verified, x);
+    identity_verify_async(c, secret, api_jstr(x->s.app_cred, "_secret"), auth_verified, x);
 }
 
 /* GET/HEAD/DELETE /auth/tokens with X-Subject-Token. */
@@ -737,7 +735,7 @@ static void h_token_check(SovHttpReq *req, void *ud)
         api_fault(c, 404, NULL, "Could not find token: %.8s...", tok);
         return;
     }
-    const char *uid = jstr(doc, "user_id");
+    const char *uid = api_jstr(doc, "user_id");
     bool own = strcmp(uid, c->auth.user_id) == 0;
     if (!own && !c->auth.system_admin) {
         json_decref(doc);
@@ -747,7 +745,7 @@ static void h_token_check(SovHttpReq *req, void *ud)
     SovStr m = sov_http_req_method(req);
     if (sov_str_eq(m, SOV_STR("DELETE"))) {
         snprintf(c->target, sizeof(c->target), "%s", uid);
-        api_store_delete(a->store, "token", jstr(doc, "_hash"));
+        api_store_delete(a->store, "token", api_jstr(doc, "_hash"));
         json_decref(doc);
         api_reply(c, 204, NULL);
         return;
@@ -765,10 +763,10 @@ static void h_token_check(SovHttpReq *req, void *ud)
         api_store_get(a->store, "project", au.project_id, &proj, NULL, 0);
         api_store_get(a->store, "domain", au.project_domain_id, &pd, NULL, 0);
     }
-    const char *methods[] = {jstr(doc, "method")};
+    const char *methods[] = {api_jstr(doc, "method")};
     json_t *body = token_body(a, methods, 1, user, ud_, proj, pd, au.roles,
                               json_integer_value(json_object_get(doc, "issued_ms")), au.expires_ms,
-                              jstr(doc, "audit_id"), api_query(c, "nocatalog") != NULL, NULL);
+                              api_jstr(doc, "audit_id"), api_query(c, "nocatalog") != NULL, NULL);
     json_decref(user);
     json_decref(ud_);
     json_decref(proj);
@@ -851,7 +849,7 @@ static int put_doc(Api *a, const char *kind, const char *id, const char *project
     ApiDocMeta m = {.kind = kind,
                     .id = id,
                     .project = project,
-                    .name = jstr(doc, "name"),
+                    .name = api_jstr(doc, "name"),
                     .uniq = uniq,
                     .parent = parent};
     int r = api_store_insert(a->store, &m, doc);

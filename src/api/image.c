@@ -619,17 +619,6 @@ static const char *const list_params[] = {
     "size_min", "size_max",  "id",         "all_tenants", "all_projects",
     NULL};
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 typedef struct PropFilter {
     const char *key, *value;
 } PropFilter;
@@ -637,35 +626,12 @@ typedef struct PropFilter {
 /* Every other query key filters on a custom property: key=value, both percent-decoded. */
 static size_t prop_filters(ApiCall *c, PropFilter *out, size_t max)
 {
-    SovStr q = sov_http_req_query(c->req);
-    SovArena *ar = sov_http_req_arena(c->req);
-    size_t n = 0;
-    for (size_t p = 0; p < q.len && n < max;) {
-        size_t e = p, o = 0;
-        while (e < q.len && q.ptr[e] != '&')
-            e++;
-        const char *eq = memchr(q.ptr + p, '=', e - p);
-        size_t kl = eq ? (size_t)(eq - q.ptr - p) : e - p;
-        char *k = sov_arena_alloc(ar, kl + 1);
-        for (size_t i = 0; k && i < kl; i++) { /* percent-decoding; a bad escape stays */
-            const char *r = q.ptr + p + i;
-            int hi = i + 2 < kl ? hexval(r[1]) : -1, lo = i + 2 < kl ? hexval(r[2]) : -1;
-            if (*r == '%' && hi >= 0 && lo >= 0 && (hi || lo)) {
-                k[o++] = (char)(hi * 16 + lo);
-                i += 2;
-            } else {
-                k[o++] = *r == '+' ? ' ' : *r;
-            }
-        }
-        if (k) {
-            k[o] = '\0';
-            const char *v = *k && k[0] != '_' && !in_list(list_params, k) && !in_list(base_attrs, k)
-                                ? api_query(c, k)
-                                : NULL;
-            if (v)
-                out[n++] = (PropFilter){k, v};
-        }
-        p = e + 1;
+    ApiQueryPair qp[64];
+    size_t nq = api_query_pairs(c, qp, ELEMENTSOF(qp)), n = 0;
+    for (size_t i = 0; i < nq && n < max; i++) {
+        const char *k = qp[i].key;
+        if (k[0] != '_' && !in_list(list_params, k) && !in_list(base_attrs, k))
+            out[n++] = (PropFilter){k, qp[i].value};
     }
     return n;
 }

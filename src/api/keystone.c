@@ -14,17 +14,11 @@
 
 #define NAME_MAX_LEN 255
 
-static const char *jstr(json_t *o, const char *k)
-{
-    const char *v = json_string_value(json_object_get(o, k));
-    return v ? v : "";
-}
-
 static void add_links(Api *a, json_t *doc, const char *collection)
 {
     char self[768];
     snprintf(self, sizeof(self), "%s/identity/v3/%s/%s", api_public_url(a), collection,
-             jstr(doc, "id"));
+             api_jstr(doc, "id"));
     json_object_set_new(doc, "links", json_pack("{s:s}", "self", self));
 }
 
@@ -220,7 +214,7 @@ static void h_domain(SovHttpReq *req, void *ud)
             json_decref(doc);
             return;
         }
-        json_array_foreach(projects, i, v) used |= strcmp(jstr(v, "domain_id"), id) == 0;
+        json_array_foreach(projects, i, v) used |= strcmp(api_jstr(v, "domain_id"), id) == 0;
         json_decref(projects);
         if (json_is_true(json_object_get(doc, "enabled")) || used ||
             strcmp(id, IDENTITY_DEFAULT_DOMAIN) == 0) {
@@ -252,7 +246,7 @@ static void h_domain(SovHttpReq *req, void *ud)
     if (he > 0)
         json_object_set_new(doc, "enabled", json_boolean(enabled));
     ApiDocMeta m = {
-        .kind = "domain", .id = id, .name = jstr(doc, "name"), .uniq = jstr(doc, "name")};
+        .kind = "domain", .id = id, .name = api_jstr(doc, "name"), .uniq = api_jstr(doc, "name")};
     int r = api_store_update(a->store, &m, doc);
     if (r < 0) {
         json_decref(doc);
@@ -275,7 +269,7 @@ static void h_projects(SovHttpReq *req, void *ud)
         return;
     if (!c->auth.system_admin) /* others see the projects they hold a role on */
         for (size_t i = json_array_size(arr); i-- > 0;)
-            if (!identity_roles(a, c->auth.user_id, jstr(json_array_get(arr, i), "id")))
+            if (!identity_roles(a, c->auth.user_id, api_jstr(json_array_get(arr, i), "id")))
                 json_array_remove(arr, i);
     filter_eq(c, arr, "name");
     filter_eq(c, arr, "domain_id");
@@ -368,9 +362,9 @@ static void h_project_create(SovHttpReq *req, void *ud)
         json_decref(doc);
         return;
     }
-    snprintf(uniq, sizeof(uniq), "%s/%s", dom, jstr(doc, "name"));
+    snprintf(uniq, sizeof(uniq), "%s/%s", dom, api_jstr(doc, "name"));
     ApiDocMeta m = {
-        .kind = "project", .id = id, .project = id, .name = jstr(doc, "name"), .uniq = uniq};
+        .kind = "project", .id = id, .project = id, .name = api_jstr(doc, "name"), .uniq = uniq};
     snprintf(c->target, sizeof(c->target), "%s", id);
     int r = api_store_insert(a->store, &m, doc);
     if (r < 0) {
@@ -418,8 +412,8 @@ static void h_project(SovHttpReq *req, void *ud)
             json_array_foreach(asg, i, v)
             {
                 char aid[128];
-                snprintf(aid, sizeof(aid), "%s:%s:%s", jstr(v, "project_id"), jstr(v, "user_id"),
-                         jstr(v, "role_id"));
+                snprintf(aid, sizeof(aid), "%s:%s:%s", api_jstr(v, "project_id"),
+                         api_jstr(v, "user_id"), api_jstr(v, "role_id"));
                 api_store_delete(a->store, "assignment", aid);
             }
             json_decref(asg);
@@ -438,9 +432,9 @@ static void h_project(SovHttpReq *req, void *ud)
         return;
     }
     char uniq[320];
-    snprintf(uniq, sizeof(uniq), "%s/%s", jstr(doc, "domain_id"), jstr(doc, "name"));
+    snprintf(uniq, sizeof(uniq), "%s/%s", api_jstr(doc, "domain_id"), api_jstr(doc, "name"));
     ApiDocMeta m = {
-        .kind = "project", .id = id, .project = id, .name = jstr(doc, "name"), .uniq = uniq};
+        .kind = "project", .id = id, .project = id, .name = api_jstr(doc, "name"), .uniq = uniq};
     int r = api_store_update(a->store, &m, doc);
     if (r < 0) {
         json_decref(doc);
@@ -489,8 +483,9 @@ static void user_store(ApiCall *c, const char *encoded, void *ud)
     if (encoded)
         json_object_set_new(doc, "_password", json_string(encoded));
     char uniq[320];
-    snprintf(uniq, sizeof(uniq), "%s/%s", jstr(doc, "domain_id"), jstr(doc, "name"));
-    ApiDocMeta m = {.kind = "user", .id = jstr(doc, "id"), .name = jstr(doc, "name"), .uniq = uniq};
+    snprintf(uniq, sizeof(uniq), "%s/%s", api_jstr(doc, "domain_id"), api_jstr(doc, "name"));
+    ApiDocMeta m = {
+        .kind = "user", .id = api_jstr(doc, "id"), .name = api_jstr(doc, "name"), .uniq = uniq};
     int r = create ? api_store_insert(a->store, &m, doc) : api_store_update(a->store, &m, doc);
     if (r < 0) {
         json_decref(doc);
@@ -498,7 +493,7 @@ static void user_store(ApiCall *c, const char *encoded, void *ud)
         return;
     }
     if (revoke)
-        identity_revoke_tokens(a, jstr(doc, "id"), NULL);
+        identity_revoke_tokens(a, api_jstr(doc, "id"), NULL);
     reply_one(c, create ? 201 : 200, "user", "users", doc);
 }
 
@@ -615,10 +610,10 @@ static void h_user(SovHttpReq *req, void *ud)
             {
                 char did[160];
                 if (k == 0)
-                    snprintf(did, sizeof(did), "%s:%s:%s", jstr(v, "project_id"), id,
-                             jstr(v, "role_id"));
+                    snprintf(did, sizeof(did), "%s:%s:%s", api_jstr(v, "project_id"), id,
+                             api_jstr(v, "role_id"));
                 else
-                    snprintf(did, sizeof(did), "%s", jstr(v, k == 1 ? "id" : "access"));
+                    snprintf(did, sizeof(did), "%s", api_jstr(v, k == 1 ? "id" : "access"));
                 api_store_delete(a->store, kinds[k], did);
             }
             json_decref(arr);
@@ -666,7 +661,7 @@ static void h_user_projects(SovHttpReq *req, void *ud)
     if (!arr)
         return;
     for (size_t i = json_array_size(arr); i-- > 0;)
-        if (!identity_roles(a, id, jstr(json_array_get(arr, i), "id")))
+        if (!identity_roles(a, id, api_jstr(json_array_get(arr, i), "id")))
             json_array_remove(arr, i);
     reply_list(c, "projects", "projects", arr);
 }
@@ -736,7 +731,7 @@ static void h_user_password(SovHttpReq *req, void *ud)
         return;
     }
     p->doc = doc;
-    identity_verify_async(c, op, jstr(doc, "_password"), pw_original_checked, p);
+    identity_verify_async(c, op, api_jstr(doc, "_password"), pw_original_checked, p);
 }
 
 static void pw_verified(ApiCall *c, const char *encoded, void *ud)
@@ -818,7 +813,7 @@ static void h_role_delete(SovHttpReq *req, void *ud)
     if (!doc)
         return;
     snprintf(c->target, sizeof(c->target), "%s", id);
-    const char *n = jstr(doc, "name");
+    const char *n = api_jstr(doc, "name");
     bool builtin = !strcmp(n, "admin") || !strcmp(n, "member") || !strcmp(n, "reader");
     json_decref(doc);
     if (builtin) {
@@ -858,8 +853,9 @@ static void h_assignment(SovHttpReq *req, void *ud)
         if (api_store_list(a->store, &q, &arr) == 0) {
             size_t i;
             json_t *v, *role;
-            json_array_foreach(arr, i, v) if (api_store_get(a->store, "role", jstr(v, "role_id"),
-                                                            &role, NULL, 0) == 0)
+            json_array_foreach(
+                arr, i,
+                v) if (api_store_get(a->store, "role", api_jstr(v, "role_id"), &role, NULL, 0) == 0)
                 json_array_append_new(out, identity_public(a, "roles", role));
             json_decref(arr);
         }
@@ -897,7 +893,7 @@ static void h_assignment(SovHttpReq *req, void *ud)
     }
     if (!have) {
         json_t *doc = json_pack("{s:s,s:s,s:s,s:s}", "project_id", pid, "user_id", uid, "role_id",
-                                rid, "role_name", jstr(role, "name"));
+                                rid, "role_name", api_jstr(role, "name"));
         ApiDocMeta m = {.kind = "assignment", .id = aid, .project = pid, .parent = uid};
         int r = api_store_insert(a->store, &m, doc);
         json_decref(doc);
@@ -916,7 +912,7 @@ static json_t *domain_ref(Api *a, const char *id)
     json_t *d;
     if (api_store_get(a->store, "domain", id, &d, NULL, 0) < 0)
         return json_pack("{s:s}", "id", id);
-    json_t *ref = json_pack("{s:s,s:s}", "id", id, "name", jstr(d, "name"));
+    json_t *ref = json_pack("{s:s,s:s}", "id", id, "name", api_jstr(d, "name"));
     json_decref(d);
     return ref;
 }
@@ -945,25 +941,25 @@ static void h_role_assignments(SovHttpReq *req, void *ud)
     json_t *v;
     json_array_foreach(arr, i, v)
     {
-        if (rid && strcmp(rid, jstr(v, "role_id")) != 0)
+        if (rid && strcmp(rid, api_jstr(v, "role_id")) != 0)
             continue;
-        json_t *e =
-            json_pack("{s:{s:s},s:{s:s},s:{s:{s:s}}}", "role", "id", jstr(v, "role_id"), "user",
-                      "id", jstr(v, "user_id"), "scope", "project", "id", jstr(v, "project_id"));
+        json_t *e = json_pack("{s:{s:s},s:{s:s},s:{s:{s:s}}}", "role", "id", api_jstr(v, "role_id"),
+                              "user", "id", api_jstr(v, "user_id"), "scope", "project", "id",
+                              api_jstr(v, "project_id"));
         if (names) {
             json_t *d;
             json_object_set_new(json_object_get(e, "role"), "name",
-                                json_string(jstr(v, "role_name")));
-            if (api_store_get(a->store, "user", jstr(v, "user_id"), &d, NULL, 0) == 0) {
+                                json_string(api_jstr(v, "role_name")));
+            if (api_store_get(a->store, "user", api_jstr(v, "user_id"), &d, NULL, 0) == 0) {
                 json_t *eu = json_object_get(e, "user");
                 json_object_set(eu, "name", json_object_get(d, "name"));
-                json_object_set_new(eu, "domain", domain_ref(a, jstr(d, "domain_id")));
+                json_object_set_new(eu, "domain", domain_ref(a, api_jstr(d, "domain_id")));
                 json_decref(d);
             }
-            if (api_store_get(a->store, "project", jstr(v, "project_id"), &d, NULL, 0) == 0) {
+            if (api_store_get(a->store, "project", api_jstr(v, "project_id"), &d, NULL, 0) == 0) {
                 json_t *ep = json_object_get(json_object_get(e, "scope"), "project");
                 json_object_set(ep, "name", json_object_get(d, "name"));
-                json_object_set_new(ep, "domain", domain_ref(a, jstr(d, "domain_id")));
+                json_object_set_new(ep, "domain", domain_ref(a, api_jstr(d, "domain_id")));
                 json_decref(d);
             }
         }
@@ -996,12 +992,12 @@ static void app_cred_store(ApiCall *c, const char *encoded, void *ud)
     }
     json_object_set_new(doc, "_secret", json_string(encoded));
     char uniq[320];
-    snprintf(uniq, sizeof(uniq), "%s/%s", jstr(doc, "user_id"), jstr(doc, "name"));
+    snprintf(uniq, sizeof(uniq), "%s/%s", api_jstr(doc, "user_id"), api_jstr(doc, "name"));
     ApiDocMeta m = {.kind = "app_cred",
-                    .id = jstr(doc, "id"),
-                    .project = jstr(doc, "project_id"),
-                    .name = jstr(doc, "name"),
-                    .parent = jstr(doc, "user_id"),
+                    .id = api_jstr(doc, "id"),
+                    .project = api_jstr(doc, "project_id"),
+                    .name = api_jstr(doc, "name"),
+                    .parent = api_jstr(doc, "user_id"),
                     .uniq = uniq};
     int r = api_store_insert(c->api->store, &m, doc);
     if (r < 0) {
@@ -1094,7 +1090,7 @@ static void h_app_creds(SovHttpReq *req, void *ud)
             else if (n)
                 api_store_get_uniq(a->store, "role", n, &role);
             unsigned bit = 0;
-            n = role ? jstr(role, "name") : "";
+            n = role ? api_jstr(role, "name") : "";
             bit = !strcmp(n, "reader")   ? API_ROLE_READER
                   : !strcmp(n, "member") ? API_ROLE_MEMBER
                   : !strcmp(n, "admin")  ? API_ROLE_ADMIN
@@ -1150,7 +1146,7 @@ static void h_app_cred(SovHttpReq *req, void *ud)
     json_t *doc = load(c, "app_cred", "application credential", id);
     if (!doc)
         return;
-    if (strcmp(jstr(doc, "user_id"), uid) != 0) {
+    if (strcmp(api_jstr(doc, "user_id"), uid) != 0) {
         json_decref(doc);
         api_fault(c, 404, NULL, "Could not find application credential: %s.", id);
         return;
@@ -1179,8 +1175,8 @@ void identity_export_ec2(Api *a)
     sov_buf_puts(&out, "# written by sov-api: EC2 credentials (ACCOUNT ACCESS_KEY SECRET)\n");
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) sov_buf_printf(&out, "%s %s %s\n", jstr(v, "tenant_id"),
-                                                 jstr(v, "access"), jstr(v, "secret"));
+    json_array_foreach(arr, i, v) sov_buf_printf(&out, "%s %s %s\n", api_jstr(v, "tenant_id"),
+                                                 api_jstr(v, "access"), api_jstr(v, "secret"));
     json_decref(arr);
     mode_t old = umask(077);
     int r = sov_write_file_atomic(a->cfg.s3_keys_file, out.ptr, out.len);
@@ -1195,7 +1191,7 @@ static json_t *ec2_public(Api *a, json_t *doc)
 {
     char self[768];
     snprintf(self, sizeof(self), "%s/identity/v3/users/%s/credentials/OS-EC2/%s", api_public_url(a),
-             jstr(doc, "user_id"), jstr(doc, "access"));
+             api_jstr(doc, "user_id"), api_jstr(doc, "access"));
     json_object_set_new(doc, "links", json_pack("{s:s}", "self", self));
     return api_doc_public(doc);
 }
@@ -1272,7 +1268,7 @@ static void h_ec2(SovHttpReq *req, void *ud)
     json_t *doc = load(c, "ec2", "credential", access);
     if (!doc)
         return;
-    if (strcmp(jstr(doc, "user_id"), uid) != 0) {
+    if (strcmp(api_jstr(doc, "user_id"), uid) != 0) {
         json_decref(doc);
         api_fault(c, 404, NULL, "Could not find credential: %s.", access);
         return;

@@ -460,59 +460,6 @@ bool neu_may_change(ApiCall *c, json_t *doc)
 
 /* ---- answers ---- */
 
-typedef struct QPair {
-    const char *key, *val;
-} QPair;
-
-static int hexval(char ch)
-{
-    return ch >= '0' && ch <= '9'   ? ch - '0'
-           : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-           : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                    : -1;
-}
-
-/* Percent- and '+'-decodes into the arena; an escaped NUL byte stays as its text. */
-static char *qdecode(SovArena *ar, const char *p, size_t n)
-{
-    char *out = sov_arena_alloc(ar, n + 1);
-    size_t o = 0;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        int hi = p[i] == '%' && i + 2 < n ? hexval(p[i + 1]) : -1;
-        int lo = hi >= 0 ? hexval(p[i + 2]) : -1;
-        if (lo >= 0 && (hi | lo) != 0) {
-            out[o++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else
-            out[o++] = p[i] == '+' ? ' ' : p[i];
-    }
-    out[o] = '\0';
-    return out;
-}
-
-/* The query string's pairs, decoded. */
-static size_t query_pairs(ApiCall *c, QPair *out, size_t max)
-{
-    SovStr q = sov_http_req_query(c->req);
-    SovArena *ar = sov_http_req_arena(c->req);
-    size_t n = 0, i = 0;
-    while (i < q.len && n < max) {
-        size_t j = i;
-        while (j < q.len && q.ptr[j] != '&')
-            j++;
-        const char *eq = memchr(q.ptr + i, '=', j - i);
-        size_t kl = eq ? (size_t)(eq - q.ptr - i) : j - i;
-        out[n].key = qdecode(ar, q.ptr + i, kl);
-        out[n].val = eq ? qdecode(ar, eq + 1, (size_t)(q.ptr + j - eq - 1)) : "";
-        if (out[n].key && out[n].val && kl)
-            n++;
-        i = j + 1;
-    }
-    return n;
-}
-
 static bool reserved_key(const char *k)
 {
     static const char *const keys[] = {
@@ -580,18 +527,18 @@ static bool tags_match(json_t *tags, const char *list, bool all)
     return all || any;
 }
 
-static bool doc_match(json_t *doc, const QPair *qp, size_t n)
+static bool doc_match(json_t *doc, const ApiQueryPair *qp, size_t n)
 {
     json_t *tags = json_object_get(doc, "tags");
     for (size_t i = 0; i < n; i++) {
         const char *k = qp[i].key;
-        if (strcmp(k, "tags") == 0 && !tags_match(tags, qp[i].val, true))
+        if (strcmp(k, "tags") == 0 && !tags_match(tags, qp[i].value, true))
             return false;
-        if (strcmp(k, "tags-any") == 0 && !tags_match(tags, qp[i].val, false))
+        if (strcmp(k, "tags-any") == 0 && !tags_match(tags, qp[i].value, false))
             return false;
-        if (strcmp(k, "not-tags") == 0 && tags_match(tags, qp[i].val, true))
+        if (strcmp(k, "not-tags") == 0 && tags_match(tags, qp[i].value, true))
             return false;
-        if (strcmp(k, "not-tags-any") == 0 && tags_match(tags, qp[i].val, false))
+        if (strcmp(k, "not-tags-any") == 0 && tags_match(tags, qp[i].value, false))
             return false;
         if (reserved_key(k) || k[0] == '_')
             continue;
@@ -602,7 +549,7 @@ static bool doc_match(json_t *doc, const QPair *qp, size_t n)
         if (!v || seen)
             continue; /* unknown filters are ignored, as Neutron without filter-validation */
         for (size_t j = i; j < n && !ok; j++)
-            ok = strcmp(qp[j].key, k) == 0 && value_match(v, qp[j].val);
+            ok = strcmp(qp[j].key, k) == 0 && value_match(v, qp[j].value);
         if (!ok)
             return false;
     }
@@ -644,8 +591,8 @@ void neu_reply_doc(ApiCall *c, int status, const NeuKind *k, json_t *doc)
 
 void neu_reply_list(ApiCall *c, const NeuKind *k, json_t *arr)
 {
-    QPair qp[64];
-    size_t n = query_pairs(c, qp, ELEMENTSOF(qp)), i, start = 0;
+    ApiQueryPair qp[64];
+    size_t n = api_query_pairs(c, qp, ELEMENTSOF(qp)), i, start = 0;
     int limit = api_query_limit(c, 0, 100000);
     const char *marker = api_query(c, "marker");
     json_t *v, *items = json_array(), *out = json_object();
@@ -676,7 +623,7 @@ void neu_reply_list(ApiCall *c, const NeuKind *k, json_t *arr)
                 /* filters travel on in the link; values are ids and names, so escape the
                  * few characters that would break it */
                 sov_buf_printf(&href, "&%s=", qp[i].key);
-                for (const char *p = qp[i].val; *p; p++)
+                for (const char *p = qp[i].value; *p; p++)
                     if (strchr("&=#%+ ?", *p))
                         sov_buf_printf(&href, "%%%02X", (unsigned char)*p);
                     else
