@@ -71,7 +71,9 @@ static void test_insert_get_update_delete(void **state)
     assert_int_equal(api_store_update(f->s, &m, doc), 0);
     json_decref(doc);
     ApiDocMeta missing = {.kind = "server", .id = "zz"};
-    assert_int_equal(api_store_update(f->s, &missing, json_object()), -ENOENT);
+    json_t *empty = json_object();
+    assert_int_equal(api_store_update(f->s, &missing, empty), -ENOENT);
+    json_decref(empty);
     assert_int_equal(api_store_get(f->s, "server", "a", &doc, NULL, 0), 0);
     assert_string_equal(json_string_value(json_object_get(doc, "status")), "ACTIVE");
     api_doc_public(doc);
