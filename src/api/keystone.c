@@ -1105,13 +1105,13 @@ static void h_app_creds(SovHttpReq *req, void *ud)
             mask |= bit;
         }
     }
-    char id[API_ID_LEN + 1], gen[48];
+    char id[API_ID_LEN + 1], gen[49];
     api_new_id(id);
     if (!secret) {
         uint8_t raw[24];
         sov_random_bytes(raw, sizeof(raw));
         sov_hex_encode(raw, sizeof(raw), gen);
-        gen[47] = '\0';
+        gen[48] = '\0';
         secret = gen;
     }
     json_t *roles = identity_role_list(a, mask);
