@@ -125,11 +125,10 @@ static void h_register(SovHttpReq *req, void *ud)
         api_fault(c, 400, NULL, "vcpus, ram_mb or gpus out of range");
         return;
     }
-    json_t *doc = json_pack("{s:s,s:s,s:s,s:I,s:I,s:O,s:I,s:s}", "host", host, "kind", kind, "zone",
-                            zone, "vcpus", vcpus, "ram_mb", ram, "gpus", gpus ? gpus : json_array(),
-                            "last_seen_ms", (json_int_t)api_now_ms(), "status", "up");
-    if (!gpus)
-        json_object_set_new(doc, "gpus", json_array());
+    json_t *doc =
+        json_pack("{s:s,s:s,s:s,s:I,s:I,s:o,s:I,s:s}", "host", host, "kind", kind, "zone", zone,
+                  "vcpus", vcpus, "ram_mb", ram, "gpus", gpus ? json_incref(gpus) : json_array(),
+                  "last_seen_ms", (json_int_t)api_now_ms(), "status", "up");
     json_t *info = json_object_get(b, "info");
     if (json_is_object(info) && json_object_size(info) <= 32)
         json_object_set(doc, "info", info);
