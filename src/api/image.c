@@ -5,8 +5,11 @@
  * plus internal members (_store: where the data lies, _s3_upload: a multipart upload in flight,
  * _created_ms/_updated_ms: sort keys finer than the ISO times); members are documents of kind
  * "image_member" with id "<image>/<project>", owned by the member's project. The data plane
- * (PUT and GET .../file, the local and the object store) is image_s3.c. */
+ * (PUT and GET .../file, the local and the object store) is image_s3.c. For volumes created
+ * from images, sov-block reads the data without a token through a URL made here: presigned in
+ * the object store, or an HMAC-signed /image/internal/{id} link for the local store. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +17,7 @@
 
 #include "api.h"
 #include "image_s3.h"
+#include "sov/crypto.h"
 
 #define KIND        "image"
 #define MEMBER_KIND "image_member"
@@ -559,6 +563,8 @@ static int cmp_images(const void *pa, const void *pb, void *ud)
         else if (strcmp(k, "updated_at") == 0)
             k = "_updated_ms";
         r = cmp_json(json_object_get(x, k), json_object_get(y, k));
+        if (!r && strcmp(k, "_created_ms") == 0) /* same millisecond: the store's order */
+            r = cmp_json(json_object_get(x, "_pos"), json_object_get(y, "_pos"));
         if (r)
             return sort_ctx->keys[i].desc ? -r : r;
     }
@@ -767,8 +773,10 @@ static void h_list(SovHttpReq *req, void *ud)
             const char *have = jstr(d, props[f].key);
             ok = have && strcmp(have, props[f].value) == 0;
         }
-        if (ok)
+        if (ok) {
+            json_object_set_new(d, "_pos", json_integer((json_int_t)n)); /* creation order */
             v[n++] = d;
+        }
     }
     qsort_r(v, n, sizeof(*v), cmp_images, &lc);
     size_t start = 0;
@@ -1253,6 +1261,92 @@ static void h_delete(SovHttpReq *req, void *ud)
         api_reply(c, 204, NULL);
 }
 
+/* ---- data links for sov-block ---- */
+
+/* Signs "<id> <expires>" with the cloud's link key: random, drawn once and kept in the state
+ * database, so that links outlive a restart of sov-api in the middle of a long copy. */
+static int link_sig(Api *a, const char *id, int64_t expires, char out[65])
+{
+    uint8_t key[32], mac[SOV_SHA256_LEN];
+    char hex[65], msg[96];
+    int r = api_store_meta_get(a->store, "image_link_key", hex, sizeof(hex));
+    if (r == -ENOENT) {
+        if ((r = sov_random_bytes(key, sizeof(key))) < 0)
+            return r;
+        sov_hex_encode(key, sizeof(key), hex);
+        hex[64] = '\0';
+        r = api_store_meta_set(a->store, "image_link_key", hex);
+    }
+    if (r < 0 || strlen(hex) != 64 || sov_hex_decode(hex, 64, key) < 0)
+        return r < 0 ? r : -EINVAL;
+    int n = snprintf(msg, sizeof(msg), "%.40s %" PRId64, id, expires);
+    r = sov_hmac_sha256(key, sizeof(key), msg, (size_t)n, mac);
+    explicit_bzero(key, sizeof(key));
+    explicit_bzero(hex, sizeof(hex));
+    if (r < 0)
+        return r;
+    sov_hex_encode(mac, sizeof(mac), out);
+    out[64] = '\0';
+    return 0;
+}
+
+int image_source_url(Api *a, const json_t *img, unsigned ttl_s, SovBuf *out, SovBuf *err)
+{
+    const char *id = jstr(img, "id"), *store = jstr(img, "_store"), *st = jstr(img, "status");
+    const char *base = api_public_url(a);
+    ImageS3 *s3 = image_data_s3(a);
+    char sig[65];
+    int64_t expires = api_now_ms() / 1000 + ttl_s;
+    int r;
+    if (!id || !st || strcmp(st, "active") != 0) {
+        sov_buf_printf(err, "the image is not active");
+        return -EINVAL;
+    }
+    if (store && strcmp(store, "s3") == 0 && s3)
+        return image_s3_presign(s3, id, ttl_s, out);
+    if (!store || strcmp(store, "file") != 0 || s3) {
+        sov_buf_printf(err, "the image data lies in the '%s' store, which is not configured",
+                       store ? store : "?");
+        return -ENOENT;
+    }
+    if (strncmp(base, "http://", 7) != 0) {
+        sov_buf_printf(err, "sov-block reads local images over http://, not %s", base);
+        return -EPROTONOSUPPORT;
+    }
+    if ((r = link_sig(a, id, expires, sig)) < 0)
+        return r;
+    return sov_buf_printf(out, "%s/image/internal/%s?expires=%" PRId64 "&sig=%s", base, id, expires,
+                          sig);
+}
+
+/* GET /image/internal/{id}?expires=&sig=: the data of an active image for the holder of a link
+ * from image_source_url (Range works as on .../file). */
+static void h_internal(SovHttpReq *req, void *ud)
+{
+    ApiCall *c = api_begin(ud, req, API_STYLE_GLANCE, API_NEED_NONE);
+    if (!c)
+        return;
+    const char *id = api_param(c, "id"), *exp = api_query(c, "expires"), *sig = api_query(c, "sig");
+    char want[65];
+    json_t *doc = NULL;
+    int64_t e = -1;
+    if (exp && exp[0] && strlen(exp) < 16 && strspn(exp, "0123456789") == strlen(exp))
+        e = strtoll(exp, NULL, 10);
+    if (!id || !valid_uuid(id) || e < api_now_ms() / 1000 || !sig || strlen(sig) != 64 ||
+        link_sig(c->api, id, e, want) < 0 || !sov_memeq_ct(want, sig, 64)) {
+        api_fault(c, 403, NULL, "This link is not valid or has expired.");
+        return;
+    }
+    if (api_store_get(c->api->store, KIND, id, &doc, NULL, 0) < 0 || !jstr(doc, "status") ||
+        strcmp(jstr(doc, "status"), "active") != 0) {
+        json_decref(doc);
+        api_fault(c, 404, NULL, "No active image found with ID %s", id);
+        return;
+    }
+    api_call_own(c, doc);
+    image_data_download(c, doc);
+}
+
 int api_image_start(Api *a, SovBuf *err)
 {
     return image_data_start(a, err);
@@ -1295,6 +1389,7 @@ void api_image_routes(Api *a)
         {"GET", "/image/v2/images/{id}/members/{member}", h_member_show, 0},
         {"PUT", "/image/v2/images/{id}/members/{member}", h_member_update, 0},
         {"DELETE", "/image/v2/images/{id}/members/{member}", h_member_delete, 0},
+        {"GET", "/image/internal/{id}", h_internal, 0},
     };
     for (size_t i = 0; i < ELEMENTSOF(routes); i++)
         sov_router_add(a->router, routes[i].method, routes[i].pattern, routes[i].flags, routes[i].h,

@@ -357,6 +357,44 @@ fail:
     return 0;
 }
 
+int image_s3_presign(ImageS3 *s, const char *key, unsigned expires_s, SovBuf *out)
+{
+    SovBuf uri = SOV_BUF_INIT, q = SOV_BUF_INIT, cred = SOV_BUF_INIT, auth = SOV_BUF_INIT;
+    char amz_date[17], host[320];
+    struct tm tm;
+    time_t now = time(NULL);
+    gmtime_r(&now, &tm);
+    strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm);
+    sov_buf_putc(&uri, '/');
+    uri_encode(&uri, s->bucket, false);
+    sov_buf_putc(&uri, '/');
+    uri_encode(&uri, key, true);
+    sov_buf_printf(&cred, "%s/%.8s/%s/s3/aws4_request", s->access_key, amz_date, s->region);
+    /* The canonical query: the X-Amz-* parameters sorted by name, the signature left out. */
+    sov_buf_puts(&q, "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=");
+    uri_encode(&q, cred.ptr ? cred.ptr : "", false);
+    sov_buf_printf(&q, "&X-Amz-Date=%s&X-Amz-Expires=%u&X-Amz-SignedHeaders=host", amz_date,
+                   expires_s);
+    snprintf(host, sizeof(host), "host:%s:%d\n", s->host, s->port);
+    int r =
+        image_s3_authorization(s->access_key, s->secret_key, s->region, amz_date, "GET", uri.ptr,
+                               q.ptr ? q.ptr : "", host, "host", "UNSIGNED-PAYLOAD", &auth);
+    const char *sig = r == 0 && auth.ptr ? strstr(auth.ptr, "Signature=") : NULL;
+    if (r == 0)
+        r = !sig ? -EINVAL
+                 : sov_buf_printf(out,
+                                  strchr(s->host, ':') ? "http://[%s]:%d%s?%s&X-Amz-Signature=%s"
+                                                       : "http://%s:%d%s?%s&X-Amz-Signature=%s",
+                                  s->host, s->port, uri.ptr, q.ptr, sig + 10);
+    if (auth.ptr)
+        explicit_bzero(auth.ptr, auth.len);
+    sov_buf_release(&uri);
+    sov_buf_release(&q);
+    sov_buf_release(&cred);
+    sov_buf_release(&auth);
+    return r < 0 ? r : 0;
+}
+
 void image_s3_error_code(SovStr body, char *out, size_t cap)
 {
     const char *open = "<Code>";
@@ -390,6 +428,11 @@ static ImageState *state(Api *a)
 static ImageS3 *s3_of(Api *a)
 {
     return a->image ? state(a)->s3 : NULL;
+}
+
+ImageS3 *image_data_s3(Api *a)
+{
+    return s3_of(a);
 }
 
 static const char *jstr(const json_t *doc, const char *key)

@@ -85,6 +85,20 @@ const char *image_s3_bucket(const ImageS3 *s);
 /* Starts the request; cb runs exactly once, later, on the loop (also on a failure to start). */
 int image_s3_call(ImageS3 *s, const ImageS3Op *op, ImageS3Cb cb, void *ud);
 
+/* A presigned GET of key (query-string SigV4, UNSIGNED-PAYLOAD, only "host" signed), valid for
+ * expires_s seconds (at most 604800): "http://HOST:PORT/BUCKET/KEY?X-Amz-...". */
+int image_s3_presign(ImageS3 *s, const char *key, unsigned expires_s, SovBuf *out);
+/* The object store client of the image data plane, NULL for the local store. */
+ImageS3 *image_data_s3(Api *a);
+
+/* ---- image.c, for the block storage API ---- */
+
+/* A URL sov-block can GET an active image's data from without a token, for ttl_s seconds: a
+ * presigned GET of its object in the object store, or for the local store an HMAC-signed link
+ * to GET /image/internal/{id} on this API (its key is kept in the state database).
+ * < 0 with err set when this API cannot serve the image's data. */
+int image_source_url(Api *a, const json_t *img, unsigned ttl_s, SovBuf *out, SovBuf *err);
+
 /* The S3 error code of an error body ("NoSuchKey"), copied into out ("" when none). */
 void image_s3_error_code(SovStr body, char *out, size_t cap);
 

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The block storage API (Cinder v3) of sov-api: version documents, volumes (create blank, from
- * a snapshot or another volume; list with filters, sort and pages; update, delete, actions such
- * as extend, attach, detach, retype, reset), metadata, snapshots, and the hooks the compute API
- * uses for block-device mappings and volume attachments. Documents are in Cinder's shape (see
- * volume.h); volume_block.c realises them in sov-block, volume_type.c holds types and quotas. */
+ * a snapshot, another volume or an image; list with filters, sort and pages; update, delete,
+ * actions such as extend, attach, detach, retype, reset), metadata, snapshots, and the hooks the
+ * compute API uses for block-device mappings and volume attachments. Documents are in Cinder's
+ * shape (see volume.h); volume_block.c realises them in sov-block, volume_type.c holds types and
+ * quotas. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -271,11 +272,20 @@ static json_t *vol_create(ApiCall *c, const VolSpec *s)
         src_type = jstr(src, snap ? "_volume_type" : "volume_type");
         src_zone = jstr(src, snap ? "_zone" : "availability_zone");
     }
-    if (s->image_id) { /* an image the caller may see (Glance's visibility, members aside) */
+    if (s->image_id) { /* an image the caller may see (Glance's visibility) */
+        char mid[128];
+        json_t *m = NULL;
+        bool member = false;
         if (api_valid_id(sov_str(s->image_id)))
             api_store_get(a->store, "image", s->image_id, &img, NULL, 0);
-        if (!img || (jeq(img, "visibility", "private") && !jeq(img, "owner", c->auth.project_id) &&
-                     !c->auth.system_admin)) {
+        bool mine = img && (jeq(img, "owner", c->auth.project_id) || c->auth.system_admin);
+        if (img && !mine && jeq(img, "visibility", "shared")) {
+            snprintf(mid, sizeof(mid), "%s/%s", jstr(img, "id"), c->auth.project_id);
+            member = api_store_get(a->store, "image_member", mid, &m, NULL, 0) == 0;
+            json_decref(m);
+        }
+        if (!img || (!mine && (jeq(img, "visibility", "private") ||
+                               (jeq(img, "visibility", "shared") && !member)))) {
             api_fault(c, 404, NULL, "Image %s could not be found.", s->image_id);
             goto out;
         }
@@ -326,14 +336,31 @@ static json_t *vol_create(ApiCall *c, const VolSpec *s)
         "os-vol-mig-status-attr:name_id", "os-vol-host-attr:host", host, "_type_id",
         jstr(type, "id"));
     if (doc && img) {
-        /* Copying image data into a volume needs an NBD writer in sov-api; not there yet. */
+        /* The reconciler has sov-block copy the image's bytes as they are (raw; a qcow2 image is
+         * not converted). Cinder keeps the image's properties as strings. */
+        static const char *const props[][2] = {{"id", "image_id"},
+                                               {"name", "image_name"},
+                                               {"disk_format", "disk_format"},
+                                               {"container_format", NULL},
+                                               {"min_disk", NULL},
+                                               {"min_ram", NULL},
+                                               {"size", NULL},
+                                               {"checksum", NULL}};
+        json_t *meta = json_object();
+        for (size_t i = 0; i < ELEMENTSOF(props); i++) {
+            json_t *x = json_object_get(img, props[i][0]);
+            char num[32];
+            const char *key = props[i][1] ? props[i][1] : props[i][0];
+            if (json_is_string(x))
+                json_object_set(meta, key, x);
+            else if (json_is_integer(x)) {
+                snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(x));
+                json_object_set_new(meta, key, json_string(num));
+            }
+        }
         json_object_set_new(doc, "bootable", json_string("true"));
-        json_object_set_new(
-            doc, "volume_image_metadata",
-            json_pack("{s:s,s:s?}", "image_id", s->image_id, "image_name", jstr(img, "name")));
-        json_object_set_new(doc, "status", json_string("error"));
-        json_object_set_new(doc, "_error",
-                            json_string("creating a volume from an image is not supported yet"));
+        json_object_set_new(doc, "volume_image_metadata", meta);
+        json_object_set_new(doc, "_image", json_string(jstr(img, "id")));
     }
     if (!doc || volume_doc_save(a, "volume", doc, true) < 0) {
         json_decref(doc);
@@ -537,8 +564,8 @@ static void h_update(SovHttpReq *req, void *ud)
  * Returns 0 or -EBUSY with why set. */
 static int vol_mark_deleting(Api *a, json_t *v, bool cascade, bool force, const char **why)
 {
-    static const char *const ok[] = {"available", "error", "error_restoring", "error_extending",
-                                     "creating"};
+    static const char *const ok[] = {"available",       "error",    "error_restoring",
+                                     "error_extending", "creating", "downloading"};
     bool allowed = force;
     for (size_t i = 0; i < ELEMENTSOF(ok); i++)
         allowed = allowed || jeq(v, "status", ok[i]);
@@ -627,9 +654,9 @@ static bool attach_del(json_t *v, const char *server, const char *aid)
 }
 
 static const char *const reset_states[] = {
-    "available", "in-use",      "error",    "creating",       "deleting",
-    "attaching", "detaching",   "reserved", "error_deleting", "error_extending",
-    "extending", "maintenance", NULL};
+    "available",   "in-use",   "error",          "creating",        "deleting",  "attaching",
+    "detaching",   "reserved", "error_deleting", "error_extending", "extending", "maintenance",
+    "downloading", NULL};
 
 /* POST /volumes/{id}/action and /snapshots/{id}/action: one action per request. */
 static void h_action(SovHttpReq *req, void *ud)

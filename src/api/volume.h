@@ -7,8 +7,10 @@
  * Documents: "volume_type" (global, uniq = its name; the default's id in the store setting
  * "volume_default_type"), "volume" (project = the owner; internal "_type_id", "_block_name",
  * "_export" {name, uri, uri_tcp, uri_unix}, "_after" (status after an extend), "_error" (why it
- * failed)), "snapshot" (parent = its volume; internal "_volume_type", "_zone"). Statuses
- * creating, extending and deleting are transitions the reconciler completes. */
+ * failed), "_image" (the image it is created from; its properties are in volume_image_metadata)),
+ * "snapshot" (parent = its volume; internal "_volume_type", "_zone"). Statuses creating,
+ * downloading (sov-block copies the image), extending and deleting are transitions the
+ * reconciler completes. */
 #ifndef SOV_API_VOLUME_H
 #define SOV_API_VOLUME_H
 

@@ -3,9 +3,14 @@
  * kick (after a change) and every few seconds while something is in transition (at least every
  * minute anyway) it lists sov-block's volumes on its management API, compares them with the
  * volume and snapshot documents and converges: creates, clones, resizes, snapshots and deletes
- * there, then moves the documents out of creating, extending and deleting. One pass at a time,
- * asynchronous HTTP only; while sov-block is down documents keep their state (logged once) and
- * the next pass retries, so restarting sov-api or sov-block converges again.
+ * there, then moves the documents out of creating, extending and deleting. A volume from an
+ * image is created with a source URL that sov-block copies the image from (image_source_url:
+ * presigned in sov-s3 or a signed link to this API); it stays downloading while sov-block
+ * reports the import running, and turns available, or error with sov-block's reason. If
+ * sov-block loses a half-copied volume (it deletes them when it restarts), the copy starts
+ * again. One pass at a time, asynchronous HTTP only; while sov-block is down documents keep
+ * their state (logged once) and the next pass retries, so restarting sov-api or sov-block
+ * converges again.
  *
  * Names in sov-block: "vol-<volume id>", "snap-<snapshot id>" and "clone-<volume id>" (the
  * temporary snapshot a volume cloned from another volume starts from). Only names of these
@@ -16,14 +21,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image_s3.h"
 #include "sov/json.h"
 #include "sov/log.h"
 #include "volume.h"
 
 #define TICK_MS          3000  /* period while something is in transition */
+#define COPY_TICK_MS     1000  /* period while sov-block copies an image into a volume */
 #define FULL_PASS_MS     60000 /* a full comparison at least this often */
 #define BLOCK_TIMEOUT_MS 10000
 #define BLOCK_LIST_MAX   (64u << 20)
+/* How long sov-block may use an image's link: an hour, plus a second per 4 MiB of image (each
+ * ranged GET must start before the expiry), at most the 7 days SigV4 allows. */
+#define IMAGE_LINK_S    3600
+#define IMAGE_LINK_RATE (4 << 20)
+#define IMAGE_LINK_MAX  604800
 
 static const char *jstr(const json_t *o, const char *key)
 {
@@ -127,13 +139,20 @@ static void recon_down(Recon *R, const char *why)
     R->down = true;
 }
 
+static void on_tick(uv_timer_t *t);
+
 static void pass_end(Recon *R)
 {
+    ApiListQuery q = {.kind = "volume", .status = "downloading"};
     R->busy = false;
     R->op = NULL;
     json_decref(R->have);
     json_decref(R->ops);
     R->have = R->ops = NULL;
+    /* A copy ends on sov-block's side; look more often while one runs. */
+    uint64_t period = !R->stopping && api_store_count(R->a->store, &q) > 0 ? COPY_TICK_MS : TICK_MS;
+    if (!R->stopping && uv_timer_get_repeat(&R->timer) != period)
+        uv_timer_start(&R->timer, on_tick, period, period);
     if (R->again && !R->stopping) {
         R->again = false;
         pass_start(R);
@@ -202,6 +221,52 @@ static void mark_error(Api *a, const char *kind, json_t *doc, const char *status
     volume_doc_status(a, kind, doc, status);
 }
 
+/* A volume sov-block has (info): available once complete, downloading while its import runs,
+ * error when the import failed. */
+static void settle(Api *a, json_t *v, const json_t *info)
+{
+    const json_t *imp = json_object_get(info, "import");
+    char why[400];
+    if (!imp) {
+        mark_ready(a, "volume", v, info, "available");
+    } else if (jeq(imp, "state", "failed")) {
+        snprintf(why, sizeof(why), "copying the image failed: %s",
+                 jstr(imp, "error") ? jstr(imp, "error") : "no reason given");
+        mark_error(a, "volume", v, "error", why);
+    } else if (!jeq(v, "status", "downloading")) {
+        mark_ready(a, "volume", v, info, "downloading");
+    }
+}
+
+/* Puts the URL of the volume's image into sov-block's create body; marks the volume in error
+ * and returns false when there is none. */
+static bool add_source(Recon *R, json_t *v, const char *image_id, json_t *body)
+{
+    SovBuf url = SOV_BUF_INIT, err = SOV_BUF_INIT;
+    json_t *img = NULL;
+    char why[400];
+    int r = api_store_get(R->a->store, "image", image_id, &img, NULL, 0);
+    if (r == 0) {
+        int64_t ttl =
+            IMAGE_LINK_S + json_integer_value(json_object_get(img, "size")) / IMAGE_LINK_RATE;
+        r = image_source_url(R->a, img, (unsigned)SOV_MIN(ttl, IMAGE_LINK_MAX), &url, &err);
+    } else {
+        sov_buf_printf(&err, "the image is gone");
+    }
+    bool ok = r >= 0 && url.ptr;
+    if (!ok) {
+        snprintf(why, sizeof(why), "cannot copy image %s: %s", image_id,
+                 err.ptr ? err.ptr : strerror(r < 0 ? -r : ENOMEM));
+        mark_error(R->a, "volume", v, "error", why);
+    } else {
+        json_object_set_new(body, "source_url", json_string(url.ptr));
+    }
+    json_decref(img);
+    sov_buf_release(&err);
+    sov_buf_release(&url);
+    return ok;
+}
+
 static int64_t block_size(const json_t *info)
 {
     return (int64_t)json_integer_value(json_object_get(info, "size"));
@@ -218,13 +283,16 @@ static void plan_volume(Recon *R, json_t *v)
     int64_t want = json_integer_value(json_object_get(v, "size")) * VOLUME_GIB;
     if (!st)
         return;
-    if (strcmp(st, "creating") == 0) {
+    if (strcmp(st, "creating") == 0 || strcmp(st, "downloading") == 0) {
         if (info) {
-            mark_ready(a, "volume", v, info, "available");
+            settle(a, v, info);
             return;
         }
+        if (strcmp(st, "downloading") == 0) /* sov-block lost the partial copy: again */
+            volume_doc_status(a, "volume", v, "creating");
         json_t *body = json_pack("{s:s,s:I}", "name", bn, "size", (json_int_t)want);
         const char *sid = jstr(v, "snapshot_id"), *vid = jstr(v, "source_volid");
+        const char *image = jstr(v, "_image");
         if (sid) {
             snprintf(src, sizeof(src), "snap-%s", sid);
             if (!json_object_get(R->have, src)) {
@@ -257,9 +325,12 @@ static void plan_volume(Recon *R, json_t *v)
             snprintf(path, sizeof(path), "/v1/volumes/%s", tmp);
             add_op(R, "drop", "DELETE", path, NULL, NULL, NULL, NULL, false);
             return;
-        } else if (json_is_true(json_object_get(v, "encrypted"))) {
-            json_object_set_new(body, "encrypted", json_true());
+        } else if (image && !add_source(R, v, image, body)) {
+            json_decref(body);
+            return;
         }
+        if (!sid && json_is_true(json_object_get(v, "encrypted")))
+            json_object_set_new(body, "encrypted", json_true());
         add_op(R, "create", "POST", "/v1/volumes", body, "volume", id, "creating", false);
     } else if (strcmp(st, "extending") == 0) {
         const char *after = jstr(v, "_after");
@@ -456,6 +527,8 @@ static void op_done(Recon *R, int err)
         else
             log_warn("%s %s: sov-block did not delete it yet (%d): %s", kind, id, st,
                      msg ? msg : "");
+    } else if (R->prev_ok && strcmp(step, "create") == 0 && strcmp(kind, "volume") == 0) {
+        settle(a, doc, json_object_get(resp, "volume"));
     } else if (R->prev_ok && strcmp(step, "clone_snap") != 0) {
         json_t *info = json_object_get(resp, strcmp(step, "snap") == 0 ? "snapshot" : "volume");
         const char *after = jstr(doc, "_after");
@@ -484,7 +557,7 @@ static void op_done(Recon *R, int err)
 static bool in_transition(Api *a)
 {
     static const char *const kinds[] = {"volume", "snapshot"};
-    static const char *const states[] = {"creating", "extending", "deleting"};
+    static const char *const states[] = {"creating", "downloading", "extending", "deleting"};
     for (size_t k = 0; k < ELEMENTSOF(kinds); k++)
         for (size_t s = 0; s < ELEMENTSOF(states); s++) {
             ApiListQuery q = {.kind = kinds[k], .status = states[s]};

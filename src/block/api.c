@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The management API of sov-block (HTTP JSON on core), for the control plane and operators:
- * volumes (create, clone, list, show, resize, delete), snapshots, and export grants (which
- * client may open which export over NBD), plus /healthz and /metrics. Grants persist in
- * <data_dir>/grants.json, rewritten atomically. Errors are {"error": {"code", "title",
- * "message"}}. */
+ * volumes (create, clone, import from a URL (import.c), list, show, resize, delete), snapshots,
+ * and export grants (which client may open which export over NBD), plus /healthz and /metrics.
+ * Grants persist in <data_dir>/grants.json, rewritten atomically. Errors are {"error": {"code",
+ * "title", "message"}}. */
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -177,6 +177,8 @@ static int errno_status(int r)
         return 400;
     case -ENOSPC:
         return 507;
+    case -EAGAIN:
+        return 503;
     default:
         return 500;
     }
@@ -207,6 +209,15 @@ static bool name_param(SovHttpReq *req, char out[VOL_NAME_MAX + 1])
     return true;
 }
 
+/* A volume whose import has not completed holds partial data: no snapshots, resizes or grants. */
+static bool not_importing(Block *b, SovHttpReq *req, const char *name)
+{
+    if (!block_import_busy(b, name))
+        return true;
+    reply_error(req, 409, "volume %s is being imported (or its import failed)", name);
+    return false;
+}
+
 static json_t *volume_json(Block *b, const VolInfo *vi)
 {
     char date[32], uri[512];
@@ -218,6 +229,7 @@ static json_t *volume_json(Block *b, const VolInfo *vi)
         json_pack("{s:s,s:I,s:b,s:b,s:s,s:I,s:s}", "name", vi->name, "size", (json_int_t)vi->size,
                   "encrypted", vi->encrypted, "snapshot", vi->is_snapshot, "origin", vi->origin,
                   "allocated", (json_int_t)vi->allocated, "created_at", date);
+    block_import_describe(b, vi->name, o);
     if (strcmp(b->cfg.nbd_socket, "off") != 0) {
         snprintf(uri, sizeof(uri), "nbd+unix:///%s?socket=%s", vi->name, b->cfg.nbd_socket);
         json_object_set_new(o, "uri_unix", json_string(uri));
@@ -284,9 +296,10 @@ static void h_list(SovHttpReq *req, void *ud)
 static void h_create(SovHttpReq *req, void *ud)
 {
     Block *b = ud;
-    static const char *const keys[] = {"name", "size", "encrypted", "source_snapshot", NULL};
+    static const char *const keys[] = {"name",       "size", "encrypted", "source_snapshot",
+                                       "source_url", NULL};
     SovBuf err = SOV_BUF_INIT;
-    const char *name = NULL, *source = NULL;
+    const char *name = NULL, *source = NULL, *url = NULL;
     int64_t size = 0;
     bool encrypted = false;
     VolInfo vi;
@@ -299,12 +312,19 @@ static void h_create(SovHttpReq *req, void *ud)
         return;
     if (sov_json_get_string(o, "name", true, VOL_NAME_MAX, &name, &err) < 0 ||
         sov_json_get_string(o, "source_snapshot", false, VOL_NAME_MAX, &source, &err) < 0 ||
+        sov_json_get_string(o, "source_url", false, 4096, &url, &err) < 0 ||
         sov_json_get_int(o, "size", !source, 1, (int64_t)VOL_MAX_SIZE, &size, &err) < 0 ||
         sov_json_get_bool(o, "encrypted", false, &encrypted, &err) < 0) {
         reply_error(req, 400, "%s", err.ptr);
         goto out;
     }
-    if (source) {
+    if (source && url) {
+        reply_error(req, 400, "source_snapshot and source_url exclude each other");
+        goto out;
+    }
+    if (url) {
+        r = block_import_start(b, name, (uint64_t)size, encrypted, url, &err);
+    } else if (source) {
         r = vol_clone(b->store, source, name, &err);
         /* A clone may be asked to be larger than its snapshot right away. */
         if (r == 0 && size > 0 && vol_info(b->store, name, &vi) == 0 && (uint64_t)size > vi.size)
@@ -316,9 +336,11 @@ static void h_create(SovHttpReq *req, void *ud)
         reply_error(req, errno_status(r), "%s", err.len ? err.ptr : strerror(-r));
         goto out;
     }
-    log_info("volume %s created%s%s", name, source ? " from " : "", source ? source : "");
+    log_info("volume %s created%s%s%s", name, source ? " from " : "", source ? source : "",
+             url ? " for an import" : "");
+    /* An import answers at once; the listing shows its progress until the data is durable. */
     if (vol_info(b->store, name, &vi) == 0)
-        reply_json(req, 201, json_pack("{s:o}", "volume", volume_json(b, &vi)));
+        reply_json(req, url ? 202 : 201, json_pack("{s:o}", "volume", volume_json(b, &vi)));
     else
         reply_error(req, 500, "created but cannot be read back");
 out:
@@ -347,7 +369,14 @@ static void h_delete(SovHttpReq *req, void *ud)
     SovBuf err = SOV_BUF_INIT;
     if (!authorized(b, req) || !name_param(req, name))
         return;
-    int r = vol_delete(b->store, name, &err);
+    int r = block_import_stop(b, name);
+    if (r < 0) {
+        reply_error(req, 409, "volume %s is finishing its import; try again", name);
+        return;
+    }
+    r = vol_delete(b->store, name, &err);
+    if (r == 0 || r == -ENOENT)
+        block_import_forget(b, name);
     if (r < 0) {
         reply_error(req, errno_status(r), "%s", err.len ? err.ptr : strerror(-r));
     } else {
@@ -374,7 +403,7 @@ static void h_resize(SovHttpReq *req, void *ud)
     SovBuf err = SOV_BUF_INIT;
     int64_t size;
     VolInfo vi;
-    if (!authorized(b, req) || !name_param(req, name))
+    if (!authorized(b, req) || !name_param(req, name) || !not_importing(b, req, name))
         return;
     json_t *o = body_object(req, keys);
     if (!o)
@@ -402,7 +431,7 @@ static void h_snapshot(SovHttpReq *req, void *ud)
     SovBuf err = SOV_BUF_INIT;
     const char *snap;
     VolInfo vi;
-    if (!authorized(b, req) || !name_param(req, name))
+    if (!authorized(b, req) || !name_param(req, name) || !not_importing(b, req, name))
         return;
     json_t *o = body_object(req, keys);
     if (!o)
@@ -444,7 +473,7 @@ static void h_grant(SovHttpReq *req, void *ud)
     const char *host = NULL;
     bool want_token = false;
     VolInfo vi;
-    if (!authorized(b, req) || !name_param(req, name))
+    if (!authorized(b, req) || !name_param(req, name) || !not_importing(b, req, name))
         return;
     json_t *o = body_object(req, keys);
     if (!o)
@@ -549,6 +578,9 @@ int block_api_start(Block *b, int fd)
     b->router = sov_router_new();
     if (!b->router)
         return -ENOMEM;
+    int r = block_imports_recover(b);
+    if (r < 0)
+        log_error_errno(r, "cannot recover unfinished imports");
     sov_router_add(b->router, "GET", "/healthz", 0, h_healthz, b);
     sov_router_add(b->router, "HEAD", "/healthz", 0, h_healthz, b);
     sov_router_add(b->router, "GET", "/metrics", 0, h_metrics, b);
@@ -578,12 +610,14 @@ static void api_done(SovHttpServer *s, void *ud)
 
 void block_api_stop(Block *b)
 {
+    block_imports_stop(b);
     if (b->http)
         sov_http_server_shutdown(b->http, api_done, b);
 }
 
 void block_api_free(Block *b)
 {
+    block_imports_free(b);
     sov_http_server_free(b->http);
     b->http = NULL;
     sov_router_free(b->router);

@@ -65,6 +65,9 @@ typedef struct BlockGrant {
     char token[65]; /* hex, or "" */
 } BlockGrant;
 
+/* An import of a volume's data from a source URL (import.c). */
+typedef struct BlockImport BlockImport;
+
 typedef struct Block {
     BlockConfig cfg;
     VolStore *store;
@@ -79,6 +82,8 @@ typedef struct Block {
     SovHttpServer *http;
     BlockGrant *grants;
     size_t ngrants;
+    BlockImport *imports; /* running, flushing and failed ones */
+    bool imports_stopping;
     SovMetric *m_ops[8], *m_bytes_read, *m_bytes_written, *m_errors, *m_latency[8];
 } Block;
 
@@ -94,5 +99,22 @@ void block_grants_free(Block *b);
 /* Whether a client may open `export_name`; sets the volume name it refers to. */
 bool block_grant_allows(Block *b, const char *export_name, const NbdClientInfo *client,
                         char volume[VOL_NAME_MAX + 1]);
+
+/* import.c: volumes filled from an http:// URL. recover (at start) deletes the volumes whose
+ * import a previous run left unfinished. start creates the volume and starts the copy (-EINVAL
+ * bad URL, -EEXIST, -EAGAIN too many running, or vol_create's errors; err says why). busy: the
+ * volume has an import that has not completed (running or failed). stop ends a running one
+ * before its volume is deleted (-EBUSY during its final flush); forget drops the import of a
+ * deleted volume. describe adds "import" {state, bytes, total, error} to a volume's JSON. */
+struct json_t;
+int block_imports_recover(Block *b);
+int block_import_start(Block *b, const char *name, uint64_t size, bool encrypted, const char *url,
+                       SovBuf *err);
+bool block_import_busy(Block *b, const char *name);
+int block_import_stop(Block *b, const char *name);
+void block_import_forget(Block *b, const char *name);
+void block_import_describe(Block *b, const char *name, struct json_t *o);
+void block_imports_stop(Block *b);
+void block_imports_free(Block *b);
 
 #endif

@@ -2,12 +2,18 @@
 """sov-api's block storage API (Cinder v3) realised by a real sov-block: the openstack CLI creates,
 extends, snapshots, clones and deletes volumes and each change is checked in sov-block's own
 listing; quotas, project isolation, roles and hostile bodies; sov-block down at create time and
-started later (with sov-api restarted) converges."""
+started later (with sov-api restarted) converges. Volumes from images (local image store and
+sov-s3) hold the image's bytes, read back over NBD; too small, unknown or unreadable images
+fail cleanly."""
+import hashlib
 import os
 import socket
 import time
 
 import pytest
+from botocore.exceptions import ClientError
+
+from conftest import MIB, nbd_map, run_tool
 
 GIB = 1024 ** 3
 TIERS = {"ssd-performance", "ssd-standard", "hdd-standard", "archive"}
@@ -355,3 +361,130 @@ def test_block_down_then_up_converges(start_api, start_block):
     adm.wait_gone(a["id"])
     assert set(block.volumes()) == {f"vol-{b['id']}"}
     assert "unavailable" in api.log.read_text()
+
+
+# ---- volumes from images ----
+
+def raw_image(api, tmp_path, name, data, *extra, env=None):
+    src = tmp_path / f"{name}.raw"
+    src.write_bytes(data)
+    img = api.openstack("image", "create", "--file", src, "--disk-format", "raw",
+                        "--container-format", "bare", *extra, name, env=env)
+    src.unlink()
+    return img
+
+
+def check_volume_holds(block, vid, data, tmp_path):
+    """The sov-block volume of vid starts with data and reads as zeros (holes) after it."""
+    uri, out = block.uri(f"vol-{vid}"), tmp_path / "vol.raw"
+    run_tool(["nbdcopy", uri, str(out)])  # sparse: only the data is written
+    with open(out, "rb") as f:
+        head = f.read(len(data) + MIB)
+    out.unlink()
+    assert head[:len(data)] == data and head[len(data):] == bytes(MIB)
+    end = -(-len(data) // (64 * 1024)) * 64 * 1024  # the last cluster with data
+    assert all(t == 3 for off, length, t in nbd_map(uri) if off >= end)
+
+
+def check_image_volume(api, block, adm, tmp_path, data):
+    img = raw_image(api, tmp_path, "img", data)
+    v = api.openstack("volume", "create", "--image", "img", "--size", "1", "fromimg")
+    assert v["status"] in ("creating", "downloading") and v["bootable"] == "true"
+    done = adm.wait_status(v["id"], "available")
+    assert done["bootable"] == "true" and done["size"] == 1
+    assert done["volume_image_metadata"] == {
+        "image_id": img["id"], "image_name": "img", "disk_format": "raw",
+        "container_format": "bare", "min_disk": "0", "min_ram": "0", "size": str(len(data)),
+        "checksum": hashlib.md5(data).hexdigest()}
+    check_volume_holds(block, v["id"], data, tmp_path)
+    assert "import" not in block.volumes()[f"vol-{v['id']}"]
+    return img, v["id"]
+
+
+def test_volume_from_local_image(cloud, tmp_path):
+    api, block, adm = cloud
+    data = os.urandom(2 * MIB) + bytes(MIB) + os.urandom(MIB + 4321)
+    img, vid = check_image_volume(api, block, adm, tmp_path, data)
+    # the data link sov-block got is signed: without a valid signature it is refused
+    st, _, r = api.request("GET", f"/image/internal/{img['id']}")
+    assert st == 403
+    st, _, r = api.request("GET", f"/image/internal/{img['id']}?expires=99999999999&sig="
+                           + "0" * 64)
+    assert st == 403
+
+    # too small for the image's min_disk: refused up front, nothing created
+    raw_image(api, tmp_path, "big", os.urandom(1000), "--min-disk", "2")
+    p = api.openstack("volume", "create", "--image", "big", "--size", "1", "small",
+                      fmt=False, check=False)
+    assert p.returncode != 0 and "size" in p.stderr
+    assert [v["name"] for v in adm.volumes()] == ["fromimg"]
+    # unknown images and another project's private ones are 404
+    st, doc = adm.req("POST", "/volumes", {"volume": {
+        "size": 1, "imageRef": "00000000-0000-4000-8000-000000000000"}})
+    assert st == 404 and "itemNotFound" in doc
+    other = api.make_project("img-owner")
+    theirs = raw_image(api, tmp_path, "theirs", b"x" * 512, env=other["env"])
+    st, doc = adm.req("POST", "/volumes", {"volume": {"size": 1, "imageRef": theirs["id"]}})
+    assert st == 202  # the cloud admin may
+    adm.wait_status(doc["volume"]["id"], "available")
+    me = api.make_project("img-user")
+    mine = Cinder(api, me["token"], me["project_id"])
+    st, _ = mine.req("POST", "/volumes", {"volume": {"size": 1, "imageRef": theirs["id"]}})
+    assert st == 404 and mine.volumes() == []
+    rd = api.make_project("img-reader", role="reader")
+    st, _ = Cinder(api, rd["token"], rd["project_id"]).req(
+        "POST", "/volumes", {"volume": {"size": 1, "imageRef": img["id"]}})
+    assert st == 403
+
+    # the image's data is unreadable: the volume goes to error with the reason
+    lost = raw_image(api, tmp_path, "lost", os.urandom(4096))
+    (api.data_dir / "images" / lost["id"]).unlink()
+    st, doc = adm.req("POST", "/volumes", {"volume": {"size": 1, "imageRef": lost["id"]}})
+    assert st == 202
+    bad = adm.wait_status(doc["volume"]["id"], "error")
+    assert bad["bootable"] == "true"
+    assert "copying the image failed" in api.log.read_text()
+    assert adm.req("DELETE", f"/volumes/{bad['id']}")[0] == 202
+    adm.wait_gone(bad["id"])
+
+    api.openstack("volume", "delete", "fromimg", fmt=False)
+    adm.wait_gone(vid)
+    assert f"vol-{vid}" not in block.volumes() and f"vol-{bad['id']}" not in block.volumes()
+
+
+def test_volume_from_s3_image(start_api, start_block, start_s3, tmp_path):
+    s3 = start_s3()
+    token = "blk-" + os.urandom(8).hex()
+    block = start_block(token=token)
+    api = start_api(ini_extra=f"[block]\nurl = {block.url}\ntoken = {token}\n"
+                              f"[image]\ns3_url = {s3.url}\ns3_access_key = {s3.access_key}\n"
+                              f"s3_secret_key = {s3.secret_key}\ns3_bucket = glance-images\n")
+    c = s3.client()
+
+    def bucket_ready():
+        try:
+            return c.head_bucket(Bucket="glance-images") is not None
+        except ClientError:
+            return False
+    wait_for(bucket_ready, "the image bucket")
+    adm = admin_cinder(api)
+    data = os.urandom(9 * MIB + 99)  # two ranged GETs of the presigned URL
+    img, vid = check_image_volume(api, block, adm, tmp_path, data)
+    assert c.head_object(Bucket="glance-images", Key=img["id"])["ContentLength"] == len(data)
+    assert not (api.data_dir / "images" / img["id"]).exists()
+
+    # Nova's boot from volume: a block-device mapping from the image makes such a volume too
+    st, doc, r = api.request("POST", "/agent/v1/hosts", {
+        "host": "cn1", "kind": "compute", "zone": "eu-central-1a", "vcpus": 8, "ram_mb": 16384},
+        headers={"Authorization": f"Bearer {api.agent_token}"})
+    assert 200 <= st < 300, r.body
+    st, doc, r = api.request("POST", "/compute/v2.1/servers", {"server": {
+        "name": "bfv", "flavorRef": "t3.micro", "networks": "none",
+        "block_device_mapping_v2": [{"boot_index": 0, "source_type": "image", "uuid": img["id"],
+                                     "destination_type": "volume", "volume_size": 1}]}},
+        adm.token)
+    assert st == 202, r.body
+    boot = [v for v in adm.volumes() if v["id"] != vid]
+    assert len(boot) == 1 and boot[0]["volume_image_metadata"]["image_id"] == img["id"]
+    adm.wait_status(boot[0]["id"], "available")
+    check_volume_holds(block, boot[0]["id"], data, tmp_path)
