@@ -228,6 +228,15 @@ void api_compute_release_volumes(Api *a, const char *project, json_t *server)
     }
     if (any)
         api_block_kick(a);
+    /* the ports Nova made for it go too; ports the user brought are only unbound */
+    json_array_foreach(json_object_get(server, "_networks"), i, b)
+    {
+        const char *port = nova_str(b, "port");
+        int r;
+        if (port && json_is_true(json_object_get(b, "created")) &&
+            (r = api_port_delete_for(a, port)) < 0 && r != -ENOENT)
+            log_warn("port %s of server %s not deleted: %s", port, sid, strerror(-r));
+    }
 }
 
 /* ---- servers: create ---- */
@@ -768,6 +777,70 @@ static bool create_volumes(ApiCall *c, NewServer *n, const char *server_id)
     return true;
 }
 
+/* Adds a port's fixed addresses to a server's "addresses" under its network's name. */
+static void add_addresses(Api *a, json_t *addresses, json_t *port)
+{
+    json_t *net = NULL, *ips, *ip;
+    size_t i;
+    const char *name = nova_str(port, "network_id");
+    if (name && api_store_get(a->store, "network", name, &net, NULL, 0) == 0 &&
+        nova_str(net, "name") && *nova_str(net, "name"))
+        name = nova_str(net, "name");
+    if (!name)
+        name = "";
+    if (!(ips = json_object_get(addresses, name))) {
+        ips = json_array();
+        json_object_set_new(addresses, name, ips);
+    }
+    json_array_foreach(json_object_get(port, "fixed_ips"), i, ip)
+    {
+        const char *addr = nova_str(ip, "ip_address");
+        if (addr)
+            json_array_append_new(
+                ips,
+                json_pack("{s:s,s:i,s:s,s:s}", "addr", addr, "version", strchr(addr, ':') ? 6 : 4,
+                          "OS-EXT-IPS:type", "fixed", "OS-EXT-IPS-MAC:mac_addr",
+                          nova_str(port, "mac_address") ? nova_str(port, "mac_address") : ""));
+    }
+    json_decref(net);
+}
+
+/* Gives a placed server its ports, as nova-compute asks Neutron for them: a new port (with the
+ * requested fixed IP) on each requested network, the requested existing ports as they are.
+ * Their addresses go into "addresses"; the ports made here are marked "created" in _networks
+ * so that they go with the server. Answers the fault and returns false on failure (the
+ * caller's transaction then undoes every port made). */
+static bool create_ports(ApiCall *c, NewServer *n, const char *server_id, const char *host,
+                         json_t *doc)
+{
+    json_t *addresses = json_object_get(doc, "addresses"), *e;
+    size_t i;
+    char owner[80];
+    snprintf(owner, sizeof(owner), "compute:%s", n->zone);
+    if (!json_is_array(n->nets))
+        return true; /* "none", or "auto": the agent's fallback network */
+    json_array_foreach(n->nets, i, e)
+    {
+        json_t *port = NULL;
+        const char *pid = nova_str(e, "port");
+        if (pid) {
+            if (api_store_get(c->api->store, "port", pid, &port, NULL, 0) < 0) {
+                api_fault(c, 400, NULL, "Port %s could not be found.", pid);
+                return false;
+            }
+        } else {
+            if (api_port_create_for(c, nova_str(e, "uuid"), nova_str(e, "fixed_ip"), server_id,
+                                    owner, host, &port) < 0)
+                return false;
+            json_object_set(e, "port", json_object_get(port, "id"));
+            json_object_set_new(e, "created", json_true());
+        }
+        add_addresses(c->api, addresses, port);
+        json_decref(port);
+    }
+    return true;
+}
+
 static void h_server_create(SovHttpReq *req, void *ud)
 {
     Api *a = ud;
@@ -826,7 +899,6 @@ static void h_server_create(SovHttpReq *req, void *ud)
         json_object_set(doc, "_key_public", json_object_get(n.key, "public_key"));
         json_object_set(doc, "_key_name", json_object_get(n.key, "name"));
     }
-    json_object_set(doc, "_networks", n.nets);
     json_object_set_new(doc, "_desired", json_string("running"));
     json_object_set_new(doc, "_reboot", json_integer(0));
     json_object_set_new(doc, "_reboot_hard", json_false());
@@ -842,7 +914,7 @@ static void h_server_create(SovHttpReq *req, void *ud)
         api_fault(c, 500, NULL, "The server cannot be stored.");
         goto out;
     }
-    if (placed && !create_volumes(c, &n, id)) {
+    if (placed && (!create_volumes(c, &n, id) || !create_ports(c, &n, id, host, doc))) {
         api_store_rollback(a->store);
         json_decref(doc);
         goto out;
@@ -855,6 +927,7 @@ static void h_server_create(SovHttpReq *req, void *ud)
             json_array_append_new(att, json_pack("{s:O}", "id", json_object_get(e, "volume_id")));
     }
     json_object_set(doc, "_bdm", n.bdm);
+    json_object_set(doc, "_networks", n.nets);
     ApiDocMeta m = {.kind = "server",
                     .id = id,
                     .project = c->auth.project_id,

@@ -526,3 +526,38 @@ def test_idempotency_key_returns_the_same_server(api):
     assert server_ids(api, token) == [first]
     third = create(api, token, image, "once", headers={"X-Idempotency-Key": "other"})
     assert third != first and len(server_ids(api, token)) == 2
+
+
+def test_placed_server_gets_ports_on_its_networks(api):
+    """As nova-compute asks Neutron: a placed server gets a port (with the requested fixed IP)
+    on each requested network, its addresses show them, and the ports go with the server."""
+    t = api.make_project("ports")
+    register_host(api, "cn-ports")
+    image = make_image(api, t["token"])
+    net = api.openstack("network", "create", "app-net", env=t["env"])
+    api.openstack("subnet", "create", "--network", "app-net", "--subnet-range", "10.20.0.0/24",
+                  "app-sub", env=t["env"])
+    sid = create(api, t["token"], image, "with-ports",
+                 networks=[{"uuid": net["id"]}, {"uuid": net["id"], "fixed_ip": "10.20.0.50"}])
+    assert show(api, api.token(), sid)["OS-EXT-SRV-ATTR:host"] == "cn-ports"
+    srv = show(api, t["token"], sid)
+    assert srv["status"] == "BUILD"
+    addrs = sorted(a["addr"] for a in srv["addresses"]["app-net"])
+    assert len(addrs) == 2 and "10.20.0.50" in addrs
+    assert all(a["OS-EXT-IPS-MAC:mac_addr"].startswith("fa:16:3e:")
+               for a in srv["addresses"]["app-net"])
+    ports = api.openstack("port", "list", "--device-id", sid, "--long", env=t["env"])
+    assert len(ports) == 2
+    # a fixed IP that is taken: refused, and nothing of the server or its ports remains
+    st, doc, r = nova(api, "POST", "/servers",
+                      server_body(image, "clash", networks=[{"uuid": net["id"],
+                                                             "fixed_ip": "10.20.0.50"}]),
+                      t["token"])
+    assert st == 409, r.body
+    assert [s for s in server_ids(api, t["token"]) if s != sid] == []
+    assert len(api.openstack("port", "list", "--network", "app-net", env=t["env"])) == 2
+    # deleting the server: the agent cleans up and reports it gone, the ports go with it
+    st, _, _ = nova(api, "DELETE", f"/servers/{sid}", token=t["token"])
+    assert st == 204
+    agent(api, "PUT", f"/agent/v1/resources/server/{sid}", {"gone": True})
+    assert api.openstack("port", "list", "--network", "app-net", env=t["env"]) == []
