@@ -769,8 +769,8 @@ static bool create_volumes(ApiCall *c, NewServer *n, const char *server_id)
                       nova_str(e, "volume_id"), strerror(-r));
             return false;
         }
-        /* A volume still being created cannot be attached yet: the mapping keeps its id (the
-         * agent waits for it) and it goes with the server when delete_on_termination. */
+        /* A volume still being made is attached the moment it is ready (volume.c); the agent
+         * waits for it to be in-use. It goes with the server when delete_on_termination. */
         json_object_set_new(e, "attached", json_boolean(r == 0));
         json_object_set_new(e, "created", json_boolean(created));
     }

@@ -635,6 +635,16 @@ static void attach_add(json_t *v, const char *server, const char *device, const 
     json_object_set_new(v, "status", json_string("in-use"));
 }
 
+bool volume_attach_pending(json_t *v)
+{
+    json_t *p = json_object_get(v, "_attach_pending");
+    if (!p)
+        return false;
+    attach_add(v, jstr(p, "server_id"), jstr(p, "device"), NULL);
+    json_object_del(v, "_attach_pending");
+    return true;
+}
+
 /* Drops the attachments of server (or with attachment id aid; NULL/NULL: all); true when one
  * went. The volume is available again when none is left. */
 static bool attach_del(json_t *v, const char *server, const char *aid)
@@ -962,7 +972,14 @@ int api_volume_attach(Api *a, const char *project_id, const char *volume_id, con
     int r = 0;
     if (!v)
         return -ENOENT;
-    if (!jeq(v, "status", "available") && !jeq(v, "status", "attaching"))
+    if ((jeq(v, "status", "creating") || jeq(v, "status", "downloading")) &&
+        !json_object_get(v, "_attach_pending") &&
+        json_array_size(json_object_get(v, "attachments")) == 0) {
+        /* a volume Nova made for a server: attached the moment it is ready (the reconciler) */
+        json_object_set_new(v, "_attach_pending",
+                            json_pack("{s:s,s:s?}", "server_id", server_id, "device", device));
+        r = volume_doc_save(a, "volume", v, false);
+    } else if (!jeq(v, "status", "available") && !jeq(v, "status", "attaching"))
         r = -EBUSY;
     else {
         attach_add(v, server_id, device, NULL);
@@ -978,7 +995,11 @@ int api_volume_detach(Api *a, const char *project_id, const char *volume_id, con
     int r = -EBUSY;
     if (!v)
         return -ENOENT;
-    if (attach_del(v, server_id, NULL))
+    json_t *pending = json_object_get(v, "_attach_pending");
+    if (pending && jeq(pending, "server_id", server_id)) {
+        json_object_del(v, "_attach_pending");
+        r = volume_doc_save(a, "volume", v, false);
+    } else if (attach_del(v, server_id, NULL))
         r = volume_doc_save(a, "volume", v, false);
     json_decref(v);
     return r;

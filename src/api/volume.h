@@ -27,6 +27,9 @@ void volume_time(int64_t ms, char out[32]);
  * updated_at; volume_doc_status sets its status first. */
 int volume_doc_save(Api *a, const char *kind, json_t *doc, bool insert);
 int volume_doc_status(Api *a, const char *kind, json_t *doc, const char *status);
+/* Applies the attachment Nova asked for while the volume was being made (in-use, true), or
+ * false when there is none. */
+bool volume_attach_pending(json_t *v);
 
 /* api_begin for /volume/v3/{project_id}/...: the project in the path must be the token's
  * (admins may name any); answers carry the microversion header. */

@@ -228,7 +228,7 @@ static void settle(Api *a, json_t *v, const json_t *info)
     const json_t *imp = json_object_get(info, "import");
     char why[400];
     if (!imp) {
-        mark_ready(a, "volume", v, info, "available");
+        mark_ready(a, "volume", v, info, volume_attach_pending(v) ? "in-use" : "available");
     } else if (jeq(imp, "state", "failed")) {
         snprintf(why, sizeof(why), "copying the image failed: %s",
                  jstr(imp, "error") ? jstr(imp, "error") : "no reason given");

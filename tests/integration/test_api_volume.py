@@ -486,5 +486,9 @@ def test_volume_from_s3_image(start_api, start_block, start_s3, tmp_path):
     assert st == 202, r.body
     boot = [v for v in adm.volumes() if v["id"] != vid]
     assert len(boot) == 1 and boot[0]["volume_image_metadata"]["image_id"] == img["id"]
-    adm.wait_status(boot[0]["id"], "available")
+    # made for the server: attached to it the moment the copy is done
+    adm.wait_status(boot[0]["id"], "in-use")
+    att = adm.volumes()
+    att = [v for v in att if v["id"] == boot[0]["id"]][0]["attachments"]
+    assert [a["server_id"] for a in att] == [doc["server"]["id"]]
     check_volume_holds(block, boot[0]["id"], data, tmp_path)
