@@ -178,6 +178,140 @@ static void h_hosts(SovHttpReq *req, void *ud)
     api_reply(c, 200, json_pack("{s:o}", "hosts", arr));
 }
 
+/* Nova's view of the compute hosts (os-hypervisors, admin): `openstack hypervisor list/show`.
+ * Usage is what the scheduler counts: the servers assigned to each host. */
+static json_t *hypervisor_view(Api *a, json_t *h, size_t idx, bool detail)
+{
+    const char *name = api_jstr(h, "host");
+    ApiListQuery sq = {.kind = "server", .host = name};
+    json_t *servers;
+    int64_t cpu = 0, ram = 0, disk = 0, count = 0;
+    if (api_store_list(a->store, &sq, &servers) == 0) {
+        size_t k;
+        json_t *s;
+        json_array_foreach(servers, k, s)
+        {
+            cpu += json_integer_value(json_object_get(s, "_vcpus"));
+            ram += json_integer_value(json_object_get(s, "_ram"));
+            disk += json_integer_value(json_object_get(s, "_disk"));
+            count++;
+        }
+        json_decref(servers);
+    }
+    json_t *v = json_pack("{s:I,s:s,s:s,s:s}", "id", (json_int_t)idx + 1, "hypervisor_hostname",
+                          name, "state", host_up(a, h) ? "up" : "down", "status", "enabled");
+    if (detail) {
+        json_t *info = json_object_get(h, "info");
+        const char *accel = api_jstr(info, "accel");
+        json_object_update_new(
+            v,
+            json_pack(
+                "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:s,s:I,s:s},s:s,s:s,s:I}", "hypervisor_type",
+                *accel ? accel : "QEMU", "vcpus", json_integer_value(json_object_get(h, "vcpus")),
+                "vcpus_used", (json_int_t)cpu, "memory_mb",
+                json_integer_value(json_object_get(h, "ram_mb")), "memory_mb_used", (json_int_t)ram,
+                "local_gb_used", (json_int_t)disk, "running_vms", (json_int_t)count, "gpus",
+                (json_int_t)json_array_size(json_object_get(h, "gpus")), "service", "host", name,
+                "id", (json_int_t)idx + 1, "disabled_reason", "", "host_ip", "",
+                "availability_zone", api_jstr(h, "zone"), "hypervisor_version", (json_int_t)1));
+        json_object_update_new(
+            v, json_pack("{s:s,s:i,s:i,s:i,s:I,s:i}", "cpu_info", "{}", "current_workload", 0,
+                         "disk_available_least", 0, "free_disk_gb", 0, "free_ram_mb",
+                         json_integer_value(json_object_get(h, "ram_mb")) - (json_int_t)ram,
+                         "local_gb", 0));
+        /* as `uptime` prints it: the time the host has been registered */
+        int64_t now = api_now_ms(),
+                up_s = (now - json_integer_value(json_object_get(h, "registered_ms"))) / 1000;
+        char clock[32], uptime[128];
+        api_time_iso(now, clock);
+        snprintf(uptime, sizeof(uptime),
+                 " %.8s up %" PRId64 " days, %" PRId64 ":%02" PRId64
+                 ", 0 users, load average: 0.00, 0.00, 0.00",
+                 clock + 11, up_s / 86400, up_s % 86400 / 3600, up_s % 3600 / 60);
+        json_object_set_new(v, "uptime", json_string(uptime));
+    }
+    return v;
+}
+
+static void hypervisors(SovHttpReq *req, Api *a, bool detail)
+{
+    ApiCall *c = api_begin(a, req, API_STYLE_NOVA, API_NEED_ADMIN);
+    if (!c)
+        return;
+    const char *id = api_param(c, "id");
+    ApiListQuery q = {.kind = "host", .parent = "compute"};
+    json_t *hosts, *out = json_array();
+    if (api_store_list(a->store, &q, &hosts) < 0) {
+        json_decref(out);
+        api_fault(c, 500, NULL, "cannot list hosts");
+        return;
+    }
+    size_t i;
+    json_t *h;
+    json_array_foreach(hosts, i, h)
+    {
+        char idx[24];
+        snprintf(idx, sizeof(idx), "%zu", i + 1);
+        if (id && strcmp(id, idx) != 0 && strcmp(id, api_jstr(h, "host")) != 0)
+            continue;
+        json_array_append_new(out, hypervisor_view(a, h, i, detail || id));
+    }
+    json_decref(hosts);
+    if (id) {
+        if (json_array_size(out) == 0) {
+            json_decref(out);
+            api_fault(c, 404, NULL, "Hypervisor with ID %s could not be found.", id);
+            return;
+        }
+        json_t *one = json_incref(json_array_get(out, 0));
+        json_decref(out);
+        api_reply(c, 200, json_pack("{s:o}", "hypervisor", one));
+        return;
+    }
+    api_reply(c, 200, json_pack("{s:o}", "hypervisors", out));
+}
+
+static void h_hypervisors(SovHttpReq *req, void *ud)
+{
+    hypervisors(req, ud, false);
+}
+
+static void h_hypervisors_detail(SovHttpReq *req, void *ud)
+{
+    hypervisors(req, ud, true);
+}
+
+/* os-aggregates: one per availability zone with its compute hosts (zones are the only host
+ * groups this cloud has). */
+static void h_aggregates(SovHttpReq *req, void *ud)
+{
+    Api *a = ud;
+    ApiCall *c = api_begin(a, req, API_STYLE_NOVA, API_NEED_ADMIN);
+    if (!c)
+        return;
+    ApiListQuery q = {.kind = "host", .parent = "compute"};
+    json_t *hosts, *out = json_array();
+    if (api_store_list(a->store, &q, &hosts) < 0)
+        hosts = json_array();
+    json_int_t id = 0;
+    for (size_t r = 0; r < api_region_count(a); r++) {
+        const ApiRegion *reg = api_region_at(a, r);
+        for (unsigned z = 0; z < reg->nzones; z++) {
+            const char *zone = reg->zones[z].name;
+            json_t *names = json_array(), *h;
+            size_t i;
+            json_array_foreach(hosts, i, h) if (strcmp(api_jstr(h, "zone"), zone) == 0)
+                json_array_append(names, json_object_get(h, "host"));
+            json_array_append_new(out, json_pack("{s:I,s:s,s:s,s:o,s:{s:s,s:s}}", "id", ++id,
+                                                 "name", zone, "availability_zone", zone, "hosts",
+                                                 names, "metadata", "availability_zone", zone,
+                                                 "jurisdiction", reg->jurisdiction));
+        }
+    }
+    json_decref(hosts);
+    api_reply(c, 200, json_pack("{s:o}", "aggregates", out));
+}
+
 /* ---- watch ---- */
 
 static json_t *snapshot(Api *a, ApiCall *c)
@@ -509,4 +643,12 @@ void api_agent_routes(Api *a)
     sov_router_add(a->router, "GET", "/agent/v1/hosts", 0, h_hosts, a);
     sov_router_add(a->router, "GET", "/agent/v1/watch", 0, h_watch, a);
     sov_router_add(a->router, "PUT", "/agent/v1/resources/{kind}/{id}", 0, h_observed, a);
+    sov_router_add(a->router, "GET", "/compute/v2.1/os-hypervisors", 0, h_hypervisors, a);
+    sov_router_add(a->router, "GET", "/compute/v2.1/os-hypervisors/detail", 0, h_hypervisors_detail,
+                   a);
+    sov_router_add(a->router, "GET", "/compute/v2.1/os-hypervisors/{id}", 0, h_hypervisors_detail,
+                   a);
+    sov_router_add(a->router, "GET", "/compute/v2.1/os-hypervisors/{id}/uptime", 0,
+                   h_hypervisors_detail, a);
+    sov_router_add(a->router, "GET", "/compute/v2.1/os-aggregates", 0, h_aggregates, a);
 }

@@ -266,6 +266,11 @@ def test_agent_registration_and_watch(api):
     assert st == 400
     st, doc, _ = api.request("GET", "/agent/v1/hosts", token=api.token())
     assert st == 200 and [(h["host"], h["status"]) for h in doc["hosts"]] == [("h1", "up")]
+    # operators see the same hosts as Nova hypervisors
+    hv = api.openstack("hypervisor", "list")
+    assert [(h["Hypervisor Hostname"], h["State"]) for h in hv] == [("h1", "up")]
+    hv = api.openstack("hypervisor", "show", "h1")
+    assert hv["vcpus"] == 4 and hv["memory_mb"] == 8192 and hv["vcpus_used"] == 0
     # a watch with an old revision answers at once with the full state
     st, doc, _ = api.request("GET", "/agent/v1/watch?kinds=host&since=0&wait=30", headers=hdr)
     assert st == 200 and [h["host"] for h in doc["resources"]["host"]] == ["h1"]
