@@ -368,6 +368,12 @@ static void issue_token(ApiCall *c, Scope *s)
     sov_http_resp_header(c->req, "X-Subject-Token", sov_str(token));
     explicit_bzero(token, sizeof(token));
     snprintf(c->target, sizeof(c->target), "%.64s", api_jstr(s->user, "id"));
+    /* a successful login is audited as the user it made (failures are only logged: an
+     * unauthenticated flood must not grow the audit log) */
+    c->authenticated = true;
+    snprintf(c->auth.user_id, sizeof(c->auth.user_id), "%s", api_jstr(s->user, "id"));
+    snprintf(c->auth.user_name, sizeof(c->auth.user_name), "%s", api_jstr(s->user, "name"));
+    snprintf(c->auth.project_id, sizeof(c->auth.project_id), "%s", pid);
     api_reply(c, 201, body);
 }
 

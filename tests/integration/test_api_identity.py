@@ -216,6 +216,8 @@ def test_audit_log_chain_and_tamper_detection(api):
     api.openstack("project", "create", "audited-3")
     log = api.data_dir / "audit.log"
     entries = [json.loads(x) for x in log.read_text().splitlines()]
+    logins = [e for e in entries if e["action"] == "POST /identity/v3/auth/tokens"]
+    assert logins and all(e["user"] == "admin" and e["result"] == 201 for e in logins)
     creates = [e for e in entries if e["action"] == "POST /identity/v3/projects"]
     assert len(creates) == 3 and all(e["result"] == 201 and e["user"] == "admin" for e in creates)
     assert all(e["target"] for e in creates) and all(e["request_id"].startswith("req-")
