@@ -9,6 +9,7 @@
  *        since=0 and converges)
  *   PUT  /agent/v1/resources/{kind}/{id}     observed state (status, power state, addresses,
  *        console output, fault; "gone": true once a deleted resource is cleaned up)
+ *   GET  /agent/v1/images/{id}               a tokenless URL of an image's data
  * Hosts are documents of kind "host" (id = host name); a host silent for three heartbeat
  * periods is down and gets no new servers. The scheduler places a server on the up compute
  * host of its zone with the most free memory that has room for its vCPUs, RAM and GPUs. */
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "image_s3.h"
 #include "sov/crypto.h"
 #include "sov/log.h"
 
@@ -310,6 +312,43 @@ static void h_aggregates(SovHttpReq *req, void *ud)
     }
     json_decref(hosts);
     api_reply(c, 200, json_pack("{s:o}", "aggregates", out));
+}
+
+/* GET /agent/v1/images/{id}: where an agent reads an image's data from without a Keystone
+ * token (a presigned object-store URL, or a signed link to this API), for the image's size
+ * and checksum. Only active images; the link lives an hour plus a second per 4 MiB. */
+static void h_image_source(SovHttpReq *req, void *ud)
+{
+    Api *a = ud;
+    ApiCall *c = agent_begin(a, req);
+    if (!c)
+        return;
+    const char *id = api_param(c, "id");
+    json_t *img;
+    if (!id || strlen(id) > 64 || api_store_get(a->store, "image", id, &img, NULL, 0) < 0) {
+        api_fault(c, 404, NULL, "image %s does not exist", id ? id : "");
+        return;
+    }
+    snprintf(c->target, sizeof(c->target), "%s", id);
+    if (strcmp(api_jstr(img, "status"), "active") != 0) {
+        api_fault(c, 409, NULL, "image %s is %s, not active", id, api_jstr(img, "status"));
+        json_decref(img);
+        return;
+    }
+    SovBuf url = SOV_BUF_INIT, err = SOV_BUF_INIT;
+    int64_t size = json_integer_value(json_object_get(img, "size"));
+    unsigned ttl = 3600 + (unsigned)SOV_MIN(size / (4 << 20), 6 * 24 * 3600);
+    int r = image_source_url(a, img, ttl, &url, &err);
+    if (r < 0)
+        api_fault(c, 503, NULL, "image %s cannot be served: %s", id, err.ptr ? err.ptr : "?");
+    else
+        api_reply(c, 200,
+                  json_pack("{s:s,s:s,s:I,s:s,s:s,s:I}", "id", id, "url", url.ptr, "size",
+                            (json_int_t)size, "checksum", api_jstr(img, "checksum"), "disk_format",
+                            api_jstr(img, "disk_format"), "expires_in", (json_int_t)ttl));
+    sov_buf_release(&url);
+    sov_buf_release(&err);
+    json_decref(img);
 }
 
 /* ---- watch ---- */
@@ -643,6 +682,7 @@ void api_agent_routes(Api *a)
     sov_router_add(a->router, "GET", "/agent/v1/hosts", 0, h_hosts, a);
     sov_router_add(a->router, "GET", "/agent/v1/watch", 0, h_watch, a);
     sov_router_add(a->router, "PUT", "/agent/v1/resources/{kind}/{id}", 0, h_observed, a);
+    sov_router_add(a->router, "GET", "/agent/v1/images/{id}", 0, h_image_source, a);
     sov_router_add(a->router, "GET", "/compute/v2.1/os-hypervisors", 0, h_hypervisors, a);
     sov_router_add(a->router, "GET", "/compute/v2.1/os-hypervisors/detail", 0, h_hypervisors_detail,
                    a);

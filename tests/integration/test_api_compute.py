@@ -4,10 +4,14 @@ servers (the "No valid host was found" path while no compute agent is registered
 state machine with a registered agent), filters and paging, quotas, project isolation, roles,
 hostile bodies and idempotent creates."""
 import base64
+import hashlib
 import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 import uuid
+
 
 import pytest
 
@@ -561,3 +565,34 @@ def test_placed_server_gets_ports_on_its_networks(api):
     assert st == 204
     agent(api, "PUT", f"/agent/v1/resources/server/{sid}", {"gone": True})
     assert api.openstack("port", "list", "--network", "app-net", env=t["env"]) == []
+
+
+def test_agents_read_image_data_through_a_signed_link(api):
+    t = api.make_project("agent-img")
+    data = os.urandom(300000)
+    st, doc, r = api.request("POST", "/image/v2/images", {
+        "name": "disk", "disk_format": "raw", "container_format": "bare"}, t["token"])
+    assert st == 201, r.body
+    iid = doc["id"]
+    st, doc, r = agent_raw(api, f"/agent/v1/images/{iid}")
+    assert st == 409  # queued: no data yet
+    st, _, r = api.request("PUT", f"/image/v2/images/{iid}/file", token=t["token"], raw=data,
+                           headers={"Content-Type": "application/octet-stream"})
+    assert st == 204, r.body
+    st, doc, r = agent_raw(api, f"/agent/v1/images/{iid}")
+    assert st == 200, r.body
+    assert doc["size"] == len(data) and doc["checksum"] == hashlib.md5(data).hexdigest()
+    with urllib.request.urlopen(doc["url"], timeout=30) as f:
+        assert f.read() == data
+    # the link is signed: a changed one is refused
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(doc["url"].replace("sig=", "sig=0"), timeout=30)
+    st, _, _ = api.request("GET", f"/agent/v1/images/{iid}")
+    assert st == 401
+    st, _, _ = agent_raw(api, "/agent/v1/images/" + "0" * 32)
+    assert st == 404
+
+
+def agent_raw(api, path):
+    r = raw_http(api.port, "GET", path, {"Authorization": f"Bearer {api.agent_token}"}, b"")
+    return r.status, (json.loads(r.body) if r.body else None), r
