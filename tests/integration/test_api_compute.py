@@ -12,7 +12,6 @@ import urllib.error
 import urllib.request
 import uuid
 
-
 import pytest
 
 from conftest import raw_http
