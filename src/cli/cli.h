@@ -79,6 +79,10 @@ int cli_file_create(const char *path, const char *data, size_t len, mode_t mode)
 /* A file holding one decimal number (pid or port files); -ENOENT, -EINVAL. */
 int cli_file_read_number(const char *path, long min, long max, long *ret);
 
+/* A setting of a service's config (etc/<name>.ini): -ENOENT without the file, -EINVAL when
+ * the key is not there. */
+int cli_config_get(const Cli *c, const char *name, const char *section, const char *key, char *out,
+                   size_t cap);
 /* The [server] listen address of a service's config (any name, present or future);
  * -ENOENT when the config does not exist. */
 int cli_config_listen(const Cli *c, const char *name, char *host, size_t hostlen, int *ret_port);

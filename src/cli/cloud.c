@@ -155,25 +155,28 @@ out:
     return r;
 }
 
-typedef struct ListenLookup {
-    char value[256];
+typedef struct ConfLookup {
+    const char *section, *key;
+    char *out;
+    size_t cap;
     bool found;
-} ListenLookup;
+} ConfLookup;
 
-static int listen_handler(void *ud, const char *section, const char *name, const char *value)
+static int lookup_handler(void *ud, const char *section, const char *name, const char *value)
 {
-    ListenLookup *l = ud;
+    ConfLookup *l = ud;
 
-    if (strcmp(section, "server") == 0 && strcmp(name, "listen") == 0) {
-        snprintf(l->value, sizeof(l->value), "%s", value);
+    if (strcmp(section, l->section) == 0 && strcmp(name, l->key) == 0) {
+        snprintf(l->out, l->cap, "%s", value);
         l->found = true;
     }
     return 1; /* keep going: the daemon, not sov, judges the rest of the file */
 }
 
-int cli_config_listen(const Cli *c, const char *name, char *host, size_t hostlen, int *ret_port)
+int cli_config_get(const Cli *c, const char *name, const char *section, const char *key, char *out,
+                   size_t cap)
 {
-    ListenLookup l = {.found = false};
+    ConfLookup l = {section, key, out, cap, false};
     char p[PATH_MAX];
     FILE *f;
     int r;
@@ -184,11 +187,19 @@ int cli_config_listen(const Cli *c, const char *name, char *host, size_t hostlen
     f = fopen(p, "re");
     if (!f)
         return -errno;
-    r = ini_parse_file(f, listen_handler, &l);
+    r = ini_parse_file(f, lookup_handler, &l);
     fclose(f);
-    if (r < 0 || !l.found)
-        return -EINVAL;
-    r = sov_parse_hostport(l.value, host, hostlen, ret_port);
+    return r < 0 || !l.found ? -EINVAL : 0;
+}
+
+int cli_config_listen(const Cli *c, const char *name, char *host, size_t hostlen, int *ret_port)
+{
+    char value[256];
+    int r = cli_config_get(c, name, "server", "listen", value, sizeof(value));
+
+    if (r < 0)
+        return r;
+    r = sov_parse_hostport(value, host, hostlen, ret_port);
     if (r < 0)
         return r;
     /* A wildcard listener is reached on loopback. */
