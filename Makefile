@@ -3,9 +3,9 @@
 # `make test` runs every test (unit, ASan+UBSan, fuzz, integration) and prints `N passed, N failed`.
 BUILD    ?= build
 DATA_DIR ?= ./var
-BINS      = sov sov-demo sov-s3 sov-block sov-api
+BINS      = sov sov-demo sov-s3 sov-block sov-api sov-compute
 
-.PHONY: all bootstrap up down test bench fmt clean
+.PHONY: all bootstrap up down test bench fmt clean guest-image
 
 all: bootstrap
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=debugoptimized >/dev/null
@@ -15,8 +15,14 @@ all: bootstrap
 bootstrap:
 	@scripts/bootstrap
 
+# The tiny guest (kernel, busybox, dropbear and our init on a syslinux FAT disk) from Debian
+# packages only; `make up` uploads it to the image service as sov-tiny.
+guest-image: bootstrap
+	scripts/guest-image $(DATA_DIR)/sov-tiny.raw
+
 up: all
 	./bin/sov up --data-dir $(DATA_DIR)
+	scripts/upload-guest $(DATA_DIR)
 
 down:
 	./bin/sov down --data-dir $(DATA_DIR)

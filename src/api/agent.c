@@ -10,6 +10,7 @@
  *   PUT  /agent/v1/resources/{kind}/{id}     observed state (status, power state, addresses,
  *        console output, fault; "gone": true once a deleted resource is cleaned up)
  *   GET  /agent/v1/images/{id}               a tokenless URL of an image's data
+ *   GET  /agent/v1/images/{id}/file          the data itself
  * Hosts are documents of kind "host" (id = host name); a host silent for three heartbeat
  * periods is down and gets no new servers. The scheduler places a server on the up compute
  * host of its zone with the most free memory that has room for its vCPUs, RAM and GPUs. */
@@ -351,6 +352,25 @@ static void h_image_source(SovHttpReq *req, void *ud)
     json_decref(img);
 }
 
+/* GET /agent/v1/images/{id}/file: the data of an active image, streamed (Range works). */
+static void h_image_file(SovHttpReq *req, void *ud)
+{
+    Api *a = ud;
+    ApiCall *c = agent_begin(a, req);
+    if (!c)
+        return;
+    const char *id = api_param(c, "id");
+    json_t *img = NULL;
+    if (!id || strlen(id) > 64 || api_store_get(a->store, "image", id, &img, NULL, 0) < 0 ||
+        strcmp(api_jstr(img, "status"), "active") != 0) {
+        json_decref(img);
+        api_fault(c, 404, NULL, "no active image %s", id ? id : "");
+        return;
+    }
+    api_call_own(c, img);
+    image_data_download(c, img);
+}
+
 /* ---- watch ---- */
 
 static json_t *snapshot(Api *a, ApiCall *c)
@@ -683,6 +703,7 @@ void api_agent_routes(Api *a)
     sov_router_add(a->router, "GET", "/agent/v1/watch", 0, h_watch, a);
     sov_router_add(a->router, "PUT", "/agent/v1/resources/{kind}/{id}", 0, h_observed, a);
     sov_router_add(a->router, "GET", "/agent/v1/images/{id}", 0, h_image_source, a);
+    sov_router_add(a->router, "GET", "/agent/v1/images/{id}/file", 0, h_image_file, a);
     sov_router_add(a->router, "GET", "/compute/v2.1/os-hypervisors", 0, h_hypervisors, a);
     sov_router_add(a->router, "GET", "/compute/v2.1/os-hypervisors/detail", 0, h_hypervisors_detail,
                    a);

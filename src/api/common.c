@@ -395,6 +395,8 @@ void api_mark_answered(ApiCall *c, int status)
 }
 
 static void fault_v(ApiCall *c, int status, const char *type, const char *fmt, va_list ap)
+    _printf_(4, 0);
+static void fault_v(ApiCall *c, int status, const char *type, const char *fmt, va_list ap)
 {
     char msg[1024];
     vsnprintf(msg, sizeof(msg), fmt, ap);

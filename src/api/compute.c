@@ -893,6 +893,8 @@ static void h_server_create(SovHttpReq *req, void *ud)
     nova_set_flavor(doc, brief);
     json_decref(brief);
     json_object_set_new(doc, "_image", json_string(n.image_id ? n.image_id : ""));
+    if (n.image && nova_str(n.image, "disk_format")) /* the agent's qemu-img -F */
+        json_object_set(doc, "_image_disk_format", json_object_get(n.image, "disk_format"));
     if (n.user_data)
         json_object_set_new(doc, "_user_data", json_string(n.user_data));
     if (n.key) {

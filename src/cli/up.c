@@ -165,6 +165,31 @@ static int api_config(const Cli *c, const CliCreds *cr, SovBuf *text)
     return r;
 }
 
+/* The compute agent of this machine: it reports to sov-api with the agent token of sov-api's
+ * config, in the region's first zone; guests live under the data dir. */
+static int compute_config(const Cli *c, const CliCreds *cr, SovBuf *text)
+{
+    char dir[PATH_MAX], host[256], token[256];
+    int api_port, r;
+
+    r = cli_path(c, dir, sizeof(dir), "compute");
+    if (r < 0)
+        return r;
+    if (cli_config_listen(c, CLI_API_NAME, host, sizeof(host), &api_port) < 0 ||
+        cli_config_get(c, CLI_API_NAME, "agent", "token", token, sizeof(token)) < 0)
+        return -ENOENT; /* sov-api's config comes first in the table */
+    r = sov_buf_printf(text,
+                       "\n[compute]\n"
+                       "api_url = http://127.0.0.1:%d\n"
+                       "agent_token = %s\n"
+                       "host = compute-1\n"
+                       "zone = %sa\n"
+                       "state_dir = %s\n",
+                       api_port, token, cr->region, dir);
+    explicit_bzero(token, sizeof(token));
+    return r;
+}
+
 static int write_config(const Cli *c, const CliService *svc, const CliCreds *cr)
 {
     char p[PATH_MAX];
@@ -220,7 +245,10 @@ static int write_config(const Cli *c, const CliService *svc, const CliCreds *cr)
     }
     if (r >= 0 && strcmp(svc->name, CLI_API_NAME) == 0)
         r = api_config(c, cr, &text);
-    bool secret = strcmp(svc->name, CLI_S3_NAME) == 0 || strcmp(svc->name, CLI_API_NAME) == 0;
+    if (r >= 0 && strcmp(svc->name, CLI_COMPUTE_NAME) == 0)
+        r = compute_config(c, cr, &text);
+    bool secret = strcmp(svc->name, CLI_S3_NAME) == 0 || strcmp(svc->name, CLI_API_NAME) == 0 ||
+                  strcmp(svc->name, CLI_COMPUTE_NAME) == 0;
     if (r >= 0)
         r = cli_file_create(p, text.ptr, text.len, secret ? 0600 : 0644);
     if (text.ptr)

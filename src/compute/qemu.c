@@ -1,0 +1,872 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* One QEMU process per server, converged level-triggered from the desired document: prepare
+ * the server directory (a qcow2 overlay on the cached image, a NoCloud seed ISO) in the thread
+ * pool, spawn `qemu-system-x86_64` as a detached child (no -daemonize: libuv reaps it), drive it
+ * through QMP, and re-adopt processes a previous agent left running (pid file, QEMU's -name
+ * in /proc/PID/cmdline and the QMP socket). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "compute.h"
+#include "sov/log.h"
+
+extern char **environ;
+
+typedef struct Work {
+    uv_work_t w;
+    Server *s;
+    int kind; /* 0 prepare, 1 remove */
+    /* inputs, copied on the loop so the thread touches no shared state */
+    char image[65], image_format[8], api_host[256], token[SOV_CONF_STR_MAX],
+        state_dir[SOV_CONF_STR_MAX];
+    char qemu_img[SOV_CONF_STR_MAX], dir[512], id[65], name[256];
+    int api_port;
+    char *user_data, *key;
+    /* output */
+    int r;
+    char err[2048];
+} Work;
+
+static const char *jstr(json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
+}
+
+static void path_in(const Server *s, const char *name, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", s->dir, name);
+}
+
+static int read_small(const char *path, char *out, size_t n)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t k = read(fd, out, n - 1);
+    close(fd);
+    if (k < 0)
+        return -errno;
+    out[k] = '\0';
+    return 0;
+}
+
+static void write_small(const Server *s, const char *name, long long v)
+{
+    char path[600], buf[32];
+    path_in(s, name, path, sizeof(path));
+    snprintf(buf, sizeof(buf), "%lld\n", v);
+    int r = sov_write_file_atomic(path, buf, strlen(buf));
+    if (r < 0)
+        log_warn_errno(r, "cannot write %s", path);
+}
+
+void server_set_error(Server *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->fault, sizeof(s->fault), fmt, ap);
+    va_end(ap);
+    s->phase = PHASE_ERROR;
+    const char *kv[] = {"server", s->id, "fault", s->fault, NULL};
+    sov_logv_kv(SOV_LOG_ERROR, NULL, 0, "server failed", kv);
+    agent_report(s);
+}
+
+const char *server_status(const Server *s)
+{
+    switch (s->phase) {
+    case PHASE_ERROR:
+        return "ERROR";
+    case PHASE_STOPPED:
+        return "SHUTOFF";
+    case PHASE_RUNNING:
+        return s->qmp_running ? "ACTIVE" : (s->reported[0] ? s->reported : "BUILD");
+    default:
+        return "BUILD";
+    }
+}
+
+/* ---- blocking helpers (thread pool) ---- */
+
+static int run_tool(char *const argv[], const char *log_path, char *err, size_t errn)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid;
+    int r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (r != 0) {
+        snprintf(err, errn, "cannot run %s: %s", argv[0], strerror(r));
+        return -r;
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) {
+            snprintf(err, errn, "waiting for %s: %s", argv[0], strerror(errno));
+            return -errno;
+        }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        snprintf(err, errn, "%s failed (see %s)", argv[0], log_path);
+        return -EIO;
+    }
+    return 0;
+}
+
+typedef struct Fetch {
+    int fd, status;
+    int err;
+    uint64_t bytes;
+} Fetch;
+
+static void fetch_headers(SovHttpClientReq *r, int status, void *ud)
+{
+    ((Fetch *)ud)->status = status;
+}
+
+static int fetch_body(SovHttpClientReq *r, const char *p, size_t n, void *ud)
+{
+    Fetch *f = ud;
+    if (f->status != 200)
+        return 0; /* an error page: not image data */
+    while (n) {
+        ssize_t k = write(f->fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -errno;
+        p += k;
+        n -= (size_t)k;
+        f->bytes += (uint64_t)k;
+    }
+    return 0;
+}
+
+static void fetch_done(SovHttpClientReq *r, int err, void *ud)
+{
+    ((Fetch *)ud)->err = err;
+}
+
+/* Streams image data from the agent API into the cache (a temp file renamed into place once
+ * complete), on a loop of this worker thread. */
+static int fetch_image(Work *w, const char *dst)
+{
+    static const SovHttpClientCallbacks cbs = {fetch_headers, fetch_body, fetch_done};
+    char target[160], tmp[760], auth[SOV_CONF_STR_MAX + 32];
+    snprintf(target, sizeof(target), "/agent/v1/images/%s/file", w->image);
+    snprintf(tmp, sizeof(tmp), "%s.part-%d-%lu", dst, (int)getpid(),
+             (unsigned long)uv_thread_self());
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", w->token);
+    const char *hdrs[] = {auth, NULL};
+    Fetch f = {.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
+    if (f.fd < 0) {
+        snprintf(w->err, sizeof(w->err), "cannot create %s: %s", tmp, strerror(errno));
+        return -errno;
+    }
+    uv_loop_t loop;
+    int r = uv_loop_init(&loop);
+    if (r == 0) {
+        r = sov_http_client_request(&loop, w->api_host, w->api_port, "GET", target, hdrs,
+                                    SOV_STR_NULL, 600000, &cbs, &f);
+        if (r == 0) {
+            uv_run(&loop, UV_RUN_DEFAULT);
+            r = f.err;
+        }
+        uv_loop_close(&loop);
+    }
+    if (r == 0 && f.status == 200 && fsync(f.fd) < 0)
+        r = -errno;
+    close(f.fd);
+    if (r == 0 && f.status == 200 && rename(tmp, dst) == 0)
+        return 0;
+    unlink(tmp);
+    if (r < 0)
+        snprintf(w->err, sizeof(w->err), "image %s cannot be fetched from sov-api: %s", w->image,
+                 strerror(-r));
+    else
+        snprintf(w->err, sizeof(w->err),
+                 "image %s cannot be fetched: GET %s answered %d and it is not in this "
+                 "host's image cache",
+                 w->image, target, f.status);
+    return r < 0 ? r : -ENOENT;
+}
+
+static int write_text(const char *path, const char *text, size_t len)
+{
+    return sov_write_file_atomic(path, text, len);
+}
+
+static void base64_decode(const char *in, SovBuf *out)
+{
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned acc = 0;
+    int bits = 0;
+    for (const char *p = in; *p && *p != '='; p++) {
+        const char *q = strchr(tbl, *p);
+        if (!q || !*p)
+            continue; /* whitespace and newlines */
+        acc = (acc << 6) | (unsigned)(q - tbl);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            sov_buf_putc(out, (char)((acc >> bits) & 0xff));
+        }
+    }
+}
+
+static void prepare_work(uv_work_t *req)
+{
+    Work *w = (Work *)req;
+    char path[700], img[700], log_path[700];
+    snprintf(log_path, sizeof(log_path), "%s/prepare.log", w->dir);
+    if (mkdir(w->dir, 0700) < 0 && errno != EEXIST) {
+        w->r = -errno;
+        snprintf(w->err, sizeof(w->err), "cannot create %s: %s", w->dir, strerror(errno));
+        return;
+    }
+    /* root disk */
+    snprintf(path, sizeof(path), "%s/disk.qcow2", w->dir);
+    if (access(path, F_OK) != 0) {
+        if (!w->image[0]) {
+            w->r = -ENOTSUP;
+            snprintf(w->err, sizeof(w->err),
+                     "boot from volume is not supported by this sov-compute yet");
+            return;
+        }
+        if (strchr(w->image, '/') || w->image[0] == '.') {
+            w->r = -EINVAL;
+            snprintf(w->err, sizeof(w->err), "image id %s is not an id", w->image);
+            return;
+        }
+        snprintf(img, sizeof(img), "%s/images/%s", w->state_dir, w->image);
+        if (access(img, R_OK) != 0 && (w->r = fetch_image(w, img)) < 0)
+            return;
+        /* made under a temporary name: an agent killed midway must not find half a disk */
+        char tmp[720];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        char *argv[] = {w->qemu_img, "create",        "-q", "-f", "qcow2", "-b", img,
+                        "-F",        w->image_format, tmp,  NULL};
+        if ((w->r = run_tool(argv, log_path, w->err, sizeof(w->err))) < 0)
+            return;
+        if (rename(tmp, path) < 0) {
+            w->r = -errno;
+            snprintf(w->err, sizeof(w->err), "cannot rename %s: %s", tmp, strerror(errno));
+            return;
+        }
+    }
+    /* NoCloud seed */
+    snprintf(path, sizeof(path), "%s/seed.iso", w->dir);
+    if (access(path, F_OK) == 0)
+        return;
+    char seed[620], md[700], ud[700];
+    snprintf(seed, sizeof(seed), "%s/seed", w->dir);
+    mkdir(seed, 0700);
+    SovBuf meta = SOV_BUF_INIT, user = SOV_BUF_INIT;
+    sov_buf_printf(&meta, "instance-id: %s\nlocal-hostname: %s\n", w->id, w->name);
+    if (w->key && *w->key) {
+        sov_buf_printf(&meta, "public-keys:\n  - \"");
+        for (const char *p = w->key; *p; p++)
+            if (*p != '\n' && *p != '\r' && *p != '"' && *p != '\\')
+                sov_buf_putc(&meta, *p);
+        sov_buf_puts(&meta, "\"\n");
+    }
+    if (w->user_data && *w->user_data)
+        base64_decode(w->user_data, &user);
+    snprintf(md, sizeof(md), "%s/meta-data", seed);
+    snprintf(ud, sizeof(ud), "%s/user-data", seed);
+    int r = write_text(md, meta.ptr ? meta.ptr : "", meta.len);
+    if (r == 0)
+        r = write_text(ud, user.ptr ? user.ptr : "", user.len);
+    sov_buf_release(&meta);
+    sov_buf_release(&user);
+    if (r < 0) {
+        w->r = r;
+        snprintf(w->err, sizeof(w->err), "cannot write the seed: %s", strerror(-r));
+        return;
+    }
+    char iso[720];
+    snprintf(iso, sizeof(iso), "%s.tmp", path);
+    const char *tool = access("/usr/bin/genisoimage", X_OK) == 0 ? "genisoimage" : "xorriso";
+    if (strcmp(tool, "genisoimage") == 0) {
+        char *argv[] = {"genisoimage", "-quiet", "-output", iso, "-volid", "cidata",
+                        "-joliet",     "-rock",  md,        ud,  NULL};
+        w->r = run_tool(argv, log_path, w->err, sizeof(w->err));
+    } else {
+        char *argv[] = {"xorriso", "-as",     "mkisofs", "-quiet", "-output", iso, "-volid",
+                        "cidata",  "-joliet", "-rock",   md,       ud,        NULL};
+        w->r = run_tool(argv, log_path, w->err, sizeof(w->err));
+    }
+    if (w->r == 0 && rename(iso, path) < 0) {
+        w->r = -errno;
+        snprintf(w->err, sizeof(w->err), "cannot rename %s: %s", iso, strerror(errno));
+    }
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    return remove(p) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+static void remove_work(uv_work_t *req)
+{
+    Work *w = (Work *)req;
+    if (nftw(w->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT) {
+        w->r = -errno;
+        snprintf(w->err, sizeof(w->err), "cannot remove %s: %s", w->dir, strerror(errno));
+    }
+}
+
+static void work_done(uv_work_t *req, int status)
+{
+    Work *w = (Work *)req;
+    Server *s = w->s;
+    free(w->user_data);
+    free(w->key);
+    if (!s) { /* the server went away meanwhile */
+        free(w);
+        return;
+    }
+    if (w->kind == 0) {
+        if (w->r < 0)
+            server_set_error(s, "%s", w->err);
+        else {
+            s->phase = PHASE_STOPPED;
+            server_converge(s);
+        }
+    } else {
+        const char *kv[] = {"server", s->id, NULL};
+        if (w->r < 0)
+            log_warn("%s", w->err);
+        else
+            sov_logv_kv(SOV_LOG_INFO, NULL, 0, "server removed", kv);
+        s->phase = PHASE_GONE;
+        agent_report(s);
+    }
+    free(w);
+}
+
+static Work *work_new(Server *s, int kind)
+{
+    Work *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    Compute *c = s->c;
+    w->s = s;
+    w->kind = kind;
+    snprintf(w->image, sizeof(w->image), "%s", jstr(s->doc, "_image"));
+    /* the cached image's format, when the API says it (default raw) */
+    const char *fmt = jstr(s->doc, "_image_disk_format");
+    snprintf(w->image_format, sizeof(w->image_format), "%s",
+             strcmp(fmt, "qcow2") == 0 ? "qcow2" : "raw");
+    snprintf(w->api_host, sizeof(w->api_host), "%s", c->api_host);
+    w->api_port = c->api_port;
+    snprintf(w->token, sizeof(w->token), "%s", c->cfg.agent_token);
+    snprintf(w->state_dir, sizeof(w->state_dir), "%s", c->cfg.state_dir);
+    snprintf(w->qemu_img, sizeof(w->qemu_img), "%s", c->cfg.qemu_img);
+    snprintf(w->dir, sizeof(w->dir), "%s", s->dir);
+    snprintf(w->id, sizeof(w->id), "%s", s->id);
+    const char *name = jstr(s->doc, "name");
+    size_t k = 0;
+    for (const char *p = *name ? name : s->id; *p && k < sizeof(w->name) - 1; p++)
+        w->name[k++] = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                               (*p >= '0' && *p <= '9') || *p == '-'
+                           ? *p
+                           : '-';
+    w->user_data = strdup(jstr(s->doc, "_user_data"));
+    w->key = strdup(jstr(s->doc, "_key_public"));
+    return w;
+}
+
+/* ---- the QEMU process ---- */
+
+static void proc_close_cb(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void qmp_status_cb(Qmp *q, bool running, void *ud)
+{
+    Server *s = ud;
+    s->qmp_answered = true;
+    if (running != s->qmp_running) {
+        s->qmp_running = running;
+        agent_report(s);
+    }
+}
+
+static void qmp_closed_cb(Qmp *q, void *ud)
+{
+    Server *s = ud;
+    s->qmp = NULL;
+}
+
+static void copy_str(char *dst, size_t n, const char *src)
+{
+    size_t l = strnlen(src, n - 1);
+    memcpy(dst, src, l);
+    dst[l] = '\0';
+}
+
+/* The last line QEMU wrote to its log: why it refused to start. */
+static void qemu_log_tail(const Server *s, char *out, size_t n)
+{
+    char path[600], buf[2048];
+    path_in(s, "qemu.log", path, sizeof(path));
+    copy_str(out, n, path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    off_t end = lseek(fd, 0, SEEK_END);
+    off_t from = end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0;
+    ssize_t k = pread(fd, buf, sizeof(buf) - 1, from);
+    close(fd);
+    if (k <= 0)
+        return;
+    while (k > 0 && (buf[k - 1] == '\n' || buf[k - 1] == '\r'))
+        k--;
+    buf[k] = '\0';
+    char *line = strrchr(buf, '\n');
+    copy_str(out, n, line ? line + 1 : buf);
+}
+
+static void process_gone(Server *s)
+{
+    const char *kv[] = {"server", s->id, NULL};
+    sov_logv_kv(SOV_LOG_INFO, NULL, 0, "QEMU process ended", kv);
+    bool crashed = !s->stop_asked && s->started_ms && compute_now_ms() - s->started_ms < 5000 &&
+                   s->phase == PHASE_RUNNING;
+    s->stop_asked = false;
+    s->stop_stage = 0;
+    s->started_ms = 0;
+    s->pid = 0;
+    s->qmp_running = s->qmp_answered = false;
+    s->stop_deadline_ms = 0;
+    qmp_close(s->qmp);
+    s->qmp = NULL;
+    char path[600];
+    path_in(s, "qemu.pid", path, sizeof(path));
+    unlink(path);
+    if (crashed) {
+        char why[400];
+        qemu_log_tail(s, why, sizeof(why));
+        server_set_error(s, "QEMU exited at start: %s", why);
+        return;
+    }
+    if (s->phase == PHASE_RUNNING)
+        s->phase = PHASE_STOPPED;
+    if (s->doc && strcmp(jstr(s->doc, "_desired"), "deleted") != 0)
+        agent_report(s);
+    server_converge(s);
+}
+
+static void exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+    Server *s = p->data;
+    s->child = false;
+    uv_close((uv_handle_t *)p, proc_close_cb);
+    process_gone(s);
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(sa);
+    int port = -EADDRNOTAVAIL;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &l) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+static void qmp_attach(Server *s)
+{
+    char sock[600];
+    path_in(s, "qmp.sock", sock, sizeof(sock));
+    if (s->qmp || access(sock, F_OK) != 0)
+        return;
+    if (strlen(sock) < 108) {
+        s->qmp = qmp_connect(s->c->loop, sock, qmp_status_cb, qmp_closed_cb, s);
+        return;
+    }
+    /* too long for sun_path: reach it through a directory descriptor (connect() runs within
+     * uv_pipe_connect, so the descriptor may close right after) */
+    int dfd = open(s->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    snprintf(sock, sizeof(sock), "/proc/self/fd/%d/qmp.sock", dfd);
+    s->qmp = qmp_connect(s->c->loop, sock, qmp_status_cb, qmp_closed_cb, s);
+    close(dfd);
+}
+
+static int server_spawn(Server *s)
+{
+    Compute *c = s->c;
+    json_t *fl = json_object_get(s->doc, "_flavor");
+    long long vcpus = json_integer_value(json_object_get(fl, "vcpus"));
+    long long ram = json_integer_value(json_object_get(fl, "ram"));
+    if (vcpus < 1 || vcpus > 256 || ram < 16 || ram > (1LL << 22)) {
+        server_set_error(s, "flavor vcpus=%lld ram=%lld MiB is outside what this host runs", vcpus,
+                         ram);
+        return -EINVAL;
+    }
+    if (s->ssh_port <= 0) {
+        s->ssh_port = free_port();
+        if (s->ssh_port < 0) {
+            server_set_error(s, "no free loopback port for SSH");
+            return -EADDRNOTAVAIL;
+        }
+        write_small(s, "ssh_port", s->ssh_port);
+    }
+    char smp[32], mem[32], name[96], disk[700], seed[700], serial[700], qmp[700], pidf[600],
+        net[128], logp[600], sock[600], accel[32];
+    snprintf(smp, sizeof(smp), "%lld", vcpus);
+    snprintf(mem, sizeof(mem), "%lldM", ram);
+    snprintf(name, sizeof(name), "sov-%s", s->id);
+    snprintf(disk, sizeof(disk), "file=%s/disk.qcow2,format=qcow2,if=virtio", s->dir);
+    /* the seed as a read-only virtio disk: guests probe virtio disks synchronously, CD-ROMs
+     * late; cloud-init's NoCloud finds the label on either */
+    snprintf(seed, sizeof(seed), "file=%s/seed.iso,format=raw,if=virtio,readonly=on", s->dir);
+    snprintf(serial, sizeof(serial), "file:%s/serial.log", s->dir);
+    path_in(s, "qmp.sock", sock, sizeof(sock));
+    unlink(sock);
+    /* relative to QEMU's working directory (the server dir): a Unix socket path has to fit
+     * in 108 bytes, a state_dir need not */
+    snprintf(qmp, sizeof(qmp), "unix:qmp.sock,server=on,wait=off");
+    path_in(s, "qemu.pid", pidf, sizeof(pidf));
+    path_in(s, "qemu.log", logp, sizeof(logp));
+    snprintf(net, sizeof(net), "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22", s->ssh_port);
+    snprintf(accel, sizeof(accel), "%s", c->accel);
+    char *args[] = {c->cfg.qemu, "-name",
+                    name,        "-machine",
+                    "q35",       "-accel",
+                    accel,       "-smp",
+                    smp,         "-m",
+                    mem,         "-nodefaults",
+                    "-display",  "none",
+                    "-drive",    disk,
+                    "-drive",    seed,
+                    "-netdev",   net,
+                    "-device",   "virtio-net-pci,netdev=n0",
+                    "-serial",   serial,
+                    "-qmp",      qmp,
+                    "-pidfile",  pidf,
+                    NULL};
+    int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE},
+        {.flags = logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = logfd},
+        {.flags = logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = logfd}};
+    uv_process_options_t o = {.file = c->cfg.qemu,
+                              .args = args,
+                              .exit_cb = exit_cb,
+                              .cwd = s->dir,
+                              .stdio = stdio,
+                              .stdio_count = 3,
+                              .flags = UV_PROCESS_DETACHED};
+    uv_process_t *proc = calloc(1, sizeof(*proc));
+    if (!proc) {
+        if (logfd >= 0)
+            close(logfd);
+        server_set_error(s, "out of memory");
+        return -ENOMEM;
+    }
+    proc->data = s;
+    int r = uv_spawn(c->loop, proc, &o);
+    if (logfd >= 0)
+        close(logfd);
+    if (r < 0) {
+        uv_close((uv_handle_t *)proc, proc_close_cb);
+        server_set_error(s, "cannot start %s: %s", c->cfg.qemu, uv_strerror(r));
+        return r;
+    }
+    s->child = true;
+    s->pid = proc->pid;
+    s->started_ms = compute_now_ms();
+    s->stop_asked = false;
+    s->qmp_running = s->qmp_answered = false;
+    s->phase = PHASE_RUNNING;
+    /* the pid file is ours too, so an agent restarted before QEMU wrote it still finds it */
+    write_small(s, "qemu.pid", s->pid);
+    const char *kv[] = {"server", s->id, "accel", accel, "vcpus", smp, "ram", mem, NULL};
+    sov_logv_kv(SOV_LOG_INFO, NULL, 0, "QEMU started", kv);
+    return 0;
+}
+
+/* Alive and not a zombie (an adopted QEMU is not our child: its reaper may be slow). */
+static bool pid_alive(pid_t pid)
+{
+    char path[64], buf[256];
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if (read_small(path, buf, sizeof(buf)) < 0)
+        return false;
+    const char *p = strrchr(buf, ')');
+    return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
+}
+
+/* A QEMU left by a previous agent: its pid file names a live process whose command line
+ * carries this server's -name. */
+static void try_adopt(Server *s)
+{
+    char path[600], buf[64];
+    path_in(s, "qemu.pid", path, sizeof(path));
+    if (read_small(path, buf, sizeof(buf)) < 0)
+        return;
+    long pid = strtol(buf, NULL, 10);
+    snprintf(buf, sizeof(buf), "%ld", pid);
+    if (pid <= 1 || !pid_alive((pid_t)pid))
+        return;
+    char cmdline[4096], want[96], cpath[64];
+    snprintf(cpath, sizeof(cpath), "/proc/%ld/cmdline", pid);
+    int fd = open(cpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, cmdline, sizeof(cmdline) - 1);
+    close(fd);
+    if (n <= 0)
+        return;
+    snprintf(want, sizeof(want), "sov-%s", s->id);
+    if (!memmem(cmdline, (size_t)n, want, strlen(want) + 1))
+        return;
+    s->pid = (pid_t)pid;
+    s->child = false;
+    s->phase = PHASE_RUNNING;
+    struct stat st;
+    path_in(s, "serial.log", path, sizeof(path));
+    if (stat(path, &st) == 0)
+        s->console_off = (uint64_t)st.st_size;
+    qmp_attach(s);
+    const char *kv[] = {"server", s->id, "pid", buf, NULL};
+    sov_logv_kv(SOV_LOG_INFO, NULL, 0, "re-adopted a running QEMU", kv);
+}
+
+Server *server_new(Compute *c, const char *id)
+{
+    Server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->c = c;
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    snprintf(s->dir, sizeof(s->dir), "%s/servers/%s", c->cfg.state_dir, id);
+    char path[600], buf[32];
+    path_in(s, "ssh_port", path, sizeof(path));
+    if (read_small(path, buf, sizeof(buf)) == 0)
+        s->ssh_port = atoi(buf);
+    path_in(s, "reboot", path, sizeof(path));
+    s->reboot_seen = read_small(path, buf, sizeof(buf)) == 0 ? atoll(buf) : -1;
+    try_adopt(s);
+    if (s->phase == PHASE_NEW) {
+        path_in(s, "disk.qcow2", path, sizeof(path));
+        if (access(path, F_OK) == 0) {
+            path_in(s, "seed.iso", path, sizeof(path));
+            if (access(path, F_OK) == 0)
+                s->phase = PHASE_STOPPED;
+        }
+    }
+    s->next = c->servers;
+    c->servers = s;
+    return s;
+}
+
+void server_free(Server *s)
+{
+    if (!s)
+        return;
+    qmp_close(s->qmp);
+    json_decref(s->doc);
+    free(s);
+}
+
+static void kill_now(Server *s)
+{
+    if (s->pid <= 0)
+        return;
+    if (s->stop_stage >= 1)
+        return; /* server_tick escalates to SIGKILL */
+    s->stop_asked = true;
+    s->stop_stage = 1;
+    s->stop_deadline_ms = compute_now_ms();
+    if (qmp_command(s->qmp, "quit") < 0)
+        kill(s->pid, SIGTERM);
+}
+
+static void start_work(Server *s, int kind)
+{
+    Work *w = work_new(s, kind);
+    if (!w) {
+        server_set_error(s, "out of memory");
+        return;
+    }
+    int r = uv_queue_work(s->c->loop, &w->w, kind == 0 ? prepare_work : remove_work, work_done);
+    if (r < 0) {
+        free(w->user_data);
+        free(w->key);
+        free(w);
+        server_set_error(s, "cannot queue work: %s", uv_strerror(r));
+        return;
+    }
+    s->phase = kind == 0 ? PHASE_PREPARING : PHASE_REMOVING;
+}
+
+/* Compares the desired document with what runs and takes the next step. */
+void server_converge(Server *s)
+{
+    if (s->c->stopping || s->phase == PHASE_PREPARING || s->phase == PHASE_REMOVING ||
+        s->phase == PHASE_GONE)
+        return;
+    const char *want = s->doc ? jstr(s->doc, "_desired") : "deleted";
+    if (strcmp(want, "deleted") == 0) {
+        if (s->pid > 0) {
+            kill_now(s);
+            return;
+        }
+        start_work(s, 1);
+        return;
+    }
+    if (s->phase == PHASE_ERROR)
+        return;
+    int64_t reboot = json_integer_value(json_object_get(s->doc, "_reboot"));
+    if (s->reboot_seen < 0) {
+        s->reboot_seen = reboot;
+        if (mkdir(s->dir, 0700) == 0 || errno == EEXIST)
+            write_small(s, "reboot", reboot);
+    }
+    if (s->phase == PHASE_NEW) {
+        start_work(s, 0);
+        agent_report(s);
+        return;
+    }
+    if (strcmp(want, "running") == 0) {
+        if (s->phase == PHASE_STOPPED) {
+            s->reboot_seen = reboot;
+            write_small(s, "reboot", reboot);
+            server_spawn(s);
+            agent_report(s);
+        } else if (s->phase == PHASE_RUNNING && reboot > s->reboot_seen && qmp_ready(s->qmp)) {
+            if (qmp_command(s->qmp, "system_reset") == 0) {
+                const char *kv[] = {"server", s->id, NULL};
+                sov_logv_kv(SOV_LOG_INFO, NULL, 0, "rebooted (system_reset)", kv);
+                s->reboot_seen = reboot;
+                write_small(s, "reboot", reboot);
+                agent_report(s);
+            }
+        }
+    } else if (strcmp(want, "stopped") == 0) {
+        if (s->phase == PHASE_RUNNING && !s->stop_deadline_ms) {
+            /* without QMP the deadline passes at once and QEMU gets SIGTERM */
+            if (qmp_command(s->qmp, "system_powerdown") < 0)
+                s->stop_deadline_ms = compute_now_ms();
+            s->stop_asked = true;
+            if (!s->stop_deadline_ms)
+                s->stop_deadline_ms = compute_now_ms() + s->c->cfg.stop_timeout_ms;
+            const char *kv[] = {"server", s->id, NULL};
+            sov_logv_kv(SOV_LOG_INFO, NULL, 0, "ACPI powerdown sent", kv);
+        }
+    }
+}
+
+/* Whether the document's observed state differs from ours. Reports on snapshots only when it
+ * does: every report is a change that answers the next watch, so reporting unconditionally
+ * would loop. */
+bool server_needs_report(const Server *s)
+{
+    if (!s->doc || s->phase == PHASE_PREPARING || s->phase == PHASE_REMOVING ||
+        s->phase == PHASE_GONE || strcmp(jstr(s->doc, "_desired"), "deleted") == 0)
+        return false;
+    if (s->phase == PHASE_RUNNING && !s->qmp_answered)
+        return false; /* not known yet (a re-adopted guest must not flap to BUILD) */
+    if (strcmp(jstr(s->doc, "status"), server_status(s)) != 0)
+        return true;
+    if (s->phase == PHASE_ERROR &&
+        strcmp(jstr(json_object_get(s->doc, "fault"), "message"), s->fault) != 0)
+        return true;
+    json_int_t port = json_integer_value(json_object_get(json_object_get(s->doc, "_ssh"), "port"));
+    return s->ssh_port > 0 && port != s->ssh_port;
+}
+
+/* Periodic: liveness of adopted processes, QMP (re)connection and status, stop deadlines and
+ * new console output. */
+void server_tick(Server *s)
+{
+    if (s->pid > 0 && !s->child && !pid_alive(s->pid)) {
+        process_gone(s);
+        return;
+    }
+    if (s->pid > 0) {
+        if (!s->qmp)
+            qmp_attach(s);
+        else if (qmp_ready(s->qmp))
+            qmp_command(s->qmp, "query-status");
+        /* past the powerdown deadline: quit (QMP, else SIGTERM); one more period: SIGKILL */
+        uint64_t now = compute_now_ms();
+        if (s->stop_deadline_ms && now >= s->stop_deadline_ms && s->stop_stage == 0) {
+            s->stop_stage = 1;
+            if (qmp_command(s->qmp, "quit") < 0)
+                kill(s->pid, SIGTERM);
+            const char *kv[] = {"server", s->id, NULL};
+            sov_logv_kv(SOV_LOG_INFO, NULL, 0, "powerdown deadline passed; quit sent", kv);
+        } else if (s->stop_deadline_ms && s->stop_stage == 1 &&
+                   now >= s->stop_deadline_ms + s->c->cfg.stop_timeout_ms) {
+            s->stop_stage = 2;
+            const char *kv[] = {"server", s->id, NULL};
+            sov_logv_kv(SOV_LOG_WARN, NULL, 0, "QEMU did not stop in time; killing it", kv);
+            kill(s->pid, SIGKILL);
+        }
+        char path[600];
+        struct stat st;
+        path_in(s, "serial.log", path, sizeof(path));
+        if (stat(path, &st) == 0 && (uint64_t)st.st_size > s->console_off)
+            agent_report(s);
+    }
+    server_converge(s);
+}
+
+/* Directories of servers the API no longer lists (deleted while the agent was away). */
+void compute_sweep_orphans(Compute *c)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/servers", c->cfg.state_dir);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *e;
+    unsigned n = 0;
+    while ((e = readdir(d)) && n++ < 100000) {
+        if (e->d_name[0] == '.' || strlen(e->d_name) > 64)
+            continue;
+        Server *s;
+        for (s = c->servers; s && strcmp(s->id, e->d_name) != 0; s = s->next)
+            ;
+        if (s)
+            continue;
+        s = server_new(c, e->d_name);
+        if (!s)
+            break;
+        const char *kv[] = {"server", s->id, NULL};
+        sov_logv_kv(SOV_LOG_INFO, NULL, 0, "removing a server the API no longer knows", kv);
+        s->gone_sent = true; /* nothing to tell the API */
+        server_converge(s);
+    }
+    closedir(d);
+}
