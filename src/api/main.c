@@ -149,19 +149,6 @@ static void api_error_page(SovHttpReq *req, int status, const char *message, voi
                      (size_t)SOV_MIN(n, (int)sizeof(body) - 1));
 }
 
-static void h_healthz(SovHttpReq *req, void *ud)
-{
-    sov_http_respond(req, 200, "text/plain", "ok\n", 3);
-}
-
-static void h_metrics(SovHttpReq *req, void *ud)
-{
-    SovBuf out = SOV_BUF_INIT;
-    sov_metrics_render(&out);
-    sov_http_respond(req, 200, "text/plain; version=0.0.4", out.ptr, out.len);
-    sov_buf_release(&out);
-}
-
 static void stop_parts(Api *a)
 {
     api_agent_stop(a);
@@ -243,9 +230,7 @@ int main(int argc, char **argv)
 
     a->loop = uv_default_loop();
     a->router = sov_router_new();
-    sov_router_add(a->router, "GET", "/healthz", 0, h_healthz, a);
-    sov_router_add(a->router, "HEAD", "/healthz", 0, h_healthz, a);
-    sov_router_add(a->router, "GET", "/metrics", 0, h_metrics, a);
+    sov_router_add_ops(a->router);
     api_identity_routes(a);
     api_compute_routes(a);
     api_image_routes(a);

@@ -261,19 +261,6 @@ static json_t *body_object(SovHttpReq *req, const char *const *allowed)
 
 /* ---- handlers ---- */
 
-static void h_healthz(SovHttpReq *req, void *ud)
-{
-    sov_http_respond(req, 200, "text/plain; charset=utf-8", "ok\n", 3);
-}
-
-static void h_metrics(SovHttpReq *req, void *ud)
-{
-    SovBuf out = SOV_BUF_INIT;
-    sov_metrics_render(&out);
-    sov_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.ptr, out.len);
-    sov_buf_release(&out);
-}
-
 static void h_list(SovHttpReq *req, void *ud)
 {
     Block *b = ud;
@@ -581,9 +568,7 @@ int block_api_start(Block *b, int fd)
     int r = block_imports_recover(b);
     if (r < 0)
         log_error_errno(r, "cannot recover unfinished imports");
-    sov_router_add(b->router, "GET", "/healthz", 0, h_healthz, b);
-    sov_router_add(b->router, "HEAD", "/healthz", 0, h_healthz, b);
-    sov_router_add(b->router, "GET", "/metrics", 0, h_metrics, b);
+    sov_router_add_ops(b->router);
     sov_router_add(b->router, "GET", "/v1/volumes", 0, h_list, b);
     sov_router_add(b->router, "POST", "/v1/volumes", 0, h_create, b);
     sov_router_add(b->router, "GET", "/v1/volumes/{name}", 0, h_show, b);

@@ -56,19 +56,6 @@ static const SovDaemonSpec daemon_spec = {
     ELEMENTSOF(conf_fields), offsetof(ComputeConfig, listen), offsetof(ComputeConfig, log_level),
     sizeof(ComputeConfig)};
 
-static void h_healthz(SovHttpReq *req, void *ud)
-{
-    sov_http_respond(req, 200, "text/plain; charset=utf-8", "ok\n", 3);
-}
-
-static void h_metrics(SovHttpReq *req, void *ud)
-{
-    SovBuf out = SOV_BUF_INIT;
-    sov_metrics_render(&out);
-    sov_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.ptr, out.len);
-    sov_buf_release(&out);
-}
-
 static const char *config_path;
 
 static void on_hup(void *ud)
@@ -177,9 +164,7 @@ int main(int argc, char **argv)
     c.router = sov_router_new();
     if (!c.router)
         return 1;
-    sov_router_add(c.router, "GET", "/healthz", 0, h_healthz, &c);
-    sov_router_add(c.router, "HEAD", "/healthz", 0, h_healthz, &c);
-    sov_router_add(c.router, "GET", "/metrics", 0, h_metrics, &c);
+    sov_router_add_ops(c.router);
     SovHttpServerConfig hc = {.limits = c.limits, .router = c.router, .svc = "compute"};
     c.http = sov_http_server_new(c.loop, &hc);
     if (!c.http || sov_http_server_listen_fd(c.http, fd) < 0) {

@@ -183,3 +183,28 @@ void route_stats_record(RouteStats *st, const char *svc, const char *route, int 
     }
     sov_histogram_observe(m, seconds);
 }
+
+/* ---- the operations routes every daemon serves ---- */
+
+static void ops_healthz(SovHttpReq *req, void *ud)
+{
+    sov_http_respond(req, 200, "text/plain; charset=utf-8", "ok\n", 3);
+}
+
+static void ops_metrics(SovHttpReq *req, void *ud)
+{
+    SovBuf out = SOV_BUF_INIT;
+    sov_metrics_render(&out);
+    sov_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.ptr, out.len);
+    sov_buf_release(&out);
+}
+
+int sov_router_add_ops(SovRouter *r)
+{
+    int ret = sov_router_add(r, "GET", "/healthz", 0, ops_healthz, NULL);
+    if (ret == 0)
+        ret = sov_router_add(r, "HEAD", "/healthz", 0, ops_healthz, NULL);
+    if (ret == 0)
+        ret = sov_router_add(r, "GET", "/metrics", 0, ops_metrics, NULL);
+    return ret;
+}

@@ -57,19 +57,6 @@ typedef struct Demo {
 
 static const char hello_body[] = "Hello from sovcloud\n";
 
-static void h_healthz(SovHttpReq *req, void *ud)
-{
-    sov_http_respond(req, 200, "text/plain; charset=utf-8", "ok\n", 3);
-}
-
-static void h_metrics(SovHttpReq *req, void *ud)
-{
-    SovBuf b = SOV_BUF_INIT;
-    sov_metrics_render(&b);
-    sov_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.ptr, b.len);
-    sov_buf_release(&b);
-}
-
 static void h_hello(SovHttpReq *req, void *ud)
 {
     sov_http_respond(req, 200, "text/plain", hello_body, sizeof(hello_body) - 1);
@@ -267,9 +254,7 @@ int main(int argc, char **argv)
     sov_log_setup("demo", lvl, stderr);
 
     d.router = sov_router_new();
-    sov_router_add(d.router, "GET", "/healthz", 0, h_healthz, &d);
-    sov_router_add(d.router, "HEAD", "/healthz", 0, h_healthz, &d);
-    sov_router_add(d.router, "GET", "/metrics", 0, h_metrics, &d);
+    sov_router_add_ops(d.router);
     sov_router_add(d.router, "GET", "/hello", 0, h_hello, &d);
     sov_router_add(d.router, "HEAD", "/hello", 0, h_hello, &d);
     sov_router_add(d.router, "POST", "/echo", 0, h_echo, &d);

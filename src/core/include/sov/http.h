@@ -87,6 +87,9 @@ SovRouter *sov_router_new(void);
 int sov_router_add(SovRouter *r, const char *method, const char *pattern, unsigned flags,
                    SovHttpHandler h, void *userdata);
 SovRouter *sov_router_free(SovRouter *r);
+/* The routes every daemon serves: GET/HEAD /healthz ("ok") and GET /metrics (the process's
+ * Prometheus registry, text format 0.0.4). */
+int sov_router_add_ops(SovRouter *r);
 
 /* Request accessors. Views stay valid for the life of the request. */
 SovStr sov_http_req_method(const SovHttpReq *req);
