@@ -171,6 +171,16 @@ static json_t *server_view(ApiCall *c, json_t *doc, bool detail)
         json_object_set_new(v, "image",
                             json_pack("{s:s,s:o}", "id", im, "links", bookmark(a, "images", im)));
     json_object_set_new(v, "links", nova_links(a, "servers", id));
+    /* how to reach the guest's SSH when the host forwards a port to it (user-mode networking
+     * of a single machine); with sov-net ports the addresses say it */
+    json_t *ssh = json_object_get(doc, "_ssh");
+    const char *sh = nova_str(ssh, "host");
+    json_int_t sp = json_integer_value(json_object_get(ssh, "port"));
+    if (sh && sp > 0 && sp < 65536) {
+        char addr[300];
+        snprintf(addr, sizeof(addr), "%s:%lld", sh, (long long)sp);
+        json_object_set_new(v, "sov:ssh", json_string(addr));
+    }
     return v;
 }
 

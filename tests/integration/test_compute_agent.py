@@ -353,6 +353,9 @@ def test_ssh_into_the_tiny_guest_with_its_key_pair(start_api, start_compute, tmp
                  user_data=base64.b64encode(user_data.encode()).decode())
     wait_status(api, token, sid, "ACTIVE", timeout=90)
     port = internal(api, sid)["_ssh"]["port"]
+    # the server's details say where its SSH answers
+    shown = api.openstack("server", "show", sid)
+    assert shown["sov:ssh"] == f"127.0.0.1:{port}"
 
     def ssh(cmd):
         p = subprocess.run(["ssh", "-i", str(keyfile), "-p", str(port), "-o", "BatchMode=yes",
