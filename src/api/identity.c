@@ -524,12 +524,13 @@ static int find_domain(Api *a, json_t *ref, json_t **ret)
     return -EINVAL;
 }
 
-static int find_user(Api *a, json_t *ref, json_t **ret)
+/* A user or project by {"id"} or by {"name", "domain": {"id"|"name"}}. */
+static int find_named(Api *a, const char *kind, json_t *ref, json_t **ret)
 {
     const char *id = json_string_value(json_object_get(ref, "id"));
     const char *name = json_string_value(json_object_get(ref, "name"));
     if (id && strlen(id) <= 64)
-        return api_store_get(a->store, "user", id, ret, NULL, 0);
+        return api_store_get(a->store, kind, id, ret, NULL, 0);
     if (!name || strlen(name) > 255)
         return -EINVAL;
     json_t *dom;
@@ -539,25 +540,7 @@ static int find_user(Api *a, json_t *ref, json_t **ret)
     char uniq[320];
     snprintf(uniq, sizeof(uniq), "%s/%s", api_jstr(dom, "id"), name);
     json_decref(dom);
-    return api_store_get_uniq(a->store, "user", uniq, ret);
-}
-
-static int find_project(Api *a, json_t *ref, json_t **ret)
-{
-    const char *id = json_string_value(json_object_get(ref, "id"));
-    const char *name = json_string_value(json_object_get(ref, "name"));
-    if (id && strlen(id) <= 64)
-        return api_store_get(a->store, "project", id, ret, NULL, 0);
-    if (!name || strlen(name) > 255)
-        return -EINVAL;
-    json_t *dom;
-    int r = find_domain(a, json_object_get(ref, "domain"), &dom);
-    if (r < 0)
-        return r;
-    char uniq[320];
-    snprintf(uniq, sizeof(uniq), "%s/%s", api_jstr(dom, "id"), name);
-    json_decref(dom);
-    return api_store_get_uniq(a->store, "project", uniq, ret);
+    return api_store_get_uniq(a->store, kind, uniq, ret);
 }
 
 /* After the user is authenticated: resolve the scope and issue. */
@@ -576,7 +559,7 @@ static void finish_auth(ApiCall *c, AuthCtx *x)
         api_store_get(a->store, "project", api_jstr(s->app_cred, "project_id"), &s->project, NULL,
                       0);
     } else if (sp) {
-        if (find_project(a, sp, &s->project) < 0) {
+        if (find_named(a, "project", sp, &s->project) < 0) {
             api_fault(c, 401, NULL, "Could not find the project to scope to.");
             return;
         }
@@ -655,7 +638,8 @@ static void h_auth_tokens(SovHttpReq *req, void *ud)
             return;
         }
         const char *enc;
-        if (find_user(a, u, &x->s.user) < 0 || !(enc = api_jstr(x->s.user, "_password"))[0]) {
+        if (find_named(a, "user", u, &x->s.user) < 0 ||
+            !(enc = api_jstr(x->s.user, "_password"))[0]) {
             /* same work as a real check, so timing does not tell which users exist */
             identity_verify_async(c, pw,
                                   "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$"
@@ -695,7 +679,7 @@ static void h_auth_tokens(SovHttpReq *req, void *ud)
             r = api_store_get(a->store, "app_cred", id, &x->s.app_cred, NULL, 0);
         else if (name && json_is_object(json_object_get(m, "user"))) {
             json_t *u;
-            if ((r = find_user(a, json_object_get(m, "user"), &u)) == 0) {
+            if ((r = find_named(a, "user", json_object_get(m, "user"), &u)) == 0) {
                 char uniq[320];
                 snprintf(uniq, sizeof(uniq), "%s/%.255s", api_jstr(u, "id"), name);
                 json_decref(u);

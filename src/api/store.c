@@ -512,60 +512,6 @@ static size_t where(const ApiListQuery *q, SovBuf *sql, const char **vals)
     return n;
 }
 
-int api_store_list(ApiStore *s, const ApiListQuery *q, json_t **ret)
-{
-    SovBuf sql = SOV_BUF_INIT;
-    const char *vals[8];
-    int64_t marker_seq = -1;
-    if (q->marker) {
-        sqlite3_stmt *ms = stmt(s, "SELECT seq FROM docs WHERE kind = ? AND id = ?");
-        if (!ms)
-            return -EIO;
-        bind_text(ms, 1, q->kind);
-        bind_text(ms, 2, q->marker);
-        int rc = sqlite3_step(ms);
-        if (rc == SQLITE_ROW)
-            marker_seq = sqlite3_column_int64(ms, 0);
-        sqlite3_reset(ms);
-        sqlite3_clear_bindings(ms);
-        if (marker_seq < 0)
-            return -ENOENT;
-    }
-    sov_buf_puts(&sql, "SELECT body FROM docs");
-    size_t n = where(q, &sql, vals);
-    if (q->marker)
-        sov_buf_puts(&sql, q->desc ? " AND seq < ?" : " AND seq > ?");
-    sov_buf_puts(&sql, q->desc ? " ORDER BY seq DESC" : " ORDER BY seq");
-    if (q->limit)
-        sov_buf_printf(&sql, " LIMIT %zu", q->limit);
-    sqlite3_stmt *st = sql.ptr ? stmt(s, sql.ptr) : NULL;
-    sov_buf_release(&sql);
-    if (!st)
-        return -EIO;
-    for (size_t i = 0; i < n; i++)
-        bind_text(st, (int)i + 1, vals[i]);
-    if (q->marker)
-        sqlite3_bind_int64(st, (int)n + 1, marker_seq);
-    json_t *arr = json_array();
-    int rc, r = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *v;
-        if ((r = load_body(st, 0, &v)) < 0)
-            break;
-        json_array_append_new(arr, v);
-    }
-    if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
-        r = sql_errno(s, rc);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (r < 0) {
-        json_decref(arr);
-        return r;
-    }
-    *ret = arr;
-    return 0;
-}
-
 int api_store_list_rows(ApiStore *s, const ApiListQuery *q, ApiRowFn fn, void *ud)
 {
     SovBuf sql = SOV_BUF_INIT;
@@ -612,6 +558,30 @@ int api_store_list_rows(ApiStore *s, const ApiListQuery *q, ApiRowFn fn, void *u
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return r < 0 ? r : 0;
+}
+
+static int collect_row(const char *id, uint64_t rev, const char *body, size_t len, void *ud)
+{
+    json_error_t je;
+    json_t *v = json_loadb(body, len, 0, &je);
+    if (!v) {
+        log_error("store: a stored document does not parse: %s", je.text);
+        return -EIO;
+    }
+    json_array_append_new(ud, v);
+    return 0;
+}
+
+int api_store_list(ApiStore *s, const ApiListQuery *q, json_t **ret)
+{
+    json_t *arr = json_array();
+    int r = api_store_list_rows(s, q, collect_row, arr);
+    if (r < 0) {
+        json_decref(arr);
+        return r;
+    }
+    *ret = arr;
+    return 0;
 }
 
 int64_t api_store_count(ApiStore *s, const ApiListQuery *q)
