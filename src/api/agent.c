@@ -373,6 +373,32 @@ static void h_image_file(SovHttpReq *req, void *ud)
 
 /* ---- watch ---- */
 
+/* Each attached volume mapping of a server gains "export": where sov-block serves it over NBD
+ * (the volume's _export: uri_unix and uri_tcp) once the volume is ready, so the agent can
+ * open it. */
+static void add_exports(Api *a, json_t *servers)
+{
+    size_t i, j;
+    json_t *s, *b;
+    json_array_foreach(servers, i, s) json_array_foreach(json_object_get(s, "_bdm"), j, b)
+    {
+        const char *vol = api_jstr(b, "volume_id");
+        json_t *v = NULL;
+        if (!*vol || !json_is_true(json_object_get(b, "attached")) ||
+            api_store_get(a->store, "volume", vol, &v, NULL, 0) < 0)
+            continue;
+        json_t *exp = json_object_get(v, "_export"); /* in-use: made, imported and attached */
+        if (json_is_object(exp) && strcmp(api_jstr(v, "status"), "in-use") == 0) {
+            json_t *e = json_deep_copy(exp); /* with the format the image gave the volume */
+            const char *f = api_jstr(json_object_get(v, "volume_image_metadata"), "disk_format");
+            json_object_set_new(e, "format",
+                                json_string(strcmp(f, "qcow2") == 0 ? "qcow2" : "raw"));
+            json_object_set_new(b, "export", e);
+        }
+        json_decref(v);
+    }
+}
+
 static json_t *snapshot(Api *a, ApiCall *c)
 {
     const char *kinds = api_query(c, "kinds");
@@ -401,6 +427,8 @@ static json_t *snapshot(Api *a, ApiCall *c)
                 json_decref(mig);
             }
         }
+        if (strcmp(k, "server") == 0)
+            add_exports(a, arr);
         json_object_set_new(res, k, arr);
     }
     return json_pack("{s:I,s:o}", "rev", (json_int_t)api_store_rev(a->store), "resources", res);

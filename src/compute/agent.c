@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "compute.h"
+#include "host.h"
 #include "sov/json.h"
 #include "sov/log.h"
 
@@ -87,6 +88,7 @@ static void do_register(Compute *c)
                           "accel", c->accel, "reason", c->accel_reason);
     if (c->cfg.zone[0])
         json_object_set_new(b, "zone", json_string(c->cfg.zone));
+    json_object_set_new(b, "gpus", host_gpu_inventory(c));
     int r = call(c, NULL, 0, "POST", "/agent/v1/hosts", b, 10000);
     if (r < 0)
         log_warn_errno(r, "cannot send the heartbeat");

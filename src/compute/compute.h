@@ -43,6 +43,10 @@ typedef struct ComputeConfig {
     uint64_t stop_timeout_ms;
     uint64_t poll_ms;
     uint64_t console_max;
+    char pci_sysfs[SOV_CONF_STR_MAX];
+    char cgroups[SOV_CONF_STR_MAX];
+    char cgroup_root[SOV_CONF_STR_MAX];
+    char migrate_host[SOV_CONF_STR_MAX];
     SovHttpLimitsConf http;
 } ComputeConfig;
 
@@ -58,6 +62,19 @@ typedef enum ServerPhase {
 
 typedef struct Compute Compute;
 typedef struct Qmp Qmp;
+
+/* Hot-plug slots: one pcie-root-port per data volume a guest can carry. */
+#define VOL_SLOTS 8
+
+/* A command line being built (strings owned; oom set when an allocation failed). */
+typedef struct Argv {
+    char *v[160];
+    int n;
+    bool oom;
+} Argv;
+void argv_add(Argv *a, const char *s);
+void argv_addf(Argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void argv_free(Argv *a);
 
 /* One server assigned to this host. Invariants: pid > 0 iff a QEMU process is believed alive;
  * `child` iff we spawned it (libuv reaps it; adopted processes are polled instead); each
@@ -80,8 +97,16 @@ typedef struct Server {
     int64_t reboot_seen;
     uint64_t stop_deadline_ms; /* powerdown asked; quit after this */
     int stop_stage;            /* 0 powerdown, 1 quit sent, 2 killed */
+    bool waiting;              /* prepared, but the root volume is not ready yet */
     uint64_t console_off;
     char fault[512];
+    /* volumes in the running QEMU by slot (1..VOL_SLOTS; "" free), kept in <dir>/volumes;
+     * one plug or unplug in flight at a time */
+    char vol[VOL_SLOTS + 1][65];
+    bool vol_busy;
+    int vol_slot;             /* the slot being unplugged (waits for DEVICE_DELETED) */
+    uint64_t vol_deadline_ms; /* unplug: ask again after this */
+    uint64_t vol_retry_ms;    /* plug failed: not before this */
     /* reporting: one PUT in flight at a time; `dirty` asks for another */
     bool put_busy, dirty, gone_sent;
     char reported[16]; /* last status reported */
@@ -135,8 +160,25 @@ bool server_needs_report(const Server *s);
 void compute_sweep_orphans(Compute *c);
 void server_set_error(Server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* volumes.c: the root disk when it is a volume, data volumes over NBD from sov-block. */
+/* Whether the server boots from a volume (a mapping with boot_index 0). */
+bool vol_boots_from_volume(const Server *s);
+/* Appends the root-port, root-volume and data-volume arguments for a fresh QEMU and records the
+ * slots; -EAGAIN while the root volume is not ready, other <0 with err. */
+int vol_cmdline(Server *s, Argv *a, char *err, size_t errn);
+/* Reads the slots a previous agent recorded (adoption). */
+void vol_load(Server *s);
+/* The QEMU process ended: no volume is plugged any more. */
+void vol_clear(Server *s);
+/* Running: plugs and unplugs one volume towards the desired set. */
+void vol_converge(Server *s);
+/* QMP event of s's QEMU. */
+void vol_event(Server *s, const char *event, json_t *data);
+
 /* qmp.c: an asynchronous QMP client on a Unix socket. */
-typedef void (*QmpEventCb)(Qmp *q, const char *event, void *ud);
+typedef void (*QmpEventCb)(Qmp *q, const char *event, json_t *data, void *ud);
+/* A command's outcome: ret (borrowed) on success, or ret NULL and err saying why. */
+typedef void (*QmpReplyCb)(Qmp *q, json_t *ret, const char *err, void *ud);
 typedef void (*QmpStatusCb)(Qmp *q, bool running, void *ud);
 typedef void (*QmpClosedCb)(Qmp *q, void *ud);
 Qmp *qmp_connect(uv_loop_t *loop, const char *path, QmpStatusCb on_status, QmpClosedCb on_closed,
@@ -144,6 +186,11 @@ Qmp *qmp_connect(uv_loop_t *loop, const char *path, QmpStatusCb on_status, QmpCl
 /* Sends a command without arguments ("query-status", "system_powerdown", "quit", ...). */
 int qmp_command(Qmp *q, const char *execute);
 bool qmp_ready(const Qmp *q);
+/* Sends execute with args (stolen; may be NULL); cb runs once with the reply, or with an error
+ * when the connection ends first (never after qmp_close). */
+int qmp_execute(Qmp *q, const char *execute, json_t *args, QmpReplyCb cb, void *ud);
+/* Events (name and data) go to cb from now on. */
+void qmp_on_event(Qmp *q, QmpEventCb cb, void *ud);
 /* Closes the connection; no callback runs afterwards. */
 void qmp_close(Qmp *q);
 

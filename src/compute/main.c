@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "compute.h"
+#include "host.h"
 #include "sov/log.h"
 
 static const SovConfField conf_fields[] = {
@@ -48,6 +49,14 @@ static const SovConfField conf_fields[] = {
      "period of the QMP status poll and console forwarding"},
     {"compute", "console_max", SOV_CONF_SIZE, offsetof(ComputeConfig, console_max), 256,
      1024 * 1024, "16K", "most console bytes forwarded per report"},
+    {"compute", "pci_sysfs", SOV_CONF_STRING, offsetof(ComputeConfig, pci_sysfs), 1, 200,
+     "/sys/bus/pci/devices", "where the GPU discovery reads PCI devices"},
+    {"compute", "cgroups", SOV_CONF_STRING, offsetof(ComputeConfig, cgroups), 2, 4, "auto",
+     "auto (a cgroup per guest where the host allows) or off"},
+    {"compute", "cgroup_root", SOV_CONF_STRING, offsetof(ComputeConfig, cgroup_root), 1, 200,
+     "/sys/fs/cgroup", "the cgroup file system"},
+    {"compute", "migrate_host", SOV_CONF_STRING, offsetof(ComputeConfig, migrate_host), 1, 63,
+     "127.0.0.1", "address other hosts reach this one at for live migration"},
     SOV_HTTP_LIMIT_FIELDS(ComputeConfig, http),
 };
 
@@ -176,6 +185,7 @@ int main(int argc, char **argv)
         return 1;
     }
     SovSignals *sig = sov_signals_install(c.loop, on_term, on_hup, &c);
+    host_init(&c);
     if ((r = probe_accel(&c, probed)) < 0) {
         log_error_errno(r, "cannot probe the accelerator");
         return 1;

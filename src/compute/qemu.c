@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "compute.h"
+#include "host.h"
 #include "sov/log.h"
 
 extern char **environ;
@@ -34,6 +35,7 @@ typedef struct Work {
         state_dir[SOV_CONF_STR_MAX];
     char qemu_img[SOV_CONF_STR_MAX], dir[512], id[65], name[256];
     int api_port;
+    bool bfv; /* the root disk is a volume: no overlay to make */
     char *user_data, *key;
     /* output */
     int r;
@@ -44,6 +46,39 @@ static const char *jstr(json_t *o, const char *k)
 {
     const char *v = json_string_value(json_object_get(o, k));
     return v ? v : "";
+}
+
+void argv_add(Argv *a, const char *str)
+{
+    char *d = strdup(str);
+    if (!d || a->n >= (int)(sizeof(a->v) / sizeof(a->v[0])) - 1) {
+        free(d);
+        a->oom = true;
+        return;
+    }
+    a->v[a->n++] = d;
+    a->v[a->n] = NULL;
+}
+
+void argv_addf(Argv *a, const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= sizeof(buf)) {
+        a->oom = true;
+        return;
+    }
+    argv_add(a, buf);
+}
+
+void argv_free(Argv *a)
+{
+    for (int i = 0; i < a->n; i++)
+        free(a->v[i]);
+    a->n = 0;
 }
 
 static void path_in(const Server *s, const char *name, char *out, size_t n)
@@ -92,7 +127,7 @@ const char *server_status(const Server *s)
     case PHASE_ERROR:
         return "ERROR";
     case PHASE_STOPPED:
-        return "SHUTOFF";
+        return s->waiting ? "BUILD" : "SHUTOFF";
     case PHASE_RUNNING:
         return s->qmp_running ? "ACTIVE" : (s->reported[0] ? s->reported : "BUILD");
     default:
@@ -230,6 +265,33 @@ static void base64_decode(const char *in, SovBuf *out)
     }
 }
 
+static void make_seed(Work *w, const char *path, const char *log_path);
+
+/* Refuses an image nothing could boot: a raw disk needs a boot sector (MBR, or GPT's
+ * protective MBR), a qcow2 image its magic. */
+static int check_disk(const char *path, const char *format, const char *id, char *err, size_t n)
+{
+    unsigned char b[512];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, n, "cannot open the image copy %s: %s", path, strerror(errno));
+        return -errno;
+    }
+    ssize_t k = pread(fd, b, sizeof(b), 0);
+    close(fd);
+    bool ok = strcmp(format, "qcow2") == 0 ? k >= 4 && memcmp(b, "QFI\xfb", 4) == 0
+                                           : k == 512 && b[510] == 0x55 && b[511] == 0xaa;
+    if (ok)
+        return 0;
+    snprintf(err, n,
+             strcmp(format, "qcow2") == 0
+                 ? "image %s is not a qcow2 disk (no qcow2 header)"
+                 : "image %s is not a bootable disk (no boot sector: a raw image must be a whole "
+                   "disk with an MBR or GPT)",
+             id);
+    return -EINVAL;
+}
+
 static void prepare_work(uv_work_t *req)
 {
     Work *w = (Work *)req;
@@ -242,11 +304,10 @@ static void prepare_work(uv_work_t *req)
     }
     /* root disk */
     snprintf(path, sizeof(path), "%s/disk.qcow2", w->dir);
-    if (access(path, F_OK) != 0) {
+    if (!w->bfv && access(path, F_OK) != 0) {
         if (!w->image[0]) {
             w->r = -ENOTSUP;
-            snprintf(w->err, sizeof(w->err),
-                     "boot from volume is not supported by this sov-compute yet");
+            snprintf(w->err, sizeof(w->err), "the server has neither an image nor a root volume");
             return;
         }
         if (strchr(w->image, '/') || w->image[0] == '.') {
@@ -256,6 +317,8 @@ static void prepare_work(uv_work_t *req)
         }
         snprintf(img, sizeof(img), "%s/images/%s", w->state_dir, w->image);
         if (access(img, R_OK) != 0 && (w->r = fetch_image(w, img)) < 0)
+            return;
+        if ((w->r = check_disk(img, w->image_format, w->image, w->err, sizeof(w->err))) < 0)
             return;
         /* made under a temporary name: an agent killed midway must not find half a disk */
         char tmp[720];
@@ -274,6 +337,12 @@ static void prepare_work(uv_work_t *req)
     snprintf(path, sizeof(path), "%s/seed.iso", w->dir);
     if (access(path, F_OK) == 0)
         return;
+    make_seed(w, path, log_path);
+}
+
+/* The NoCloud seed ISO at path (made under a temporary name). */
+static void make_seed(Work *w, const char *path, const char *log_path)
+{
     char seed[620], md[700], ud[700];
     snprintf(seed, sizeof(seed), "%s/seed", w->dir);
     mkdir(seed, 0700);
@@ -355,6 +424,7 @@ static void work_done(uv_work_t *req, int status)
             log_warn("%s", w->err);
         else
             sov_logv_kv(SOV_LOG_INFO, NULL, 0, "server removed", kv);
+        host_release(s);
         s->phase = PHASE_GONE;
         agent_report(s);
     }
@@ -388,6 +458,7 @@ static Work *work_new(Server *s, int kind)
                                (*p >= '0' && *p <= '9') || *p == '-'
                            ? *p
                            : '-';
+    w->bfv = vol_boots_from_volume(s);
     w->user_data = strdup(jstr(s->doc, "_user_data"));
     w->key = strdup(jstr(s->doc, "_key_public"));
     return w;
@@ -408,6 +479,11 @@ static void qmp_status_cb(Qmp *q, bool running, void *ud)
         s->qmp_running = running;
         agent_report(s);
     }
+}
+
+static void qmp_event_cb(Qmp *q, const char *event, json_t *data, void *ud)
+{
+    vol_event(ud, event, data);
 }
 
 static void qmp_closed_cb(Qmp *q, void *ud)
@@ -459,6 +535,7 @@ static void process_gone(Server *s)
     s->stop_deadline_ms = 0;
     qmp_close(s->qmp);
     s->qmp = NULL;
+    vol_clear(s);
     char path[600];
     path_in(s, "qemu.pid", path, sizeof(path));
     unlink(path);
@@ -506,6 +583,7 @@ static void qmp_attach(Server *s)
         return;
     if (strlen(sock) < 108) {
         s->qmp = qmp_connect(s->c->loop, sock, qmp_status_cb, qmp_closed_cb, s);
+        qmp_on_event(s->qmp, qmp_event_cb, s);
         return;
     }
     /* too long for sun_path: reach it through a directory descriptor (connect() runs within
@@ -515,6 +593,7 @@ static void qmp_attach(Server *s)
         return;
     snprintf(sock, sizeof(sock), "/proc/self/fd/%d/qmp.sock", dfd);
     s->qmp = qmp_connect(s->c->loop, sock, qmp_status_cb, qmp_closed_cb, s);
+    qmp_on_event(s->qmp, qmp_event_cb, s);
     close(dfd);
 }
 
@@ -537,47 +616,89 @@ static int server_spawn(Server *s)
         }
         write_small(s, "ssh_port", s->ssh_port);
     }
-    char smp[32], mem[32], name[96], disk[700], seed[700], serial[700], qmp[700], pidf[600],
-        net[128], logp[600], sock[600], accel[32];
-    snprintf(smp, sizeof(smp), "%lld", vcpus);
-    snprintf(mem, sizeof(mem), "%lldM", ram);
-    snprintf(name, sizeof(name), "sov-%s", s->id);
-    snprintf(disk, sizeof(disk), "file=%s/disk.qcow2,format=qcow2,if=virtio", s->dir);
+    Argv a = {0};
+    char err[400] = "", logp[600], sock[600];
+    int r = vol_cmdline(s, &a, err, sizeof(err)); /* first: it may have to wait */
+    if (r == -EAGAIN) {
+        argv_free(&a);
+        s->waiting = true;
+        return r;
+    }
+    s->waiting = false;
+    SovBuf gpus = SOV_BUF_INIT;
+    if (r == 0)
+        r = host_gpu_claim(s, json_integer_value(json_object_get(s->doc, "_gpus")), &gpus, err,
+                           sizeof(err));
+    if (r < 0) {
+        argv_free(&a);
+        sov_buf_release(&gpus);
+        server_set_error(s, "%s", err);
+        return r;
+    }
+    Argv v = {0};
+    argv_add(&v, c->cfg.qemu);
+    argv_add(&v, "-name");
+    argv_addf(&v, "sov-%s", s->id);
+    argv_add(&v, "-machine");
+    argv_add(&v, "q35");
+    argv_add(&v, "-accel");
+    argv_add(&v, c->accel);
+    argv_add(&v, "-smp");
+    argv_addf(&v, "%lld", vcpus);
+    argv_add(&v, "-m");
+    argv_addf(&v, "%lldM", ram);
+    argv_add(&v, "-nodefaults");
+    argv_add(&v, "-display");
+    argv_add(&v, "none");
+    if (!vol_boots_from_volume(s)) { /* the overlay on the cached image (its backing file) */
+        argv_add(&v, "-blockdev");
+        argv_addf(
+            &v, "{\"driver\":\"file\",\"node-name\":\"root-file\",\"filename\":\"%s/disk.qcow2\"}",
+            s->dir);
+        argv_add(&v, "-blockdev");
+        argv_add(&v, "{\"driver\":\"qcow2\",\"node-name\":\"root\",\"file\":\"root-file\"}");
+        argv_add(&v, "-device");
+        argv_add(&v, "virtio-blk-pci,drive=root,id=rootdisk,bootindex=0");
+    }
     /* the seed as a read-only virtio disk: guests probe virtio disks synchronously, CD-ROMs
      * late; cloud-init's NoCloud finds the label on either */
-    snprintf(seed, sizeof(seed), "file=%s/seed.iso,format=raw,if=virtio,readonly=on", s->dir);
-    snprintf(serial, sizeof(serial), "file:%s/serial.log", s->dir);
-    path_in(s, "qmp.sock", sock, sizeof(sock));
-    unlink(sock);
+    argv_add(&v, "-drive");
+    argv_addf(&v, "file=%s/seed.iso,format=raw,if=virtio,readonly=on", s->dir);
+    argv_add(&v, "-netdev");
+    argv_addf(&v, "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22", s->ssh_port);
+    argv_add(&v, "-device");
+    argv_add(&v, "virtio-net-pci,netdev=n0");
+    argv_add(&v, "-serial");
+    argv_addf(&v, "file:%s/serial.log", s->dir);
     /* relative to QEMU's working directory (the server dir): a Unix socket path has to fit
      * in 108 bytes, a state_dir need not */
-    snprintf(qmp, sizeof(qmp), "unix:qmp.sock,server=on,wait=off");
-    path_in(s, "qemu.pid", pidf, sizeof(pidf));
+    argv_add(&v, "-qmp");
+    argv_add(&v, "unix:qmp.sock,server=on,wait=off");
+    argv_add(&v, "-pidfile");
+    argv_addf(&v, "%s/qemu.pid", s->dir);
+    for (int i = 0; i < a.n; i++)
+        argv_add(&v, a.v[i]);
+    argv_free(&a);
+    for (size_t off = 0; off < gpus.len; off += strlen(gpus.ptr + off) + 1) {
+        argv_add(&v, "-device");
+        argv_add(&v, gpus.ptr + off);
+    }
+    sov_buf_release(&gpus);
+    if (v.oom) {
+        argv_free(&v);
+        server_set_error(s, "out of memory (or a too long argument) building QEMU's command line");
+        return -ENOMEM;
+    }
+    path_in(s, "qmp.sock", sock, sizeof(sock));
+    unlink(sock);
     path_in(s, "qemu.log", logp, sizeof(logp));
-    snprintf(net, sizeof(net), "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22", s->ssh_port);
-    snprintf(accel, sizeof(accel), "%s", c->accel);
-    char *args[] = {c->cfg.qemu, "-name",
-                    name,        "-machine",
-                    "q35",       "-accel",
-                    accel,       "-smp",
-                    smp,         "-m",
-                    mem,         "-nodefaults",
-                    "-display",  "none",
-                    "-drive",    disk,
-                    "-drive",    seed,
-                    "-netdev",   net,
-                    "-device",   "virtio-net-pci,netdev=n0",
-                    "-serial",   serial,
-                    "-qmp",      qmp,
-                    "-pidfile",  pidf,
-                    NULL};
     int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_IGNORE},
         {.flags = logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = logfd},
         {.flags = logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = logfd}};
     uv_process_options_t o = {.file = c->cfg.qemu,
-                              .args = args,
+                              .args = v.v,
                               .exit_cb = exit_cb,
                               .cwd = s->dir,
                               .stdio = stdio,
@@ -587,11 +708,13 @@ static int server_spawn(Server *s)
     if (!proc) {
         if (logfd >= 0)
             close(logfd);
+        argv_free(&v);
         server_set_error(s, "out of memory");
         return -ENOMEM;
     }
     proc->data = s;
-    int r = uv_spawn(c->loop, proc, &o);
+    r = uv_spawn(c->loop, proc, &o);
+    argv_free(&v);
     if (logfd >= 0)
         close(logfd);
     if (r < 0) {
@@ -607,7 +730,11 @@ static int server_spawn(Server *s)
     s->phase = PHASE_RUNNING;
     /* the pid file is ours too, so an agent restarted before QEMU wrote it still finds it */
     write_small(s, "qemu.pid", s->pid);
-    const char *kv[] = {"server", s->id, "accel", accel, "vcpus", smp, "ram", mem, NULL};
+    host_cgroup_enter(s, s->pid, vcpus, ram);
+    char smp[32], mem[32];
+    snprintf(smp, sizeof(smp), "%lld", vcpus);
+    snprintf(mem, sizeof(mem), "%lldM", ram);
+    const char *kv[] = {"server", s->id, "accel", c->accel, "vcpus", smp, "ram", mem, NULL};
     sov_logv_kv(SOV_LOG_INFO, NULL, 0, "QEMU started", kv);
     return 0;
 }
@@ -656,6 +783,7 @@ static void try_adopt(Server *s)
     path_in(s, "serial.log", path, sizeof(path));
     if (stat(path, &st) == 0)
         s->console_off = (uint64_t)st.st_size;
+    vol_load(s);
     qmp_attach(s);
     const char *kv[] = {"server", s->id, "pid", buf, NULL};
     sov_logv_kv(SOV_LOG_INFO, NULL, 0, "re-adopted a running QEMU", kv);
@@ -676,13 +804,10 @@ Server *server_new(Compute *c, const char *id)
     path_in(s, "reboot", path, sizeof(path));
     s->reboot_seen = read_small(path, buf, sizeof(buf)) == 0 ? atoll(buf) : -1;
     try_adopt(s);
-    if (s->phase == PHASE_NEW) {
-        path_in(s, "disk.qcow2", path, sizeof(path));
-        if (access(path, F_OK) == 0) {
-            path_in(s, "seed.iso", path, sizeof(path));
-            if (access(path, F_OK) == 0)
-                s->phase = PHASE_STOPPED;
-        }
+    if (s->phase == PHASE_NEW) { /* prepared: the seed is made last */
+        path_in(s, "seed.iso", path, sizeof(path));
+        if (access(path, F_OK) == 0)
+            s->phase = PHASE_STOPPED;
     }
     s->next = c->servers;
     c->servers = s;
@@ -759,10 +884,12 @@ void server_converge(Server *s)
     }
     if (strcmp(want, "running") == 0) {
         if (s->phase == PHASE_STOPPED) {
-            s->reboot_seen = reboot;
-            write_small(s, "reboot", reboot);
-            server_spawn(s);
-            agent_report(s);
+            if (s->reboot_seen != reboot) {
+                s->reboot_seen = reboot;
+                write_small(s, "reboot", reboot);
+            }
+            if (server_spawn(s) != -EAGAIN)
+                agent_report(s);
         } else if (s->phase == PHASE_RUNNING && reboot > s->reboot_seen && qmp_ready(s->qmp)) {
             if (qmp_command(s->qmp, "system_reset") == 0) {
                 const char *kv[] = {"server", s->id, NULL};
@@ -773,6 +900,7 @@ void server_converge(Server *s)
             }
         }
     } else if (strcmp(want, "stopped") == 0) {
+        s->waiting = false;
         if (s->phase == PHASE_RUNNING && !s->stop_deadline_ms) {
             /* without QMP the deadline passes at once and QEMU gets SIGTERM */
             if (qmp_command(s->qmp, "system_powerdown") < 0)
@@ -840,6 +968,7 @@ void server_tick(Server *s)
             agent_report(s);
     }
     server_converge(s);
+    vol_converge(s);
 }
 
 /* Directories of servers the API no longer lists (deleted while the agent was away). */

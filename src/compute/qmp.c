@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A small asynchronous QMP client: connects to QEMU's monitor socket on the loop, negotiates
- * capabilities, sends argument-less commands and reports what query-status says. Replies are
- * matched by the "id" each command carries (its name); events are ignored, since the agent
- * polls the status level-triggered instead of tracking edges. */
+ * capabilities, sends commands and reports what query-status says. Fire-and-forget commands
+ * carry their name as "id"; qmp_execute() commands carry "c<N>" and get their reply (or the
+ * connection's end) through a callback. Events go to the event callback when one is set; the
+ * agent polls the run state level-triggered instead of tracking edges. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +13,19 @@
 
 #define QMP_LINE_MAX (64 * 1024)
 
+typedef struct QmpPending {
+    uint64_t n;
+    QmpReplyCb cb;
+    void *ud;
+    struct QmpPending *next;
+} QmpPending;
+
 struct Qmp {
     uv_pipe_t pipe;
+    QmpPending *pending;
+    uint64_t next_id;
+    QmpEventCb on_event;
+    void *event_ud;
     uv_connect_t conn;
     SovBuf in;
     bool ready;  /* qmp_capabilities answered */
@@ -36,10 +48,23 @@ static void close_cb(uv_handle_t *h)
     free(q);
 }
 
+/* Ends every pending command with err (NULL reply), or drops them silently. */
+static void fail_pending(Qmp *q, bool notify)
+{
+    while (q->pending) {
+        QmpPending *p = q->pending;
+        q->pending = p->next;
+        if (notify && p->cb)
+            p->cb(q, NULL, "the QMP connection closed", p->ud);
+        free(p);
+    }
+}
+
 static void qmp_end(Qmp *q)
 {
     bool notify = !q->closed;
     q->closed = true;
+    fail_pending(q, notify);
     if (!q->handle_closing) {
         q->handle_closing = true;
         uv_close((uv_handle_t *)&q->pipe, close_cb);
@@ -85,6 +110,52 @@ int qmp_command(Qmp *q, const char *execute)
     return send_line(q, line);
 }
 
+int qmp_execute(Qmp *q, const char *execute, json_t *args, QmpReplyCb cb, void *ud)
+{
+    if (!q || q->closed || !q->ready) {
+        json_decref(args);
+        return -ENOTCONN;
+    }
+    QmpPending *p = calloc(1, sizeof(*p));
+    char id[32];
+    if (!p) {
+        json_decref(args);
+        return -ENOMEM;
+    }
+    p->n = ++q->next_id;
+    p->cb = cb;
+    p->ud = ud;
+    snprintf(id, sizeof(id), "c%llu", (unsigned long long)p->n);
+    json_t *msg = json_pack("{s:s,s:s}", "execute", execute, "id", id);
+    if (args)
+        json_object_set_new(msg, "arguments", args);
+    char *line = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+    SovBuf b = SOV_BUF_INIT;
+    int r = line ? sov_buf_append(&b, line, strlen(line)) : -ENOMEM;
+    if (r == 0)
+        r = sov_buf_append(&b, "\n\0", 2);
+    free(line);
+    if (r == 0)
+        r = send_line(q, b.ptr);
+    sov_buf_release(&b);
+    if (r < 0) {
+        free(p);
+        return r;
+    }
+    p->next = q->pending;
+    q->pending = p;
+    return 0;
+}
+
+void qmp_on_event(Qmp *q, QmpEventCb cb, void *ud)
+{
+    if (!q)
+        return;
+    q->on_event = cb;
+    q->event_ud = ud;
+}
+
 bool qmp_ready(const Qmp *q)
 {
     return q && q->ready && !q->closed;
@@ -99,7 +170,26 @@ static void handle_line(Qmp *q, const char *line, size_t len)
         return;
     }
     const char *id = json_string_value(json_object_get(v, "id"));
-    if (json_object_get(v, "QMP")) {
+    const char *event = json_string_value(json_object_get(v, "event"));
+    if (event) {
+        if (q->on_event && !q->closed)
+            q->on_event(q, event, json_object_get(v, "data"), q->event_ud);
+    } else if (id && id[0] == 'c' && id[1] >= '0' && id[1] <= '9') {
+        uint64_t n = strtoull(id + 1, NULL, 10);
+        QmpPending **pp = &q->pending;
+        while (*pp && (*pp)->n != n)
+            pp = &(*pp)->next;
+        QmpPending *p = *pp;
+        if (p) {
+            *pp = p->next;
+            json_t *err = json_object_get(v, "error");
+            const char *why = err ? json_string_value(json_object_get(err, "desc")) : NULL;
+            if (p->cb && !q->closed)
+                p->cb(q, err ? NULL : json_object_get(v, "return"),
+                      err ? (why ? why : "QEMU refused the command") : NULL, p->ud);
+            free(p);
+        }
+    } else if (json_object_get(v, "QMP")) {
         send_line(q, "{\"execute\":\"qmp_capabilities\",\"id\":\"qmp_capabilities\"}\n");
     } else if (id && strcmp(id, "qmp_capabilities") == 0) {
         q->ready = true;
@@ -181,6 +271,7 @@ void qmp_close(Qmp *q)
     if (!q)
         return;
     q->closed = true;
+    fail_pending(q, false);
     if (!q->handle_closing) {
         q->handle_closing = true;
         uv_close((uv_handle_t *)&q->pipe, close_cb);
