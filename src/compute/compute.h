@@ -98,6 +98,10 @@ typedef struct Server {
     uint64_t stop_deadline_ms; /* powerdown asked; quit after this */
     int stop_stage;            /* 0 powerdown, 1 quit sent, 2 killed */
     bool waiting;              /* prepared, but the root volume is not ready yet */
+    /* the flavor the running QEMU has (file "flavor"), the root disk's size (file "disk_gb");
+     * restarting: stopped to come back with another flavor (resize, revert) */
+    int64_t run_vcpus, run_ram, disk_gb;
+    bool restarting;
     uint64_t console_off;
     char fault[512];
     /* volumes in the running QEMU by slot (1..VOL_SLOTS; "" free), kept in <dir>/volumes;
@@ -153,7 +157,9 @@ void server_converge(Server *s);
 void server_tick(Server *s);
 Server *server_new(Compute *c, const char *id);
 void server_free(Server *s);
-/* The status to report: ACTIVE, SHUTOFF, ERROR or BUILD. */
+/* The flavor the document wants now: the resize target while one is pending, else its own. */
+json_t *server_flavor(const Server *s);
+/* The status to report: ACTIVE, SHUTOFF, ERROR, BUILD, or the resize states. */
 const char *server_status(const Server *s);
 bool server_needs_report(const Server *s);
 /* Server dirs on disk that the API no longer knows: stop and remove them. */

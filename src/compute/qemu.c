@@ -35,7 +35,8 @@ typedef struct Work {
         state_dir[SOV_CONF_STR_MAX];
     char qemu_img[SOV_CONF_STR_MAX], dir[512], id[65], name[256];
     int api_port;
-    bool bfv; /* the root disk is a volume: no overlay to make */
+    bool bfv;                 /* the root disk is a volume: no overlay to make */
+    int64_t disk_gb, have_gb; /* the flavor's root disk; what the overlay has (0: unknown) */
     char *user_data, *key;
     /* output */
     int r;
@@ -121,8 +122,29 @@ void server_set_error(Server *s, const char *fmt, ...)
     agent_report(s);
 }
 
+json_t *server_flavor(const Server *s)
+{
+    json_t *r = json_object_get(s->doc, "_resize");
+    return json_is_object(r) ? r : json_object_get(s->doc, "_flavor");
+}
+
+static int64_t flavor_num(const Server *s, const char *k)
+{
+    return json_integer_value(json_object_get(server_flavor(s), k));
+}
+
 const char *server_status(const Server *s)
 {
+    bool resizing = json_is_object(json_object_get(s->doc, "_resize"));
+    if (s->restarting && s->phase != PHASE_ERROR) {
+        const char *st = jstr(s->doc, "status");
+        if (strcmp(st, "REBOOT") == 0)
+            return "REBOOT";
+        return resizing ? "RESIZE" : "REVERT_RESIZE";
+    }
+    if (resizing && s->phase == PHASE_RUNNING && s->qmp_running &&
+        s->run_vcpus == flavor_num(s, "vcpus") && s->run_ram == flavor_num(s, "ram"))
+        return "VERIFY_RESIZE";
     switch (s->phase) {
     case PHASE_ERROR:
         return "ERROR";
@@ -267,6 +289,30 @@ static void base64_decode(const char *in, SovBuf *out)
 
 static void make_seed(Work *w, const char *path, const char *log_path);
 
+/* The overlay's virtual size becomes the flavor's disk (qemu-img refuses to shrink: an image
+ * bigger than the flavor's disk is an error, as in Nova); the size is kept in "disk_gb". */
+static int grow_disk(Work *w, const char *disk, const char *log_path)
+{
+    if (w->disk_gb <= 0)
+        return 0;
+    char size[32], rec[600];
+    snprintf(size, sizeof(size), "%lldG", (long long)w->disk_gb);
+    char *argv[] = {w->qemu_img, "resize", "-q", "-f", "qcow2", (char *)disk, size, NULL};
+    int r = run_tool(argv, log_path, w->err, sizeof(w->err));
+    if (r < 0) {
+        snprintf(w->err, sizeof(w->err),
+                 "cannot size the root disk to the flavor's %lld GB (is the image bigger?); see "
+                 "%s/prepare.log",
+                 (long long)w->disk_gb, w->dir);
+        return r;
+    }
+    snprintf(rec, sizeof(rec), "%s/disk_gb", w->dir);
+    snprintf(size, sizeof(size), "%lld\n", (long long)w->disk_gb);
+    sov_write_file_atomic(rec, size, strlen(size));
+    w->have_gb = w->disk_gb;
+    return 0;
+}
+
 /* Refuses an image nothing could boot: a raw disk needs a boot sector (MBR, or GPT's
  * protective MBR), a qcow2 image its magic. */
 static int check_disk(const char *path, const char *format, const char *id, char *err, size_t n)
@@ -325,13 +371,16 @@ static void prepare_work(uv_work_t *req)
         snprintf(tmp, sizeof(tmp), "%s.tmp", path);
         char *argv[] = {w->qemu_img, "create",        "-q", "-f", "qcow2", "-b", img,
                         "-F",        w->image_format, tmp,  NULL};
-        if ((w->r = run_tool(argv, log_path, w->err, sizeof(w->err))) < 0)
+        if ((w->r = run_tool(argv, log_path, w->err, sizeof(w->err))) < 0 ||
+            (w->r = grow_disk(w, tmp, log_path)) < 0)
             return;
         if (rename(tmp, path) < 0) {
             w->r = -errno;
             snprintf(w->err, sizeof(w->err), "cannot rename %s: %s", tmp, strerror(errno));
             return;
         }
+    } else if (!w->bfv && w->disk_gb > w->have_gb && (w->r = grow_disk(w, path, log_path)) < 0) {
+        return; /* a resize to a flavor with a bigger disk */
     }
     /* NoCloud seed */
     snprintf(path, sizeof(path), "%s/seed.iso", w->dir);
@@ -412,6 +461,7 @@ static void work_done(uv_work_t *req, int status)
         return;
     }
     if (w->kind == 0) {
+        s->disk_gb = w->have_gb;
         if (w->r < 0)
             server_set_error(s, "%s", w->err);
         else {
@@ -459,6 +509,8 @@ static Work *work_new(Server *s, int kind)
                            ? *p
                            : '-';
     w->bfv = vol_boots_from_volume(s);
+    w->disk_gb = flavor_num(s, "disk");
+    w->have_gb = s->disk_gb;
     w->user_data = strdup(jstr(s->doc, "_user_data"));
     w->key = strdup(jstr(s->doc, "_key_public"));
     return w;
@@ -600,7 +652,7 @@ static void qmp_attach(Server *s)
 static int server_spawn(Server *s)
 {
     Compute *c = s->c;
-    json_t *fl = json_object_get(s->doc, "_flavor");
+    json_t *fl = server_flavor(s);
     long long vcpus = json_integer_value(json_object_get(fl, "vcpus"));
     long long ram = json_integer_value(json_object_get(fl, "ram"));
     if (vcpus < 1 || vcpus > 256 || ram < 16 || ram > (1LL << 22)) {
@@ -731,6 +783,14 @@ static int server_spawn(Server *s)
     /* the pid file is ours too, so an agent restarted before QEMU wrote it still finds it */
     write_small(s, "qemu.pid", s->pid);
     host_cgroup_enter(s, s->pid, vcpus, ram);
+    s->run_vcpus = vcpus;
+    s->run_ram = ram;
+    s->restarting = false;
+    char fl_rec[64];
+    snprintf(fl_rec, sizeof(fl_rec), "%lld %lld", vcpus, ram);
+    path_in(s, "flavor", logp, sizeof(logp));
+    if (sov_write_file_atomic(logp, fl_rec, strlen(fl_rec)) < 0)
+        log_warn("cannot record the flavor of server %s", s->id);
     char smp[32], mem[32];
     snprintf(smp, sizeof(smp), "%lld", vcpus);
     snprintf(mem, sizeof(mem), "%lldM", ram);
@@ -803,6 +863,15 @@ Server *server_new(Compute *c, const char *id)
         s->ssh_port = atoi(buf);
     path_in(s, "reboot", path, sizeof(path));
     s->reboot_seen = read_small(path, buf, sizeof(buf)) == 0 ? atoll(buf) : -1;
+    path_in(s, "disk_gb", path, sizeof(path));
+    if (read_small(path, buf, sizeof(buf)) == 0)
+        s->disk_gb = atoll(buf);
+    path_in(s, "flavor", path, sizeof(path));
+    long long fv, fr;
+    if (read_small(path, buf, sizeof(buf)) == 0 && sscanf(buf, "%lld %lld", &fv, &fr) == 2) {
+        s->run_vcpus = fv;
+        s->run_ram = fr;
+    }
     try_adopt(s);
     if (s->phase == PHASE_NEW) { /* prepared: the seed is made last */
         path_in(s, "seed.iso", path, sizeof(path));
@@ -854,6 +923,21 @@ static void start_work(Server *s, int kind)
     s->phase = kind == 0 ? PHASE_PREPARING : PHASE_REMOVING;
 }
 
+/* ACPI power button, then quit once stop_timeout passes (server_tick). */
+static void powerdown(Server *s, const char *why)
+{
+    if (s->stop_deadline_ms)
+        return;
+    /* without QMP the deadline passes at once and QEMU gets SIGTERM */
+    if (qmp_command(s->qmp, "system_powerdown") < 0)
+        s->stop_deadline_ms = compute_now_ms();
+    s->stop_asked = true;
+    if (!s->stop_deadline_ms)
+        s->stop_deadline_ms = compute_now_ms() + s->c->cfg.stop_timeout_ms;
+    const char *kv[] = {"server", s->id, "why", why, NULL};
+    sov_logv_kv(SOV_LOG_INFO, NULL, 0, "ACPI powerdown sent", kv);
+}
+
 /* Compares the desired document with what runs and takes the next step. */
 void server_converge(Server *s)
 {
@@ -883,34 +967,40 @@ void server_converge(Server *s)
         return;
     }
     if (strcmp(want, "running") == 0) {
+        bool hard = json_is_true(json_object_get(s->doc, "_reboot_hard"));
         if (s->phase == PHASE_STOPPED) {
             if (s->reboot_seen != reboot) {
                 s->reboot_seen = reboot;
                 write_small(s, "reboot", reboot);
             }
+            if (!vol_boots_from_volume(s) && flavor_num(s, "disk") > s->disk_gb && s->disk_gb > 0) {
+                start_work(s, 0); /* a bigger root disk first */
+                return;
+            }
             if (server_spawn(s) != -EAGAIN)
                 agent_report(s);
-        } else if (s->phase == PHASE_RUNNING && reboot > s->reboot_seen && qmp_ready(s->qmp)) {
+        } else if (s->phase == PHASE_RUNNING && reboot > s->reboot_seen && hard &&
+                   qmp_ready(s->qmp)) {
             if (qmp_command(s->qmp, "system_reset") == 0) {
                 const char *kv[] = {"server", s->id, NULL};
-                sov_logv_kv(SOV_LOG_INFO, NULL, 0, "rebooted (system_reset)", kv);
+                sov_logv_kv(SOV_LOG_INFO, NULL, 0, "rebooted (hard: system_reset)", kv);
                 s->reboot_seen = reboot;
                 write_small(s, "reboot", reboot);
                 agent_report(s);
             }
+        } else if (s->phase == PHASE_RUNNING && !s->restarting && s->qmp_answered &&
+                   (reboot > s->reboot_seen ||
+                    (s->run_vcpus && (s->run_vcpus != flavor_num(s, "vcpus") ||
+                                      s->run_ram != flavor_num(s, "ram"))))) {
+            /* a soft reboot or another flavor: the guest shuts down, a new QEMU starts */
+            s->restarting = true;
+            powerdown(s, reboot > s->reboot_seen ? "soft reboot" : "new flavor");
+            agent_report(s);
         }
     } else if (strcmp(want, "stopped") == 0) {
         s->waiting = false;
-        if (s->phase == PHASE_RUNNING && !s->stop_deadline_ms) {
-            /* without QMP the deadline passes at once and QEMU gets SIGTERM */
-            if (qmp_command(s->qmp, "system_powerdown") < 0)
-                s->stop_deadline_ms = compute_now_ms();
-            s->stop_asked = true;
-            if (!s->stop_deadline_ms)
-                s->stop_deadline_ms = compute_now_ms() + s->c->cfg.stop_timeout_ms;
-            const char *kv[] = {"server", s->id, NULL};
-            sov_logv_kv(SOV_LOG_INFO, NULL, 0, "ACPI powerdown sent", kv);
-        }
+        if (s->phase == PHASE_RUNNING && !s->stop_deadline_ms)
+            powerdown(s, "stop");
     }
 }
 

@@ -284,7 +284,7 @@ def test_server_lifecycle_console_and_readoption(start_api, start_compute, tmp_p
     action(api, token, sid, {"reboot": {"type": "HARD"}})
     wait_status(api, token, sid, "ACTIVE")
     assert qemu_pid(comp, sid) == pid and pid_alive(pid)
-    assert "rebooted (system_reset)" in comp.log.read_text()
+    assert "rebooted (hard: system_reset)" in comp.log.read_text()
 
     # a restarted agent re-adopts the guest instead of killing it
     comp.stop()

@@ -183,3 +183,37 @@ def test_image_that_is_not_a_disk_ends_in_error(cloud, tmp_path):
     assert qemu_pid(comp, sid) is None
     api.openstack("server", "delete", "--wait", sid, fmt=False, timeout=120)
     wait_for(lambda: not (comp.state_dir / "servers" / sid).exists(), "the server dir to go")
+
+
+def test_resize_confirm_and_revert(cloud):
+    """Cold resize: the guest comes back with the new flavor's memory and a root disk grown to
+    its size (VERIFY_RESIZE), confirm keeps it; a second resize reverted returns to it."""
+    api, block, comp, image, key = cloud
+    sid = api.openstack("server", "create", "--image", "sov-tiny", "--flavor", "t3.micro",
+                        "--key-name", "k1", "--wait", "rs-1", timeout=240)["id"]
+    ssh = ssh_to(api, key, "rs-1")
+
+    def facts():
+        out = ssh("awk '/MemTotal/ {print $2}' /proc/meminfo; cat /sys/block/vda/size")
+        return out and [int(x) for x in out.split()]
+
+    mem0, sectors0 = wait_for(facts, "SSH", timeout=150)
+    assert sectors0 * 512 == 10 << 30  # t3.micro: 10 GB
+    api.openstack("server", "resize", "--flavor", "t3.small", "--wait", "rs-1", fmt=False,
+                  timeout=300)
+    assert api.openstack("server", "show", sid)["status"] == "VERIFY_RESIZE"
+    mem1, sectors1 = wait_for(lambda: (f := facts()) and f[0] != mem0 and f, "the new flavor",
+                              timeout=150)
+    assert mem1 > mem0 + 900 * 1024 and sectors1 * 512 == 20 << 30  # 2 GiB, 20 GB
+    api.openstack("server", "resize", "confirm", "rs-1", fmt=False)
+    wait_for(lambda: status_is(api, "server", sid, "ACTIVE"), "ACTIVE after confirm")
+    assert api.openstack("server", "show", sid)["flavor"].startswith("t3.small")
+    # t3.medium, then revert: back on t3.small's memory
+    api.openstack("server", "resize", "--flavor", "t3.medium", "--wait", "rs-1", fmt=False,
+                  timeout=300)
+    mem2 = wait_for(lambda: (f := facts()) and f[0] > mem1 + 1800 * 1024 and f[0], "t3.medium",
+                    timeout=150)
+    api.openstack("server", "resize", "revert", "rs-1", fmt=False)
+    wait_for(lambda: (f := facts()) and f[0] < mem2 and f[0], "the reverted flavor", timeout=150)
+    assert wait_for(lambda: status_is(api, "server", sid, "ACTIVE"), "ACTIVE after revert")
+    api.openstack("server", "delete", "--wait", "rs-1", fmt=False, timeout=240)
