@@ -596,6 +596,8 @@ static void h_observed(SovHttpReq *req, void *ud)
         "progress",
         "OS-EXT-SRV-ATTR:host",
         "OS-EXT-SRV-ATTR:hypervisor_hostname",
+        "_vol_slots",
+        "_migration",
     };
     const char *old_host = json_string_value(json_object_get(doc, "OS-EXT-SRV-ATTR:host"));
     char was[64];
@@ -624,6 +626,19 @@ static void h_observed(SovHttpReq *req, void *ud)
             return;
         }
         json_object_del(doc, "_migrate_to");
+        json_object_del(doc, "_migration");
+    }
+    /* live migration: the target says where it listens (_migration {host, uri, nbd}); the
+     * source cuts over by naming the target as host (above) or gives up (failed) */
+    json_t *mig = json_object_get(doc, "_migration");
+    if (mig && (json_is_null(mig) || api_jstr(mig, "failed")[0])) {
+        if (!json_is_null(mig)) {
+            log_warn("live migration of server %s failed: %s", id, api_jstr(mig, "failed"));
+            json_object_del(doc, "_migrate_to");
+            if (strcmp(api_jstr(doc, "status"), "MIGRATING") == 0)
+                json_object_set_new(doc, "status", json_string("ACTIVE"));
+        }
+        json_object_del(doc, "_migration");
     }
     if (json_is_null(json_object_get(doc, "fault")))
         json_object_del(doc, "fault");
@@ -650,7 +665,7 @@ static void h_observed(SovHttpReq *req, void *ud)
 /* ---- scheduler ---- */
 
 int api_schedule(Api *a, const char *zone, int64_t vcpus, int64_t ram_mb, int64_t gpus,
-                 char out_host[64])
+                 const char *exclude, char out_host[64])
 {
     ApiListQuery q = {.kind = "host", .parent = "compute"};
     json_t *hosts;
@@ -664,6 +679,8 @@ int api_schedule(Api *a, const char *zone, int64_t vcpus, int64_t ram_mb, int64_
         if (!host_up(a, h) || (zone && *zone && strcmp(api_jstr(h, "zone"), zone) != 0))
             continue;
         const char *name = api_jstr(h, "host");
+        if (exclude && strcmp(name, exclude) == 0)
+            continue;
         ApiListQuery sq = {.kind = "server", .host = name};
         json_t *servers;
         if (api_store_list(a->store, &sq, &servers) < 0)

@@ -225,10 +225,11 @@ bool api_jurisdiction_allowed(const ApiCall *c, const char *jurisdiction);
 
 /* ---- agents and scheduling (agent.c) ---- */
 
-/* Picks a compute host in zone with room for vcpus/ram_mb (and gpus); writes its name.
- * -ENOSPC when none fits (the caller records Nova's "No valid host was found"). */
+/* Picks a compute host in zone, other than exclude (NULL: any), with room for vcpus/ram_mb
+ * (and gpus); writes its name. -ENOSPC when none fits (the caller records Nova's "No valid host was
+ * found"). */
 int api_schedule(Api *a, const char *zone, int64_t vcpus, int64_t ram_mb, int64_t gpus,
-                 char out_host[64]);
+                 const char *exclude, char out_host[64]);
 /* ---- ports and network state (network_port.c, network.c) ---- */
 /* Creates a port as POST /ports would for the caller (network visibility, quota, IPAM,
  * default security group): fixed_ip may be NULL. Answers the fault itself and returns < 0 on

@@ -878,7 +878,7 @@ static void h_server_create(SovHttpReq *req, void *ud)
     for (size_t i = 0; i < sizeof(rnd); i++)
         pass[i] = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"[rnd[i] % 55];
     pass[12] = '\0';
-    int sr = api_schedule(a, n.zone, vcpus, ram, gpus, host);
+    int sr = api_schedule(a, n.zone, vcpus, ram, gpus, NULL, host);
     bool placed = sr == 0 && host[0];
     const char *status = placed ? "BUILD" : "ERROR";
     json_t *doc = json_pack(

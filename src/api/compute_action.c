@@ -152,7 +152,7 @@ void nova_server_action(SovHttpReq *req, void *ud)
         }
         if (!to &&
             api_schedule(a, nova_str(doc, "OS-EXT-AZ:availability_zone"), nova_num(doc, "_vcpus"),
-                         nova_num(doc, "_ram"), nova_num(doc, "_gpus"), picked) == 0)
+                         nova_num(doc, "_ram"), nova_num(doc, "_gpus"), host, picked) == 0)
             to = picked;
         if (!to || !*to || (host && strcmp(to, host) == 0)) {
             api_fault(c, 400, NULL, "No valid host was found. %s",
@@ -161,6 +161,7 @@ void nova_server_action(SovHttpReq *req, void *ud)
             goto out;
         }
         json_object_set_new(doc, "_migrate_to", json_string(to));
+        json_object_del(doc, "_migration"); /* what an earlier attempt left */
         json_object_set_new(doc, "status", json_string("MIGRATING"));
     } else if (strcmp(act, "os-getConsoleOutput") == 0) {
         json_t *len = json_object_get(arg, "length");

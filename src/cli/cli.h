@@ -32,13 +32,13 @@ extern const CliService cli_services[];
 extern const size_t cli_services_n;
 
 /* Default ports of services that do not exist yet but already have a place in `sov env`. */
-#define CLI_API_NAME           "api"
-#define CLI_API_DEFAULT_PORT   8400
-#define CLI_S3_NAME            "s3"
-#define CLI_S3_DEFAULT_PORT    8433
-#define CLI_BLOCK_NAME         "block"
-#define CLI_BLOCK_DEFAULT_PORT 8476
-#define CLI_NBD_DEFAULT_PORT   10809
+#define CLI_API_NAME             "api"
+#define CLI_API_DEFAULT_PORT     8400
+#define CLI_S3_NAME              "s3"
+#define CLI_S3_DEFAULT_PORT      8433
+#define CLI_BLOCK_NAME           "block"
+#define CLI_BLOCK_DEFAULT_PORT   8476
+#define CLI_NBD_DEFAULT_PORT     10809
 #define CLI_COMPUTE_NAME         "compute"
 #define CLI_COMPUTE_DEFAULT_PORT 8478
 
@@ -52,6 +52,9 @@ typedef struct Cli {
     char bin_dir[PATH_MAX]; /* directory holding the sov executable and the daemons */
     bool json;
     const char *api_data_dir; /* `audit verify --api-data DIR` */
+    const char *ssh_key;      /* `ssh -i KEYFILE` */
+    char **args;              /* `ssh`: SERVER, then the remote command's words */
+    int nargs;
 } Cli;
 
 typedef enum CliState {
@@ -132,6 +135,7 @@ int cli_cmd_down(const Cli *c);
 int cli_cmd_status(const Cli *c);
 int cli_cmd_env(const Cli *c);
 int cli_cmd_audit_verify(const Cli *c);
+int cli_cmd_ssh(const Cli *c);
 /* Checks an audit log (and the head recorded in state_db, when not NULL): 0 ok, 1 broken. */
 int cli_audit_verify(const char *log_path, const char *state_db);
 

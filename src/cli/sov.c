@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* sov: the operator CLI of sovcloud. This file parses the command line, resolves the data
  * directory and the directory holding the daemons, and hands over to one subcommand (up, down,
- * status, env), each of which lives in its own file. */
+ * status, env, audit, ssh), each of which lives in its own file. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +24,7 @@ static const Command commands[] = {
     {"status", cli_cmd_status, false, true},
     {"env", cli_cmd_env, true, false},
     {"audit", cli_cmd_audit_verify, false, false}, /* `audit verify` */
+    {"ssh", cli_cmd_ssh, false, false},
 };
 
 static int usage(void)
@@ -42,6 +43,10 @@ static int usage(void)
           "  audit verify [--api-data DIR]\n"
           "                  check sov-api's hash-chained audit log (DIR: sov-api's data_dir,\n"
           "                  default DATA_DIR/api); exit 1 when an entry was edited or removed\n"
+          "  ssh [-i KEYFILE] SERVER [COMMAND...]\n"
+          "                  ssh as root into a server (name or id) at the address in its\n"
+          "                  details (sov:ssh); logs in with OS_* variables when OS_AUTH_URL is\n"
+          "                  set, else as the admin of DATA_DIR's cloud; exits with ssh's status\n"
           "  help            show this text\n",
           stderr);
     return 2;
@@ -142,6 +147,21 @@ int main(int argc, char **argv)
             c.api_data_dir = argv[i];
         } else if (cmd && cmd->run == cli_cmd_audit_verify && !sub && strcmp(a, "verify") == 0) {
             sub = a;
+        } else if (cmd && cmd->run == cli_cmd_ssh) {
+            /* ssh's own options, then SERVER; every word after SERVER is the remote command. */
+            if (strcmp(a, "-i") == 0) {
+                if (++i >= argc)
+                    return usage();
+                c.ssh_key = argv[i];
+                continue;
+            }
+            if (strcmp(a, "--") == 0)
+                i++;
+            else if (a[0] == '-')
+                return usage();
+            c.args = &argv[i];
+            c.nargs = argc - i;
+            break;
         } else if (a[0] == '-' || cmd) {
             return usage(); /* --help, -h, unknown options and stray arguments alike */
         } else {
@@ -154,7 +174,8 @@ int main(int argc, char **argv)
     }
     if (!cmd || (c.json && !cmd->takes_json) || (dir && !dir[0]) ||
         ((cmd->run == cli_cmd_audit_verify) != (sub != NULL)) ||
-        (c.api_data_dir && cmd->run != cli_cmd_audit_verify))
+        (c.api_data_dir && cmd->run != cli_cmd_audit_verify) ||
+        (cmd->run == cli_cmd_ssh && c.nargs < 1))
         return usage();
     c.data_dir_arg = dir;
     r = data_dir_resolve(dir ? dir : DEFAULT_DATA_DIR, cmd->creates_data_dir, c.data_dir,

@@ -144,9 +144,10 @@ static void apply_snapshot(Compute *c, json_t *doc)
         const char *id = json_string_value(json_object_get(v, "id"));
         if (!id || !*id || strlen(id) > 64 || strchr(id, '/') || id[0] == '.')
             continue;
-        /* a server migrating here stays with its source in this MVP */
+        /* a server migrating here is prepared as the migration's target */
         const char *host = json_string_value(json_object_get(v, "OS-EXT-SRV-ATTR:host"));
-        if (host && strcmp(host, c->host) != 0)
+        bool target = mig_is_target(c, v);
+        if (host && strcmp(host, c->host) != 0 && !target)
             continue;
         Server *s;
         for (s = c->servers; s && strcmp(s->id, id) != 0; s = s->next)
@@ -156,6 +157,9 @@ static void apply_snapshot(Compute *c, json_t *doc)
         json_decref(s->doc);
         s->doc = json_incref(v);
         s->seen = true;
+        if (s->incoming && !target)
+            mig_commit(s); /* the source handed it over */
+        s->incoming = target;
     }
     for (Server *s = c->servers; s; s = s->next)
         if (!s->seen && s->doc) { /* gone from the API: clean up, nothing to report */
@@ -181,6 +185,11 @@ static json_t *report_body(Server *s)
     json_t *b = json_pack("{s:s,s:i,s:s,s:s,s:s}", "status", st, "OS-EXT-STS:power_state", power,
                           "_accel", c->accel, "OS-EXT-SRV-ATTR:host", c->host,
                           "OS-EXT-SRV-ATTR:hypervisor_hostname", c->host);
+    json_t *slots = json_object();
+    for (int i = 1; i <= VOL_SLOTS; i++)
+        if (s->vol[i][0])
+            json_object_set_new(slots, s->vol[i], json_integer(i));
+    json_object_set_new(b, "_vol_slots", slots);
     if (s->ssh_port > 0)
         json_object_set_new(b, "_ssh",
                             json_pack("{s:s,s:i}", "host", "127.0.0.1", "port", s->ssh_port));
@@ -234,10 +243,12 @@ void agent_report(Server *s)
         s->dirty = true;
         return;
     }
-    json_t *b = s->phase == PHASE_GONE ? json_pack("{s:b}", "gone", 1) : report_body(s);
+    json_t *b = s->phase == PHASE_GONE ? json_pack("{s:b}", "gone", 1) : mig_report(s);
+    if (!b)
+        b = report_body(s);
     char target[160];
     snprintf(target, sizeof(target), "/agent/v1/resources/server/%s", s->id);
-    if (s->phase != PHASE_GONE) {
+    if (s->phase != PHASE_GONE && !s->incoming) {
         const char *st = server_status(s);
         if (strcmp(st, s->reported) != 0) {
             const char *kv[] = {"server", s->id, "status", st, NULL};

@@ -102,6 +102,11 @@ typedef struct Server {
      * restarting: stopped to come back with another flavor (resize, revert) */
     int64_t run_vcpus, run_ram, disk_gb;
     bool restarting;
+    /* live migration (migrate.c): incoming = this host is the target and not yet the host */
+    bool incoming, mig_nbd;
+    int mig_stage, mig_port, mig_nbd_port;
+    uint64_t mig_deadline_ms;
+    char mig_failed[256];
     uint64_t console_off;
     char fault[512];
     /* volumes in the running QEMU by slot (1..VOL_SLOTS; "" free), kept in <dir>/volumes;
@@ -180,6 +185,22 @@ void vol_clear(Server *s);
 void vol_converge(Server *s);
 /* QMP event of s's QEMU. */
 void vol_event(Server *s, const char *event, json_t *data);
+
+/* migrate.c: live migration, source and target sides. */
+/* Whether doc is a server migrating to this host (not yet its host). */
+bool mig_is_target(const Compute *c, const json_t *doc);
+/* Target: adds -S and -incoming to a new QEMU's command line. */
+int mig_spawn_args(Server *s, Argv *v);
+/* Target: the server is ours now; resume it. */
+void mig_commit(Server *s);
+/* Both: the next step (called on every convergence). */
+void mig_step(Server *s);
+void mig_event(Server *s, const char *event, json_t *data);
+/* The QEMU process ended. */
+void mig_reset(Server *s);
+/* A report the migration needs instead of the usual one (new reference), or NULL. */
+json_t *mig_report(Server *s);
+bool mig_needs_report(const Server *s);
 
 /* qmp.c: an asynchronous QMP client on a Unix socket. */
 typedef void (*QmpEventCb)(Qmp *q, const char *event, json_t *data, void *ud);

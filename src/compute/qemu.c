@@ -36,6 +36,7 @@ typedef struct Work {
     char qemu_img[SOV_CONF_STR_MAX], dir[512], id[65], name[256];
     int api_port;
     bool bfv;                 /* the root disk is a volume: no overlay to make */
+    char mac[18];             /* the NIC's MAC */
     int64_t disk_gb, have_gb; /* the flavor's root disk; what the overlay has (0: unknown) */
     char *user_data, *key;
     /* output */
@@ -122,6 +123,32 @@ void server_set_error(Server *s, const char *fmt, ...)
     agent_report(s);
 }
 
+/* The first port's MAC (Neutron's), else one derived from the server id in QEMU's range. */
+static void server_mac(const Server *s, char out[18])
+{
+    json_t *nets = json_object_get(s->doc, "addresses"), *ips, *ip;
+    const char *k;
+    json_object_foreach(nets, k, ips)
+    {
+        size_t i;
+        json_array_foreach(ips, i, ip)
+        {
+            const char *m = jstr(ip, "OS-EXT-IPS-MAC:mac_addr");
+            unsigned b[6];
+            if (strlen(m) == 17 && sscanf(m, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3],
+                                          &b[4], &b[5]) == 6) {
+                snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4],
+                         b[5]);
+                return;
+            }
+        }
+    }
+    uint32_t h = 2166136261u; /* FNV-1a of the id */
+    for (const char *p = s->id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    snprintf(out, 18, "52:54:00:%02x:%02x:%02x", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff);
+}
+
 json_t *server_flavor(const Server *s)
 {
     json_t *r = json_object_get(s->doc, "_resize");
@@ -142,6 +169,8 @@ const char *server_status(const Server *s)
             return "REBOOT";
         return resizing ? "RESIZE" : "REVERT_RESIZE";
     }
+    if (*jstr(s->doc, "_migrate_to") && s->phase == PHASE_RUNNING && s->qmp_running && !s->incoming)
+        return "MIGRATING";
     if (resizing && s->phase == PHASE_RUNNING && s->qmp_running &&
         s->run_vcpus == flavor_num(s, "vcpus") && s->run_ram == flavor_num(s, "ram"))
         return "VERIFY_RESIZE";
@@ -392,7 +421,7 @@ static void prepare_work(uv_work_t *req)
 /* The NoCloud seed ISO at path (made under a temporary name). */
 static void make_seed(Work *w, const char *path, const char *log_path)
 {
-    char seed[620], md[700], ud[700];
+    char seed[620], md[700], ud[700], nc[700];
     snprintf(seed, sizeof(seed), "%s/seed", w->dir);
     mkdir(seed, 0700);
     SovBuf meta = SOV_BUF_INIT, user = SOV_BUF_INIT;
@@ -408,9 +437,18 @@ static void make_seed(Work *w, const char *path, const char *log_path)
         base64_decode(w->user_data, &user);
     snprintf(md, sizeof(md), "%s/meta-data", seed);
     snprintf(ud, sizeof(ud), "%s/user-data", seed);
+    snprintf(nc, sizeof(nc), "%s/network-config", seed);
+    /* network config version 1: DHCP on the NIC with the server's MAC */
+    char net[256];
+    int nl = snprintf(net, sizeof(net),
+                      "version: 1\nconfig:\n  - type: physical\n    name: eth0\n"
+                      "    mac_address: \"%s\"\n    subnets:\n      - type: dhcp\n",
+                      w->mac);
     int r = write_text(md, meta.ptr ? meta.ptr : "", meta.len);
     if (r == 0)
         r = write_text(ud, user.ptr ? user.ptr : "", user.len);
+    if (r == 0)
+        r = write_text(nc, net, (size_t)nl);
     sov_buf_release(&meta);
     sov_buf_release(&user);
     if (r < 0) {
@@ -423,11 +461,11 @@ static void make_seed(Work *w, const char *path, const char *log_path)
     const char *tool = access("/usr/bin/genisoimage", X_OK) == 0 ? "genisoimage" : "xorriso";
     if (strcmp(tool, "genisoimage") == 0) {
         char *argv[] = {"genisoimage", "-quiet", "-output", iso, "-volid", "cidata",
-                        "-joliet",     "-rock",  md,        ud,  NULL};
+                        "-joliet",     "-rock",  md,        ud,  nc,       NULL};
         w->r = run_tool(argv, log_path, w->err, sizeof(w->err));
     } else {
         char *argv[] = {"xorriso", "-as",     "mkisofs", "-quiet", "-output", iso, "-volid",
-                        "cidata",  "-joliet", "-rock",   md,       ud,        NULL};
+                        "cidata",  "-joliet", "-rock",   md,       ud,        nc,  NULL};
         w->r = run_tool(argv, log_path, w->err, sizeof(w->err));
     }
     if (w->r == 0 && rename(iso, path) < 0) {
@@ -509,6 +547,7 @@ static Work *work_new(Server *s, int kind)
                            ? *p
                            : '-';
     w->bfv = vol_boots_from_volume(s);
+    server_mac(s, w->mac);
     w->disk_gb = flavor_num(s, "disk");
     w->have_gb = s->disk_gb;
     w->user_data = strdup(jstr(s->doc, "_user_data"));
@@ -536,6 +575,7 @@ static void qmp_status_cb(Qmp *q, bool running, void *ud)
 static void qmp_event_cb(Qmp *q, const char *event, json_t *data, void *ud)
 {
     vol_event(ud, event, data);
+    mig_event(ud, event, data);
 }
 
 static void qmp_closed_cb(Qmp *q, void *ud)
@@ -588,6 +628,7 @@ static void process_gone(Server *s)
     qmp_close(s->qmp);
     s->qmp = NULL;
     vol_clear(s);
+    mig_reset(s);
     char path[600];
     path_in(s, "qemu.pid", path, sizeof(path));
     unlink(path);
@@ -718,8 +759,10 @@ static int server_spawn(Server *s)
     argv_addf(&v, "file=%s/seed.iso,format=raw,if=virtio,readonly=on", s->dir);
     argv_add(&v, "-netdev");
     argv_addf(&v, "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22", s->ssh_port);
+    char mac[18];
+    server_mac(s, mac);
     argv_add(&v, "-device");
-    argv_add(&v, "virtio-net-pci,netdev=n0");
+    argv_addf(&v, "virtio-net-pci,netdev=n0,mac=%s", mac);
     argv_add(&v, "-serial");
     argv_addf(&v, "file:%s/serial.log", s->dir);
     /* relative to QEMU's working directory (the server dir): a Unix socket path has to fit
@@ -731,6 +774,8 @@ static int server_spawn(Server *s)
     for (int i = 0; i < a.n; i++)
         argv_add(&v, a.v[i]);
     argv_free(&a);
+    if (mig_spawn_args(s, &v) < 0)
+        v.oom = true;
     for (size_t off = 0; off < gpus.len; off += strlen(gpus.ptr + off) + 1) {
         argv_add(&v, "-device");
         argv_add(&v, gpus.ptr + off);
@@ -939,7 +984,16 @@ static void powerdown(Server *s, const char *why)
 }
 
 /* Compares the desired document with what runs and takes the next step. */
+static void converge_once(Server *s);
+
 void server_converge(Server *s)
+{
+    converge_once(s);
+    if (s->phase == PHASE_RUNNING && s->doc && !s->c->stopping)
+        mig_step(s);
+}
+
+static void converge_once(Server *s)
 {
     if (s->c->stopping || s->phase == PHASE_PREPARING || s->phase == PHASE_REMOVING ||
         s->phase == PHASE_GONE)
@@ -979,6 +1033,8 @@ void server_converge(Server *s)
             }
             if (server_spawn(s) != -EAGAIN)
                 agent_report(s);
+        } else if (s->incoming || *jstr(s->doc, "_migrate_to")) {
+            /* migrating: no reboot or restart until it is over */
         } else if (s->phase == PHASE_RUNNING && reboot > s->reboot_seen && hard &&
                    qmp_ready(s->qmp)) {
             if (qmp_command(s->qmp, "system_reset") == 0) {
@@ -1009,6 +1065,8 @@ void server_converge(Server *s)
  * would loop. */
 bool server_needs_report(const Server *s)
 {
+    if (s->incoming || mig_needs_report(s))
+        return mig_needs_report(s);
     if (!s->doc || s->phase == PHASE_PREPARING || s->phase == PHASE_REMOVING ||
         s->phase == PHASE_GONE || strcmp(jstr(s->doc, "_desired"), "deleted") == 0)
         return false;

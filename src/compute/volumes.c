@@ -193,6 +193,19 @@ int vol_cmdline(Server *s, Argv *a, char *err, size_t errn)
         argv_add(a, "-device");
         argv_add(a, "virtio-blk-pci,drive=root,id=rootdisk,bootindex=0");
     }
+    /* an incoming migration takes the source's slots, so both device trees match */
+    json_t *slots = json_object_get(s->doc, "_vol_slots");
+    if (s->incoming && json_is_object(slots)) {
+        const char *k;
+        json_t *v;
+        memset(s->vol, 0, sizeof(s->vol));
+        json_object_foreach(slots, k, v)
+        {
+            json_int_t n = json_integer_value(v);
+            if (n >= 1 && n <= VOL_SLOTS && strlen(k) < sizeof(s->vol[0]))
+                snprintf(s->vol[n], sizeof(s->vol[n]), "%s", k);
+        }
+    }
     /* slots kept from the last run where the volume is still wanted, the lowest free else */
     Target t[VOL_SLOTS];
     size_t n = wanted(s, t);

@@ -168,7 +168,7 @@ def test_boot_from_volume_runs_from_sov_block(cloud):
     wait_for(lambda: status_is(api, "volume", vol, "available"), "the root volume released")
 
 
-def test_image_that_is_not_a_disk_ends_in_error(cloud, tmp_path):
+def test_bad_requests_end_in_error_or_are_refused(cloud, tmp_path):
     api, block, comp, image, key = cloud
     junk = tmp_path / "junk.raw"
     junk.write_bytes(os.urandom(1 << 20)[:510] + b"\0\0" + b"\0" * ((1 << 20) - 512))
@@ -183,6 +183,18 @@ def test_image_that_is_not_a_disk_ends_in_error(cloud, tmp_path):
     assert qemu_pid(comp, sid) is None
     api.openstack("server", "delete", "--wait", sid, fmt=False, timeout=120)
     wait_for(lambda: not (comp.state_dir / "servers" / sid).exists(), "the server dir to go")
+    # more memory than the host offers (m5.2xlarge: 32 GiB; the agent offers 16 GiB)
+    big = api.openstack("server", "create", "--image", "sov-tiny", "--flavor", "m5.2xlarge",
+                        "too-big")["id"]
+    wait_for(lambda: status_is(api, "server", big, "ERROR"), "ERROR", timeout=30)
+    assert "No valid host was found" in str(api.openstack("server", "show", big)["fault"])
+    assert not (comp.state_dir / "servers" / big).exists()
+    # unknown flavor or image: refused before anything is made
+    for args in (("--flavor", "no-such-flavor", "--image", "sov-tiny"),
+                 ("--flavor", "t3.micro", "--image", "no-such-image")):
+        p = api.openstack("server", "create", *args, "never", check=False)
+        assert p.returncode != 0
+    assert [s["Name"] for s in api.openstack("server", "list")] == ["too-big"]
 
 
 def test_resize_confirm_and_revert(cloud):
@@ -217,3 +229,62 @@ def test_resize_confirm_and_revert(cloud):
     wait_for(lambda: (f := facts()) and f[0] < mem2 and f[0], "the reverted flavor", timeout=150)
     assert wait_for(lambda: status_is(api, "server", sid, "ACTIVE"), "ACTIVE after revert")
     api.openstack("server", "delete", "--wait", "rs-1", fmt=False, timeout=240)
+
+
+def test_live_migration_while_the_guest_writes(cloud, start_compute):
+    """Live migration to a second agent: the root overlay is mirrored over NBD, memory follows,
+    the guest keeps its boot id, uptime and every write it made (a writer runs throughout); an
+    attached volume stays on its slot; the source host keeps nothing."""
+    api, block, comp, image, key = cloud
+    comp2 = start_compute(api, host="cn2")
+    wait_for(lambda: host_doc(api, "cn2"), "host cn2")
+    sid = api.openstack("server", "create", "--image", "sov-tiny", "--flavor", "t3.micro",
+                        "--key-name", "k1", "--wait", "mig-1", timeout=240)["id"]
+    assert api.openstack("server", "show", sid)["OS-EXT-SRV-ATTR:host"] == "cn1"
+    vol = api.openstack("volume", "create", "--size", "1", "mig-data")["id"]
+    wait_for(lambda: status_is(api, "volume", vol, "available"), "volume available")
+    api.openstack("server", "add", "volume", "mig-1", "mig-data", fmt=False)
+    ssh = ssh_to(api, key, "mig-1")
+    dev = wait_for(lambda: disk_with_serial(ssh, vol[:20]), "the volume in the guest", timeout=150)
+    assert ssh(f"echo volume-before-migration | dd of=/dev/{dev} conv=fsync 2>/dev/null "
+               "&& echo ok").strip() == "ok"
+    boot_id = ssh("cat /proc/sys/kernel/random/boot_id").strip()
+    up0 = float(ssh("cut -d' ' -f1 /proc/uptime"))
+    # a writer: record i at byte 512 MiB + 8*i of the root disk, then in /run/last; it stops
+    # when /run/stop appears and leaves its count in /run/done
+    w = ssh("setsid sh -c 'i=0; while [ $i -lt 20000 ] && [ ! -e /run/stop ]; do i=$((i+1)); "
+            "printf %08d $i | dd of=/dev/vda bs=8 seek=$((67108864 + i)) conv=notrunc "
+            "2>/dev/null; echo $i > /run/last; done; echo $i > /run/done.tmp; "
+            "mv /run/done.tmp /run/done' </dev/null >/dev/null 2>&1 & echo started", check=False)
+    assert w.returncode == 0 and "started" in w.stdout, (w.stdout, w.stderr)
+
+    def last():  # the writer truncates and rewrites /run/last: read until a number
+        return wait_for(lambda: (v := ssh("cat /run/last 2>/dev/null")) and v.strip().isdigit()
+                        and int(v), "a count from the writer", timeout=30)
+
+    wait_for(lambda: last() > 20, "the writer", timeout=30)
+    src_pid = qemu_pid(comp, sid)
+    api.openstack("server", "migrate", "--live-migration", "--wait", "mig-1",
+                  fmt=False, timeout=300)
+    shown = api.openstack("server", "show", sid)
+    assert shown["OS-EXT-SRV-ATTR:host"] == "cn2" and shown["status"] == "ACTIVE"
+    wait_for(lambda: not pid_alive(src_pid), "the source QEMU to end")
+    wait_for(lambda: not (comp.state_dir / "servers" / sid).exists(), "the source dir to go")
+    assert pid_alive(qemu_pid(comp2, sid))
+    ssh = ssh_to(api, key, "mig-1")
+    assert wait_for(lambda: ssh("cat /proc/sys/kernel/random/boot_id"), "SSH on cn2",
+                    timeout=60).strip() == boot_id
+    assert float(ssh("cut -d' ' -f1 /proc/uptime")) > up0
+    # the writer carried on; after it stops, every value it wrote is on the disk
+    n = last()
+    wait_for(lambda: last() > n, "the writer to go on on cn2")
+    ssh("touch /run/stop")
+    n = int(wait_for(lambda: ssh("cat /run/done 2>/dev/null"), "the writer to stop"))
+    ssh("sync; echo 3 > /proc/sys/vm/drop_caches")
+    data = ssh(f"dd if=/dev/vda bs=8 skip=67108865 count={n} 2>/dev/null")
+    values = [int(data[i:i + 8]) for i in range(0, len(data), 8)]
+    assert values == list(range(1, n + 1))
+    assert disk_with_serial(ssh, vol[:20]) == dev
+    assert ssh(f"head -c 24 /dev/{dev}").startswith("volume-before-migration")
+    api.openstack("server", "delete", "--wait", "mig-1", fmt=False, timeout=240)
+    wait_for(lambda: not (comp2.state_dir / "servers" / sid).exists(), "the target dir to go")
