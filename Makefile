@@ -3,7 +3,7 @@
 # `make test` runs every test (unit, ASan+UBSan, fuzz, integration) and prints `N passed, N failed`.
 BUILD    ?= build
 DATA_DIR ?= ./var
-BINS      = sov sov-demo sov-s3 sov-block sov-api sov-compute
+BINS      = sov sov-demo sov-s3 sov-block sov-api sov-compute sov-net
 
 .PHONY: all bootstrap up down test bench fmt clean guest-image
 

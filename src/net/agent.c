@@ -1,0 +1,298 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* sov-net's side of sov-api's agent API: registration and heartbeats, the level-triggered
+ * long-poll watch of the network kinds, one realisation at a time on the thread pool (a newer
+ * snapshot waits and replaces any older waiting one), and status reports for what changed. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net.h"
+#include "sov/json.h"
+#include "sov/log.h"
+
+#define WATCH_WAIT_S   30
+#define BACKOFF_MAX_MS 10000
+#define RESP_MAX       (64u << 20)
+#define KINDS          "network,subnet,port,router,floatingip,security_group,security_group_rule"
+
+typedef struct Call {
+    Net *n;
+    int kind; /* 0 register, 1 watch, 2 report */
+    int status;
+    char key[160]; /* reports: "kind/id" */
+    char want[16]; /* reports: the status sent */
+    SovBuf body;
+    char *req_body;
+    char auth[SOV_CONF_STR_MAX + 32];
+} Call;
+
+typedef struct Apply {
+    uv_work_t w;
+    Net *n;
+    json_t *snapshot, *statuses;
+    int r;
+    SovBuf err;
+} Apply;
+
+static void on_headers(SovHttpClientReq *r, int status, void *ud)
+{
+    ((Call *)ud)->status = status;
+}
+
+static int on_body(SovHttpClientReq *r, const char *p, size_t len, void *ud)
+{
+    Call *k = ud;
+    return sov_buf_append(&k->body, p, len) < 0 ? -EFBIG : 0;
+}
+
+static void on_done(SovHttpClientReq *r, int err, void *ud);
+
+static int call(Net *n, int kind, const char *method, const char *target, json_t *body,
+                unsigned timeout_ms, Call **ret)
+{
+    static const SovHttpClientCallbacks cbs = {on_headers, on_body, on_done};
+    Call *k = calloc(1, sizeof(*k));
+    if (!k) {
+        json_decref(body);
+        return -ENOMEM;
+    }
+    k->n = n;
+    k->kind = kind;
+    sov_buf_init(&k->body, RESP_MAX);
+    if (body) {
+        k->req_body = json_dumps(body, JSON_COMPACT);
+        json_decref(body);
+    }
+    snprintf(k->auth, sizeof(k->auth), "Authorization: Bearer %s", n->cfg.agent_token);
+    const char *hdrs[] = {k->auth, "Content-Type: application/json", NULL};
+    SovStr b = k->req_body ? (SovStr){k->req_body, strlen(k->req_body)} : SOV_STR_NULL;
+    if (ret)
+        *ret = k;
+    int r = sov_http_client_request(n->loop, n->api_host, n->api_port, method, target, hdrs, b,
+                                    timeout_ms, &cbs, k);
+    if (r < 0) {
+        free(k->req_body);
+        sov_buf_release(&k->body);
+        free(k);
+    }
+    return r;
+}
+
+static void do_register(Net *n)
+{
+    json_t *b = json_pack("{s:s,s:s,s:I,s:I}", "host", n->host, "kind", "network", "vcpus",
+                          (json_int_t)0, "ram_mb", (json_int_t)0);
+    if (n->cfg.zone[0])
+        json_object_set_new(b, "zone", json_string(n->cfg.zone));
+    int r = call(n, 0, "POST", "/agent/v1/hosts", b, 10000, NULL);
+    if (r < 0)
+        log_warn_errno(r, "cannot send the heartbeat");
+}
+
+static void heartbeat_cb(uv_timer_t *t)
+{
+    do_register(t->data);
+}
+
+static void watch(Net *n);
+
+static void watch_retry_cb(uv_timer_t *t)
+{
+    watch(t->data);
+}
+
+static void watch(Net *n)
+{
+    if (n->stopping || n->watch_busy || !n->registered)
+        return;
+    char target[512];
+    snprintf(target, sizeof(target), "/agent/v1/watch?kinds=%s&since=%" PRIu64 "&wait=%d", KINDS,
+             n->rev, WATCH_WAIT_S);
+    if (call(n, 1, "GET", target, NULL, (WATCH_WAIT_S + 15) * 1000, NULL) < 0) {
+        uv_timer_start(&n->watch_retry, watch_retry_cb, 1000, 0);
+        return;
+    }
+    n->watch_busy = true;
+}
+
+static void watch_backoff(Net *n)
+{
+    n->backoff_ms = n->backoff_ms ? n->backoff_ms * 2 : 500;
+    if (n->backoff_ms > BACKOFF_MAX_MS)
+        n->backoff_ms = BACKOFF_MAX_MS;
+    uv_timer_start(&n->watch_retry, watch_retry_cb, n->backoff_ms, 0);
+}
+
+/* ---- realisation ---- */
+
+static void apply_work(uv_work_t *req)
+{
+    Apply *a = (Apply *)req;
+    a->r = net_realize(&a->n->cfg, a->snapshot, a->statuses, &a->err);
+}
+
+static void report(Net *n, const char *key, const char *status)
+{
+    char kind[32], target[200];
+    const char *slash = strchr(key, '/');
+    if (!slash || (size_t)(slash - key) >= sizeof(kind) || n->puts > 256)
+        return;
+    snprintf(kind, sizeof(kind), "%.*s", (int)(slash - key), key);
+    snprintf(target, sizeof(target), "/agent/v1/resources/%s/%s", kind, slash + 1);
+    Call *k = NULL;
+    if (call(n, 2, "PUT", target, json_pack("{s:s}", "status", status), 10000, &k) == 0) {
+        snprintf(k->key, sizeof(k->key), "%s", key);
+        snprintf(k->want, sizeof(k->want), "%s", status);
+        n->puts++;
+    }
+}
+
+static void apply_start(Net *n);
+
+static void apply_done(uv_work_t *req, int status)
+{
+    Apply *a = (Apply *)req;
+    Net *n = a->n;
+    int r = a->r;
+    n->applying = false;
+    sov_counter_add(n->m_applies, 1);
+    if (a->r < 0) {
+        sov_counter_add(n->m_apply_errors, 1);
+        log_warn("datapath pass failed: %s", a->err.ptr ? a->err.ptr : strerror(-a->r));
+        n->dirty = true; /* the resync timer tries again */
+    }
+    /* report what differs from the documents' status */
+    const char *key;
+    json_t *st;
+    int64_t ports = 0;
+    json_object_foreach(a->statuses, key, st)
+    {
+        const char *s = json_string_value(st);
+        ports += strncmp(key, "port/", 5) == 0 && s && strcmp(s, "ACTIVE") == 0;
+        const char *was = json_string_value(json_object_get(n->reported, key));
+        if (s && (!was || strcmp(was, s) != 0))
+            report(n, key, s);
+    }
+    sov_gauge_set(n->m_ports, ports);
+    json_decref(a->snapshot);
+    json_decref(a->statuses);
+    sov_buf_release(&a->err);
+    free(a);
+    if (n->dirty && !n->stopping && r >= 0)
+        apply_start(n);
+}
+
+/* The statuses the documents show now, so unchanged ones are not reported again. */
+static void note_doc_statuses(Net *n, json_t *res)
+{
+    const char *kind;
+    json_t *arr, *v;
+    size_t i;
+    json_object_clear(n->reported);
+    json_object_foreach(res, kind, arr) json_array_foreach(arr, i, v)
+    {
+        const char *id = json_string_value(json_object_get(v, "id"));
+        const char *st = json_string_value(json_object_get(v, "status"));
+        char key[160];
+        if (id && st && strlen(id) <= 64) {
+            snprintf(key, sizeof(key), "%s/%s", kind, id);
+            json_object_set_new(n->reported, key, json_string(st));
+        }
+    }
+}
+
+static void apply_start(Net *n)
+{
+    if (n->applying || !n->snapshot || n->stopping)
+        return;
+    Apply *a = calloc(1, sizeof(*a));
+    if (!a)
+        return;
+    a->n = n;
+    a->snapshot = json_deep_copy(n->snapshot);
+    a->statuses = json_object();
+    sov_buf_init(&a->err, 4096);
+    n->dirty = false;
+    if (!a->snapshot || uv_queue_work(n->loop, &a->w, apply_work, apply_done) < 0) {
+        json_decref(a->snapshot);
+        json_decref(a->statuses);
+        free(a);
+        n->dirty = true;
+        return;
+    }
+    n->applying = true;
+}
+
+static void resync_cb(uv_timer_t *t)
+{
+    Net *n = t->data;
+    n->dirty = true;
+    apply_start(n);
+}
+
+static void on_done(SovHttpClientReq *r, int err, void *ud)
+{
+    Call *k = ud;
+    Net *n = k->n;
+    if (k->kind == 0) {
+        if (err < 0 || k->status != 200)
+            log_warn("registration failed: err=%d status=%d", err, k->status);
+        else if (!n->registered) {
+            n->registered = true;
+            log_info("registered with sov-api as network host %s", n->host);
+            watch(n);
+        }
+    } else if (k->kind == 1) {
+        n->watch_busy = false;
+        json_t *doc = NULL;
+        if (err < 0 || k->status != 200 ||
+            sov_json_parse_object((SovStr){k->body.ptr, k->body.len}, RESP_MAX, &doc, NULL) < 0) {
+            if (!n->stopping)
+                log_warn("watch failed: err=%d status=%d; retrying", err, k->status);
+            watch_backoff(n);
+        } else {
+            n->backoff_ms = 0;
+            n->rev = (uint64_t)json_integer_value(json_object_get(doc, "rev"));
+            json_t *res = json_object_get(doc, "resources");
+            if (json_is_object(res)) {
+                json_decref(n->snapshot);
+                n->snapshot = json_incref(res);
+                note_doc_statuses(n, res);
+                n->dirty = true;
+                apply_start(n);
+            }
+            json_decref(doc);
+            watch(n);
+        }
+    } else {
+        n->puts--;
+        if (err == 0 && k->status < 300)
+            json_object_set_new(n->reported, k->key, json_string(k->want));
+        else if (k->status != 404)
+            log_warn("status report for %s failed: err=%d status=%d", k->key, err, k->status);
+    }
+    free(k->req_body);
+    sov_buf_release(&k->body);
+    free(k);
+}
+
+void agent_start(Net *n)
+{
+    uv_timer_init(n->loop, &n->heartbeat);
+    uv_timer_init(n->loop, &n->watch_retry);
+    uv_timer_init(n->loop, &n->resync);
+    n->heartbeat.data = n->watch_retry.data = n->resync.data = n;
+    n->heartbeat_ms = 10000;
+    uv_timer_start(&n->heartbeat, heartbeat_cb, 0, n->heartbeat_ms / 2);
+    uv_timer_start(&n->resync, resync_cb, n->cfg.resync_ms, n->cfg.resync_ms);
+}
+
+void agent_stop(Net *n)
+{
+    n->stopping = true;
+    uv_timer_stop(&n->heartbeat);
+    uv_timer_stop(&n->watch_retry);
+    uv_timer_stop(&n->resync);
+}

@@ -1,0 +1,808 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* DHCP for sov-net: renders a dnsmasq config and hosts file per subnet from the Neutron
+ * documents (every value validated first, so nothing a tenant typed can add a line to a dnsmasq
+ * file), runs dnsmasq inside the subnet's namespace as a child of the agent, re-reads the hosts
+ * file with SIGHUP when ports change, restarts it when the subnet changes and, with backoff,
+ * when it dies. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dhcp.h"
+#include "sov/daemon.h"
+#include "sov/log.h"
+
+#define DHCP_BACKOFF_MIN_MS 250u
+#define DHCP_BACKOFF_MAX_MS 30000u
+#define DHCP_HEALTHY_MS     10000u /* a dnsmasq that ran this long resets the backoff */
+#define DHCP_GRACE_MS       3000u  /* SIGTERM to SIGKILL */
+#define DHCP_ID_MAX         64u
+#define DHCP_NAME_MAX       64u
+#define DHCP_FIXED_IPS_MAX  64u
+
+/* One supervised dnsmasq. Invariants: proc != NULL exactly while a child runs (pid is its pid);
+ * handles counts the open libuv handles (the timer once loop is set, proc until its close
+ * callback), and the struct is freed only when stopping and handles is 0. While proc runs the
+ * timer is the SIGKILL grace period (if a kill was sent), otherwise the restart backoff. conf
+ * and hosts hold what the files on disk hold. */
+struct Dhcp {
+    char *ip_bin, *dnsmasq_bin, *user;
+    unsigned lease_s;
+    uv_loop_t *loop;
+    uv_timer_t timer;
+    uv_process_t *proc;
+    int pid;
+    int handles;
+    unsigned fails;
+    uint64_t started_ms;
+    bool stopping, restart_pending, killing;
+    char *dir, *netns, *conf, *hosts;
+};
+
+static void seterr(SovBuf *err, const char *fmt, ...) _printf_(2, 3);
+static void seterr(SovBuf *err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    sov_buf_reset(err);
+    sov_buf_vprintf(err, fmt, ap);
+    va_end(ap);
+}
+
+/* A name that may become a path component, an interface, a namespace or a user name. */
+static bool plain_name(const char *s, size_t max)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > max || s[0] == '-' || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+/* A directory dnsmasq reads its paths from: absolute, printable, and none of the characters
+ * that dnsmasq's option parser treats specially (comma, quote, comment, escape). */
+static bool safe_path(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 3000 || s[0] != '/')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || strchr(",#\"'\\", c))
+            return false;
+    }
+    return true;
+}
+
+static int parse_ip4(const char *s, uint32_t *ret)
+{
+    struct in_addr a;
+    if (!s || strlen(s) > 15 || inet_pton(AF_INET, s, &a) != 1)
+        return -EINVAL;
+    *ret = ntohl(a.s_addr);
+    return 0;
+}
+
+static uint32_t prefix_mask(int plen)
+{
+    return plen == 0 ? 0 : 0xffffffffu << (32 - plen);
+}
+
+/* "a.b.c.d/n"; host bits are masked off (the network is what dnsmasq needs). */
+static int parse_cidr4(const char *s, int min_plen, int max_plen, uint32_t *ret_net, int *ret_plen)
+{
+    char ip[16];
+    const char *slash = s ? strchr(s, '/') : NULL;
+    if (!slash || (size_t)(slash - s) >= sizeof(ip) || slash[1] == '\0' || strlen(slash + 1) > 2)
+        return -EINVAL;
+    memcpy(ip, s, (size_t)(slash - s));
+    ip[slash - s] = '\0';
+    int plen = 0;
+    for (const char *p = slash + 1; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        plen = plen * 10 + (*p - '0');
+    }
+    uint32_t a;
+    if (plen < min_plen || plen > max_plen || parse_ip4(ip, &a) < 0)
+        return -EINVAL;
+    *ret_net = a & prefix_mask(plen);
+    *ret_plen = plen;
+    return 0;
+}
+
+static void ip4_str(uint32_t a, char out[16])
+{
+    struct in_addr in = {.s_addr = htonl(a)};
+    inet_ntop(AF_INET, &in, out, 16);
+}
+
+/* A usable host address of the subnet: inside it, neither its network nor broadcast address. */
+static bool host_in(uint32_t a, uint32_t net, int plen)
+{
+    uint32_t m = prefix_mask(plen);
+    return (a & m) == net && a != net && a != (net | ~m);
+}
+
+/* xx:xx:xx:xx:xx:xx, unicast and not all zero; written lower case into out. */
+static int parse_mac(const char *s, char out[18])
+{
+    if (!s || strlen(s) != 17)
+        return -EINVAL;
+    bool zero = true;
+    for (int i = 0; i < 17; i++) {
+        char c = s[i];
+        if (i % 3 == 2) {
+            if (c != ':')
+                return -EINVAL;
+            out[i] = ':';
+            continue;
+        }
+        if (c >= 'A' && c <= 'F')
+            c = (char)(c - 'A' + 'a');
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return -EINVAL;
+        zero = zero && c == '0';
+        out[i] = c;
+    }
+    out[17] = '\0';
+    unsigned first = (unsigned)strtoul((char[]){out[0], out[1], 0}, NULL, 16);
+    if (zero || (first & 1))
+        return -EINVAL;
+    return 0;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+typedef struct Lease {
+    char mac[18];
+    uint32_t ip;
+    const char *port; /* the port's id, for messages */
+} Lease;
+
+static int lease_by_mac(const void *a, const void *b)
+{
+    return strcmp(((const Lease *)a)->mac, ((const Lease *)b)->mac);
+}
+
+static int lease_by_ip(const void *a, const void *b)
+{
+    uint32_t x = ((const Lease *)a)->ip, y = ((const Lease *)b)->ip;
+    return x < y ? -1 : x > y;
+}
+
+/* The hosts file: one MAC,IP line per port with an address on the subnet, sorted by address
+ * so that the same ports in another order render the same file (and need no SIGHUP). */
+static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *ports, SovBuf *hosts,
+                        SovBuf *err)
+{
+    if (ports && !json_is_array(ports)) {
+        seterr(err, "ports must be an array");
+        return -EINVAL;
+    }
+    size_t n = json_array_size(ports);
+    if (n > DHCP_PORTS_MAX) {
+        seterr(err, "%zu ports on subnet %s, at most %u get DHCP", n, subnet_id, DHCP_PORTS_MAX);
+        return -EINVAL;
+    }
+    Lease *l = calloc(n ? n : 1, sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    size_t nl = 0;
+    int r = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        json_t *p = json_array_get(ports, i), *ips = json_object_get(p, "fixed_ips");
+        const char *pid =
+            jstr(p, "id") && plain_name(jstr(p, "id"), DHCP_ID_MAX) ? jstr(p, "id") : "?";
+        if (!json_is_object(p) || (ips && !json_is_array(ips)) ||
+            json_array_size(ips) > DHCP_FIXED_IPS_MAX) {
+            seterr(err, "port #%zu (%s) is not a port document", i, pid);
+            r = -EINVAL;
+            break;
+        }
+        json_t *fip;
+        size_t j;
+        json_array_foreach(ips, j, fip)
+        {
+            const char *sid = jstr(fip, "subnet_id");
+            if (!sid || strcmp(sid, subnet_id) != 0)
+                continue;
+            if (parse_mac(jstr(p, "mac_address"), l[nl].mac) < 0) {
+                seterr(err, "port %s: mac_address is not a unicast MAC", pid);
+                r = -EINVAL;
+            } else if (parse_ip4(jstr(fip, "ip_address"), &l[nl].ip) < 0 ||
+                       !host_in(l[nl].ip, net, plen)) {
+                seterr(err, "port %s: ip_address is not a host address of subnet %s", pid,
+                       subnet_id);
+                r = -EINVAL;
+            } else {
+                l[nl++].port = pid;
+            }
+            break; /* one address per MAC and subnet: DHCP hands out one */
+        }
+    }
+    if (r == 0) {
+        qsort(l, nl, sizeof(*l), lease_by_mac);
+        for (size_t i = 1; i < nl && r == 0; i++)
+            if (strcmp(l[i].mac, l[i - 1].mac) == 0) {
+                seterr(err, "ports %s and %s share MAC %s", l[i - 1].port, l[i].port, l[i].mac);
+                r = -EINVAL;
+            }
+    }
+    if (r == 0) {
+        qsort(l, nl, sizeof(*l), lease_by_ip);
+        for (size_t i = 0; i < nl && r == 0; i++) {
+            char a[16];
+            ip4_str(l[i].ip, a);
+            if (i > 0 && l[i].ip == l[i - 1].ip) {
+                seterr(err, "ports %s and %s share address %s", l[i - 1].port, l[i].port, a);
+                r = -EINVAL;
+            } else if (sov_buf_printf(hosts, "%s,%s\n", l[i].mac, a) < 0) {
+                r = -ENOMEM;
+            }
+        }
+    }
+    free(l);
+    return r;
+}
+
+/* Classless static routes (RFC 3442, option 121): host_routes, plus the default route through
+ * the gateway, since a client that gets option 121 ignores the router option. */
+static int render_routes(json_t *routes, const char *gw, uint32_t net, int plen, SovBuf *conf,
+                         SovBuf *err)
+{
+    if (routes && !json_is_array(routes)) {
+        seterr(err, "host_routes must be an array");
+        return -EINVAL;
+    }
+    size_t n = json_array_size(routes);
+    if (n == 0)
+        return 0;
+    if (n > DHCP_ROUTES_MAX) {
+        seterr(err, "%zu host_routes, at most %u", n, DHCP_ROUTES_MAX);
+        return -EINVAL;
+    }
+    SovBuf v = SOV_BUF_INIT;
+    bool has_default = false;
+    json_t *rt;
+    size_t i;
+    json_array_foreach(routes, i, rt)
+    {
+        uint32_t dnet, hop;
+        int dlen;
+        char d[16], h[16];
+        if (parse_cidr4(jstr(rt, "destination"), 0, 32, &dnet, &dlen) < 0 ||
+            parse_ip4(jstr(rt, "nexthop"), &hop) < 0 || !host_in(hop, net, plen)) {
+            sov_buf_release(&v);
+            seterr(err,
+                   "host_routes[%zu] needs an IPv4 destination CIDR and a nexthop on the "
+                   "subnet",
+                   i);
+            return -EINVAL;
+        }
+        has_default = has_default || dlen == 0;
+        ip4_str(dnet, d);
+        ip4_str(hop, h);
+        sov_buf_printf(&v, ",%s/%d,%s", d, dlen, h);
+    }
+    if (gw && !has_default)
+        sov_buf_printf(&v, ",0.0.0.0/0,%s", gw);
+    int r = sov_buf_printf(conf, "dhcp-option=option:classless-static-route%s\n", v.ptr);
+    sov_buf_release(&v);
+    return r < 0 ? -ENOMEM : 0;
+}
+
+int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json_t *subnet,
+                json_t *ports, const DhcpOpts *o, SovBuf *conf, SovBuf *hosts, SovBuf *err)
+{
+    const char *id = jstr(subnet, "id");
+    if (!json_is_object(subnet) || !plain_name(id, DHCP_ID_MAX)) {
+        seterr(err, "subnet needs an id of letters, digits, '-', '_' or '.'");
+        return -EINVAL;
+    }
+    json_t *ver = json_object_get(subnet, "ip_version");
+    if (ver && !json_is_null(ver) && (!json_is_integer(ver) || json_integer_value(ver) != 4)) {
+        seterr(err, "subnet %s: only IPv4 subnets get DHCP", id);
+        return -EINVAL;
+    }
+    uint32_t net, sip, gw = 0, tmp;
+    int plen;
+    if (parse_cidr4(jstr(subnet, "cidr"), 1, 30, &net, &plen) < 0) {
+        seterr(err, "subnet %s: cidr is not an IPv4 CIDR with room for hosts", id);
+        return -EINVAL;
+    }
+    if (!safe_path(dir)) {
+        seterr(err, "state directory must be an absolute path without blanks or ,#\"'\\");
+        return -EINVAL;
+    }
+    if (!plain_name(ifname, 15)) {
+        seterr(err, "interface name must be 1-15 letters, digits, '-', '_' or '.'");
+        return -EINVAL;
+    }
+    if (parse_ip4(server_ip, &sip) < 0 || !host_in(sip, net, plen)) {
+        seterr(err, "subnet %s: the DHCP server address is not a host address of it", id);
+        return -EINVAL;
+    }
+    json_t *g = json_object_get(subnet, "gateway_ip");
+    if (g && !json_is_null(g) &&
+        (parse_ip4(json_string_value(g), &gw) < 0 || !host_in(gw, net, plen))) {
+        seterr(err, "subnet %s: gateway_ip is not a host address of it", id);
+        return -EINVAL;
+    }
+    json_t *dns = json_object_get(subnet, "dns_nameservers");
+    if ((dns && !json_is_array(dns)) || json_array_size(dns) > DHCP_DNS_MAX) {
+        seterr(err, "subnet %s: dns_nameservers must be a list of at most %u addresses", id,
+               DHCP_DNS_MAX);
+        return -EINVAL;
+    }
+    unsigned lease = o && o->lease_s ? o->lease_s : DHCP_LEASE_DEFAULT_S;
+    if (lease < DHCP_LEASE_MIN_S || lease > DHCP_LEASE_MAX_S ||
+        (o && o->user && !plain_name(o->user, 32))) {
+        seterr(err, "bad DHCP options (lease time or user)");
+        return -EINVAL;
+    }
+    char nets[16], mask[16], gws[16];
+    ip4_str(net, nets);
+    ip4_str(prefix_mask(plen), mask);
+    ip4_str(gw, gws);
+    sov_buf_printf(conf,
+                   "# dnsmasq for subnet %s, written by sov-net (changes are overwritten)\n"
+                   "# server address %s\n"
+                   "interface=%s\nexcept-interface=lo\nbind-interfaces\n"
+                   "port=0\nno-resolv\nno-hosts\ndhcp-authoritative\n"
+                   "dhcp-range=%s,static,%s,%us\n"
+                   "dhcp-hostsfile=%s/hosts\ndhcp-leasefile=%s/leases\n"
+                   "pid-file=%s/pid\nlog-facility=%s/log\n",
+                   id, server_ip, ifname, nets, mask, lease, dir, dir, dir, dir);
+    if (gw)
+        sov_buf_printf(conf, "dhcp-option=option:router,%s\n", gws);
+    if (json_array_size(dns) > 0) {
+        sov_buf_puts(conf, "dhcp-option=option:dns-server");
+        json_t *a;
+        size_t i;
+        json_array_foreach(dns, i, a)
+        {
+            char s[16];
+            if (parse_ip4(json_string_value(a), &tmp) < 0) {
+                seterr(err, "subnet %s: dns_nameservers[%zu] is not an IPv4 address", id, i);
+                return -EINVAL;
+            }
+            ip4_str(tmp, s);
+            sov_buf_printf(conf, ",%s", s);
+        }
+        sov_buf_putc(conf, '\n');
+    }
+    int r = render_routes(json_object_get(subnet, "host_routes"), gw ? gws : NULL, net, plen, conf,
+                          err);
+    if (r < 0)
+        return r;
+    if (o && o->user)
+        sov_buf_printf(conf, "user=%s\n", o->user);
+    if (!conf->ptr || conf->len == 0)
+        r = -ENOMEM;
+    else
+        r = render_hosts(id, net, plen, ports, hosts, err);
+    if (r == -ENOMEM)
+        seterr(err, "out of memory");
+    return r;
+}
+
+/* ---- files ---- */
+
+static int path_in(const Dhcp *d, const char *name, char *out, size_t n)
+{
+    return snprintf(out, n, "%s/%s", d->dir, name) >= (int)n ? -ENAMETOOLONG : 0;
+}
+
+static void remove_files(Dhcp *d)
+{
+    DIR *dd = d->dir ? opendir(d->dir) : NULL;
+    if (!dd)
+        return;
+    struct dirent *e;
+    while ((e = readdir(dd)))
+        if (e->d_type == DT_REG || e->d_type == DT_UNKNOWN)
+            unlinkat(dirfd(dd), e->d_name, 0);
+    closedir(dd);
+    rmdir(d->dir);
+}
+
+/* dnsmasq re-reads the hosts file as the user it dropped to: without user=root every directory
+ * above it has to be searchable by others. */
+static int check_reachable(const char *dir, SovBuf *err)
+{
+    char p[PATH_MAX];
+    if (snprintf(p, sizeof(p), "%s", dir) >= (int)sizeof(p))
+        return -ENAMETOOLONG;
+    for (;;) {
+        struct stat st;
+        if (stat(p, &st) == 0 && !(st.st_mode & S_IXOTH)) {
+            seterr(err,
+                   "%s is not searchable by others, so dnsmasq (which drops to nobody) could "
+                   "not re-read its hosts file; chmod o+x it or run dnsmasq as root",
+                   p);
+            return -EACCES;
+        }
+        char *s = strrchr(p, '/');
+        if (!s || s == p)
+            return 0;
+        *s = '\0';
+    }
+}
+
+static int write_file(const Dhcp *d, const char *name, const char *text, SovBuf *err)
+{
+    char p[PATH_MAX];
+    int r = path_in(d, name, p, sizeof(p));
+    if (r == 0)
+        r = sov_write_file_atomic(p, text, strlen(text));
+    if (r < 0)
+        seterr(err, "cannot write %s/%s: %s", d->dir, name, strerror(-r));
+    return r;
+}
+
+/* A dnsmasq left by an agent that died: it still holds the interface's DHCP socket. */
+static void kill_stale(Dhcp *d)
+{
+    char p[PATH_MAX], buf[4096];
+    if (path_in(d, "pid", p, sizeof(p)) < 0)
+        return;
+    FILE *f = fopen(p, "re");
+    long pid = 0;
+    if (f) {
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    if (pid <= 1 || pid > INT_MAX)
+        return;
+    snprintf(p, sizeof(p), "/proc/%ld/cmdline", pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return;
+    for (ssize_t i = 0; i < n; i++)
+        if (buf[i] == '\0')
+            buf[i] = ' ';
+    buf[n] = '\0';
+    char want[PATH_MAX + 16];
+    snprintf(want, sizeof(want), "--conf-file=%s/conf", d->dir);
+    if (strstr(buf, want))
+        kill((pid_t)pid, SIGKILL);
+}
+
+/* ---- the process ---- */
+
+static void spawn(Dhcp *d);
+
+static void maybe_free(Dhcp *d)
+{
+    if (!d->stopping || d->handles > 0)
+        return;
+    free(d->ip_bin);
+    free(d->dnsmasq_bin);
+    free(d->user);
+    free(d->dir);
+    free(d->netns);
+    free(d->conf);
+    free(d->hosts);
+    free(d);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    Dhcp *d = h->data;
+    if (h != (uv_handle_t *)&d->timer)
+        free(h);
+    d->handles--;
+    maybe_free(d);
+}
+
+static void restart_cb(uv_timer_t *t)
+{
+    Dhcp *d = t->data;
+    if (!d->stopping && !d->proc)
+        spawn(d);
+}
+
+static void grace_cb(uv_timer_t *t)
+{
+    Dhcp *d = t->data;
+    if (d->proc)
+        uv_process_kill(d->proc, SIGKILL);
+}
+
+static void schedule_restart(Dhcp *d)
+{
+    unsigned ms = DHCP_BACKOFF_MIN_MS << SOV_MIN(d->fails, 7u);
+    ms = SOV_MIN(ms, DHCP_BACKOFF_MAX_MS);
+    d->fails++;
+    uv_timer_start(&d->timer, restart_cb, ms, 0);
+}
+
+static void exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+    Dhcp *d = p->data;
+    char pid[16], st[24], sg[16];
+    snprintf(pid, sizeof(pid), "%d", d->pid);
+    snprintf(st, sizeof(st), "%lld", (long long)status);
+    snprintf(sg, sizeof(sg), "%d", sig);
+    d->proc = NULL;
+    d->pid = 0;
+    d->killing = false;
+    uv_close((uv_handle_t *)p, handle_closed);
+    uv_timer_stop(&d->timer);
+    if (d->stopping) {
+        remove_files(d);
+        uv_close((uv_handle_t *)&d->timer, handle_closed);
+        return;
+    }
+    if (d->restart_pending) {
+        d->restart_pending = false;
+        d->fails = 0;
+        spawn(d);
+        return;
+    }
+    if (uv_now(d->loop) - d->started_ms >= DHCP_HEALTHY_MS)
+        d->fails = 0;
+    const char *kv[] = {"dir", d->dir, "pid", pid, "status", st, "signal", sg, NULL};
+    sov_logv_kv(SOV_LOG_WARN, NULL, 0, "dnsmasq exited; restarting it", kv);
+    schedule_restart(d);
+}
+
+static void spawn(Dhcp *d)
+{
+    char conf[PATH_MAX + 16], logp[PATH_MAX];
+    snprintf(conf, sizeof(conf), "--conf-file=%s/conf", d->dir);
+    if (path_in(d, "log", logp, sizeof(logp)) < 0)
+        return;
+    char *args[9];
+    int n = 0;
+    if (d->netns) {
+        args[n++] = d->ip_bin;
+        args[n++] = (char *)"netns";
+        args[n++] = (char *)"exec";
+        args[n++] = d->netns;
+    }
+    args[n++] = d->dnsmasq_bin;
+    args[n++] = (char *)"--keep-in-foreground";
+    args[n++] = conf;
+    args[n] = NULL;
+    int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE},
+        {.flags = logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = logfd},
+        {.flags = logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = logfd}};
+    uv_process_options_t o = {.file = args[0],
+                              .args = args,
+                              .exit_cb = exit_cb,
+                              .cwd = "/",
+                              .stdio = stdio,
+                              .stdio_count = 3};
+    uv_process_t *p = calloc(1, sizeof(*p));
+    int r = p ? 0 : -ENOMEM;
+    if (p) {
+        p->data = d;
+        d->handles++;
+        r = uv_spawn(d->loop, p, &o);
+        if (r < 0)
+            uv_close((uv_handle_t *)p, handle_closed);
+    }
+    if (logfd >= 0)
+        close(logfd);
+    if (r < 0) {
+        const char *kv[] = {"dir", d->dir, "cmd", args[0], NULL};
+        sov_logv_kv(SOV_LOG_WARN, NULL, r, "cannot start dnsmasq; retrying", kv);
+        schedule_restart(d);
+        return;
+    }
+    d->proc = p;
+    d->pid = p->pid;
+    d->started_ms = uv_now(d->loop);
+}
+
+/* Ends the running dnsmasq; exit_cb decides what comes next. */
+static void terminate(Dhcp *d)
+{
+    if (!d->proc || d->killing)
+        return;
+    d->killing = true;
+    uv_process_kill(d->proc, SIGTERM);
+    uv_timer_start(&d->timer, grace_cb, DHCP_GRACE_MS, 0);
+}
+
+/* ---- API ---- */
+
+Dhcp *dhcp_new(const DhcpOpts *o)
+{
+    DhcpOpts def = {0};
+    if (!o)
+        o = &def;
+    unsigned lease = o->lease_s ? o->lease_s : DHCP_LEASE_DEFAULT_S;
+    if (lease < DHCP_LEASE_MIN_S || lease > DHCP_LEASE_MAX_S ||
+        (o->user && !plain_name(o->user, 32)))
+        return NULL;
+    Dhcp *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->lease_s = lease;
+    d->ip_bin = strdup(o->ip ? o->ip : "ip");
+    d->dnsmasq_bin = strdup(o->dnsmasq ? o->dnsmasq : "dnsmasq");
+    d->user = o->user ? strdup(o->user) : NULL;
+    if (!d->ip_bin || !d->dnsmasq_bin || (o->user && !d->user)) {
+        d->stopping = true;
+        maybe_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static bool str_differs(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const char *ifname,
+               const char *server_ip, json_t *subnet, json_t *ports, Dhcp **io, SovBuf *err)
+{
+    json_t *en = json_object_get(subnet, "enable_dhcp");
+    if (json_is_object(subnet) && json_is_false(en)) {
+        dhcp_stop(*io);
+        *io = NULL;
+        return 0;
+    }
+    const char *id = jstr(subnet, "id");
+    if (!plain_name(id, DHCP_ID_MAX)) {
+        seterr(err, "subnet needs an id of letters, digits, '-', '_' or '.'");
+        return -EINVAL;
+    }
+    if (netns && *netns == '\0')
+        netns = NULL;
+    if (netns && !plain_name(netns, DHCP_NAME_MAX)) {
+        seterr(err, "network namespace name must be letters, digits, '-', '_' or '.'");
+        return -EINVAL;
+    }
+    if (!safe_path(state_dir)) {
+        seterr(err, "state directory must be an absolute path without blanks or ,#\"'\\");
+        return -EINVAL;
+    }
+    Dhcp *d = *io;
+    bool created = false;
+    if (!d) {
+        d = dhcp_new(NULL);
+        if (!d) {
+            seterr(err, "out of memory");
+            return -ENOMEM;
+        }
+        created = true;
+    }
+    SovBuf dir = SOV_BUF_INIT, conf = SOV_BUF_INIT, hosts = SOV_BUF_INIT;
+    DhcpOpts o = {.lease_s = d->lease_s, .user = d->user};
+    int r = sov_buf_printf(&dir, "%s/dhcp/%s", state_dir, id) < 0 ? -ENOMEM : 0;
+    if (r == 0 && d->dir && strcmp(d->dir, dir.ptr) != 0) {
+        seterr(err, "this DHCP server belongs to %s, not to subnet %s", d->dir, id);
+        r = -EINVAL;
+    }
+    if (r == 0)
+        r = dhcp_render(dir.ptr, ifname, server_ip, subnet, ports, &o, &conf, &hosts, err);
+    if (r == 0 && !d->dir) {
+        char top[PATH_MAX];
+        snprintf(top, sizeof(top), "%s/dhcp", state_dir);
+        if ((mkdir(top, 0755) < 0 && errno != EEXIST) ||
+            (mkdir(dir.ptr, 0755) < 0 && errno != EEXIST)) {
+            r = -errno;
+            seterr(err, "cannot create %s: %s", dir.ptr, strerror(errno));
+        } else if (!d->user || strcmp(d->user, "root") != 0) {
+            r = check_reachable(dir.ptr, err);
+        }
+    }
+    if (r < 0) {
+        sov_buf_release(&dir);
+        sov_buf_release(&conf);
+        sov_buf_release(&hosts);
+        if (created) {
+            d->stopping = true;
+            maybe_free(d);
+        }
+        return r;
+    }
+    if (!d->dir)
+        d->dir = sov_buf_steal(&dir);
+    sov_buf_release(&dir);
+    bool conf_changed = str_differs(d->conf, conf.ptr) || str_differs(d->netns, netns);
+    bool hosts_changed = str_differs(d->hosts, hosts.ptr);
+    /* hosts first: a dnsmasq that starts on the new config reads the new hosts too */
+    if (hosts_changed && (r = write_file(d, "hosts", hosts.ptr ? hosts.ptr : "", err)) == 0) {
+        free(d->hosts);
+        d->hosts = sov_buf_steal(&hosts);
+        if (!d->hosts)
+            d->hosts = strdup("");
+    }
+    if (r == 0 && conf_changed && (r = write_file(d, "conf", conf.ptr, err)) == 0) {
+        free(d->conf);
+        d->conf = sov_buf_steal(&conf);
+        free(d->netns);
+        d->netns = netns ? strdup(netns) : NULL;
+    }
+    sov_buf_release(&conf);
+    sov_buf_release(&hosts);
+    if (r < 0 || (!d->hosts || !d->conf || (netns && !d->netns))) {
+        if (r == 0) {
+            seterr(err, "out of memory");
+            r = -ENOMEM;
+        }
+        if (created) {
+            remove_files(d);
+            d->stopping = true;
+            maybe_free(d);
+        }
+        return r;
+    }
+    if (!d->loop) {
+        d->loop = loop;
+        uv_timer_init(loop, &d->timer);
+        d->timer.data = d;
+        d->handles++;
+        kill_stale(d);
+        spawn(d);
+    } else if (conf_changed) {
+        if (d->proc) {
+            d->restart_pending = true;
+            terminate(d);
+        } else {
+            uv_timer_stop(&d->timer);
+            d->fails = 0;
+            spawn(d);
+        }
+    } else if (hosts_changed && d->proc && !d->restart_pending) {
+        uv_process_kill(d->proc, SIGHUP);
+    }
+    *io = d;
+    return 0;
+}
+
+void dhcp_stop(Dhcp *d)
+{
+    if (!d || d->stopping)
+        return;
+    d->stopping = true;
+    if (d->proc) {
+        d->killing = false;
+        terminate(d); /* exit_cb removes the files and closes the timer */
+        return;
+    }
+    remove_files(d);
+    if (d->loop)
+        uv_close((uv_handle_t *)&d->timer, handle_closed);
+    maybe_free(d);
+}
+
+bool dhcp_running(const Dhcp *d)
+{
+    return d && d->proc && !d->stopping;
+}
+
+int dhcp_pid(const Dhcp *d)
+{
+    return d && d->proc ? d->pid : 0;
+}

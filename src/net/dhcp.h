@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* DHCP for sov-net: one dnsmasq per IPv4 subnet with DHCP enabled, started inside the subnet's
+ * network namespace and supervised on the agent's libuv loop. Every port on the subnet gets a
+ * static lease (its MAC to its fixed IP); nobody else gets an address. Inputs are Neutron
+ * documents from sov-api, validated here before any of them reaches a dnsmasq file. */
+#ifndef SOV_NET_DHCP_H
+#define SOV_NET_DHCP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#include "sov/buf.h"
+
+typedef struct Dhcp Dhcp; /* one dnsmasq per subnet */
+
+#define DHCP_LEASE_DEFAULT_S 86400u
+#define DHCP_LEASE_MIN_S     120u
+#define DHCP_LEASE_MAX_S     (365u * 86400u)
+#define DHCP_PORTS_MAX       4096u /* static leases per subnet */
+#define DHCP_DNS_MAX         8u
+#define DHCP_ROUTES_MAX      32u
+
+/* What the agent's config decides; a zeroed struct means the defaults. */
+typedef struct DhcpOpts {
+    unsigned lease_s;    /* lease time of every static lease; 0: DHCP_LEASE_DEFAULT_S */
+    const char *ip;      /* the `ip` binary (netns exec); NULL: "ip" from PATH */
+    const char *dnsmasq; /* NULL: "dnsmasq" from PATH */
+    /* The user dnsmasq drops to after binding; NULL: dnsmasq's own default (nobody). It re-reads
+     * the hosts file as that user on SIGHUP, so state_dir must be searchable by it. */
+    const char *user;
+} DhcpOpts;
+
+/* Optional: a Dhcp with non-default options, to be handed to dhcp_apply() through *io (apply
+ * creates one with the defaults when *io is NULL). The strings are copied. NULL on bad options
+ * (lease_s outside [DHCP_LEASE_MIN_S, DHCP_LEASE_MAX_S], a user name that is not a plain name)
+ * or out of memory. */
+Dhcp *dhcp_new(const DhcpOpts *o);
+
+/* Starts/updates DHCP for subnet (Neutron subnet doc: id, cidr, gateway_ip, dns_nameservers,
+ * host_routes, enable_dhcp, ip_version 4 only) serving on interface ifname inside network
+ * namespace netns (NULL or "": the agent's own), where the caller gave ifname the address
+ * server_ip in the subnet. ports: array of Neutron port docs (mac_address, fixed_ips[{subnet_id,
+ * ip_address}]); each port with an address on this subnet gets a static lease; ports on other
+ * subnets are skipped. Files live in state_dir/dhcp/<subnet id>/ (conf, hosts, leases, pid, log),
+ * written atomically. A change of ports rewrites hosts and sends SIGHUP; a change of anything
+ * else restarts dnsmasq; a dnsmasq that dies is restarted with backoff. enable_dhcp false stops
+ * and frees *io and sets it to NULL. Returns 0, or <0 with a reason in err, leaving what ran
+ * before running. A dnsmasq that cannot be started is retried with backoff like one that died
+ * (dhcp_running() says whether one runs). */
+int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const char *ifname,
+               const char *server_ip, json_t *subnet, json_t *ports, Dhcp **io, SovBuf *err);
+
+/* Stops dnsmasq (SIGTERM, SIGKILL after a grace period), removes its files and frees d once its
+ * handles are closed (run the loop to finish). Accepts NULL. */
+void dhcp_stop(Dhcp *d);
+
+/* Whether its dnsmasq is running (for status/metrics). Accepts NULL. */
+bool dhcp_running(const Dhcp *d);
+/* The pid of the running dnsmasq, 0 when none. */
+int dhcp_pid(const Dhcp *d);
+
+/* For tests and dhcp_apply: validates the documents and renders dnsmasq's config file (for the
+ * directory dir) into conf and its hosts file into hosts. Returns 0 or -EINVAL with err set. */
+int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json_t *subnet,
+                json_t *ports, const DhcpOpts *o, SovBuf *conf, SovBuf *hosts, SovBuf *err);
+
+#endif

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* sov-net: the per-host network agent. The /healthz and /metrics listener and the agent API
+ * client run on the main loop; realisations run on the thread pool. On SIGTERM it stops and
+ * leaves the datapath as it is: a restarted sov-net finds it right and changes nothing. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "net.h"
+#include "sov/log.h"
+
+static const SovConfField conf_fields[] = {
+    {"server", "listen", SOV_CONF_STRING, offsetof(NetConfig, listen), 3, 255, "127.0.0.1:8479",
+     "/healthz and /metrics address (HOST:PORT; port 0 picks a free one)"},
+    {"log", "level", SOV_CONF_STRING, offsetof(NetConfig, log_level), 1, 16, "info",
+     "debug, info, warn or error"},
+    {"net", "api_url", SOV_CONF_STRING, offsetof(NetConfig, api_url), 8, 255,
+     "http://127.0.0.1:8400", "sov-api's address (http://HOST:PORT)"},
+    {"net", "agent_token", SOV_CONF_STRING, offsetof(NetConfig, agent_token), 0, 255, "",
+     "sov-api's [agent] token"},
+    {"net", "host", SOV_CONF_STRING, offsetof(NetConfig, host), 0, 63, "",
+     "host name to register (empty: this machine's hostname)"},
+    {"net", "zone", SOV_CONF_STRING, offsetof(NetConfig, zone), 0, 63, "",
+     "availability zone (empty: the API's first zone)"},
+    {"net", "netns", SOV_CONF_STRING, offsetof(NetConfig, netns), 0, 63, "",
+     "network namespace holding the bridges and host-side devices (empty: this one)"},
+    {"net", "prefix", SOV_CONF_STRING, offsetof(NetConfig, prefix), 1, 16, "sov",
+     "prefix of the namespaces sov-net makes (routers)"},
+    {"net", "state_dir", SOV_CONF_STRING, offsetof(NetConfig, state_dir), 1, 200, "var/net",
+     "batch files and DHCP state"},
+    {"net", "ip", SOV_CONF_STRING, offsetof(NetConfig, ip), 1, 255, "ip", "iproute2's ip"},
+    {"net", "nft", SOV_CONF_STRING, offsetof(NetConfig, nft), 1, 255, "nft", "nftables' nft"},
+    {"net", "resync", SOV_CONF_DURATION, offsetof(NetConfig, resync_ms), 1000, 3600000, "30s",
+     "period of a full re-check even without changes (repairs what others removed)"},
+    SOV_HTTP_LIMIT_FIELDS(NetConfig, http),
+};
+
+static const SovDaemonSpec daemon_spec = {"sov-net",
+                                          "sov-net configuration",
+                                          conf_fields,
+                                          ELEMENTSOF(conf_fields),
+                                          offsetof(NetConfig, listen),
+                                          offsetof(NetConfig, log_level),
+                                          sizeof(NetConfig)};
+
+static const char *config_path;
+
+static void on_hup(void *ud)
+{
+    sov_daemon_reload_log_level(&daemon_spec, config_path);
+}
+
+static void on_term(int sig, void *ud)
+{
+    Net *n = ud;
+    log_info("stopping (signal %d); the datapath stays as it is", sig);
+    agent_stop(n);
+    uv_stop(n->loop);
+}
+
+static int parse_api_url(Net *n)
+{
+    const char *u = n->cfg.api_url;
+    if (strncmp(u, "http://", 7) != 0)
+        return -EINVAL;
+    char hp[256];
+    snprintf(hp, sizeof(hp), "%s", u + 7);
+    char *slash = strchr(hp, '/');
+    if (slash)
+        *slash = '\0';
+    return sov_parse_hostport(hp, n->api_host, sizeof(n->api_host), &n->api_port);
+}
+
+static bool name_ok(const char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '.'))
+            return false;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    static Net n;
+    SovDaemonArgs args;
+    char host[256];
+    int port, lvl, r, fd = -1;
+
+    r = sov_daemon_load(argc, argv, &daemon_spec, &n.cfg, &args, &lvl, host, sizeof(host), &port);
+    if (r != 0)
+        return r > 0 ? 0 : 2;
+    if (parse_api_url(&n) < 0) {
+        fprintf(stderr, "sov-net: [net] api_url must be http://HOST:PORT\n");
+        return 2;
+    }
+    if (n.cfg.host[0])
+        snprintf(n.host, sizeof(n.host), "%.63s", n.cfg.host);
+    else if (gethostname(n.host, sizeof(n.host)) < 0)
+        snprintf(n.host, sizeof(n.host), "localhost");
+    n.host[sizeof(n.host) - 1] = '\0';
+    if (!n.host[0] || !name_ok(n.host) || !name_ok(n.cfg.zone) || !name_ok(n.cfg.netns) ||
+        !name_ok(n.cfg.prefix)) {
+        fprintf(stderr, "sov-net: host, zone, netns and prefix are letters, digits, '-', '_', "
+                        "'.'\n");
+        return 2;
+    }
+    config_path = args.config;
+    if (args.check_config) {
+        printf("configuration ok\n");
+        return 0;
+    }
+    sov_log_setup("net", (SovLogLevel)lvl, stderr);
+    if (mkdir(n.cfg.state_dir, 0700) < 0 && errno != EEXIST) {
+        log_error_errno(-errno, "cannot create %s", n.cfg.state_dir);
+        return 1;
+    }
+    n.loop = uv_default_loop();
+    n.reported = json_object();
+    n.m_applies = sov_metrics_counter("sov_net_realisations_total", "datapath passes", "");
+    n.m_apply_errors =
+        sov_metrics_counter("sov_net_realisation_errors_total", "datapath passes that failed", "");
+    n.m_ports = sov_metrics_gauge("sov_net_ports", "instance ports realised on this host", "");
+    sov_http_limits_from_conf(&n.cfg.http, &n.limits);
+    if ((r = sov_listen_tcp(host, port, false, &fd, &port)) < 0) {
+        log_error_errno(r, "cannot listen on %s", n.cfg.listen);
+        return 1;
+    }
+    n.router = sov_router_new();
+    if (!n.router)
+        return 1;
+    sov_router_add_ops(n.router);
+    SovHttpServerConfig hc = {.limits = n.limits, .router = n.router, .svc = "net"};
+    n.http = sov_http_server_new(n.loop, &hc);
+    if (!n.http || sov_http_server_listen_fd(n.http, fd) < 0) {
+        log_error("cannot start the HTTP listener");
+        return 1;
+    }
+    if (args.pidfile && (r = sov_pidfile_write(args.pidfile)) < 0) {
+        log_error_errno(r, "cannot write pid file %s", args.pidfile);
+        return 1;
+    }
+    SovSignals *sig = sov_signals_install(n.loop, on_term, on_hup, &n);
+    agent_start(&n);
+    char portbuf[16];
+    snprintf(portbuf, sizeof(portbuf), "%d", port);
+    const char *kv[] = {"host", host,          "port",  portbuf,     "net_host", n.host,
+                        "api",  n.cfg.api_url, "netns", n.cfg.netns, NULL};
+    if (sov_daemon_announce(&args, port, kv) < 0)
+        return 1;
+    uv_run(n.loop, UV_RUN_DEFAULT);
+    sov_signals_close(sig);
+    if (args.pidfile)
+        unlink(args.pidfile);
+    log_info("stopped");
+    return 0;
+}

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* sov-net: the per-host network agent that turns sov-api's Neutron resources into Linux
+ * networking. One loop owns the agent API client (agent.c: registration, the long-poll watch
+ * of networks, subnets, ports, routers and floating IPs, status reports) and hands each
+ * snapshot to realize.c, which runs on the thread pool: it reads what the kernel has (`ip -j`),
+ * computes what the snapshot wants and applies the difference with `ip -batch` and `nft -f`
+ * (never a shell). One realisation runs at a time; a newer snapshot waits for it.
+ *
+ * Datapath (every host-side device lives in the namespace [net] netns, the root namespace by
+ * default; names carry the first 12 hex digits of the resource id):
+ *   sb<subnet>            a Linux bridge per subnet
+ *   vp<port> / vi<port>   a veth per instance port: vp on the bridge, vi for the instance
+ *                         (tests move it into their own namespace); tap<port> for compute ports
+ *   <prefix>r-<router>    a namespace per router; qr<port> in it (the subnet's gateway address)
+ *                         with its peer pr<port> on the subnet's bridge; qg<router> (external
+ *                         address, floating IPs) with pg<router> on the external subnet's bridge
+ *   table ip sov_nat      in the router namespace: SNAT (masquerade) of its subnets through the
+ *                         gateway, 1:1 NAT of floating IPs */
+#ifndef SOV_NET_H
+#define SOV_NET_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "sov/buf.h"
+#include "sov/conf.h"
+#include "sov/daemon.h"
+#include "sov/http.h"
+#include "sov/metrics.h"
+
+typedef struct NetConfig {
+    char listen[SOV_CONF_STR_MAX];
+    char log_level[SOV_CONF_STR_MAX];
+    char api_url[SOV_CONF_STR_MAX];
+    char agent_token[SOV_CONF_STR_MAX];
+    char host[SOV_CONF_STR_MAX];
+    char zone[SOV_CONF_STR_MAX];
+    char netns[SOV_CONF_STR_MAX];
+    char prefix[SOV_CONF_STR_MAX];
+    char state_dir[SOV_CONF_STR_MAX];
+    char ip[SOV_CONF_STR_MAX];
+    char nft[SOV_CONF_STR_MAX];
+    uint64_t resync_ms;
+    SovHttpLimitsConf http;
+} NetConfig;
+
+typedef struct Net {
+    NetConfig cfg;
+    uv_loop_t *loop;
+    char api_host[256];
+    int api_port;
+    char host[64];
+    uint64_t rev;
+    bool registered, watch_busy, stopping;
+    unsigned backoff_ms;
+    uint64_t heartbeat_ms;
+    uv_timer_t heartbeat, watch_retry, resync;
+    json_t *snapshot; /* the latest watch answer's resources (owned) */
+    bool applying, dirty;
+    json_t *reported; /* "kind/id" -> status last reported */
+    unsigned puts;    /* reports in flight */
+    SovHttpServer *http;
+    SovRouter *router;
+    SovHttpLimits limits;
+    SovMetric *m_applies, *m_apply_errors, *m_ports;
+} Net;
+
+/* agent.c */
+void agent_start(Net *n);
+void agent_stop(Net *n);
+
+/* realize.c: makes the kernel match snapshot (resources by kind) on the calling thread;
+ * statuses gets "kind/id" -> status for what it realised. 0, or <0 with err (a partial
+ * application is retried by the next pass). */
+int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, SovBuf *err);
+/* Removes every device and namespace this host's sov-net made (nothing wanted). */
+int net_teardown(const NetConfig *cfg, SovBuf *err);
+
+#endif

@@ -1,0 +1,711 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* One datapath pass (thread pool): read what the kernel has, compute what the snapshot wants,
+ * apply the difference. Reads use `ip -j`; changes go through `ip -batch -` and `nft -f -` on
+ * stdin, built only from validated ids (hex digits) and addresses (parsed by inet_pton), so no
+ * client string reaches a command line unchecked. Only names sov-net owns are ever removed:
+ * sb/vp/vi/pr/pg + 12 hex digits, tap + 12 hex digits, and namespaces <prefix>r-<12 hex>. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "net.h"
+#include "sov/log.h"
+
+#define OUT_MAX (16u << 20)
+
+extern char **environ;
+
+typedef struct Ctx {
+    const NetConfig *cfg;
+    json_t *res;        /* snapshot resources by kind */
+    json_t *host_links; /* name -> link object (ip -j link show) */
+    json_t *netns;      /* name -> true */
+    SovBuf *err;
+} Ctx;
+
+static const char *jstr(const json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
+}
+
+/* ---- running tools ---- */
+
+/* Runs argv with `in` on its stdin; stdout into out (when non-NULL); stderr's first line into
+ * err on failure. */
+static int run(char *const argv[], const char *in, size_t inlen, SovBuf *out, SovBuf *err)
+{
+    int pin[2], pout[2], perr[2];
+    if (pipe2(pin, O_CLOEXEC) < 0)
+        return -errno;
+    if (pipe2(pout, O_CLOEXEC) < 0) {
+        close(pin[0]);
+        close(pin[1]);
+        return -errno;
+    }
+    if (pipe2(perr, O_CLOEXEC) < 0) {
+        close(pin[0]);
+        close(pin[1]);
+        close(pout[0]);
+        close(pout[1]);
+        return -errno;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, perr[1], 2);
+    pid_t pid;
+    int r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pin[0]);
+    close(pout[1]);
+    close(perr[1]);
+    if (r != 0) {
+        close(pin[1]);
+        close(pout[0]);
+        close(perr[0]);
+        sov_buf_printf(err, "cannot run %s: %s", argv[0], strerror(r));
+        return -r;
+    }
+    SovBuf eb = SOV_BUF_INIT;
+    size_t off = 0;
+    if (!in || !inlen) {
+        close(pin[1]);
+        pin[1] = -1;
+    }
+    struct pollfd pf[3];
+    bool oopen = true, eopen = true;
+    while (oopen || eopen) {
+        int k = 0, io = -1, ie = -1, iw = -1;
+        if (oopen) {
+            pf[k] = (struct pollfd){.fd = pout[0], .events = POLLIN};
+            io = k++;
+        }
+        if (eopen) {
+            pf[k] = (struct pollfd){.fd = perr[0], .events = POLLIN};
+            ie = k++;
+        }
+        if (pin[1] >= 0) {
+            pf[k] = (struct pollfd){.fd = pin[1], .events = POLLOUT};
+            iw = k++;
+        }
+        if (poll(pf, (nfds_t)k, 60000) <= 0) {
+            if (errno == EINTR)
+                continue;
+            kill(pid, SIGKILL);
+            break;
+        }
+        char buf[16384];
+        if (iw >= 0 && pf[iw].revents) {
+            ssize_t w = write(pin[1], in + off, inlen - off);
+            if (w > 0)
+                off += (size_t)w;
+            if (w < 0 || off >= inlen) {
+                close(pin[1]);
+                pin[1] = -1;
+            }
+        }
+        if (io >= 0 && pf[io].revents) {
+            ssize_t n = read(pout[0], buf, sizeof(buf));
+            if (n <= 0)
+                oopen = false;
+            else if (out && sov_buf_append(out, buf, (size_t)n) < 0)
+                oopen = false;
+        }
+        if (ie >= 0 && pf[ie].revents) {
+            ssize_t n = read(perr[0], buf, sizeof(buf));
+            if (n <= 0)
+                eopen = false;
+            else if (eb.len < 4096)
+                sov_buf_append(&eb, buf, (size_t)n);
+        }
+    }
+    if (pin[1] >= 0)
+        close(pin[1]);
+    close(pout[0]);
+    close(perr[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    r = WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
+    if (r < 0) {
+        size_t l = 0;
+        while (l < eb.len && eb.ptr[l] != '\n')
+            l++;
+        sov_buf_printf(err, "%s: %.*s", argv[0], (int)SOV_MIN(l, 400), eb.ptr ? eb.ptr : "failed");
+    }
+    sov_buf_release(&eb);
+    return r;
+}
+
+/* `ip [-n NS] ARGS...` (NULL-terminated). */
+static int ip(const Ctx *x, const char *ns, const char *in, SovBuf *out, ...)
+{
+    char *argv[16];
+    int n = 0;
+    argv[n++] = (char *)x->cfg->ip;
+    if (ns && *ns) {
+        argv[n++] = "-n";
+        argv[n++] = (char *)ns;
+    }
+    va_list ap;
+    va_start(ap, out);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && n < 15)
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    return run(argv, in, in ? strlen(in) : 0, out, x->err);
+}
+
+static int ip_batch(const Ctx *x, const char *ns, const SovBuf *b)
+{
+    if (!b->len)
+        return 0;
+    return ip(x, ns, b->ptr, NULL, "-batch", "-", NULL);
+}
+
+/* A command inside namespace ns (or the host namespace when ns is empty). */
+static int in_ns(const Ctx *x, const char *ns, char *const cmd[], const char *in)
+{
+    char *argv[24];
+    int n = 0;
+    if (ns && *ns) {
+        argv[n++] = (char *)x->cfg->ip;
+        argv[n++] = "netns";
+        argv[n++] = "exec";
+        argv[n++] = (char *)ns;
+    }
+    for (int i = 0; cmd[i] && n < 23; i++)
+        argv[n++] = cmd[i];
+    argv[n] = NULL;
+    return run(argv, in, in ? strlen(in) : 0, NULL, x->err);
+}
+
+/* ---- names and addresses ---- */
+
+/* The first 12 hex digits of a resource id, or false when it has fewer. */
+static bool hex12(const char *id, char out[13])
+{
+    int k = 0;
+    for (const char *p = id; *p && k < 12; p++) {
+        if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))
+            out[k++] = *p;
+        else if (*p != '-')
+            return false;
+    }
+    out[k] = '\0';
+    return k == 12 && strlen(id) <= 64;
+}
+
+static bool owned_link(const char *name)
+{
+    size_t l = strlen(name), pre = strncmp(name, "tap", 3) == 0 ? 3 : 2;
+    if (l != pre + 12)
+        return false;
+    if (pre == 2 && strncmp(name, "sb", 2) && strncmp(name, "vp", 2) && strncmp(name, "vi", 2) &&
+        strncmp(name, "pr", 2) && strncmp(name, "pg", 2))
+        return false;
+    return strspn(name + pre, "0123456789abcdef") == 12;
+}
+
+/* "a.b.c.d/len" of a CIDR with host bits allowed; false when not IPv4. */
+static bool cidr4(const char *cidr, char *net, size_t n, int *len)
+{
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%s", cidr);
+    char *slash = strchr(buf, '/');
+    if (!slash)
+        return false;
+    *slash = '\0';
+    char *end;
+    long l = strtol(slash + 1, &end, 10);
+    struct in_addr a;
+    if (*end || l < 0 || l > 32 || inet_pton(AF_INET, buf, &a) != 1)
+        return false;
+    *len = (int)l;
+    snprintf(net, n, "%s", buf);
+    return true;
+}
+
+static bool ip4(const char *s)
+{
+    struct in_addr a;
+    return s && inet_pton(AF_INET, s, &a) == 1;
+}
+
+static json_t *find(const Ctx *x, const char *kind, const char *id)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(x->res, kind), i,
+                       v) if (strcmp(jstr(v, "id"), id) == 0) return v;
+    return NULL;
+}
+
+/* The IPv4 subnet (a snapshot document) of a port's first fixed IPv4 address, and it. */
+static json_t *port_subnet(const Ctx *x, const json_t *port, const char **addr)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(port, "fixed_ips"), i, f)
+    {
+        json_t *s = find(x, "subnet", jstr(f, "subnet_id"));
+        char net[64];
+        int len;
+        if (s && ip4(jstr(f, "ip_address")) && cidr4(jstr(s, "cidr"), net, sizeof(net), &len)) {
+            *addr = jstr(f, "ip_address");
+            return s;
+        }
+    }
+    return NULL;
+}
+
+static void router_ns(const Ctx *x, const char *rid12, char *out, size_t n)
+{
+    snprintf(out, n, "%.16sr-%s", x->cfg->prefix, rid12);
+}
+
+/* ---- reading the kernel ---- */
+
+static int read_links(Ctx *x, const char *ns, json_t **ret)
+{
+    SovBuf out;
+    sov_buf_init(&out, OUT_MAX);
+    int r = ip(x, ns, NULL, &out, "-j", "link", "show", NULL);
+    json_t *arr =
+        r == 0 ? json_loadb(out.ptr ? out.ptr : "[]", out.len ? out.len : 2, 0, NULL) : NULL;
+    sov_buf_release(&out);
+    if (!json_is_array(arr)) {
+        json_decref(arr);
+        if (r == 0)
+            sov_buf_printf(x->err, "ip -j link show: unexpected output");
+        return r < 0 ? r : -EIO;
+    }
+    json_t *by = json_object();
+    size_t i;
+    json_t *l;
+    json_array_foreach(arr, i, l) if (*jstr(l, "ifname")) json_object_set(by, jstr(l, "ifname"), l);
+    json_decref(arr);
+    *ret = by;
+    return 0;
+}
+
+static int read_netns(Ctx *x)
+{
+    SovBuf out;
+    sov_buf_init(&out, OUT_MAX);
+    int r = ip(x, NULL, NULL, &out, "-j", "netns", "list", NULL);
+    json_t *arr = r == 0 && out.len ? json_loadb(out.ptr, out.len, 0, NULL) : json_array();
+    sov_buf_release(&out);
+    if (r < 0) {
+        json_decref(arr);
+        return r;
+    }
+    x->netns = json_object();
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) if (*jstr(v, "name"))
+        json_object_set_new(x->netns, jstr(v, "name"), json_true());
+    json_decref(arr);
+    return 0;
+}
+
+static bool link_up(const json_t *l)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(l, "flags"), i,
+                       f) if (strcmp(json_string_value(f), "UP") == 0) return true;
+    return false;
+}
+
+/* ---- the host namespace: bridges and ports ---- */
+
+typedef struct Want {
+    json_t
+        *links; /* name -> {"kind": bridge|veth|tap, "master": br, "peer": name, "peer_ns": ns} */
+    json_t *routers; /* router id -> {"ns", "legs": {ifname: [addr/len...]}, "gw": ip, "routes",
+                        "snat": [cidrs], "fips": [[fip, fixed]], "qg": name} */
+} Want;
+
+static void want_link(Want *w, const char *name, const char *kind, const char *master,
+                      const char *peer, const char *peer_ns)
+{
+    json_t *o = json_pack("{s:s}", "kind", kind);
+    if (master)
+        json_object_set_new(o, "master", json_string(master));
+    if (peer)
+        json_object_set_new(o, "peer", json_string(peer));
+    if (peer_ns)
+        json_object_set_new(o, "peer_ns", json_string(peer_ns));
+    json_object_set_new(w->links, name, o);
+}
+
+static json_t *router_want(Ctx *x, Want *w, json_t *router)
+{
+    char r12[13], ns[96];
+    if (!hex12(jstr(router, "id"), r12))
+        return NULL;
+    json_t *o = json_object_get(w->routers, jstr(router, "id"));
+    if (o)
+        return o;
+    router_ns(x, r12, ns, sizeof(ns));
+    o = json_pack("{s:s,s:{},s:[],s:[],s:[]}", "ns", ns, "legs", "routes", "snat", "fips");
+    json_object_set_new(w->routers, jstr(router, "id"), o);
+    return o;
+}
+
+static void plan(Ctx *x, Want *w)
+{
+    size_t i;
+    json_t *v;
+    char h[13], name[32], peer[32], br[32], net[64], leg[64];
+    int len;
+    json_array_foreach(json_object_get(x->res, "subnet"), i, v)
+    {
+        if (!hex12(jstr(v, "id"), h) || !cidr4(jstr(v, "cidr"), net, sizeof(net), &len))
+            continue;
+        snprintf(br, sizeof(br), "sb%s", h);
+        want_link(w, br, "bridge", NULL, NULL, NULL);
+    }
+    json_array_foreach(json_object_get(x->res, "router"), i, v) router_want(x, w, v);
+    json_array_foreach(json_object_get(x->res, "port"), i, v)
+    {
+        const char *addr = NULL, *owner = jstr(v, "device_owner");
+        json_t *sn = port_subnet(x, v, &addr);
+        char s12[13];
+        if (!sn || !hex12(jstr(v, "id"), h) || !hex12(jstr(sn, "id"), s12))
+            continue;
+        snprintf(br, sizeof(br), "sb%s", s12);
+        cidr4(jstr(sn, "cidr"), net, sizeof(net), &len);
+        if (strcmp(owner, "network:router_interface") == 0) {
+            json_t *router = find(x, "router", jstr(v, "device_id"));
+            json_t *rw = router ? router_want(x, w, router) : NULL;
+            if (!rw)
+                continue;
+            snprintf(name, sizeof(name), "pr%s", h);
+            snprintf(peer, sizeof(peer), "qr%s", h);
+            want_link(w, name, "veth", br, peer, jstr(rw, "ns"));
+            snprintf(leg, sizeof(leg), "%s/%d", addr, len);
+            json_object_set_new(json_object_get(rw, "legs"), peer, json_pack("[s]", leg));
+            json_array_append_new(json_object_get(rw, "snat"), json_string(jstr(sn, "cidr")));
+        } else if (strncmp(owner, "network:", 8) == 0) {
+            continue; /* gateways and floating IPs are the router's; DHCP comes later */
+        } else if (strncmp(owner, "compute:", 8) == 0) {
+            snprintf(name, sizeof(name), "tap%s", h);
+            want_link(w, name, "tap", br, NULL, NULL);
+        } else {
+            snprintf(name, sizeof(name), "vp%s", h);
+            snprintf(peer, sizeof(peer), "vi%s", h);
+            want_link(w, name, "veth", br, peer, NULL);
+        }
+    }
+    /* external gateways */
+    json_array_foreach(json_object_get(x->res, "router"), i, v)
+    {
+        json_t *gi = json_object_get(v, "external_gateway_info"), *rw = router_want(x, w, v);
+        json_t *fx = json_array_get(json_object_get(gi, "external_fixed_ips"), 0);
+        json_t *sn = fx ? find(x, "subnet", jstr(fx, "subnet_id")) : NULL;
+        char r12[13], s12[13];
+        if (!rw || !sn || !ip4(jstr(fx, "ip_address")) || !hex12(jstr(v, "id"), r12) ||
+            !hex12(jstr(sn, "id"), s12) || !cidr4(jstr(sn, "cidr"), net, sizeof(net), &len))
+            continue;
+        snprintf(name, sizeof(name), "pg%s", r12);
+        snprintf(peer, sizeof(peer), "qg%s", r12);
+        snprintf(br, sizeof(br), "sb%s", s12);
+        want_link(w, name, "veth", br, peer, jstr(rw, "ns"));
+        snprintf(leg, sizeof(leg), "%s/%d", jstr(fx, "ip_address"), len);
+        json_object_set_new(json_object_get(rw, "legs"), peer, json_pack("[s]", leg));
+        json_object_set_new(rw, "qg", json_string(peer));
+        if (ip4(jstr(sn, "gateway_ip")))
+            json_object_set_new(rw, "gw", json_string(jstr(sn, "gateway_ip")));
+        if (json_is_false(json_object_get(gi, "enable_snat")))
+            json_array_clear(json_object_get(rw, "snat"));
+    }
+    /* floating IPs: 1:1 NAT on their router's gateway */
+    json_array_foreach(json_object_get(x->res, "floatingip"), i, v)
+    {
+        json_t *router = find(x, "router", jstr(v, "router_id"));
+        json_t *rw = router ? json_object_get(w->routers, jstr(router, "id")) : NULL;
+        const char *fip = jstr(v, "floating_ip_address"), *fixed = jstr(v, "fixed_ip_address");
+        if (!rw || !json_object_get(rw, "qg") || !ip4(fip) || !ip4(fixed))
+            continue;
+        json_array_append_new(json_object_get(rw, "fips"),
+                              json_pack("[s,s,s]", fip, fixed, jstr(v, "id")));
+        snprintf(leg, sizeof(leg), "%s/32", fip);
+        json_array_append_new(json_object_get(json_object_get(rw, "legs"), jstr(rw, "qg")),
+                              json_string(leg));
+    }
+    json_array_foreach(json_object_get(x->res, "router"), i, v)
+    {
+        json_t *rw = json_object_get(w->routers, jstr(v, "id")), *rt;
+        size_t k;
+        json_array_foreach(json_object_get(v, "routes"), k, rt)
+        {
+            if (rw && cidr4(jstr(rt, "destination"), net, sizeof(net), &len) &&
+                ip4(jstr(rt, "nexthop")))
+                json_array_append_new(
+                    json_object_get(rw, "routes"),
+                    json_pack("[s,s]", jstr(rt, "destination"), jstr(rt, "nexthop")));
+        }
+    }
+}
+
+static int apply_host(Ctx *x, Want *w)
+{
+    SovBuf b = SOV_BUF_INIT;
+    const char *name;
+    json_t *spec;
+    int r = 0;
+    /* namespaces first: veth peers are created into them */
+    json_t *rw;
+    json_object_foreach(w->routers, name, rw)
+    {
+        const char *ns = jstr(rw, "ns");
+        if (!json_object_get(x->netns, ns) &&
+            (r = ip(x, NULL, NULL, NULL, "netns", "add", ns, NULL)) < 0)
+            goto out;
+    }
+    /* bridges before what goes on them */
+    for (int pass = 0; pass < 2; pass++)
+        json_object_foreach(w->links, name, spec)
+        {
+            const char *kind = jstr(spec, "kind");
+            bool bridge = strcmp(kind, "bridge") == 0;
+            if (bridge != (pass == 0))
+                continue;
+            json_t *have = json_object_get(x->host_links, name);
+            if (!have) {
+                if (bridge)
+                    sov_buf_printf(&b, "link add %s type bridge\n", name);
+                else if (strcmp(kind, "tap") == 0)
+                    sov_buf_printf(&b, "tuntap add dev %s mode tap\n", name);
+                else if (*jstr(spec, "peer_ns"))
+                    sov_buf_printf(&b, "link add %s type veth peer name %s netns %s\n", name,
+                                   jstr(spec, "peer"), jstr(spec, "peer_ns"));
+                else
+                    sov_buf_printf(&b, "link add %s type veth peer name %s\n", name,
+                                   jstr(spec, "peer"));
+            }
+            const char *master = jstr(spec, "master");
+            if (*master && (!have || strcmp(jstr(have, "master"), master) != 0))
+                sov_buf_printf(&b, "link set %s master %s\n", name, master);
+            if (!have || !link_up(have))
+                sov_buf_printf(&b, "link set %s up\n", name);
+        }
+    /* what is no longer wanted (a veth's peer goes with it) */
+    json_object_foreach(x->host_links, name, spec)
+    {
+        if (!owned_link(name) || json_object_get(w->links, name))
+            continue;
+        if (strncmp(name, "vi", 2) == 0) {
+            char vp[32];
+            snprintf(vp, sizeof(vp), "vp%s", name + 2);
+            if (json_object_get(x->host_links, vp))
+                continue; /* goes with its pair */
+        }
+        sov_buf_printf(&b, "link del %s\n", name);
+    }
+    r = ip_batch(x, x->cfg->netns, &b);
+out:
+    sov_buf_release(&b);
+    return r;
+}
+
+/* ---- router namespaces ---- */
+
+static int apply_router(Ctx *x, const char *rid, json_t *rw)
+{
+    const char *ns = jstr(rw, "ns");
+    json_t *links = NULL;
+    int r = read_links(x, ns, &links);
+    if (r < 0)
+        return r;
+    SovBuf out;
+    sov_buf_init(&out, OUT_MAX);
+    r = ip(x, ns, NULL, &out, "-j", "addr", "show", NULL);
+    json_t *addrs = r == 0 && out.len ? json_loadb(out.ptr, out.len, 0, NULL) : json_array();
+    sov_buf_release(&out);
+    SovBuf b = SOV_BUF_INIT;
+    json_t *lo = json_object_get(links, "lo");
+    if (lo && !link_up(lo))
+        sov_buf_printf(&b, "link set lo up\n");
+    const char *leg;
+    json_t *want;
+    json_object_foreach(json_object_get(rw, "legs"), leg, want)
+    {
+        json_t *have = json_object_get(links, leg);
+        if (!have)
+            continue; /* created with its peer in the host namespace */
+        if (!link_up(have))
+            sov_buf_printf(&b, "link set %s up\n", leg);
+        /* addresses: add the missing, drop the unwanted */
+        json_t *cur = json_array(), *ai, *a;
+        size_t i, k;
+        json_array_foreach(addrs, i, ai) if (strcmp(jstr(ai, "ifname"), leg) == 0)
+            json_array_foreach(json_object_get(ai, "addr_info"), k,
+                               a) if (strcmp(jstr(a, "family"), "inet") == 0)
+        {
+            char s[80];
+            snprintf(s, sizeof(s), "%s/%lld", jstr(a, "local"),
+                     (long long)json_integer_value(json_object_get(a, "prefixlen")));
+            json_array_append_new(cur, json_string(s));
+        }
+        json_array_foreach(want, i, a)
+        {
+            bool found = false;
+            json_array_foreach(cur, k, ai) found = found || json_equal(a, ai);
+            if (!found)
+                sov_buf_printf(&b, "addr add %s dev %s\n", json_string_value(a), leg);
+        }
+        json_array_foreach(cur, k, ai)
+        {
+            bool keep = false;
+            json_array_foreach(want, i, a) keep = keep || json_equal(a, ai);
+            if (!keep)
+                sov_buf_printf(&b, "addr del %s dev %s\n", json_string_value(ai), leg);
+        }
+        json_decref(cur);
+    }
+    /* legs of interfaces removed from the router go with their host-side peers */
+    if (*jstr(rw, "gw") && *jstr(rw, "qg"))
+        sov_buf_printf(&b, "route replace default via %s dev %s\n", jstr(rw, "gw"), jstr(rw, "qg"));
+    size_t i;
+    json_t *rt;
+    json_array_foreach(json_object_get(rw, "routes"), i, rt)
+        sov_buf_printf(&b, "route replace %s via %s\n", json_string_value(json_array_get(rt, 0)),
+                       json_string_value(json_array_get(rt, 1)));
+    r = ip_batch(x, ns, &b);
+    sov_buf_release(&b);
+    json_decref(addrs);
+    json_decref(links);
+    if (r < 0)
+        return r;
+    char *fwd[] = {"sysctl", "-qw", "net.ipv4.ip_forward=1", NULL};
+    if ((r = in_ns(x, ns, fwd, NULL)) < 0)
+        return r;
+    /* NAT: replaced as a whole, atomically */
+    SovBuf nft = SOV_BUF_INIT;
+    const char *qg = jstr(rw, "qg");
+    sov_buf_puts(&nft, "table ip sov_nat\ndelete table ip sov_nat\n");
+    if (*qg) {
+        sov_buf_puts(&nft, "table ip sov_nat {\n chain pre {\n  type nat hook prerouting "
+                           "priority -100;\n");
+        json_t *f;
+        json_array_foreach(json_object_get(rw, "fips"), i, f) sov_buf_printf(
+            &nft, "  ip daddr %s dnat to %s\n", json_string_value(json_array_get(f, 0)),
+            json_string_value(json_array_get(f, 1)));
+        sov_buf_printf(&nft, " }\n chain post {\n  type nat hook postrouting priority 100;\n");
+        json_array_foreach(json_object_get(rw, "fips"), i, f) sov_buf_printf(
+            &nft, "  oifname \"%s\" ip saddr %s snat to %s\n", qg,
+            json_string_value(json_array_get(f, 1)), json_string_value(json_array_get(f, 0)));
+        json_t *c;
+        json_array_foreach(json_object_get(rw, "snat"), i, c) sov_buf_printf(
+            &nft, "  oifname \"%s\" ip saddr %s masquerade\n", qg, json_string_value(c));
+        /* from outside only replies and what a floating IP translated get in */
+        sov_buf_printf(&nft,
+                       " }\n chain from_outside {\n  type filter hook forward priority 0;\n"
+                       "  iifname \"%s\" ct state established,related accept\n"
+                       "  iifname \"%s\" ct status dnat accept\n  iifname \"%s\" drop\n }\n}\n",
+                       qg, qg, qg);
+    }
+    char *nftcmd[] = {(char *)x->cfg->nft, "-f", "-", NULL};
+    r = in_ns(x, ns, nftcmd, nft.ptr);
+    sov_buf_release(&nft);
+    (void)rid;
+    return r;
+}
+
+/* ---- the pass ---- */
+
+static void status(json_t *st, const char *kind, const char *id, const char *s)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%s/%s", kind, id);
+    json_object_set_new(st, key, json_string(s));
+}
+
+int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, SovBuf *err)
+{
+    Ctx x = {.cfg = cfg, .res = snapshot, .err = err};
+    Want w = {.links = json_object(), .routers = json_object()};
+    int r = read_netns(&x);
+    if (r == 0)
+        r = read_links(&x, cfg->netns, &x.host_links);
+    if (r < 0)
+        goto out;
+    plan(&x, &w);
+    if ((r = apply_host(&x, &w)) < 0)
+        goto out;
+    const char *rid, *name;
+    json_t *rw, *v;
+    json_object_foreach(w.routers, rid, rw)
+    {
+        if ((r = apply_router(&x, rid, rw)) < 0)
+            goto out;
+        status(statuses, "router", rid, "ACTIVE");
+    }
+    /* namespaces of routers that are gone */
+    char pre[80];
+    snprintf(pre, sizeof(pre), "%.16sr-", cfg->prefix);
+    json_object_foreach(x.netns, name, v)
+    {
+        bool wanted = false;
+        const char *id;
+        json_object_foreach(w.routers, id, rw) wanted = wanted || strcmp(jstr(rw, "ns"), name) == 0;
+        if (!wanted && strncmp(name, pre, strlen(pre)) == 0 && strlen(name) == strlen(pre) + 12 &&
+            strspn(name + strlen(pre), "0123456789abcdef") == 12 &&
+            (r = ip(&x, NULL, NULL, NULL, "netns", "del", name, NULL)) < 0)
+            goto out;
+    }
+    /* statuses: a port is ACTIVE once its device is on its bridge */
+    json_decref(x.host_links);
+    x.host_links = NULL;
+    if ((r = read_links(&x, cfg->netns, &x.host_links)) < 0)
+        goto out;
+    size_t i;
+    json_array_foreach(json_object_get(snapshot, "port"), i, v)
+    {
+        char h[13], dev[32];
+        const char *owner = jstr(v, "device_owner");
+        if (!hex12(jstr(v, "id"), h))
+            continue;
+        snprintf(dev, sizeof(dev), "%s%s",
+                 strcmp(owner, "network:router_interface") == 0 ? "pr"
+                 : strncmp(owner, "compute:", 8) == 0           ? "tap"
+                                                                : "vp",
+                 h);
+        if (strncmp(owner, "network:", 8) == 0 && strcmp(owner, "network:router_interface") != 0)
+            continue;
+        json_t *spec = json_object_get(w.links, dev), *have = json_object_get(x.host_links, dev);
+        status(statuses, "port", jstr(v, "id"),
+               spec && have && strcmp(jstr(have, "master"), jstr(spec, "master")) == 0 ? "ACTIVE"
+                                                                                       : "DOWN");
+    }
+    json_array_foreach(json_object_get(snapshot, "floatingip"), i, v)
+    {
+        json_t *router = find(&x, "router", jstr(v, "router_id"));
+        rw = router ? json_object_get(w.routers, jstr(router, "id")) : NULL;
+        status(statuses, "floatingip", jstr(v, "id"),
+               rw && *jstr(rw, "qg") && ip4(jstr(v, "fixed_ip_address")) ? "ACTIVE" : "DOWN");
+    }
+    json_array_foreach(json_object_get(snapshot, "network"), i, v)
+        status(statuses, "network", jstr(v, "id"), "ACTIVE");
+out:
+    json_decref(w.links);
+    json_decref(w.routers);
+    json_decref(x.host_links);
+    json_decref(x.netns);
+    return r;
+}

@@ -1,0 +1,221 @@
+# SPDX-License-Identifier: Apache-2.0
+"""sov-net against a real sov-api, driven by the `openstack` CLI, in network namespaces the test
+creates (a "host" namespace holding sov-net's bridges, one namespace per instance, an "internet"
+namespace on the external network): a VPC with a web and an app subnet, a router with an external
+gateway, ports whose veth ends the test moves into its instance namespaces; then subnet-to-subnet
+routing through the router, the app subnet reaching the internet only through SNAT (the internet
+sees the router's address), the internet reaching a floating IP but not a private address, and
+removal leaving no namespace, bridge or veth. Traffic stays inside these namespaces; every wait
+polls against a deadline."""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import ManagedDaemon, raw_http
+
+PID = os.getpid()
+
+
+def sh(*args, check=True, timeout=30):
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))}: {p.stderr}")
+    return p
+
+
+def wait_for(fn, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def hex12(uuid):
+    return uuid.replace("-", "")[:12]
+
+
+class NetDaemon(ManagedDaemon):
+    binary = "sov-net"
+
+
+@pytest.fixture
+def netns():
+    """netns(name) -> a namespace made for this test (removed at the end)."""
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nft"):
+        pytest.skip("needs root, iproute2 and nftables")
+    made = []
+
+    def make(name):
+        full = f"t{PID}{name}"
+        sh("ip", "netns", "add", full)
+        sh("ip", "-n", full, "link", "set", "lo", "up")
+        made.append(full)
+        return full
+
+    yield make
+    for ns in reversed(made):
+        sh("ip", "netns", "del", ns, check=False)
+
+
+@pytest.fixture
+def start_net(tmp_path):
+    started = []
+
+    def start(api, host_ns, prefix):
+        cfg = tmp_path / f"net-{len(started)}.ini"
+        d = NetDaemon(tmp_path, f"net-{len(started)}", cfg)
+        cfg.write_text(
+            "[server]\nlisten = 127.0.0.1:0\n[log]\nlevel = info\n"
+            f"[net]\napi_url = http://127.0.0.1:{api.port}\nagent_token = {api.agent_token}\n"
+            f"host = net1\nnetns = {host_ns}\nprefix = {prefix}\n"
+            f"state_dir = {tmp_path / 'net-state'}\nresync = 2s\n")
+        started.append(d)
+        return d.start()
+
+    yield start
+    for d in started:
+        if d.alive():
+            d.stop()
+
+
+def passes(d):
+    r = raw_http(d.port, "GET", "/metrics", {})
+    for line in r.body.decode().splitlines():
+        if line.startswith("sov_net_realisations_total"):
+            return float(line.split()[-1])
+    return 0
+
+
+def ns_run(ns, *args, check=True, timeout=30):
+    return sh("ip", "netns", "exec", ns, *args, check=check, timeout=timeout)
+
+
+def plug(host_ns, inst_ns, port, prefixlen, gateway):
+    """Moves the port's instance end into inst_ns and configures it as the port says."""
+    vi = "vi" + hex12(port["id"])
+    sh("ip", "-n", host_ns, "link", "set", vi, "netns", inst_ns)
+    ip = port["fixed_ips"][0]["ip_address"]
+    ns_run(inst_ns, "ip", "link", "set", vi, "address", port["mac_address"])
+    ns_run(inst_ns, "ip", "addr", "add", f"{ip}/{prefixlen}", "dev", vi)
+    ns_run(inst_ns, "ip", "link", "set", vi, "up")
+    ns_run(inst_ns, "ip", "route", "add", "default", "via", gateway)
+    return ip
+
+
+def ping(ns, addr):
+    return ns_run(ns, "busybox", "ping", "-c", "1", "-W", "1", addr, check=False).returncode == 0
+
+
+PEER_SERVER = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen(1); s.settimeout(20)
+c, a = s.accept(); c.sendall(a[0].encode()); c.close()
+"""
+
+
+def seen_as(server_ns, client_ns, addr):
+    """The source address server_ns sees when client_ns connects to addr:8080."""
+    srv = subprocess.Popen(["ip", "netns", "exec", server_ns, "/usr/bin/python3", "-c",
+                            PEER_SERVER], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def connect():
+            p = ns_run(client_ns, "/usr/bin/python3", "-c",
+                       "import socket,sys; s=socket.create_connection((sys.argv[1], 8080), 2);"
+                       "print(s.recv(64).decode())", addr, check=False)
+            return p.stdout.strip() if p.returncode == 0 else None
+        return wait_for(connect, f"a connection to {addr}", timeout=15)
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
+    host = netns("host")
+    prefix = f"t{PID}"
+    net = start_net(api, host, prefix)
+    os_ = api.openstack
+    os_("network", "create", "--external", "public")
+    pub_sub = os_("subnet", "create", "--network", "public", "--subnet-range", "203.0.113.0/24",
+                  "--gateway", "203.0.113.1", "--no-dhcp", "public-v4")
+    os_("network", "create", "vpc")
+    web_sub = os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.1.0/24",
+                  "web")
+    app_sub = os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.2.0/24", "app")
+    router = os_("router", "create", "r1")
+    os_("router", "set", "--external-gateway", "public", "r1", fmt=False)
+    os_("router", "add", "subnet", "r1", "web", fmt=False)
+    os_("router", "add", "subnet", "r1", "app", fmt=False)
+    p_web = os_("port", "create", "--network", "vpc", "--fixed-ip", "subnet=web", "p-web")
+    p_app = os_("port", "create", "--network", "vpc", "--fixed-ip", "subnet=app", "p-app")
+    for p in (p_web, p_app):
+        wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", "port ACTIVE")
+    rns = f"{prefix}r-{hex12(router['id'])}"
+    assert rns in sh("ip", "netns", "list").stdout
+
+    web, app, inet = netns("web"), netns("app"), netns("inet")
+    web_ip = plug(host, web, p_web, 24, "10.0.1.1")
+    app_ip = plug(host, app, p_app, 24, "10.0.2.1")
+    # the "internet": a host at the external subnet's gateway address, on its bridge
+    sh("ip", "-n", host, "link", "add", f"x{PID % 100000}", "type", "veth", "peer", "name",
+       "eth0", "netns", inet)
+    sh("ip", "-n", host, "link", "set", f"x{PID % 100000}", "master",
+       "sb" + hex12(pub_sub["id"]), "up")
+    ns_run(inet, "ip", "addr", "add", "203.0.113.1/24", "dev", "eth0")
+    ns_run(inet, "ip", "link", "set", "eth0", "up")
+
+    # subnet to subnet through the router
+    assert wait_for(lambda: ping(web, app_ip), "web -> app")
+    assert ping(app, web_ip)
+    # app to the internet: SNAT to the router's external address
+    gw_ip = os_("router", "show", "r1")["external_gateway_info"]["external_fixed_ips"][0][
+        "ip_address"]
+    assert seen_as(inet, app, "203.0.113.1") == gw_ip
+    # the internet cannot reach a private address even with a route to it
+    ns_run(inet, "ip", "route", "add", "10.0.0.0/16", "via", gw_ip)
+    assert not ping(inet, web_ip)
+    # a floating IP for web: reachable from the internet, and web's traffic leaves as it
+    fip = os_("floating", "ip", "create", "public")["floating_ip_address"]
+    os_("floating", "ip", "set", "--port", "p-web", fip, fmt=False)
+    assert wait_for(lambda: ping(inet, fip), "the floating IP from the internet")
+    assert seen_as(inet, web, "203.0.113.1") == fip
+    assert seen_as(web, inet, fip) == "203.0.113.1"
+    assert not ping(inet, web_ip)
+
+    # a restarted sov-net finds everything right and changes nothing (same interface indexes)
+    def links():
+        return {(l["ifname"], l["ifindex"]) for l in json.loads(
+            sh("ip", "-n", host, "-j", "link", "show").stdout)}
+    before = links()
+    net.restart()
+    wait_for(lambda: passes(net) >= 1, "a datapath pass after the restart")
+    assert links() == before
+    assert ping(web, app_ip) and ping(inet, fip)
+
+    # removal: everything sov-net made goes
+    os_("floating", "ip", "delete", fip, fmt=False)
+    for p in ("p-web", "p-app"):
+        os_("port", "delete", p, fmt=False)
+    os_("router", "remove", "subnet", "r1", "web", fmt=False)
+    os_("router", "remove", "subnet", "r1", "app", fmt=False)
+    os_("router", "unset", "--external-gateway", "r1", fmt=False)
+    os_("router", "delete", "r1", fmt=False)
+    for s in ("web", "app", "public-v4"):
+        os_("subnet", "delete", s, fmt=False)
+    os_("network", "delete", "vpc", "public", fmt=False)
+    sh("ip", "-n", host, "link", "del", f"x{PID % 100000}")
+
+    def clean():
+        links = sh("ip", "-n", host, "-o", "link", "show").stdout
+        ours = [l for l in links.splitlines()
+                if any(f": {p}" in l for p in ("sb", "vp", "pr", "pg", "tap"))]
+        return not ours and rns not in sh("ip", "netns", "list").stdout
+    wait_for(clean, "sov-net's devices and namespaces to go")
