@@ -15,7 +15,7 @@
 #define WATCH_WAIT_S   30
 #define BACKOFF_MAX_MS 10000
 #define RESP_MAX       (64u << 20)
-#define KINDS          "network,subnet,port,router,floatingip,security_group,security_group_rule"
+#define KINDS          "network,subnet,port,router,floatingip,security_group,security_group_rule,host"
 
 typedef struct Call {
     Net *n;
@@ -86,6 +86,8 @@ static void do_register(Net *n)
                           (json_int_t)0, "ram_mb", (json_int_t)0);
     if (n->cfg.zone[0])
         json_object_set_new(b, "zone", json_string(n->cfg.zone));
+    json_object_set_new(b, "info",
+                        json_pack("{s:s,s:b}", "tunnel_ip", n->cfg.tunnel_ip, "l3", n->cfg.l3));
     int r = call(n, 0, "POST", "/agent/v1/hosts", b, 10000, NULL);
     if (r < 0)
         log_warn_errno(r, "cannot send the heartbeat");

@@ -367,10 +367,11 @@ int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json
                    "# server address %s\n"
                    "interface=%s\nexcept-interface=lo\nbind-interfaces\n"
                    "port=0\nno-resolv\nno-hosts\ndhcp-authoritative\n"
+                   "dhcp-ignore=tag:!known\ndhcp-lease-max=%u\n"
                    "dhcp-range=%s,static,%s,%us\n"
                    "dhcp-hostsfile=%s/hosts\ndhcp-leasefile=%s/leases\n"
                    "pid-file=%s/pid\nlog-facility=%s/log\n",
-                   id, server_ip, ifname, nets, mask, lease, dir, dir, dir, dir);
+                   id, server_ip, ifname, DHCP_PORTS_MAX, nets, mask, lease, dir, dir, dir, dir);
     if (gw)
         sov_buf_printf(conf, "dhcp-option=option:router,%s\n", gws);
     if (json_array_size(dns) > 0) {

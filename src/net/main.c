@@ -33,6 +33,12 @@ static const SovConfField conf_fields[] = {
      "batch files and DHCP state"},
     {"net", "ip", SOV_CONF_STRING, offsetof(NetConfig, ip), 1, 255, "ip", "iproute2's ip"},
     {"net", "nft", SOV_CONF_STRING, offsetof(NetConfig, nft), 1, 255, "nft", "nftables' nft"},
+    {"net", "bridge", SOV_CONF_STRING, offsetof(NetConfig, bridge), 1, 255, "bridge",
+     "iproute2's bridge"},
+    {"net", "tunnel_ip", SOV_CONF_STRING, offsetof(NetConfig, tunnel_ip), 0, 63, "",
+     "this host's underlay IPv4 address for VXLAN (empty: one host, no tunnels)"},
+    {"net", "l3", SOV_CONF_BOOL, offsetof(NetConfig, l3), 0, 0, "true",
+     "whether this host runs the routers (their namespaces, NAT and floating IPs)"},
     {"net", "resync", SOV_CONF_DURATION, offsetof(NetConfig, resync_ms), 1000, 3600000, "30s",
      "period of a full re-check even without changes (repairs what others removed)"},
     SOV_HTTP_LIMIT_FIELDS(NetConfig, http),
@@ -102,6 +108,7 @@ int main(int argc, char **argv)
     else if (gethostname(n.host, sizeof(n.host)) < 0)
         snprintf(n.host, sizeof(n.host), "localhost");
     n.host[sizeof(n.host) - 1] = '\0';
+    snprintf(n.cfg.host, sizeof(n.cfg.host), "%s", n.host); /* realize.c reads it */
     if (!n.host[0] || !name_ok(n.host) || !name_ok(n.cfg.zone) || !name_ok(n.cfg.netns) ||
         !name_ok(n.cfg.prefix)) {
         fprintf(stderr, "sov-net: host, zone, netns and prefix are letters, digits, '-', '_', "

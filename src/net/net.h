@@ -15,7 +15,11 @@
  *                         with its peer pr<port> on the subnet's bridge; qg<router> (external
  *                         address, floating IPs) with pg<router> on the external subnet's bridge
  *   table ip sov_nat      in the router namespace: SNAT (masquerade) of its subnets through the
- *                         gateway, 1:1 NAT of floating IPs */
+ *                         gateway, 1:1 NAT of floating IPs
+ *   vx<subnet>            with [net] tunnel_ip: a VXLAN device on the subnet's bridge (VNI derived
+ *                         from the subnet id), flooding to the tunnel addresses of the other
+ *                         sov-net hosts; instance ports are realised on the host their binding
+ *                         names (any host when unbound), routers only where [net] l3 is on */
 #ifndef SOV_NET_H
 #define SOV_NET_H
 
@@ -42,6 +46,9 @@ typedef struct NetConfig {
     char state_dir[SOV_CONF_STR_MAX];
     char ip[SOV_CONF_STR_MAX];
     char nft[SOV_CONF_STR_MAX];
+    char bridge[SOV_CONF_STR_MAX];
+    char tunnel_ip[SOV_CONF_STR_MAX];
+    bool l3;
     uint64_t resync_ms;
     SovHttpLimitsConf http;
 } NetConfig;

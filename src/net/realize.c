@@ -214,7 +214,7 @@ static bool owned_link(const char *name)
     if (l != pre + 12)
         return false;
     if (pre == 2 && strncmp(name, "sb", 2) && strncmp(name, "vp", 2) && strncmp(name, "vi", 2) &&
-        strncmp(name, "pr", 2) && strncmp(name, "pg", 2))
+        strncmp(name, "pr", 2) && strncmp(name, "pg", 2) && strncmp(name, "vx", 2))
         return false;
     return strspn(name + pre, "0123456789abcdef") == 12;
 }
@@ -269,6 +269,15 @@ static json_t *port_subnet(const Ctx *x, const json_t *port, const char **addr)
         }
     }
     return NULL;
+}
+
+/* A subnet's VXLAN network identifier: its id's first 24 bits (1..16777214). */
+static json_int_t vni_of(const char h[13])
+{
+    char six[7];
+    memcpy(six, h, 6);
+    six[6] = '\0';
+    return (json_int_t)(strtoul(six, NULL, 16) % 16777214) + 1;
 }
 
 static void router_ns(const Ctx *x, const char *rid12, char *out, size_t n)
@@ -378,8 +387,14 @@ static void plan(Ctx *x, Want *w)
             continue;
         snprintf(br, sizeof(br), "sb%s", h);
         want_link(w, br, "bridge", NULL, NULL, NULL);
+        if (ip4(x->cfg->tunnel_ip)) { /* VNI: the id's first 24 bits, 0 avoided */
+            snprintf(name, sizeof(name), "vx%s", h);
+            want_link(w, name, "vxlan", br, NULL, NULL);
+            json_object_set_new(json_object_get(w->links, name), "vni", json_integer(vni_of(h)));
+        }
     }
-    json_array_foreach(json_object_get(x->res, "router"), i, v) router_want(x, w, v);
+    if (x->cfg->l3)
+        json_array_foreach(json_object_get(x->res, "router"), i, v) router_want(x, w, v);
     json_array_foreach(json_object_get(x->res, "port"), i, v)
     {
         const char *addr = NULL, *owner = jstr(v, "device_owner");
@@ -389,8 +404,11 @@ static void plan(Ctx *x, Want *w)
             continue;
         snprintf(br, sizeof(br), "sb%s", s12);
         cidr4(jstr(sn, "cidr"), net, sizeof(net), &len);
+        const char *bound = jstr(v, "binding:host_id");
+        if (*bound && strcmp(bound, x->cfg->host) != 0 && strncmp(owner, "network:", 8) != 0)
+            continue; /* another host's instance */
         if (strcmp(owner, "network:router_interface") == 0) {
-            json_t *router = find(x, "router", jstr(v, "device_id"));
+            json_t *router = x->cfg->l3 ? find(x, "router", jstr(v, "device_id")) : NULL;
             json_t *rw = router ? router_want(x, w, router) : NULL;
             if (!rw)
                 continue;
@@ -414,6 +432,8 @@ static void plan(Ctx *x, Want *w)
     /* external gateways */
     json_array_foreach(json_object_get(x->res, "router"), i, v)
     {
+        if (!x->cfg->l3)
+            break;
         json_t *gi = json_object_get(v, "external_gateway_info"), *rw = router_want(x, w, v);
         json_t *fx = json_array_get(json_object_get(gi, "external_fixed_ips"), 0);
         json_t *sn = fx ? find(x, "subnet", jstr(fx, "subnet_id")) : NULL;
@@ -491,6 +511,11 @@ static int apply_host(Ctx *x, Want *w)
                     sov_buf_printf(&b, "link add %s type bridge\n", name);
                 else if (strcmp(kind, "tap") == 0)
                     sov_buf_printf(&b, "tuntap add dev %s mode tap\n", name);
+                else if (strcmp(kind, "vxlan") == 0)
+                    sov_buf_printf(&b, "link add %s type vxlan id %lld local %s dstport 4789\n",
+                                   name,
+                                   (long long)json_integer_value(json_object_get(spec, "vni")),
+                                   x->cfg->tunnel_ip);
                 else if (*jstr(spec, "peer_ns"))
                     sov_buf_printf(&b, "link add %s type veth peer name %s netns %s\n", name,
                                    jstr(spec, "peer"), jstr(spec, "peer_ns"));
@@ -520,6 +545,70 @@ static int apply_host(Ctx *x, Want *w)
     r = ip_batch(x, x->cfg->netns, &b);
 out:
     sov_buf_release(&b);
+    return r;
+}
+
+/* ---- VXLAN flooding: one all-zero FDB entry per peer on every tunnel device ---- */
+
+static int apply_fdb(Ctx *x, Want *w)
+{
+    json_t *peers = json_array(), *h;
+    size_t i;
+    json_array_foreach(json_object_get(x->res, "host"), i, h)
+    {
+        json_t *info = json_object_get(h, "info");
+        const char *tip = jstr(info, "tunnel_ip");
+        if (strcmp(jstr(h, "kind"), "network") == 0 && strcmp(jstr(h, "host"), x->cfg->host) &&
+            strcmp(jstr(h, "status"), "up") == 0 && ip4(tip) && strcmp(tip, x->cfg->tunnel_ip))
+            json_array_append_new(peers, json_string(tip));
+    }
+    SovBuf out, b = SOV_BUF_INIT;
+    sov_buf_init(&out, OUT_MAX);
+    char *argv[] = {(char *)x->cfg->bridge, "-j", "fdb", "show", NULL, NULL, NULL};
+    char *nsargv[] = {
+        (char *)x->cfg->bridge, "-n", (char *)x->cfg->netns, "-j", "fdb", "show", NULL};
+    int r = run(*x->cfg->netns ? nsargv : argv, NULL, 0, &out, x->err);
+    json_t *fdb = r == 0 && out.len ? json_loadb(out.ptr, out.len, 0, NULL) : json_array();
+    sov_buf_release(&out);
+    const char *name;
+    json_t *spec, *e, *p;
+    json_object_foreach(w->links, name, spec)
+    {
+        if (strcmp(jstr(spec, "kind"), "vxlan") != 0)
+            continue;
+        size_t k;
+        json_array_foreach(peers, k, p)
+        {
+            bool have = false;
+            json_array_foreach(fdb, i, e) have =
+                have || (strcmp(jstr(e, "ifname"), name) == 0 &&
+                         strcmp(jstr(e, "mac"), "00:00:00:00:00:00") == 0 &&
+                         json_equal(json_object_get(e, "dst"), p));
+            if (!have)
+                sov_buf_printf(&b, "fdb append 00:00:00:00:00:00 dev %s dst %s\n", name,
+                               json_string_value(p));
+        }
+        json_array_foreach(fdb, i, e)
+        {
+            bool keep = false;
+            if (strcmp(jstr(e, "ifname"), name) != 0 ||
+                strcmp(jstr(e, "mac"), "00:00:00:00:00:00") != 0 || !*jstr(e, "dst"))
+                continue;
+            json_array_foreach(peers, k, p) keep = keep || json_equal(json_object_get(e, "dst"), p);
+            if (!keep)
+                sov_buf_printf(&b, "fdb del 00:00:00:00:00:00 dev %s dst %s\n", name,
+                               jstr(e, "dst"));
+        }
+    }
+    if (r == 0 && b.len) {
+        char *bargv[] = {(char *)x->cfg->bridge, "-batch", "-", NULL};
+        char *bnsargv[] = {
+            (char *)x->cfg->bridge, "-n", (char *)x->cfg->netns, "-batch", "-", NULL};
+        r = run(*x->cfg->netns ? bnsargv : bargv, b.ptr, b.len, NULL, x->err);
+    }
+    sov_buf_release(&b);
+    json_decref(fdb);
+    json_decref(peers);
     return r;
 }
 
@@ -648,6 +737,8 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, SovBuf
     plan(&x, &w);
     if ((r = apply_host(&x, &w)) < 0)
         goto out;
+    if (ip4(cfg->tunnel_ip) && (r = apply_fdb(&x, &w)) < 0)
+        goto out;
     const char *rid, *name;
     json_t *rw, *v;
     json_object_foreach(w.routers, rid, rw)
@@ -689,12 +780,18 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, SovBuf
         if (strncmp(owner, "network:", 8) == 0 && strcmp(owner, "network:router_interface") != 0)
             continue;
         json_t *spec = json_object_get(w.links, dev), *have = json_object_get(x.host_links, dev);
+        const char *bound = jstr(v, "binding:host_id");
+        if ((*bound && strcmp(bound, cfg->host) != 0) ||
+            (!cfg->l3 && strncmp(owner, "network:", 8) == 0))
+            continue; /* another host reports it */
         status(statuses, "port", jstr(v, "id"),
                spec && have && strcmp(jstr(have, "master"), jstr(spec, "master")) == 0 ? "ACTIVE"
                                                                                        : "DOWN");
     }
     json_array_foreach(json_object_get(snapshot, "floatingip"), i, v)
     {
+        if (!cfg->l3)
+            break;
         json_t *router = find(&x, "router", jstr(v, "router_id"));
         rw = router ? json_object_get(w.routers, jstr(router, "id")) : NULL;
         status(statuses, "floatingip", jstr(v, "id"),

@@ -348,8 +348,11 @@ static int parse_port_ips(SgCtx *c, json_t *p, SgPort *port, size_t i)
             return fail(c->err, -EINVAL, "port", i, "invalid subnet_id");
         SgIp ip;
         uint8_t plen;
-        if (!ip_parse(s, false, &ip.fam, &ip.addr, &plen))
+        if (!ip_parse(s, false, &ip.fam, &ip.addr, &plen) || ip.addr == 0)
             return fail(c->err, -EINVAL, "port", i, "invalid ip_address");
+        for (size_t m = port->ip_off; m < c->n_ips; m++)
+            if (c->ips[m].fam == ip.fam && c->ips[m].addr == ip.addr)
+                return fail(c->err, -EINVAL, "port", i, "duplicate ip_address");
         if (grow((void **)&c->ips, &c->cap_ips, c->n_ips + 1, sizeof(SgIp)) < 0)
             return -ENOMEM;
         c->ips[c->n_ips++] = ip;
@@ -376,6 +379,28 @@ static int parse_port_groups(SgCtx *c, json_t *p, SgPort *port, size_t i)
         c->pgroups[c->n_pgroups++] = g;
     }
     port->n_grps = c->n_pgroups - port->grp_off;
+    return 0;
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Two ports on one device would make the verdict maps ambiguous (nft refuses them anyway). */
+static int check_devs(SgCtx *c)
+{
+    _cleanup_free_ const char **devs = calloc(c->n_ports ? c->n_ports : 1, sizeof(char *));
+    size_t n = 0;
+    if (!devs)
+        return -ENOMEM;
+    for (size_t i = 0; i < c->n_ports; i++)
+        if (c->ports[i].dev)
+            devs[n++] = c->ports[i].dev;
+    qsort(devs, n, sizeof(char *), str_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(devs[i - 1], devs[i]) == 0)
+            return fail(c->err, -EINVAL, "ports", n, "duplicate _dev %s", devs[i]);
     return 0;
 }
 
@@ -432,12 +457,9 @@ static int parse_ports(SgCtx *c, json_t *ports)
                 if (c->pgroups[port->grp_off + k] != UINT32_MAX)
                     c->groups[c->pgroups[port->grp_off + k]].used = true;
         }
-        for (size_t k = 0; port->dev && k < i; k++)
-            if (c->ports[k].dev && strcmp(c->ports[k].dev, port->dev) == 0)
-                return fail(c->err, -EINVAL, "port", i, "duplicate _dev %s", port->dev);
     }
     c->n_ports = n;
-    return 0;
+    return check_devs(c);
 }
 
 static int member_cmp(const void *a, const void *b)
@@ -766,12 +788,14 @@ static void emit_range(SgCtx *c, unsigned lo, unsigned hi)
         emit(c, "%u-%u", lo, hi);
 }
 
-static const char *const dir_tag = "ie";
+static const char dir_tag[] = "ie";
 
-/* Sets and the group chains for boxes [from, to) of one group (sorted, so grouped by bucket). */
-static void emit_group(SgCtx *c, size_t from, size_t to, SovBuf *rules)
+/* The sets of one group (boxes [from, to), sorted, so grouped by bucket) and its two chains,
+ * each one lookup per set. A used group without rules still gets its (empty) chains: port
+ * chains jump to them. */
+static void emit_group(SgCtx *c, const SgGroup *g, size_t from, size_t to)
 {
-    const SgGroup *g = &c->groups[c->boxes[from].group];
+    SovBuf rules[2] = {SOV_BUF_INIT, SOV_BUF_INIT};
     for (size_t i = from; i < to;) {
         size_t j = i;
         int max_layer = -1;
@@ -781,6 +805,11 @@ static void emit_group(SgCtx *c, size_t from, size_t to, SovBuf *rules)
         }
         const SgBox *f = &c->boxes[i];
         for (int layer = 0; layer <= max_layer; layer++) {
+            size_t count = 0;
+            for (size_t k = i; k < j; k++)
+                count += c->boxes[k].layer == layer;
+            if (count == 0)
+                continue; /* its boxes all turned out to lie inside others */
             char name[64];
             snprintf(name, sizeof(name), "s%u_%c%u%c%d", g->num, dir_tag[f->dir], f->fam,
                      f->kind == SG_KIND_ICMP ? 't' : 'p', layer);
@@ -804,10 +833,8 @@ static void emit_group(SgCtx *c, size_t from, size_t to, SovBuf *rules)
                 first = false;
             }
             emit(c, " }\n  }\n");
-            if (first)
-                continue; /* unreachable: every layer below max has a box */
-            int r = sov_buf_printf(rules, "g%u_%c %s %s . meta l4proto . th %s @%s accept\n",
-                                   g->num, dir_tag[f->dir], f->fam == 4 ? "ip" : "ip6",
+            int r = sov_buf_printf(&rules[f->dir], "    %s %s . meta l4proto . th %s @%s accept\n",
+                                   f->fam == 4 ? "ip" : "ip6",
                                    f->dir == SG_DIR_INGRESS ? "saddr" : "daddr",
                                    f->kind == SG_KIND_ICMP ? "sport" : "dport", name);
             if (r < 0 && c->r >= 0)
@@ -815,38 +842,22 @@ static void emit_group(SgCtx *c, size_t from, size_t to, SovBuf *rules)
         }
         i = j;
     }
-}
-
-/* Group chains: one per used group and direction, holding the rules collected in `rules`
- * (each line "g<N>_<d> <rule>"). */
-static void emit_group_chains(SgCtx *c, const SovBuf *rules)
-{
-    for (size_t g = 0; g < c->n_groups; g++) {
-        if (!c->groups[g].used)
-            continue;
-        for (int d = 0; d < 2; d++) {
-            char tag[32];
-            int n = snprintf(tag, sizeof(tag), "g%u_%c ", c->groups[g].num, dir_tag[d]);
-            emit(c, "  chain g%u_%c { # group %s %s\n", c->groups[g].num, dir_tag[d],
-                 c->groups[g].id, d == SG_DIR_INGRESS ? "ingress" : "egress");
-            const char *p = rules->ptr, *end = rules->ptr + rules->len;
-            while (p && p < end) {
-                const char *nl = memchr(p, '\n', (size_t)(end - p));
-                size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
-                if (len > (size_t)n && memcmp(p, tag, (size_t)n) == 0)
-                    emit(c, "    %.*s\n", (int)(len - (size_t)n), p + n);
-                p = nl ? nl + 1 : NULL;
-            }
-            emit(c, "  }\n");
-        }
+    for (int d = 0; d < 2; d++) {
+        emit(c, "  chain g%u_%c { # group %s %s\n", g->num, dir_tag[d], g->id,
+             d == SG_DIR_INGRESS ? "ingress" : "egress");
+        if (rules[d].len)
+            emit(c, "%s", rules[d].ptr);
+        emit(c, "  }\n");
+        sov_buf_release(&rules[d]);
     }
 }
 
-static void emit_port_addrs(SgCtx *c, const SgPort *p, uint8_t fam)
+/* ", addr" for each fixed IP of family fam, but skip (already listed by the caller). */
+static void emit_port_addrs(SgCtx *c, const SgPort *p, uint8_t fam, SgAddr skip)
 {
     for (size_t k = 0; k < p->n_ips; k++) {
         const SgIp *ip = &c->ips[p->ip_off + k];
-        if (ip->fam != fam)
+        if (ip->fam != fam || ip->addr == skip)
             continue;
         char addr[INET6_ADDRSTRLEN];
         addr_format(fam, ip->addr, addr, sizeof(addr));
@@ -901,12 +912,12 @@ static void emit_bridge(SgCtx *c)
         emit(c, "    ether saddr != %s drop\n", mac);
         emit(c, "    arp saddr ether != %s drop\n", mac);
         emit(c, "    arp saddr ip != { 0.0.0.0");
-        emit_port_addrs(c, p, 4);
+        emit_port_addrs(c, p, 4, 0);
         emit(c, " } drop\n    ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 "
                 "accept\n    ip saddr != { 0.0.0.0/32");
-        emit_port_addrs(c, p, 4);
+        emit_port_addrs(c, p, 4, 0);
         emit(c, " } drop\n    ip saddr 0.0.0.0 drop\n    ip6 saddr != { ::, %s", lls);
-        emit_port_addrs(c, p, 6);
+        emit_port_addrs(c, p, 6, addr_from_bytes(ll, 16));
         emit(c, " } drop\n    ether type != { ip, ip6, arp } drop\n  }\n");
         emit(c, "  chain p%u_to {\n    meta mark set meta mark & 0x0000ffff | 0x%08x\n  }\n",
              p->num, p->num << 16);
@@ -942,16 +953,15 @@ static void emit_inet(SgCtx *c)
             "    ct state established,related accept\n    ct state invalid drop\n"
             "    meta mark & 0xffff0000 vmap @m_ingress\n  }\n");
 
-    SovBuf rules = SOV_BUF_INIT;
-    for (size_t i = 0; i < c->n_boxes;) {
-        size_t j = i;
-        while (j < c->n_boxes && c->boxes[j].group == c->boxes[i].group)
-            j++;
-        emit_group(c, i, j, &rules);
-        i = j;
+    /* Boxes are sorted by group index, which is the order of c->groups. */
+    size_t b = 0;
+    for (size_t g = 0; g < c->n_groups; g++) {
+        size_t from = b;
+        while (b < c->n_boxes && c->boxes[b].group == g)
+            b++;
+        if (c->groups[g].used)
+            emit_group(c, &c->groups[g], from, b);
     }
-    emit_group_chains(c, &rules);
-    sov_buf_release(&rules);
 
     for (size_t i = 0; i < c->n_ports; i++) {
         const SgPort *p = &c->ports[i];

@@ -69,14 +69,14 @@ def netns():
 def start_net(tmp_path):
     started = []
 
-    def start(api, host_ns, prefix):
+    def start(api, host_ns, prefix, host="net1", extra=""):
         cfg = tmp_path / f"net-{len(started)}.ini"
         d = NetDaemon(tmp_path, f"net-{len(started)}", cfg)
         cfg.write_text(
             "[server]\nlisten = 127.0.0.1:0\n[log]\nlevel = info\n"
             f"[net]\napi_url = http://127.0.0.1:{api.port}\nagent_token = {api.agent_token}\n"
-            f"host = net1\nnetns = {host_ns}\nprefix = {prefix}\n"
-            f"state_dir = {tmp_path / 'net-state'}\nresync = 2s\n")
+            f"host = {host}\nnetns = {host_ns}\nprefix = {prefix}\n"
+            f"state_dir = {tmp_path / ('net-state-' + host)}\nresync = 2s\n{extra}")
         started.append(d)
         return d.start()
 
@@ -219,3 +219,43 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
                 if any(f": {p}" in l for p in ("sb", "vp", "pr", "pg", "tap"))]
         return not ours and rns not in sh("ip", "netns", "list").stdout
     wait_for(clean, "sov-net's devices and namespaces to go")
+
+
+def test_vxlan_between_two_hosts_and_same_cidr_in_two_projects(api, start_net, netns):
+    """Two "hosts" (namespaces joined by an underlay veth) each run sov-net with a tunnel
+    address: ports bound to either host share their subnet over VXLAN. A second project with the
+    same CIDR gets its own bridge and VNI: its instance cannot reach the first project's."""
+    h1, h2 = netns("h1"), netns("h2")
+    sh("ip", "-n", h1, "link", "add", "u0", "type", "veth", "peer", "name", "u0", "netns", h2)
+    for ns, addr in ((h1, "10.99.0.1/24"), (h2, "10.99.0.2/24")):
+        sh("ip", "-n", ns, "addr", "add", addr, "dev", "u0")
+        sh("ip", "-n", ns, "link", "set", "u0", "up")
+    prefix = f"t{PID}"
+    start_net(api, h1, prefix, host="net1", extra="tunnel_ip = 10.99.0.1\n")
+    start_net(api, h2, prefix + "b", host="net2", extra="tunnel_ip = 10.99.0.2\nl3 = false\n")
+    os_ = api.openstack
+    os_("network", "create", "blue")
+    sub = os_("subnet", "create", "--network", "blue", "--subnet-range", "10.0.5.0/24", "blue-v4")
+    pa = os_("port", "create", "--network", "blue", "--host", "net1", "pa")
+    pb = os_("port", "create", "--network", "blue", "--host", "net2", "pb")
+    other = api.make_project("other")
+    osb = lambda *a, **kw: api.openstack(*a, env=other["env"], **kw)  # noqa: E731
+    osb("network", "create", "red")
+    osb("subnet", "create", "--network", "red", "--subnet-range", "10.0.5.0/24", "red-v4")
+    pc = osb("port", "create", "--network", "red", "--fixed-ip",
+             f"ip-address={pb['fixed_ips'][0]['ip_address']}", "pc")
+    for p, env in ((pa, None), (pb, None), (pc, other["env"])):
+        wait_for(lambda: api.openstack("port", "show", p["id"], env=env)["status"] == "ACTIVE",
+                 "port ACTIVE")
+    a, b, c = netns("ia"), netns("ib"), netns("ic")
+    ip_a = plug(h1, a, pa, 24, "10.0.5.1")
+    ip_b = plug(h2, b, pb, 24, "10.0.5.1")
+    plug(h1, c, pc, 24, "10.0.5.1")
+    vx = "vx" + hex12(sub["id"])
+    assert vx in sh("ip", "-n", h1, "-o", "link").stdout
+    assert wait_for(lambda: ping(a, ip_b), "a -> b over VXLAN")
+    assert ping(b, ip_a)
+    # red has the same addresses on another bridge and VNI: a reaches b, c reaches nothing
+    assert not ping(c, ip_a)
+    assert ip_b == pc["fixed_ips"][0]["ip_address"]
+    assert ping(a, ip_b)
