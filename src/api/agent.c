@@ -397,6 +397,15 @@ static void add_exports(Api *a, json_t *servers)
         }
         json_decref(v);
     }
+    /* and each network attachment its port's MAC, for the NIC the agent plugs into sov-net */
+    json_array_foreach(servers, i, s) json_array_foreach(json_object_get(s, "_networks"), j, b)
+    {
+        json_t *p = NULL;
+        const char *pid = api_jstr(b, "port");
+        if (*pid && api_store_get(a->store, "port", pid, &p, NULL, 0) == 0)
+            json_object_set_new(b, "mac", json_string(api_jstr(p, "mac_address")));
+        json_decref(p);
+    }
 }
 
 static json_t *snapshot(Api *a, ApiCall *c)

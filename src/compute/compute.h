@@ -47,6 +47,9 @@ typedef struct ComputeConfig {
     char cgroups[SOV_CONF_STR_MAX];
     char cgroup_root[SOV_CONF_STR_MAX];
     char migrate_host[SOV_CONF_STR_MAX];
+    char netns[SOV_CONF_STR_MAX];
+    bool vpc;
+    uint64_t tap_wait_ms;
     SovHttpLimitsConf http;
 } ComputeConfig;
 
@@ -97,7 +100,8 @@ typedef struct Server {
     int64_t reboot_seen;
     uint64_t stop_deadline_ms; /* powerdown asked; quit after this */
     int stop_stage;            /* 0 powerdown, 1 quit sent, 2 killed */
-    bool waiting;              /* prepared, but the root volume is not ready yet */
+    bool waiting;              /* prepared, but the root volume or a tap is not ready yet */
+    uint64_t tap_wait_since;   /* when the wait for the taps began (0: not waiting) */
     /* the flavor the running QEMU has (file "flavor"), the root disk's size (file "disk_gb");
      * restarting: stopped to come back with another flavor (resize, revert) */
     int64_t run_vcpus, run_ram, disk_gb;
@@ -185,6 +189,17 @@ void vol_clear(Server *s);
 void vol_converge(Server *s);
 /* QMP event of s's QEMU. */
 void vol_event(Server *s, const char *event, json_t *data);
+
+/* nic.c: VPC NICs, the taps sov-net made for the server's ports. */
+#define NIC_MAX 4
+typedef struct Nic {
+    int fd;
+    char mac[18];
+} Nic;
+/* Opens the taps of s's ports: the count, -EAGAIN while one does not exist, other <0 with
+ * err. */
+int nic_open_taps(Server *s, Nic *nics, int max, char *err, size_t errn);
+void nic_close(Nic *nics, int n);
 
 /* migrate.c: live migration, source and target sides. */
 /* Whether doc is a server migrating to this host (not yet its host). */

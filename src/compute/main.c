@@ -57,6 +57,12 @@ static const SovConfField conf_fields[] = {
      "/sys/fs/cgroup", "the cgroup file system"},
     {"compute", "migrate_host", SOV_CONF_STRING, offsetof(ComputeConfig, migrate_host), 1, 63,
      "127.0.0.1", "address other hosts reach this one at for live migration"},
+    {"compute", "vpc", SOV_CONF_BOOL, offsetof(ComputeConfig, vpc), 0, 0, "false",
+     "plug servers' Neutron ports as VPC NICs (taps sov-net makes)"},
+    {"compute", "netns", SOV_CONF_STRING, offsetof(ComputeConfig, netns), 0, 63, "",
+     "network namespace of sov-net's bridges and taps (empty: this one)"},
+    {"compute", "tap_wait", SOV_CONF_DURATION, offsetof(ComputeConfig, tap_wait_ms), 0, 600000,
+     "60s", "how long a server waits for sov-net to make its taps before starting without"},
     SOV_HTTP_LIMIT_FIELDS(ComputeConfig, http),
 };
 
@@ -134,7 +140,7 @@ int main(int argc, char **argv)
     } else if (gethostname(c.host, sizeof(c.host)) < 0)
         snprintf(c.host, sizeof(c.host), "localhost");
     c.host[sizeof(c.host) - 1] = '\0';
-    if (!c.host[0] || !name_ok(c.host) || !name_ok(c.cfg.zone)) {
+    if (!c.host[0] || !name_ok(c.host) || !name_ok(c.cfg.zone) || !name_ok(c.cfg.netns)) {
         fprintf(stderr, "sov-compute: host and zone names are letters, digits, '-', '_', '.'\n");
         return 2;
     }

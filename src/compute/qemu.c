@@ -35,8 +35,10 @@ typedef struct Work {
         state_dir[SOV_CONF_STR_MAX];
     char qemu_img[SOV_CONF_STR_MAX], dir[512], id[65], name[256];
     int api_port;
-    bool bfv;                 /* the root disk is a volume: no overlay to make */
-    char mac[18];             /* the NIC's MAC */
+    bool bfv;                  /* the root disk is a volume: no overlay to make */
+    char mac[18];              /* the user-mode NIC's MAC */
+    char vpc_mac[NIC_MAX][18]; /* the VPC NICs' (their ports') */
+    int nvpc;
     int64_t disk_gb, have_gb; /* the flavor's root disk; what the overlay has (0: unknown) */
     char *user_data, *key;
     /* output */
@@ -123,26 +125,10 @@ void server_set_error(Server *s, const char *fmt, ...)
     agent_report(s);
 }
 
-/* The first port's MAC (Neutron's), else one derived from the server id in QEMU's range. */
+/* The user-mode NIC's MAC, derived from the server id in QEMU's range (VPC NICs carry their
+ * ports' MACs). */
 static void server_mac(const Server *s, char out[18])
 {
-    json_t *nets = json_object_get(s->doc, "addresses"), *ips, *ip;
-    const char *k;
-    json_object_foreach(nets, k, ips)
-    {
-        size_t i;
-        json_array_foreach(ips, i, ip)
-        {
-            const char *m = jstr(ip, "OS-EXT-IPS-MAC:mac_addr");
-            unsigned b[6];
-            if (strlen(m) == 17 && sscanf(m, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3],
-                                          &b[4], &b[5]) == 6) {
-                snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4],
-                         b[5]);
-                return;
-            }
-        }
-    }
     uint32_t h = 2166136261u; /* FNV-1a of the id */
     for (const char *p = s->id; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
@@ -438,12 +424,16 @@ static void make_seed(Work *w, const char *path, const char *log_path)
     snprintf(md, sizeof(md), "%s/meta-data", seed);
     snprintf(ud, sizeof(ud), "%s/user-data", seed);
     snprintf(nc, sizeof(nc), "%s/network-config", seed);
-    /* network config version 1: DHCP on the NIC with the server's MAC */
-    char net[256];
-    int nl = snprintf(net, sizeof(net),
-                      "version: 1\nconfig:\n  - type: physical\n    name: eth0\n"
-                      "    mac_address: \"%s\"\n    subnets:\n      - type: dhcp\n",
-                      w->mac);
+    /* network config version 1: DHCP on every NIC, matched by MAC (user-mode first) */
+    char net[1024];
+    int nl = snprintf(net, sizeof(net), "version: 1\nconfig:\n");
+    for (int i = 0; i <= w->nvpc && nl > 0 && (size_t)nl < sizeof(net); i++)
+        nl += snprintf(net + nl, sizeof(net) - (size_t)nl,
+                       "  - type: physical\n    name: eth%d\n    mac_address: \"%s\"\n"
+                       "    subnets:\n      - type: dhcp\n",
+                       i, i == 0 ? w->mac : w->vpc_mac[i - 1]);
+    if (nl < 0 || (size_t)nl >= sizeof(net))
+        nl = 0;
     int r = write_text(md, meta.ptr ? meta.ptr : "", meta.len);
     if (r == 0)
         r = write_text(ud, user.ptr ? user.ptr : "", user.len);
@@ -548,6 +538,15 @@ static Work *work_new(Server *s, int kind)
                            : '-';
     w->bfv = vol_boots_from_volume(s);
     server_mac(s, w->mac);
+    size_t ni;
+    json_t *ne;
+    json_array_foreach(json_object_get(s->doc, "_networks"), ni, ne)
+    {
+        const char *m = jstr(ne, "mac");
+        if (s->c->cfg.vpc && strlen(m) == 17 && w->nvpc < NIC_MAX &&
+            strspn(m, "0123456789abcdefABCDEF:") == 17)
+            snprintf(w->vpc_mac[w->nvpc++], sizeof(w->vpc_mac[0]), "%s", m);
+    }
     w->disk_gb = flavor_num(s, "disk");
     w->have_gb = s->disk_gb;
     w->user_data = strdup(jstr(s->doc, "_user_data"));
@@ -717,6 +716,30 @@ static int server_spawn(Server *s)
         s->waiting = true;
         return r;
     }
+    Nic nics[NIC_MAX];
+    int nnic = 0;
+    if (c->cfg.vpc) {
+        nnic = nic_open_taps(s, nics, NIC_MAX, err, sizeof(err));
+        uint64_t now = compute_now_ms();
+        if (nnic == -EAGAIN) {
+            if (!s->tap_wait_since)
+                s->tap_wait_since = now;
+            if (now - s->tap_wait_since < c->cfg.tap_wait_ms) {
+                argv_free(&a);
+                s->waiting = true;
+                return -EAGAIN;
+            }
+            const char *kv[] = {"server", s->id, "why", err, NULL};
+            sov_logv_kv(SOV_LOG_WARN, NULL, 0, "starting without its VPC NICs", kv);
+        } else if (nnic < 0) {
+            argv_free(&a);
+            server_set_error(s, "%s", err);
+            return nnic;
+        }
+        if (nnic < 0)
+            nnic = 0;
+        s->tap_wait_since = 0;
+    }
     s->waiting = false;
     SovBuf gpus = SOV_BUF_INIT;
     if (r == 0)
@@ -725,6 +748,7 @@ static int server_spawn(Server *s)
     if (r < 0) {
         argv_free(&a);
         sov_buf_release(&gpus);
+        nic_close(nics, nnic);
         server_set_error(s, "%s", err);
         return r;
     }
@@ -763,6 +787,12 @@ static int server_spawn(Server *s)
     server_mac(s, mac);
     argv_add(&v, "-device");
     argv_addf(&v, "virtio-net-pci,netdev=n0,mac=%s", mac);
+    for (int i = 0; i < nnic; i++) { /* the taps are QEMU's fds 3, 4, ... */
+        argv_add(&v, "-netdev");
+        argv_addf(&v, "tap,id=p%d,fd=%d", i, 3 + i);
+        argv_add(&v, "-device");
+        argv_addf(&v, "virtio-net-pci,netdev=p%d,mac=%s", i, nics[i].mac);
+    }
     argv_add(&v, "-serial");
     argv_addf(&v, "file:%s/serial.log", s->dir);
     /* relative to QEMU's working directory (the server dir): a Unix socket path has to fit
@@ -783,6 +813,7 @@ static int server_spawn(Server *s)
     sov_buf_release(&gpus);
     if (v.oom) {
         argv_free(&v);
+        nic_close(nics, nnic);
         server_set_error(s, "out of memory (or a too long argument) building QEMU's command line");
         return -ENOMEM;
     }
@@ -790,28 +821,32 @@ static int server_spawn(Server *s)
     unlink(sock);
     path_in(s, "qemu.log", logp, sizeof(logp));
     int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    uv_stdio_container_t stdio[3] = {
+    uv_stdio_container_t stdio[3 + NIC_MAX] = {
         {.flags = UV_IGNORE},
         {.flags = logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = logfd},
         {.flags = logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = logfd}};
+    for (int i = 0; i < nnic; i++)
+        stdio[3 + i] = (uv_stdio_container_t){.flags = UV_INHERIT_FD, .data.fd = nics[i].fd};
     uv_process_options_t o = {.file = c->cfg.qemu,
                               .args = v.v,
                               .exit_cb = exit_cb,
                               .cwd = s->dir,
                               .stdio = stdio,
-                              .stdio_count = 3,
+                              .stdio_count = 3 + nnic,
                               .flags = UV_PROCESS_DETACHED};
     uv_process_t *proc = calloc(1, sizeof(*proc));
     if (!proc) {
         if (logfd >= 0)
             close(logfd);
         argv_free(&v);
+        nic_close(nics, nnic);
         server_set_error(s, "out of memory");
         return -ENOMEM;
     }
     proc->data = s;
     r = uv_spawn(c->loop, proc, &o);
     argv_free(&v);
+    nic_close(nics, nnic); /* QEMU holds its own copies */
     if (logfd >= 0)
         close(logfd);
     if (r < 0) {

@@ -82,7 +82,11 @@ static int call(Net *n, int kind, const char *method, const char *target, json_t
 
 static void do_register(Net *n)
 {
-    json_t *b = json_pack("{s:s,s:s,s:I,s:I}", "host", n->host, "kind", "network", "vcpus",
+    /* registered as <host>.net: the machine's name is its compute agent's; ports bound to
+     * that name are realised here */
+    char reg[80];
+    snprintf(reg, sizeof(reg), "%.63s.net", n->host);
+    json_t *b = json_pack("{s:s,s:s,s:I,s:I}", "host", reg, "kind", "network", "vcpus",
                           (json_int_t)0, "ram_mb", (json_int_t)0);
     if (n->cfg.zone[0])
         json_object_set_new(b, "zone", json_string(n->cfg.zone));
@@ -243,7 +247,7 @@ static void on_done(SovHttpClientReq *r, int err, void *ud)
             log_warn("registration failed: err=%d status=%d", err, k->status);
         else if (!n->registered) {
             n->registered = true;
-            log_info("registered with sov-api as network host %s", n->host);
+            log_info("registered with sov-api as network host %s.net", n->host);
             watch(n);
         }
     } else if (k->kind == 1) {

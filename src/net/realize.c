@@ -558,8 +558,8 @@ static int apply_fdb(Ctx *x, Want *w)
     {
         json_t *info = json_object_get(h, "info");
         const char *tip = jstr(info, "tunnel_ip");
-        if (strcmp(jstr(h, "kind"), "network") == 0 && strcmp(jstr(h, "host"), x->cfg->host) &&
-            strcmp(jstr(h, "status"), "up") == 0 && ip4(tip) && strcmp(tip, x->cfg->tunnel_ip))
+        if (strcmp(jstr(h, "kind"), "network") == 0 && strcmp(jstr(h, "status"), "up") == 0 &&
+            ip4(tip) && strcmp(tip, x->cfg->tunnel_ip) != 0)
             json_array_append_new(peers, json_string(tip));
     }
     SovBuf out, b = SOV_BUF_INIT;

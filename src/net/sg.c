@@ -484,6 +484,9 @@ static int collect_members(SgCtx *c)
             if (gi == UINT32_MAX)
                 continue;
             for (size_t k = 0; k < p->n_ips; k++) {
+                if (c->n_members >= SG_MAX_BOXES)
+                    return fail(c->err, -E2BIG, "ports", c->n_ports,
+                                "more than %u group memberships", SG_MAX_BOXES);
                 if (grow((void **)&c->members, &c->cap_members, c->n_members + 1,
                          sizeof(SgMember)) < 0)
                     return -ENOMEM;

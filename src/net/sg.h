@@ -12,12 +12,12 @@
 
 /* Bounds on what one compile accepts; past them sg_compile() fails with -E2BIG. */
 #define SG_MAX_PORTS       65536 /* ports listed, on any host (remote group members) */
-#define SG_MAX_LOCAL_PORTS 4096  /* ports with "_dev" (one 16-bit mark value each) */
+#define SG_MAX_LOCAL_PORTS 4096  /* filtered ports with "_dev" (a 16-bit mark half each) */
 #define SG_MAX_GROUPS      16384
 #define SG_MAX_RULES       65536
 #define SG_MAX_PORT_IPS    32         /* fixed_ips of one port */
 #define SG_MAX_PORT_GROUPS 64         /* security_groups of one port */
-#define SG_MAX_BOXES       (1u << 20) /* set elements after remote group expansion */
+#define SG_MAX_BOXES       (1u << 20) /* set elements after expansion; also group memberships */
 #define SG_MAX_ID_LEN      64
 #define SG_MAX_IFNAME_LEN  15
 
