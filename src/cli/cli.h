@@ -41,6 +41,8 @@ extern const size_t cli_services_n;
 #define CLI_NBD_DEFAULT_PORT     10809
 #define CLI_COMPUTE_NAME         "compute"
 #define CLI_COMPUTE_DEFAULT_PORT 8478
+#define CLI_NET_NAME             "net"
+#define CLI_NET_DEFAULT_PORT     8479
 
 #define CLI_REGION "eu-central-1"
 

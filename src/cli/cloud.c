@@ -20,6 +20,7 @@ const CliService cli_services[] = {
     {CLI_S3_NAME, "sov-s3", CLI_S3_DEFAULT_PORT},
     {CLI_BLOCK_NAME, "sov-block", CLI_BLOCK_DEFAULT_PORT},
     {CLI_API_NAME, "sov-api", CLI_API_DEFAULT_PORT}, /* after block and s3: it uses both */
+    {CLI_NET_NAME, "sov-net", CLI_NET_DEFAULT_PORT}, /* an agent of sov-api: VPC datapath */
     {CLI_COMPUTE_NAME, "sov-compute", CLI_COMPUTE_DEFAULT_PORT}, /* an agent of sov-api */
 };
 const size_t cli_services_n = ELEMENTSOF(cli_services);

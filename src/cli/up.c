@@ -165,13 +165,24 @@ static int api_config(const Cli *c, const CliCreds *cr, SovBuf *text)
     return r;
 }
 
+/* The network namespace holding this cloud's VPC datapath (bridges, taps, router legs), named
+ * after the data dir so two clouds on one machine do not meet; sov-net makes it. */
+static void vpc_netns(const Cli *c, char out[32])
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = c->data_dir; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    snprintf(out, 32, "sov-%06x", h & 0xffffff);
+}
+
 /* The compute agent of this machine: it reports to sov-api with the agent token of sov-api's
  * config, in the region's first zone; guests live under the data dir. */
 static int compute_config(const Cli *c, const CliCreds *cr, SovBuf *text)
 {
-    char dir[PATH_MAX], host[256], token[256];
+    char dir[PATH_MAX], host[256], token[256], ns[32];
     int api_port, r;
 
+    vpc_netns(c, ns);
     r = cli_path(c, dir, sizeof(dir), "compute");
     if (r < 0)
         return r;
@@ -184,8 +195,38 @@ static int compute_config(const Cli *c, const CliCreds *cr, SovBuf *text)
                        "agent_token = %s\n"
                        "host = compute-1\n"
                        "zone = %sa\n"
+                       "state_dir = %s\n"
+                       "# servers' Neutron ports as NICs on sov-net's bridges\n"
+                       "vpc = true\n"
+                       "netns = %s\n",
+                       api_port, token, cr->region, dir, ns);
+    explicit_bzero(token, sizeof(token));
+    return r;
+}
+
+/* The network agent of this machine: same host name as the compute agent (port bindings name
+ * the machine), the datapath in the cloud's own namespace. */
+static int net_config(const Cli *c, SovBuf *text)
+{
+    char dir[PATH_MAX], host[256], token[256], ns[32];
+    int api_port, r;
+
+    r = cli_path(c, dir, sizeof(dir), "net");
+    if (r < 0)
+        return r;
+    if (cli_config_listen(c, CLI_API_NAME, host, sizeof(host), &api_port) < 0 ||
+        cli_config_get(c, CLI_API_NAME, "agent", "token", token, sizeof(token)) < 0)
+        return -ENOENT;
+    vpc_netns(c, ns);
+    r = sov_buf_printf(text,
+                       "\n[net]\n"
+                       "api_url = http://127.0.0.1:%d\n"
+                       "agent_token = %s\n"
+                       "host = compute-1\n"
+                       "netns = %s\n"
+                       "prefix = %s\n"
                        "state_dir = %s\n",
-                       api_port, token, cr->region, dir);
+                       api_port, token, ns, ns, dir);
     explicit_bzero(token, sizeof(token));
     return r;
 }
@@ -247,8 +288,10 @@ static int write_config(const Cli *c, const CliService *svc, const CliCreds *cr)
         r = api_config(c, cr, &text);
     if (r >= 0 && strcmp(svc->name, CLI_COMPUTE_NAME) == 0)
         r = compute_config(c, cr, &text);
+    if (r >= 0 && strcmp(svc->name, CLI_NET_NAME) == 0)
+        r = net_config(c, &text);
     bool secret = strcmp(svc->name, CLI_S3_NAME) == 0 || strcmp(svc->name, CLI_API_NAME) == 0 ||
-                  strcmp(svc->name, CLI_COMPUTE_NAME) == 0;
+                  strcmp(svc->name, CLI_COMPUTE_NAME) == 0 || strcmp(svc->name, CLI_NET_NAME) == 0;
     if (r >= 0)
         r = cli_file_create(p, text.ptr, text.len, secret ? 0600 : 0644);
     if (text.ptr)

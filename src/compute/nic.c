@@ -62,7 +62,7 @@ int nic_open_taps(Server *s, Nic *nics, int max, char *err, size_t errn)
         nsfd = open(path, O_RDONLY | O_CLOEXEC);
         if (self < 0 || nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0) {
             snprintf(err, errn, "cannot enter network namespace %s: %s", ns, strerror(errno));
-            r = -errno;
+            r = nsfd < 0 && errno == ENOENT ? -EAGAIN : -errno; /* sov-net makes it */
             goto out;
         }
     }

@@ -6,8 +6,8 @@
  * computes what the snapshot wants and applies the difference with `ip -batch` and `nft -f`
  * (never a shell). One realisation runs at a time; a newer snapshot waits for it.
  *
- * Datapath (every host-side device lives in the namespace [net] netns, the root namespace by
- * default; names carry the first 12 hex digits of the resource id):
+ * Datapath (every host-side device lives in the namespace [net] netns, made when missing; the
+ * root namespace when empty; names carry the first 12 hex digits of the resource id):
  *   sb<subnet>            a Linux bridge per subnet
  *   vp<port> / vi<port>   a veth per instance port: vp on the bridge, vi for the instance
  *                         (tests move it into their own namespace); tap<port> for compute ports
@@ -82,7 +82,5 @@ void agent_stop(Net *n);
  * statuses gets "kind/id" -> status for what it realised. 0, or <0 with err (a partial
  * application is retried by the next pass). */
 int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, SovBuf *err);
-/* Removes every device and namespace this host's sov-net made (nothing wanted). */
-int net_teardown(const NetConfig *cfg, SovBuf *err);
 
 #endif

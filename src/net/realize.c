@@ -730,6 +730,11 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, SovBuf
     Ctx x = {.cfg = cfg, .res = snapshot, .err = err};
     Want w = {.links = json_object(), .routers = json_object()};
     int r = read_netns(&x);
+    if (r == 0 && *cfg->netns && !json_object_get(x.netns, cfg->netns)) { /* sov up's own */
+        r = ip(&x, NULL, NULL, NULL, "netns", "add", cfg->netns, NULL);
+        if (r == 0)
+            r = ip(&x, cfg->netns, NULL, NULL, "link", "set", "lo", "up", NULL);
+    }
     if (r == 0)
         r = read_links(&x, cfg->netns, &x.host_links);
     if (r < 0)

@@ -46,6 +46,13 @@ def cloud(tmp_path):
     yield make
     for d in dirs:
         sov("down", "--data-dir", d, check=False)
+        # sov-net's namespace of this cloud (the VPC datapath outlives `sov down`, as guests do)
+        ini = d / "etc" / "net.ini"
+        ns = [l.split("=", 1)[1].strip() for l in (ini.read_text().splitlines()
+                                                   if ini.exists() else [])
+              if l.startswith("netns")]
+        for n in ns:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
 
 
 def status(d):

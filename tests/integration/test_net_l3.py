@@ -63,6 +63,10 @@ def netns():
     yield make
     for ns in reversed(made):
         sh("ip", "netns", "del", ns, check=False)
+    # and the router namespaces sov-net made with this test's prefix
+    for ns in sh("ip", "netns", "list").stdout.split():
+        if ns.startswith(f"t{PID}"):
+            sh("ip", "netns", "del", ns, check=False)
 
 
 @pytest.fixture
