@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dhcp.h"
 #include "net.h"
 #include "sov/json.h"
 #include "sov/log.h"
@@ -31,7 +32,7 @@ typedef struct Call {
 typedef struct Apply {
     uv_work_t w;
     Net *n;
-    json_t *snapshot, *statuses;
+    json_t *snapshot, *statuses, *dhcp;
     int r;
     SovBuf err;
 } Apply;
@@ -136,7 +137,7 @@ static void watch_backoff(Net *n)
 static void apply_work(uv_work_t *req)
 {
     Apply *a = (Apply *)req;
-    a->r = net_realize(&a->n->cfg, a->snapshot, a->statuses, &a->err);
+    a->r = net_realize(&a->n->cfg, a->snapshot, a->statuses, a->dhcp, &a->err);
 }
 
 static void report(Net *n, const char *key, const char *status)
@@ -156,6 +157,48 @@ static void report(Net *n, const char *key, const char *status)
 }
 
 static void apply_start(Net *n);
+
+/* One dnsmasq per subnet the pass says this host serves; the others stop. */
+static void dhcp_converge(Net *n, json_t *want)
+{
+    const char *sid;
+    json_t *d;
+    json_object_foreach(want, sid, d)
+    {
+        DhcpSlot *sl;
+        for (sl = n->dhcp; sl && strcmp(sl->subnet, sid) != 0; sl = sl->next)
+            ;
+        if (!sl) {
+            /* dnsmasq stays root: it re-reads its hosts file under a state dir that need not
+             * be searchable by others (it binds only inside the subnet's namespace) */
+            DhcpOpts o = {.user = "root", .ip = n->cfg.ip};
+            if (!(sl = calloc(1, sizeof(*sl))) || !(sl->d = dhcp_new(&o))) {
+                free(sl);
+                continue;
+            }
+            snprintf(sl->subnet, sizeof(sl->subnet), "%s", sid);
+            sl->next = n->dhcp;
+            n->dhcp = sl;
+        }
+        SovBuf err = SOV_BUF_INIT;
+        if (dhcp_apply(n->loop, n->cfg.state_dir, json_string_value(json_object_get(d, "netns")),
+                       json_string_value(json_object_get(d, "ifname")),
+                       json_string_value(json_object_get(d, "server_ip")),
+                       json_object_get(d, "subnet"), json_object_get(d, "ports"), &sl->d, &err) < 0)
+            log_warn("DHCP for subnet %s: %s", sid, err.ptr ? err.ptr : "failed");
+        sov_buf_release(&err);
+    }
+    for (DhcpSlot **pp = &n->dhcp; *pp;) {
+        DhcpSlot *sl = *pp;
+        if (json_object_get(want, sl->subnet) && sl->d) {
+            pp = &sl->next;
+            continue;
+        }
+        *pp = sl->next;
+        dhcp_stop(sl->d);
+        free(sl);
+    }
+}
 
 static void apply_done(uv_work_t *req, int status)
 {
@@ -182,8 +225,11 @@ static void apply_done(uv_work_t *req, int status)
             report(n, key, s);
     }
     sov_gauge_set(n->m_ports, ports);
+    if (r >= 0)
+        dhcp_converge(n, a->dhcp);
     json_decref(a->snapshot);
     json_decref(a->statuses);
+    json_decref(a->dhcp);
     sov_buf_release(&a->err);
     free(a);
     if (n->dirty && !n->stopping && r >= 0)
@@ -219,11 +265,13 @@ static void apply_start(Net *n)
     a->n = n;
     a->snapshot = json_deep_copy(n->snapshot);
     a->statuses = json_object();
+    a->dhcp = json_object();
     sov_buf_init(&a->err, 4096);
     n->dirty = false;
     if (!a->snapshot || uv_queue_work(n->loop, &a->w, apply_work, apply_done) < 0) {
         json_decref(a->snapshot);
         json_decref(a->statuses);
+        json_decref(a->dhcp);
         free(a);
         n->dirty = true;
         return;
@@ -298,6 +346,12 @@ void agent_start(Net *n)
 void agent_stop(Net *n)
 {
     n->stopping = true;
+    for (DhcpSlot *sl = n->dhcp, *next; sl; sl = next) { /* the next sov-net starts its own */
+        next = sl->next;
+        dhcp_stop(sl->d);
+        free(sl);
+    }
+    n->dhcp = NULL;
     uv_timer_stop(&n->heartbeat);
     uv_timer_stop(&n->watch_retry);
     uv_timer_stop(&n->resync);

@@ -683,8 +683,19 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
         seterr(err, "network namespace name must be letters, digits, '-', '_' or '.'");
         return -EINVAL;
     }
+    /* dnsmasq runs in / and is given absolute paths: a relative state_dir is the agent's */
+    char abs[PATH_MAX], cwd[PATH_MAX];
+    if (state_dir && state_dir[0] != '/' && state_dir[0] != '\0') {
+        if (!getcwd(cwd, sizeof(cwd)) ||
+            snprintf(abs, sizeof(abs), "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, state_dir) >=
+                (int)sizeof(abs)) {
+            seterr(err, "cannot make the state directory absolute");
+            return -ENAMETOOLONG;
+        }
+        state_dir = abs;
+    }
     if (!safe_path(state_dir)) {
-        seterr(err, "state directory must be an absolute path without blanks or ,#\"'\\");
+        seterr(err, "state directory must be a path without blanks or ,#\"'\\");
         return -EINVAL;
     }
     Dhcp *d = *io;
@@ -707,12 +718,14 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
     if (r == 0)
         r = dhcp_render(dir.ptr, ifname, server_ip, subnet, ports, &o, &conf, &hosts, err);
     if (r == 0 && !d->dir) {
-        char top[PATH_MAX];
-        snprintf(top, sizeof(top), "%s/dhcp", state_dir);
-        if ((mkdir(top, 0755) < 0 && errno != EEXIST) ||
-            (mkdir(dir.ptr, 0755) < 0 && errno != EEXIST)) {
+        char *slash = strrchr(dir.ptr, '/'); /* state_dir/dhcp first */
+        *slash = '\0';
+        r = mkdir(dir.ptr, 0755) < 0 && errno != EEXIST ? -errno : 0;
+        *slash = '/';
+        if (r == 0 && mkdir(dir.ptr, 0755) < 0 && errno != EEXIST)
             r = -errno;
-            seterr(err, "cannot create %s: %s", dir.ptr, strerror(errno));
+        if (r < 0) {
+            seterr(err, "cannot create %s: %s", dir.ptr, strerror(-r));
         } else if (!d->user || strcmp(d->user, "root") != 0) {
             r = check_reachable(dir.ptr, err);
         }
@@ -731,7 +744,7 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
         d->dir = sov_buf_steal(&dir);
     sov_buf_release(&dir);
     bool conf_changed = str_differs(d->conf, conf.ptr) || str_differs(d->netns, netns);
-    bool hosts_changed = str_differs(d->hosts, hosts.ptr);
+    bool hosts_changed = !d->hosts || strcmp(d->hosts, hosts.ptr ? hosts.ptr : "") != 0;
     /* hosts first: a dnsmasq that starts on the new config reads the new hosts too */
     if (hosts_changed && (r = write_file(d, "hosts", hosts.ptr ? hosts.ptr : "", err)) == 0) {
         free(d->hosts);
@@ -776,6 +789,8 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
             spawn(d);
         }
     } else if (hosts_changed && d->proc && !d->restart_pending) {
+        /* a SIGHUP that lands before dnsmasq handles it (right after the spawn) ends it: the
+         * restart then reads the new hosts file all the same */
         uv_process_kill(d->proc, SIGHUP);
     }
     *io = d;

@@ -16,6 +16,9 @@
  *                         address, floating IPs) with pg<router> on the external subnet's bridge
  *   table ip sov_nat      in the router namespace: SNAT (masquerade) of its subnets through the
  *                         gateway, 1:1 NAT of floating IPs
+ *   <prefix>d-<subnet>    a namespace per subnet with DHCP (where [net] l3 is on): dh<port> holds
+ *                         the subnet's network:dhcp port address, pd<port> is on the bridge;
+ *                         dhcp.c runs dnsmasq there with a static lease per port
  *   vx<subnet>            with [net] tunnel_ip: a VXLAN device on the subnet's bridge (VNI derived
  *                         from the subnet id), flooding to the tunnel addresses of the other
  *                         sov-net hosts; instance ports are realised on the host their binding
@@ -53,6 +56,13 @@ typedef struct NetConfig {
     SovHttpLimitsConf http;
 } NetConfig;
 
+typedef struct Dhcp Dhcp;
+typedef struct DhcpSlot {
+    char subnet[65];
+    Dhcp *d;
+    struct DhcpSlot *next;
+} DhcpSlot;
+
 typedef struct Net {
     NetConfig cfg;
     uv_loop_t *loop;
@@ -67,6 +77,7 @@ typedef struct Net {
     json_t *snapshot; /* the latest watch answer's resources (owned) */
     bool applying, dirty;
     json_t *reported; /* "kind/id" -> status last reported */
+    DhcpSlot *dhcp;   /* the dnsmasq of each subnet this host serves */
     unsigned puts;    /* reports in flight */
     SovHttpServer *http;
     SovRouter *router;
@@ -79,8 +90,10 @@ void agent_start(Net *n);
 void agent_stop(Net *n);
 
 /* realize.c: makes the kernel match snapshot (resources by kind) on the calling thread;
- * statuses gets "kind/id" -> status for what it realised. 0, or <0 with err (a partial
+ * statuses gets "kind/id" -> status for what it realised, dhcp gets subnet id -> {netns, ifname,
+ * server_ip, subnet, ports} for each DHCP server this host runs. 0, or <0 with err (a partial
  * application is retried by the next pass). */
-int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, SovBuf *err);
+int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t *dhcp,
+                SovBuf *err);
 
 #endif

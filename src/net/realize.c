@@ -214,7 +214,8 @@ static bool owned_link(const char *name)
     if (l != pre + 12)
         return false;
     if (pre == 2 && strncmp(name, "sb", 2) && strncmp(name, "vp", 2) && strncmp(name, "vi", 2) &&
-        strncmp(name, "pr", 2) && strncmp(name, "pg", 2) && strncmp(name, "vx", 2))
+        strncmp(name, "pr", 2) && strncmp(name, "pg", 2) && strncmp(name, "vx", 2) &&
+        strncmp(name, "pd", 2))
         return false;
     return strspn(name + pre, "0123456789abcdef") == 12;
 }
@@ -418,8 +419,24 @@ static void plan(Ctx *x, Want *w)
             snprintf(leg, sizeof(leg), "%s/%d", addr, len);
             json_object_set_new(json_object_get(rw, "legs"), peer, json_pack("[s]", leg));
             json_array_append_new(json_object_get(rw, "snat"), json_string(jstr(sn, "cidr")));
+        } else if (strcmp(owner, "network:dhcp") == 0) {
+            /* the subnet's DHCP server: a namespace with a leg holding the port's address */
+            char dev[80], ns[96];
+            snprintf(dev, sizeof(dev), "dhcp-%s", jstr(sn, "id"));
+            if (!x->cfg->l3 || strcmp(jstr(v, "device_id"), dev) != 0 ||
+                !json_is_true(json_object_get(sn, "enable_dhcp")))
+                continue;
+            snprintf(ns, sizeof(ns), "%.16sd-%s", x->cfg->prefix, s12);
+            snprintf(name, sizeof(name), "pd%s", h);
+            snprintf(peer, sizeof(peer), "dh%s", h);
+            want_link(w, name, "veth", br, peer, ns);
+            snprintf(leg, sizeof(leg), "%s/%d", addr, len);
+            json_t *d = json_pack("{s:s,s:s,s:{s:[s]},s:[],s:[],s:[],s:s,s:s,s:O}", "ns", ns,
+                                  "kind", "dhcp", "legs", peer, leg, "routes", "snat", "fips",
+                                  "ifname", peer, "server_ip", addr, "subnet", sn);
+            json_object_set_new(w->routers, dev, d);
         } else if (strncmp(owner, "network:", 8) == 0) {
-            continue; /* gateways and floating IPs are the router's; DHCP comes later */
+            continue; /* gateways and floating IPs are the router's */
         } else if (strncmp(owner, "compute:", 8) == 0) {
             snprintf(name, sizeof(name), "tap%s", h);
             want_link(w, name, "tap", br, NULL, NULL);
@@ -679,7 +696,7 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
     sov_buf_release(&b);
     json_decref(addrs);
     json_decref(links);
-    if (r < 0)
+    if (r < 0 || strcmp(jstr(rw, "kind"), "dhcp") == 0)
         return r;
     char *fwd[] = {"sysctl", "-qw", "net.ipv4.ip_forward=1", NULL};
     if ((r = in_ns(x, ns, fwd, NULL)) < 0)
@@ -725,7 +742,7 @@ static void status(json_t *st, const char *kind, const char *id, const char *s)
     json_object_set_new(st, key, json_string(s));
 }
 
-int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, SovBuf *err)
+int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t *dhcp, SovBuf *err)
 {
     Ctx x = {.cfg = cfg, .res = snapshot, .err = err};
     Want w = {.links = json_object(), .routers = json_object()};
@@ -750,19 +767,39 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, SovBuf
     {
         if ((r = apply_router(&x, rid, rw)) < 0)
             goto out;
-        status(statuses, "router", rid, "ACTIVE");
+        if (strcmp(jstr(rw, "kind"), "dhcp") != 0) {
+            status(statuses, "router", rid, "ACTIVE");
+            continue;
+        }
+        /* what the loop's DHCP supervisor needs: where to serve and whom */
+        json_t *sn = json_object_get(rw, "subnet"), *ports = json_array(), *p;
+        size_t k;
+        json_array_foreach(json_object_get(snapshot, "port"), k, p)
+        {
+            const char *a = NULL;
+            json_t *ps = port_subnet(&x, p, &a);
+            if (ps == sn && strncmp(jstr(p, "device_owner"), "network:", 8) != 0)
+                json_array_append(ports, p);
+        }
+        json_object_set_new(dhcp, jstr(sn, "id"),
+                            json_pack("{s:s,s:s,s:s,s:O,s:o}", "netns", jstr(rw, "ns"), "ifname",
+                                      jstr(rw, "ifname"), "server_ip", jstr(rw, "server_ip"),
+                                      "subnet", sn, "ports", ports));
     }
     /* namespaces of routers that are gone */
-    char pre[80];
+    char pre[80], dpre[80];
     snprintf(pre, sizeof(pre), "%.16sr-", cfg->prefix);
+    snprintf(dpre, sizeof(dpre), "%.16sd-", cfg->prefix);
     json_object_foreach(x.netns, name, v)
     {
         bool wanted = false;
         const char *id;
         json_object_foreach(w.routers, id, rw) wanted = wanted || strcmp(jstr(rw, "ns"), name) == 0;
-        if (!wanted && strncmp(name, pre, strlen(pre)) == 0 && strlen(name) == strlen(pre) + 12 &&
-            strspn(name + strlen(pre), "0123456789abcdef") == 12 &&
-            (r = ip(&x, NULL, NULL, NULL, "netns", "del", name, NULL)) < 0)
+        bool ours =
+            (strncmp(name, pre, strlen(pre)) == 0 || strncmp(name, dpre, strlen(dpre)) == 0) &&
+            strlen(name) == strlen(pre) + 12 &&
+            strspn(name + strlen(pre), "0123456789abcdef") == 12;
+        if (!wanted && ours && (r = ip(&x, NULL, NULL, NULL, "netns", "del", name, NULL)) < 0)
             goto out;
     }
     /* statuses: a port is ACTIVE once its device is on its bridge */
@@ -779,10 +816,12 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, SovBuf
             continue;
         snprintf(dev, sizeof(dev), "%s%s",
                  strcmp(owner, "network:router_interface") == 0 ? "pr"
+                 : strcmp(owner, "network:dhcp") == 0           ? "pd"
                  : strncmp(owner, "compute:", 8) == 0           ? "tap"
                                                                 : "vp",
                  h);
-        if (strncmp(owner, "network:", 8) == 0 && strcmp(owner, "network:router_interface") != 0)
+        if (strncmp(owner, "network:", 8) == 0 && strcmp(owner, "network:router_interface") != 0 &&
+            strcmp(owner, "network:dhcp") != 0)
             continue;
         json_t *spec = json_object_get(w.links, dev), *have = json_object_get(x.host_links, dev);
         const char *bound = jstr(v, "binding:host_id");

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """A server on a VPC network: sov-net makes the tap of its Neutron port on the subnet's bridge
 (in a host namespace the test creates), sov-compute opens that tap for QEMU and the guest's second
-NIC carries the port's MAC; the guest reaches an instance namespace plugged into the same subnet
+NIC carries the port's MAC and gets the port's address from sov-net's DHCP server; the guest
+reaches an instance namespace plugged into the same subnet
 and the VPC's router, and deleting the server removes its tap. The guest also keeps its
 user-mode NIC with the forwarded SSH port the test logs in through."""
 import json
@@ -47,7 +48,9 @@ def test_server_nic_on_a_vpc_subnet(api, start_net, start_compute, netns, tiny_i
     # the guest's second NIC is the port: its MAC, on the subnet's bridge
     macs = wait_for(lambda: ssh("cat /sys/class/net/eth1/address"), "SSH", timeout=150)
     assert macs.strip() == port["mac_address"]
-    ssh(f"ip addr add {vm_ip}/24 dev eth1; ip link set eth1 up")
+    # sov-net's DHCP server gave eth1 the port's address
+    assert wait_for(lambda: (o := ssh("ip -4 -o addr show dev eth1")) and vm_ip in o and o,
+                    "the port's address on eth1 by DHCP", timeout=90)
     assert wait_for(lambda: ping(inst, vm_ip), "the instance namespace -> the VM")
     out = ssh(f"ping -c 1 -W 2 {peer_ip} >/dev/null && echo ok; "
               "ping -c 1 -W 2 10.0.1.1 >/dev/null && echo gw")

@@ -164,6 +164,9 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
         wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", "port ACTIVE")
     rns = f"{prefix}r-{hex12(router['id'])}"
     assert rns in sh("ip", "netns", "list").stdout
+    # the subnets with DHCP have their DHCP namespace and dnsmasq
+    for sub in (web_sub, app_sub):
+        assert f"{prefix}d-{hex12(sub['id'])}" in sh("ip", "netns", "list").stdout
 
     web, app, inet = netns("web"), netns("app"), netns("inet")
     web_ip = plug(host, web, p_web, 24, "10.0.1.1")
@@ -220,8 +223,10 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     def clean():
         links = sh("ip", "-n", host, "-o", "link", "show").stdout
         ours = [l for l in links.splitlines()
-                if any(f": {p}" in l for p in ("sb", "vp", "pr", "pg", "tap"))]
-        return not ours and rns not in sh("ip", "netns", "list").stdout
+                if any(f": {p}" in l for p in ("sb", "vp", "pr", "pg", "pd", "tap"))]
+        left = [n for n in sh("ip", "netns", "list").stdout.split()
+                if n.startswith((f"{prefix}r-", f"{prefix}d-"))]
+        return not ours and not left
     wait_for(clean, "sov-net's devices and namespaces to go")
 
 
