@@ -309,8 +309,12 @@ static void on_done(SovHttpClientReq *r, int err, void *ud)
         } else {
             n->backoff_ms = 0;
             n->rev = (uint64_t)json_integer_value(json_object_get(doc, "rev"));
-            json_t *res = json_object_get(doc, "resources");
-            if (json_is_object(res)) {
+            json_t *res = json_object_get(doc, "resources"), *h;
+            size_t i;
+            /* heartbeats change only the hosts' last_seen_ms: no new pass for those */
+            json_array_foreach(json_object_get(res, "host"), i, h)
+                json_object_del(h, "last_seen_ms");
+            if (json_is_object(res) && !(n->snapshot && json_equal(n->snapshot, res))) {
                 json_decref(n->snapshot);
                 n->snapshot = json_incref(res);
                 note_doc_statuses(n, res);
