@@ -169,9 +169,9 @@ static void dhcp_converge(Net *n, json_t *want)
         for (sl = n->dhcp; sl && strcmp(sl->subnet, sid) != 0; sl = sl->next)
             ;
         if (!sl) {
-            /* dnsmasq stays root: it re-reads its hosts file under a state dir that need not
-             * be searchable by others (it binds only inside the subnet's namespace) */
-            DhcpOpts o = {.user = "root", .ip = n->cfg.ip};
+            /* dnsmasq drops to nobody, which must reach its hosts file: its files live in
+             * /run/sov-net/<prefix> (0711 all the way), not under state_dir */
+            DhcpOpts o = {.ip = n->cfg.ip};
             if (!(sl = calloc(1, sizeof(*sl))) || !(sl->d = dhcp_new(&o))) {
                 free(sl);
                 continue;
@@ -181,7 +181,7 @@ static void dhcp_converge(Net *n, json_t *want)
             n->dhcp = sl;
         }
         SovBuf err = SOV_BUF_INIT;
-        if (dhcp_apply(n->loop, n->cfg.state_dir, json_string_value(json_object_get(d, "netns")),
+        if (dhcp_apply(n->loop, n->dhcp_dir, json_string_value(json_object_get(d, "netns")),
                        json_string_value(json_object_get(d, "ifname")),
                        json_string_value(json_object_get(d, "server_ip")),
                        json_object_get(d, "subnet"), json_object_get(d, "ports"), &sl->d, &err) < 0)

@@ -125,6 +125,13 @@ int main(int argc, char **argv)
         log_error_errno(-errno, "cannot create %s", n.cfg.state_dir);
         return 1;
     }
+    /* dnsmasq (as nobody) re-reads its hosts file: a path it can traverse */
+    snprintf(n.dhcp_dir, sizeof(n.dhcp_dir), "/run/sov-net/%.16s", n.cfg.prefix);
+    if ((mkdir("/run/sov-net", 0711) < 0 && errno != EEXIST) ||
+        (mkdir(n.dhcp_dir, 0711) < 0 && errno != EEXIST) || chmod(n.dhcp_dir, 0711) < 0) {
+        log_error_errno(-errno, "cannot create %s", n.dhcp_dir);
+        return 1;
+    }
     n.loop = uv_default_loop();
     n.reported = json_object();
     n.m_applies = sov_metrics_counter("sov_net_realisations_total", "datapath passes", "");

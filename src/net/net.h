@@ -76,9 +76,10 @@ typedef struct Net {
     uv_timer_t heartbeat, watch_retry, resync;
     json_t *snapshot; /* the latest watch answer's resources (owned) */
     bool applying, dirty;
-    json_t *reported; /* "kind/id" -> status last reported */
-    DhcpSlot *dhcp;   /* the dnsmasq of each subnet this host serves */
-    unsigned puts;    /* reports in flight */
+    json_t *reported;   /* "kind/id" -> status last reported */
+    DhcpSlot *dhcp;     /* the dnsmasq of each subnet this host serves */
+    char dhcp_dir[128]; /* their files: /run/sov-net/<prefix> */
+    unsigned puts;      /* reports in flight */
     SovHttpServer *http;
     SovRouter *router;
     SovHttpLimits limits;

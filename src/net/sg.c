@@ -35,7 +35,16 @@
  * Ports with port_security_enabled false, device_owner "network:*" or without "_dev" get no
  * mark and pass untouched. Names in the script are numbers (port N, group N, set layers); ids
  * appear only in comments, after validation as [0-9a-f-]{1,64}; device names are validated as
- * [A-Za-z0-9_-]{1,15}. Not supported: allowed_address_pairs. */
+ * [A-Za-z0-9_-]{1,15}.
+ *
+ * Limits and caveats. The packet mark of bridged traffic belongs to sov-net in its namespace
+ * (another user of marks there would confuse the maps). "Any protocol" elements match through
+ * `th dport`, so an IP packet too short for 4 transport bytes matches no such element. Traffic
+ * to and from the host itself (dnsmasq on the bridge) is not forwarded and so only sees the
+ * sender's egress check. Tightened rules do not end flows already established (conntrack
+ * entries stay). The overlap scan is near-linear for realistic rule sets; many wide prefixes
+ * above many narrower ones with distinct ports make it quadratic within the caps of sg.h.
+ * Not supported: allowed_address_pairs. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -56,7 +65,8 @@ typedef struct SgIp {
 /* One port of the input. ips and groups index into SgCtx's vectors. */
 typedef struct SgPort {
     const char *id;
-    const char *dev; /* NULL unless on this host */
+    const char *dev;    /* NULL unless on this host */
+    const char *bridge; /* the bridge dev is on, when the caller says (conntrack zone) */
     uint8_t mac[6];
     bool has_mac;
     bool filtered; /* on this host, port security on, not a network: port */
@@ -430,6 +440,8 @@ static int parse_ports(SgCtx *c, json_t *ports)
         if (r >= 0)
             r = sov_json_get_string(p, "_dev", false, SG_MAX_IFNAME_LEN, &port->dev, c->err);
         if (r >= 0)
+            r = sov_json_get_string(p, "_bridge", false, SG_MAX_IFNAME_LEN, &port->bridge, c->err);
+        if (r >= 0)
             r = sov_json_get_bool(p, "port_security_enabled", false, &secured, c->err);
         if (r < 0)
             return located(c->err, r, "port", i);
@@ -440,6 +452,10 @@ static int parse_ports(SgCtx *c, json_t *ports)
         port->has_mac = mac != NULL;
         if (port->dev && !ifname_valid(port->dev))
             return fail(c->err, -EINVAL, "port", i, "invalid _dev");
+        if (port->bridge && !ifname_valid(port->bridge))
+            return fail(c->err, -EINVAL, "port", i, "invalid _bridge");
+        if (!port->dev)
+            port->bridge = NULL;
         r = parse_port_ips(c, p, port, i);
         if (r >= 0)
             r = parse_port_groups(c, p, port, i);
@@ -494,7 +510,8 @@ static int collect_members(SgCtx *c)
             }
         }
     }
-    qsort(c->members, c->n_members, sizeof(SgMember), member_cmp);
+    if (c->n_members)
+        qsort(c->members, c->n_members, sizeof(SgMember), member_cmp);
     for (size_t i = 0; i < c->n_members;) {
         size_t j = i;
         while (j < c->n_members && c->members[j].group == c->members[i].group)
@@ -749,12 +766,19 @@ static bool box_overlaps(const SgBox *a, const SgBox *b)
  * layer to the later one, which takes the lowest layer left. */
 static int assign_layers(SgCtx *c)
 {
-    qsort(c->boxes, c->n_boxes, sizeof(SgBox), box_cmp);
+    if (c->n_boxes)
+        qsort(c->boxes, c->n_boxes, sizeof(SgBox), box_cmp);
     _cleanup_free_ uint64_t *forbid = calloc(c->n_boxes ? c->n_boxes : 1, sizeof(uint64_t));
-    if (!forbid)
+    _cleanup_free_ size_t *run_end = calloc(c->n_boxes ? c->n_boxes : 1, sizeof(size_t));
+    if (!forbid || !run_end)
         return -ENOMEM;
-    for (size_t i = 0; i < c->n_boxes; i++)
+    /* run_end[i]: one past the last box with box i's bucket and address range. */
+    for (size_t i = c->n_boxes; i-- > 0;) {
+        const SgBox *a = &c->boxes[i], *b = i + 1 < c->n_boxes ? &c->boxes[i + 1] : NULL;
+        bool same = b && same_bucket(a, b) && a->lo == b->lo && a->hi == b->hi;
+        run_end[i] = same ? run_end[i + 1] : i + 1;
         c->boxes[i].layer = 0;
+    }
     for (size_t i = 0; i < c->n_boxes; i++) {
         SgBox *a = &c->boxes[i];
         if (a->layer < 0)
@@ -766,6 +790,15 @@ static int assign_layers(SgCtx *c)
             SgBox *b = &c->boxes[j];
             if (!same_bucket(a, b) || b->lo > a->hi)
                 break;
+            /* Same addresses, sorted by protocol then port: once past a's protocol (or a's
+             * ports of its one protocol), nothing else with these addresses overlaps a. */
+            if (b->lo == a->lo && b->hi == a->hi &&
+                (b->proto_lo > a->proto_hi ||
+                 (a->proto_lo == a->proto_hi && b->proto_lo == a->proto_lo &&
+                  b->port_lo > a->port_hi))) {
+                j = run_end[j] - 1;
+                continue;
+            }
             if (b->layer < 0 || !box_overlaps(a, b))
                 continue;
             if (box_contains(a, b)) {
@@ -928,6 +961,40 @@ static void emit_bridge(SgCtx *c)
     emit(c, "}\n");
 }
 
+/* One conntrack zone per bridge (numbered in name order), set before conntrack sees the
+ * packet: bridged and host-bound packets carry the bridge as iifname, host-sent ones as
+ * oifname. Without it two subnets with the same addresses on one host would share conntrack
+ * entries, and a packet on one bridge could pass as the reply of a flow on the other. */
+static int emit_zones(SgCtx *c)
+{
+    _cleanup_free_ const char **br = calloc(c->n_ports ? c->n_ports : 1, sizeof(char *));
+    size_t n = 0;
+    if (!br)
+        return -ENOMEM;
+    for (size_t i = 0; i < c->n_ports; i++)
+        if (c->ports[i].bridge)
+            br[n++] = c->ports[i].bridge;
+    if (n == 0)
+        return 0;
+    qsort(br, n, sizeof(char *), str_cmp);
+    static const char *const hooks[][2] = {{"prerouting", "iifname"}, {"output", "oifname"}};
+    for (size_t h = 0; h < ELEMENTSOF(hooks); h++) {
+        emit(c,
+             "  chain c_zone_%s {\n    type filter hook %s priority -300; policy accept;\n"
+             "    ct zone set %s map {",
+             hooks[h][0], hooks[h][0], hooks[h][1]);
+        unsigned zone = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (i > 0 && strcmp(br[i - 1], br[i]) == 0)
+                continue;
+            emit(c, "%s \"%s\" : %u", zone ? "," : "", br[i], zone + 1);
+            zone++;
+        }
+        emit(c, " }\n  }\n");
+    }
+    return 0;
+}
+
 static void emit_inet(SgCtx *c)
 {
     emit(c, "table inet sov_sg {\n  map m_egress {\n    type mark : verdict;\n");
@@ -947,6 +1014,9 @@ static void emit_inet(SgCtx *c)
             any = true;
         }
     emit(c, "%s  }\n", any ? " }\n" : "");
+    int zr = emit_zones(c);
+    if (zr < 0 && c->r >= 0)
+        c->r = zr;
     emit(c, "  chain c_pre {\n    type filter hook prerouting priority 0; policy accept;\n"
             "    meta mark & 0x0000ffff == 0 accept\n"
             "    ct state established,related accept\n    ct state invalid drop\n"

@@ -1,0 +1,421 @@
+# SPDX-License-Identifier: Apache-2.0
+"""sov-net's DHCP (src/net/dhcp.c) with a real dnsmasq and a real DHCP client: a namespace
+"host" holds a bridge that dnsmasq serves, and client namespaces hang off it by veth pairs.
+A small C driver (built here from dhcp.c and core) runs dhcp_apply() on a libuv loop and takes
+JSON commands on stdin; busybox udhcpc in the clients must get exactly the static address,
+router, DNS servers and routes of its port; a MAC without a port gets nothing; a new port is
+served after the SIGHUP path; a killed dnsmasq comes back; stop removes process and files.
+Needs root, ip, dnsmasq and busybox; everything it creates is removed at the end."""
+import json
+import os
+import pathlib
+import secrets
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import ROOT, clean_env
+
+BUILD = pathlib.Path(os.environ.get("SOV_BUILD_DIR") or ROOT / "build")
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "dnsmasq", "busybox", "cc")),
+    reason="needs root, ip, dnsmasq, busybox and cc")
+
+SUBNET_ID = "3c1f5a52-8a8e-4b8e-9d0b-6f6f0b7d1a10"
+MAC1, MAC2, MAC3 = "fa:16:3e:5a:00:01", "fa:16:3e:5a:00:02", "fa:16:3e:5a:00:03"
+SUBNET2_ID = "77e0a9c4-29a2-4c1e-8d43-0b1d3c5e7f20"
+
+DRIVER_C = r"""
+/* Test driver: one JSON command per stdin line, one JSON answer per stdout line. */
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+#include <jansson.h>
+#include "dhcp.h"
+
+static uv_loop_t *loop;
+static Dhcp *dh[4]; /* by "slot" */
+static Dhcp *d;
+static char line[1 << 16];
+static size_t used;
+
+static void answer(int rc, const char *err)
+{ /* about the Dhcp of the command's slot */
+    json_t *a = json_pack("{s:i, s:s, s:i, s:b}", "rc", rc, "err", err ? err : "",
+                          "pid", dhcp_pid(d), "running", dhcp_running(d));
+    char *s = json_dumps(a, JSON_COMPACT);
+    printf("%s\n", s);
+    fflush(stdout);
+    free(s);
+    json_decref(a);
+}
+
+static void command(const char *text)
+{
+    json_t *c = json_loads(text, 0, NULL);
+    const char *op = json_string_value(json_object_get(c, "op"));
+    size_t slot = (size_t)json_integer_value(json_object_get(c, "slot")) % 4;
+    d = dh[slot];
+    if (!op) {
+        answer(-22, "bad command");
+    } else if (strcmp(op, "apply") == 0) {
+        SovBuf err = SOV_BUF_INIT;
+        int r = dhcp_apply(loop, json_string_value(json_object_get(c, "state_dir")),
+                           json_string_value(json_object_get(c, "netns")),
+                           json_string_value(json_object_get(c, "ifname")),
+                           json_string_value(json_object_get(c, "server_ip")),
+                           json_object_get(c, "subnet"), json_object_get(c, "ports"), &dh[slot], &err);
+        d = dh[slot];
+        answer(r, err.ptr);
+        sov_buf_release(&err);
+    } else if (strcmp(op, "stop") == 0) {
+        dhcp_stop(d);
+        d = dh[slot] = NULL;
+        answer(0, NULL);
+    } else if (strcmp(op, "status") == 0) {
+        answer(0, NULL);
+    } else {
+        answer(-22, "unknown op");
+    }
+    json_decref(c);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t n, uv_buf_t *b)
+{
+    b->base = line + used;
+    b->len = sizeof(line) - used - 1;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    if (n < 0) { /* EOF: stop and let the loop run out */
+        for (size_t i = 0; i < 4; i++) {
+            dhcp_stop(dh[i]);
+            dh[i] = NULL;
+        }
+        uv_close((uv_handle_t *)s, NULL);
+        return;
+    }
+    used += (size_t)n;
+    line[used] = '\0';
+    char *nl;
+    while ((nl = strchr(line, '\n'))) {
+        *nl = '\0';
+        command(line);
+        used -= (size_t)(nl + 1 - line);
+        memmove(line, nl + 1, used + 1);
+    }
+}
+
+int main(void)
+{
+    static uv_pipe_t in;
+    loop = uv_default_loop();
+    uv_pipe_init(loop, &in, 0);
+    uv_pipe_open(&in, 0);
+    uv_read_start((uv_stream_t *)&in, alloc_cb, read_cb);
+    uv_run(loop, UV_RUN_DEFAULT);
+    return uv_loop_close(loop) == 0 ? 0 : 3;
+}
+"""
+
+UDHCPC_SCRIPT = """#!/bin/sh
+[ "$1" = bound ] || exit 0
+printf 'ip=%s\\nsubnet=%s\\nrouter=%s\\ndns=%s\\nstaticroutes=%s\\nlease=%s\\n' \\
+    "$ip" "$subnet" "$router" "$dns" "$staticroutes" "$lease" > "$UDHCPC_OUT"
+"""
+
+
+def sh(*args, check=True, timeout=30):
+    return subprocess.run(list(args), check=check, timeout=timeout, capture_output=True,
+                          text=True, env=clean_env())
+
+
+def wait_for(pred, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def driver_bin(tmp_path_factory):
+    core = BUILD / "src/core/libsovcore.a"
+    llhttp = BUILD / "src/core/libllhttp.a"
+    if not core.exists():
+        pytest.fail(f"{core} missing: run make first")
+    d = tmp_path_factory.mktemp("dhcpdrv")
+    (d / "driver.c").write_text(DRIVER_C)
+    libs = sh("pkg-config", "--cflags", "--libs", "libuv", "jansson", "inih", "expat",
+              "libcrypto", "libssl").stdout.split()
+    out = d / "driver"
+    sh("cc", "-std=gnu17", "-D_GNU_SOURCE", "-Wall", "-Werror", "-Wno-unused-parameter",
+       "-include", str(ROOT / "src/core/include/sov/banned.h"),
+       "-I", str(ROOT / "src/core/include"), "-I", str(ROOT / "src/net"),
+       "-o", str(out), str(d / "driver.c"), str(ROOT / "src/net/dhcp.c"), str(core),
+       str(llhttp), *libs, "-lpthread", "-lm", timeout=120)
+    return out
+
+
+class Driver:
+    def __init__(self, exe):
+        self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=clean_env())
+
+    def cmd(self, **c):
+        self.proc.stdin.write(json.dumps(c) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        assert ready, "driver did not answer within 30 s"
+        line = self.proc.stdout.readline()
+        assert line, f"driver died: {self.proc.stderr.read()}"
+        return json.loads(line)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def netenv():
+    """Namespaces host, c1, c2, c3: in host br0 (10.77.0.2/24) with c1 (MAC1) and c2 (MAC2) on
+    it, and br1 (10.78.0.2/24) with c3 (MAC3); each client's end is eth0."""
+    sfx = secrets.token_hex(3)
+    env = {"host": f"sovdh-h-{sfx}", "c1": f"sovdh-a-{sfx}", "c2": f"sovdh-b-{sfx}",
+           "c3": f"sovdh-c-{sfx}"}
+    made = []
+    try:
+        for ns in env.values():
+            sh("ip", "netns", "add", ns)
+            made.append(ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        h = env["host"]
+        for br, addr in (("br0", "10.77.0.2/24"), ("br1", "10.78.0.2/24")):
+            sh("ip", "-n", h, "link", "add", br, "type", "bridge")
+            sh("ip", "-n", h, "addr", "add", addr, "dev", br)
+        for i, (c, mac, br) in enumerate(((env["c1"], MAC1, "br0"), (env["c2"], MAC2, "br0"),
+                                          (env["c3"], MAC3, "br1")), 1):
+            sh("ip", "-n", h, "link", "add", f"vh{i}", "type", "veth", "peer", "name", "eth0",
+               "netns", c)
+            sh("ip", "-n", h, "link", "set", f"vh{i}", "master", br, "up")
+            sh("ip", "-n", c, "link", "set", "eth0", "address", mac, "up")
+        sh("ip", "-n", h, "link", "set", "br0", "up")
+        sh("ip", "-n", h, "link", "set", "br1", "up")
+        yield env
+    finally:
+        for ns in made:  # nothing may outlive the test, not even a dnsmasq a crash left
+            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), 9)
+                except OSError:
+                    pass
+            sh("ip", "netns", "del", ns, check=False)
+
+
+@pytest.fixture
+def dirs():
+    """A state directory dnsmasq can search after dropping to nobody, and a scratch one."""
+    state = pathlib.Path(tempfile.mkdtemp(prefix="sovdhcp-", dir="/tmp"))
+    state.chmod(0o755)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="sovdhcpc-", dir="/tmp"))
+    yield state, tmp
+    shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def udhcpc(ns, tmp, name, tries=5, pause=1):
+    """One DHCP exchange from namespace ns; returns the options bound, or None."""
+    script = tmp / "udhcpc.sh"
+    script.write_text(UDHCPC_SCRIPT)
+    script.chmod(0o755)
+    out = tmp / f"{name}.out"
+    env = clean_env() | {"UDHCPC_OUT": str(out)}
+    subprocess.run(["ip", "netns", "exec", ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q",
+                    "-t", str(tries), "-T", str(pause), "-O", "staticroutes", "-s", str(script)],
+                   env=env, capture_output=True, timeout=60)
+    if not out.exists():
+        return None
+    return dict(line.split("=", 1) for line in out.read_text().splitlines())
+
+
+def port(pid, mac, ip):
+    return {"id": pid, "mac_address": mac,
+            "fixed_ips": [{"subnet_id": SUBNET_ID, "ip_address": ip}]}
+
+
+def proc_comm(pid):
+    try:
+        return pathlib.Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def netns_of(pid):
+    return os.readlink(f"/proc/{pid}/ns/net")
+
+
+def test_dhcp_serves_static_leases(driver_bin, netenv, dirs):
+    state, tmp = dirs
+    subnet = {"id": SUBNET_ID, "cidr": "10.77.0.0/24", "gateway_ip": "10.77.0.1",
+              "ip_version": 4, "enable_dhcp": True, "dns_nameservers": ["9.9.9.9", "1.1.1.1"],
+              "host_routes": [{"destination": "192.168.50.0/24", "nexthop": "10.77.0.254"}]}
+    dhcp_port = {"id": "dhcp", "mac_address": "fa:16:3e:5a:00:ff",
+                 "fixed_ips": [{"subnet_id": SUBNET_ID, "ip_address": "10.77.0.2"}]}
+    ports = [dhcp_port, port("p1", MAC1, "10.77.0.11")]
+    args = {"op": "apply", "state_dir": str(state), "netns": netenv["host"], "ifname": "br0",
+            "server_ip": "10.77.0.2"}
+    files = state / "dhcp" / SUBNET_ID
+    drv = Driver(driver_bin)
+    try:
+        a = drv.cmd(**args, subnet=subnet, ports=ports)
+        assert a["rc"] == 0 and a["running"], a
+        pid1 = a["pid"]
+        # ip netns exec execs dnsmasq in place: the child becomes dnsmasq in the host namespace
+        wait_for(lambda: proc_comm(pid1) == "dnsmasq", what="dnsmasq to run")
+        assert netns_of(pid1) != netns_of(os.getpid())
+        assert {"conf", "hosts"} <= {p.name for p in files.iterdir()}
+        assert (files / "hosts").read_text() == \
+            "fa:16:3e:5a:00:ff,10.77.0.2\nfa:16:3e:5a:00:01,10.77.0.11\n"
+
+        got = udhcpc(netenv["c1"], tmp, "c1")
+        assert got is not None, (files / "log").read_text()
+        assert got["ip"] == "10.77.0.11"
+        assert got["subnet"] == "255.255.255.0"
+        assert got["router"] == "10.77.0.1"
+        assert got["dns"].split() == ["9.9.9.9", "1.1.1.1"]
+        assert got["lease"] == "86400"
+        routes = got["staticroutes"].split()
+        assert routes == ["192.168.50.0/24", "10.77.0.254", "0.0.0.0/0", "10.77.0.1"]
+        wait_for(lambda: MAC1 in (files / "leases").read_text(), what="the lease on disk")
+        assert {"conf", "hosts", "leases", "pid", "log"} <= {p.name for p in files.iterdir()}
+        assert int((files / "pid").read_text()) == pid1
+
+        # a MAC without a port gets no address (no dynamic range)
+        assert udhcpc(netenv["c2"], tmp, "c2-none", tries=2, pause=1) is None
+
+        # a second port: hosts rewritten and re-read (SIGHUP), same dnsmasq
+        a = drv.cmd(**args, subnet=subnet, ports=ports + [port("p2", MAC2, "10.77.0.12")])
+        assert a["rc"] == 0 and a["pid"] == pid1, a
+        assert "fa:16:3e:5a:00:02,10.77.0.12" in (files / "hosts").read_text()
+        got = udhcpc(netenv["c2"], tmp, "c2")
+        assert got is not None and got["ip"] == "10.77.0.12", (files / "log").read_text()
+        assert drv.cmd(op="status")["pid"] == pid1
+
+        # hostile input is refused and changes nothing
+        bad = dict(subnet, gateway_ip="10.77.0.1\ndhcp-script=/bin/sh")
+        a = drv.cmd(**args, subnet=bad, ports=ports)
+        assert a["rc"] < 0 and "gateway_ip" in a["err"], a
+        assert "dhcp-script" not in (files / "conf").read_text()
+        assert drv.cmd(op="status")["pid"] == pid1
+
+        # killed: supervised back
+        os.kill(pid1, 9)
+        st = wait_for(lambda: (lambda s: s if s["running"] and s["pid"] not in (0, pid1)
+                               else None)(drv.cmd(op="status")), what="a new dnsmasq")
+        pid2 = st["pid"]
+        wait_for(lambda: proc_comm(pid2) == "dnsmasq", what="dnsmasq to run again")
+        got = udhcpc(netenv["c1"], tmp, "c1-again")
+        assert got is not None and got["ip"] == "10.77.0.11", (files / "log").read_text()
+
+        # a new gateway restarts it with the new router
+        a = drv.cmd(**args, subnet=dict(subnet, gateway_ip="10.77.0.3", host_routes=[]),
+                    ports=ports)
+        assert a["rc"] == 0, a
+        st = wait_for(lambda: (lambda s: s if s["running"] and s["pid"] not in (0, pid2)
+                               else None)(drv.cmd(op="status")), what="a restarted dnsmasq")
+        pid3 = st["pid"]
+        wait_for(lambda: proc_comm(pid3) == "dnsmasq", what="dnsmasq after the restart")
+        got = udhcpc(netenv["c1"], tmp, "c1-gw")
+        assert got is not None and got["router"] == "10.77.0.3", (files / "log").read_text()
+
+        # stop: process and files gone
+        a = drv.cmd(op="stop")
+        assert a["rc"] == 0 and not a["running"]
+        wait_for(lambda: not files.exists(), what="the DHCP files to go")
+        wait_for(lambda: proc_comm(pid3) is None, what="dnsmasq to exit")
+        assert drv.close() == 0  # every libuv handle closed
+    finally:
+        drv.close()
+
+
+def alive(pid):
+    """A process that exists and is not a zombie (an orphan's reaper may be slow)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_two_subnets_one_namespace_and_agent_crash(driver_bin, netenv, dirs):
+    """Two dnsmasqs share the host namespace (one per bridge); an agent that dies leaves them
+    running, and the next agent replaces them instead of failing to bind."""
+    state, tmp = dirs
+    nets = [
+        dict(slot=0, ifname="br0", server_ip="10.77.0.2",
+             subnet={"id": SUBNET_ID, "cidr": "10.77.0.0/24", "gateway_ip": "10.77.0.1",
+                     "enable_dhcp": True, "dns_nameservers": ["9.9.9.9"]},
+             ports=[port("p1", MAC1, "10.77.0.11")]),
+        dict(slot=1, ifname="br1", server_ip="10.78.0.2",
+             subnet={"id": SUBNET2_ID, "cidr": "10.78.0.0/24", "gateway_ip": "10.78.0.1",
+                     "enable_dhcp": True, "dns_nameservers": ["8.8.8.8"]},
+             ports=[{"id": "p3", "mac_address": MAC3,
+                     "fixed_ips": [{"subnet_id": SUBNET2_ID, "ip_address": "10.78.0.13"}]}]),
+    ]
+    common = {"op": "apply", "state_dir": str(state), "netns": netenv["host"]}
+    drv = Driver(driver_bin)
+    try:
+        old = []
+        for n in nets:
+            a = drv.cmd(**common, **n)
+            assert a["rc"] == 0 and a["running"], a
+            old.append(a["pid"])
+        for pid in old:
+            wait_for(lambda: proc_comm(pid) == "dnsmasq", what="dnsmasq to run")
+        got = udhcpc(netenv["c1"], tmp, "c1")
+        assert got and got["ip"] == "10.77.0.11" and got["router"] == "10.77.0.1", got
+        got = udhcpc(netenv["c3"], tmp, "c3")
+        assert got and got["ip"] == "10.78.0.13" and got["router"] == "10.78.0.1", got
+        assert got["dns"] == "8.8.8.8"
+
+        drv.proc.kill()  # the agent dies; its dnsmasqs live on
+        drv.proc.wait(timeout=10)
+        assert all(alive(pid) for pid in old)
+
+        drv = Driver(driver_bin)
+        new = []
+        for n in nets:
+            a = drv.cmd(**common, **n)
+            assert a["rc"] == 0, a
+        for n, pid in zip(nets, old):
+            wait_for(lambda: not alive(pid), what="the stale dnsmasq to be killed")
+            st = wait_for(lambda: (lambda s: s if s["running"] and proc_comm(s["pid"]) ==
+                                   "dnsmasq" else None)(drv.cmd(op="status", slot=n["slot"])),
+                          what="the new dnsmasq")
+            new.append(st["pid"])
+        assert not set(new) & set(old)
+        got = udhcpc(netenv["c1"], tmp, "c1-new")
+        assert got and got["ip"] == "10.77.0.11", got
+        got = udhcpc(netenv["c3"], tmp, "c3-new")
+        assert got and got["ip"] == "10.78.0.13", got
+
+        assert drv.close() == 0  # stops both
+        assert not (state / "dhcp" / SUBNET_ID).exists()
+        assert not (state / "dhcp" / SUBNET2_ID).exists()
+        assert not any(alive(pid) for pid in new)
+    finally:
+        drv.close()

@@ -1,0 +1,507 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* sov-net's DHCP module (src/net/dhcp.c, included for its statics): the dnsmasq config and
+ * hosts file rendered from Neutron documents, hostile documents refused before they reach a
+ * file, and the supervision (start, SIGHUP on port changes, restart on subnet changes and on
+ * death, stop removing everything) run against a fake dnsmasq script, so no root is needed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../src/net/dhcp.c"
+
+#define SUBNET "5f0c6c7e-1f4e-4a55-9d8a-0d6c1b1e2a01"
+#define OTHER  "9a9a9a9a-1f4e-4a55-9d8a-0d6c1b1e2a02"
+
+static json_t *subnet_doc(void)
+{
+    return json_pack("{s:s, s:s, s:s, s:i, s:b, s:[s,s], s:[]}", "id", SUBNET, "cidr",
+                     "10.20.0.0/24", "gateway_ip", "10.20.0.1", "ip_version", 4, "enable_dhcp", 1,
+                     "dns_nameservers", "9.9.9.9", "1.1.1.1", "host_routes");
+}
+
+static json_t *port_doc(const char *id, const char *mac, const char *subnet, const char *ip)
+{
+    return json_pack("{s:s, s:s, s:[{s:s, s:s}]}", "id", id, "mac_address", mac, "fixed_ips",
+                     "subnet_id", subnet, "ip_address", ip);
+}
+
+static json_t *ports_doc(void)
+{
+    json_t *a = json_array();
+    json_array_append_new(a, port_doc("p1", "FA:16:3E:00:00:0B", SUBNET, "10.20.0.11"));
+    json_array_append_new(a, port_doc("p2", "fa:16:3e:00:00:0a", SUBNET, "10.20.0.10"));
+    json_array_append_new(a, port_doc("p3", "fa:16:3e:00:00:0c", OTHER, "10.99.0.5"));
+    json_array_append_new(a, json_pack("{s:s, s:s, s:[]}", "id", "p4", "mac_address",
+                                       "fa:16:3e:00:00:0d", "fixed_ips"));
+    return a;
+}
+
+static int render(json_t *subnet, json_t *ports, const DhcpOpts *o, SovBuf *conf, SovBuf *hosts,
+                  SovBuf *err)
+{
+    sov_buf_reset(conf);
+    sov_buf_reset(hosts);
+    sov_buf_reset(err);
+    return dhcp_render("/var/lib/sov-net/dhcp/" SUBNET, "ns-br0", "10.20.0.2", subnet, ports, o,
+                       conf, hosts, err);
+}
+
+static void test_render(void **state)
+{
+    json_t *s = subnet_doc(), *p = ports_doc();
+    SovBuf conf = SOV_BUF_INIT, hosts = SOV_BUF_INIT, err = SOV_BUF_INIT;
+    assert_int_equal(render(s, p, NULL, &conf, &hosts, &err), 0);
+    const char *want[] = {"\ninterface=ns-br0\n",
+                          "\nexcept-interface=lo\n",
+                          "\nbind-interfaces\n",
+                          "\nport=0\n",
+                          "\nno-resolv\n",
+                          "\nno-hosts\n",
+                          "\ndhcp-authoritative\n",
+                          "\ndhcp-ignore=tag:!known\n",
+                          "\ndhcp-range=10.20.0.0,static,255.255.255.0,86400s\n",
+                          "\ndhcp-hostsfile=/var/lib/sov-net/dhcp/" SUBNET "/hosts\n",
+                          "\ndhcp-leasefile=/var/lib/sov-net/dhcp/" SUBNET "/leases\n",
+                          "\npid-file=/var/lib/sov-net/dhcp/" SUBNET "/pid\n",
+                          "\nlog-facility=/var/lib/sov-net/dhcp/" SUBNET "/log\n",
+                          "\ndhcp-option=option:router,10.20.0.1\n",
+                          "\ndhcp-option=option:dns-server,9.9.9.9,1.1.1.1\n"};
+    for (size_t i = 0; i < ELEMENTSOF(want); i++)
+        if (!strstr(conf.ptr, want[i]))
+            fail_msg("missing %s in\n%s", want[i], conf.ptr);
+    assert_null(strstr(conf.ptr, "classless"));
+    assert_null(strstr(conf.ptr, "user="));
+    /* sorted by address, lower-case MACs, only this subnet's addresses */
+    assert_string_equal(hosts.ptr, "fa:16:3e:00:00:0a,10.20.0.10\nfa:16:3e:00:00:0b,10.20.0.11\n");
+
+    /* the same ports in another order render the same file */
+    SovBuf hosts2 = SOV_BUF_INIT, conf2 = SOV_BUF_INIT;
+    json_t *rev = json_array();
+    for (size_t i = json_array_size(p); i-- > 0;)
+        json_array_append(rev, json_array_get(p, i));
+    assert_int_equal(render(s, rev, NULL, &conf2, &hosts2, &err), 0);
+    assert_string_equal(hosts.ptr, hosts2.ptr);
+    assert_string_equal(conf.ptr, conf2.ptr);
+
+    /* options: lease time and user; no gateway, no DNS; no ports at all */
+    DhcpOpts o = {.lease_s = 600, .user = "dnsmasq"};
+    json_object_set_new(s, "gateway_ip", json_null());
+    json_object_set_new(s, "dns_nameservers", json_array());
+    assert_int_equal(render(s, NULL, &o, &conf, &hosts, &err), 0);
+    assert_non_null(strstr(conf.ptr, "\ndhcp-range=10.20.0.0,static,255.255.255.0,600s\n"));
+    assert_non_null(strstr(conf.ptr, "\nuser=dnsmasq\n"));
+    assert_null(strstr(conf.ptr, "router"));
+    assert_null(strstr(conf.ptr, "dns-server"));
+    assert_int_equal(hosts.len, 0);
+
+    json_decref(rev);
+    json_decref(s);
+    json_decref(p);
+    sov_buf_release(&conf);
+    sov_buf_release(&hosts);
+    sov_buf_release(&conf2);
+    sov_buf_release(&hosts2);
+    sov_buf_release(&err);
+}
+
+static void test_routes(void **state)
+{
+    json_t *s = subnet_doc();
+    SovBuf conf = SOV_BUF_INIT, hosts = SOV_BUF_INIT, err = SOV_BUF_INIT;
+    json_object_set_new(s, "host_routes",
+                        json_pack("[{s:s,s:s},{s:s,s:s}]", "destination", "192.168.0.0/16",
+                                  "nexthop", "10.20.0.254", "destination", "172.16.5.0/24",
+                                  "nexthop", "10.20.0.253"));
+    assert_int_equal(render(s, NULL, NULL, &conf, &hosts, &err), 0);
+    /* the default route through the gateway rides along: option 121 overrides option 3 */
+    assert_non_null(strstr(conf.ptr,
+                           "\ndhcp-option=option:classless-static-route,192.168.0.0/16,"
+                           "10.20.0.254,172.16.5.0/24,10.20.0.253,0.0.0.0/0,10.20.0.1\n"));
+    json_array_append_new(
+        json_object_get(s, "host_routes"),
+        json_pack("{s:s,s:s}", "destination", "0.0.0.0/0", "nexthop", "10.20.0.254"));
+    assert_int_equal(render(s, NULL, NULL, &conf, &hosts, &err), 0);
+    assert_non_null(strstr(conf.ptr, ",0.0.0.0/0,10.20.0.254\n"));
+    assert_null(strstr(conf.ptr, "0.0.0.0/0,10.20.0.1"));
+    json_decref(s);
+    sov_buf_release(&conf);
+    sov_buf_release(&hosts);
+    sov_buf_release(&err);
+}
+
+/* Each case changes one field of a good subnet (or adds one bad port); all are refused. */
+static void test_hostile(void **state)
+{
+    static const struct {
+        const char *key;
+        const char *json; /* the value, as JSON */
+    } bad[] = {
+        {"id", "\"../../etc\""},
+        {"id", "\"a/b\""},
+        {"id", "\"\""},
+        {"id", "\"x\\ndhcp-script=/bin/sh\""},
+        {"id", "7"},
+        {"ip_version", "6"},
+        {"ip_version", "\"4\""},
+        {"cidr", "\"10.20.0.0/31\""},
+        {"cidr", "\"10.20.0.0/33\""},
+        {"cidr", "\"10.20.0.0/24x\""},
+        {"cidr", "\"10.20.0.0\""},
+        {"cidr", "\"fd00::/64\""},
+        {"cidr", "\"10.20.0.0/24\\ndhcp-script=/x\""},
+        {"cidr", "null"},
+        {"gateway_ip", "\"10.20.0.1\\ndhcp-script=/bin/sh\""},
+        {"gateway_ip", "\"10.21.0.1\""},
+        {"gateway_ip", "\"10.20.0.255\""},
+        {"gateway_ip", "\"10.20.0.0\""},
+        {"gateway_ip", "\"010.20.0.1\""},
+        {"gateway_ip", "5"},
+        {"dns_nameservers", "[\"9.9.9.9,1.1.1.1\"]"},
+        {"dns_nameservers", "[\"9.9.9.9\\nuser=root\"]"},
+        {"dns_nameservers", "[1]"},
+        {"dns_nameservers", "\"9.9.9.9\""},
+        {"dns_nameservers", "[\"1.1.1.1\",\"1.1.1.1\",\"1.1.1.1\",\"1.1.1.1\",\"1.1.1.1\","
+                            "\"1.1.1.1\",\"1.1.1.1\",\"1.1.1.1\",\"1.1.1.1\"]"},
+        {"host_routes", "[{\"destination\":\"1.0.0.0/8\",\"nexthop\":\"192.0.2.1\"}]"},
+        {"host_routes", "[{\"destination\":\"1.0.0.0/8,2.0.0.0/8\",\"nexthop\":\"10.20.0.9\"}]"},
+        {"host_routes", "[{\"destination\":\"1.0.0.0/8\"}]"},
+        {"host_routes", "{}"},
+        {"ports", "{}"},
+        {"ports", "[7]"},
+        {"ports", "[{\"id\":\"q\",\"mac_address\":\"fa:16:3e:00:00:01\",\"fixed_ips\":{}}]"},
+    };
+    static const char *bad_ports[][2] = {
+        {"fa:16:3e:00:00:0", "10.20.0.30"},
+        {"fa:16:3e:00:00:0g", "10.20.0.30"},
+        {"fa-16-3e-00-00-01", "10.20.0.30"},
+        {"fa:16:3e:00:00:01\n", "10.20.0.30"},
+        {"01:00:5e:00:00:01", "10.20.0.30"}, /* multicast */
+        {"00:00:00:00:00:00", "10.20.0.30"},
+        {"fa:16:3e:00:00:0a", "10.20.0.30"}, /* MAC of p2 again */
+        {"fa:16:3e:00:00:31", "10.20.0.10"}, /* address of p2 again */
+        {"fa:16:3e:00:00:31", "10.20.1.10"},
+        {"fa:16:3e:00:00:31", "10.20.0.255"},
+        {"fa:16:3e:00:00:31", "10.20.0.30,10.20.0.31"},
+        {"fa:16:3e:00:00:31", "10.20.0.30\nuser=root"},
+    };
+    SovBuf conf = SOV_BUF_INIT, hosts = SOV_BUF_INIT, err = SOV_BUF_INIT;
+    for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+        json_t *s = subnet_doc(), *p = ports_doc();
+        json_t *v = json_loads(bad[i].json, JSON_DECODE_ANY, NULL);
+        assert_non_null(v);
+        if (strcmp(bad[i].key, "ports") == 0) {
+            json_decref(p);
+            p = v;
+        } else {
+            json_object_set_new(s, bad[i].key, v);
+        }
+        int r = render(s, p, NULL, &conf, &hosts, &err);
+        if (r != -EINVAL)
+            fail_msg("%s=%s: got %d", bad[i].key, bad[i].json, r);
+        assert_true(err.len > 0);
+        json_decref(s);
+        json_decref(p);
+    }
+    for (size_t i = 0; i < ELEMENTSOF(bad_ports); i++) {
+        json_t *s = subnet_doc(), *p = ports_doc();
+        json_array_append_new(p, port_doc("bad", bad_ports[i][0], SUBNET, bad_ports[i][1]));
+        int r = render(s, p, NULL, &conf, &hosts, &err);
+        if (r != -EINVAL)
+            fail_msg("port %s %s: got %d", bad_ports[i][0], bad_ports[i][1], r);
+        json_decref(s);
+        json_decref(p);
+    }
+    /* the arguments of the caller */
+    json_t *s = subnet_doc();
+    const char *ifs[] = {"", "eth0\nx", "a b", "0123456789abcdef", "-x", "..", "a/b", NULL};
+    for (size_t i = 0; i < ELEMENTSOF(ifs); i++)
+        assert_int_equal(dhcp_render("/d", ifs[i], "10.20.0.2", s, NULL, NULL, &conf, &hosts, &err),
+                         -EINVAL);
+    const char *ips[] = {"10.20.0.0", "10.20.0.255", "10.21.0.2", "10.20.0.2 ", "", NULL};
+    for (size_t i = 0; i < ELEMENTSOF(ips); i++)
+        assert_int_equal(dhcp_render("/d", "br0", ips[i], s, NULL, NULL, &conf, &hosts, &err),
+                         -EINVAL);
+    const char *dirs[] = {"d", "/a,b", "/a b", "/a#b", "/a\nb", "/a\"b", "", NULL};
+    for (size_t i = 0; i < ELEMENTSOF(dirs); i++)
+        assert_int_equal(
+            dhcp_render(dirs[i], "br0", "10.20.0.2", s, NULL, NULL, &conf, &hosts, &err), -EINVAL);
+    DhcpOpts o = {.user = "root\nuser"};
+    assert_int_equal(render(s, NULL, &o, &conf, &hosts, &err), -EINVAL);
+    o = (DhcpOpts){.lease_s = 5};
+    assert_int_equal(render(s, NULL, &o, &conf, &hosts, &err), -EINVAL);
+    assert_null(dhcp_new(&o));
+    /* too many ports */
+    json_t *many = json_array();
+    for (unsigned i = 0; i <= DHCP_PORTS_MAX; i++)
+        json_array_append_new(many, json_object());
+    assert_int_equal(render(s, many, NULL, &conf, &hosts, &err), -EINVAL);
+    json_decref(many);
+    json_decref(s);
+    sov_buf_release(&conf);
+    sov_buf_release(&hosts);
+    sov_buf_release(&err);
+}
+
+/* ---- supervision against a fake dnsmasq ---- */
+
+typedef struct Fix {
+    char dir[64];
+    char sub[200];
+    char script[128];
+    uv_loop_t loop;
+} Fix;
+
+/* Records its pid and every SIGHUP next to its config; exits on SIGTERM. */
+static const char fake_dnsmasq[] =
+    "#!/bin/sh\n"
+    "d=${2#--conf-file=}; d=${d%/conf}\n"
+    "[ \"$1\" = --keep-in-foreground ] || exit 3\n"
+    "trap 'echo hup >> \"$d/hups\"' HUP\n"
+    "trap 'kill $s 2>/dev/null; exit 0' TERM\n"
+    "echo $$ > \"$d/fakepid.tmp\" && mv \"$d/fakepid.tmp\" \"$d/fakepid\"\n"
+    "while :; do sleep 5 & s=$!; wait $s; kill $s 2>/dev/null; done\n";
+
+static int setup(void **state)
+{
+    Fix *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/netdhcp.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    chmod(f->dir, 0755);
+    snprintf(f->sub, sizeof(f->sub), "%s/dhcp/%s", f->dir, SUBNET);
+    snprintf(f->script, sizeof(f->script), "%s/fake-dnsmasq", f->dir);
+    FILE *s = fopen(f->script, "w");
+    assert_non_null(s);
+    fputs(fake_dnsmasq, s);
+    fclose(s);
+    chmod(f->script, 0755);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    Fix *f = *state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(uv_loop_close(&f->loop), 0); /* every handle was closed */
+    free(f);
+    return 0;
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef bool (*Pred)(Fix *f, const void *arg);
+
+/* Runs the loop until pred holds, for at most 10 s. */
+static bool run_until(Fix *f, Pred pred, const void *arg)
+{
+    long end = now_ms() + 10000;
+    while (now_ms() < end) {
+        if (pred(f, arg))
+            return true;
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        usleep(5000);
+    }
+    return pred(f, arg);
+}
+
+static long read_long(const Fix *f, const char *name)
+{
+    char p[300];
+    snprintf(p, sizeof(p), "%s/%s", f->sub, name);
+    FILE *fp = fopen(p, "r");
+    long v = 0;
+    if (fp) {
+        if (fscanf(fp, "%ld", &v) != 1)
+            v = 0;
+        fclose(fp);
+    }
+    return v;
+}
+
+static int count_lines(const Fix *f, const char *name)
+{
+    char p[300], line[64];
+    snprintf(p, sizeof(p), "%s/%s", f->sub, name);
+    FILE *fp = fopen(p, "r");
+    int n = 0;
+    while (fp && fgets(line, sizeof(line), fp))
+        n++;
+    if (fp)
+        fclose(fp);
+    return n;
+}
+
+static bool fake_pid_is(Fix *f, const void *arg)
+{
+    return read_long(f, "fakepid") == *(const long *)arg;
+}
+
+static bool fake_pid_not(Fix *f, const void *arg)
+{
+    long v = read_long(f, "fakepid");
+    return v != 0 && v != *(const long *)arg;
+}
+
+static bool hups_at_least(Fix *f, const void *arg)
+{
+    return count_lines(f, "hups") >= *(const int *)arg;
+}
+
+static bool dir_gone(Fix *f, const void *arg)
+{
+    return access(f->sub, F_OK) != 0 && !uv_loop_alive(&f->loop);
+}
+
+static void test_supervise(void **state)
+{
+    Fix *f = *state;
+    DhcpOpts o = {.dnsmasq = f->script};
+    Dhcp *d = dhcp_new(&o);
+    assert_non_null(d);
+    json_t *s = subnet_doc(), *p = ports_doc();
+    SovBuf err = SOV_BUF_INIT;
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    assert_true(dhcp_running(d));
+    long pid = dhcp_pid(d);
+    assert_true(run_until(f, fake_pid_is, &pid));
+    assert_int_equal(count_lines(f, "hosts"), 2);
+
+    /* the same documents again: nothing to do */
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    assert_int_equal(dhcp_pid(d), pid);
+
+    /* a new port: the hosts file grows and dnsmasq gets SIGHUP, not a restart */
+    json_array_append_new(p, port_doc("p5", "fa:16:3e:00:00:0e", SUBNET, "10.20.0.12"));
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    int one = 1;
+    assert_true(run_until(f, hups_at_least, &one));
+    assert_int_equal(count_lines(f, "hosts"), 3);
+    assert_int_equal(dhcp_pid(d), pid);
+
+    /* a new gateway: restart */
+    json_object_set_new(s, "gateway_ip", json_string("10.20.0.254"));
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    assert_true(run_until(f, fake_pid_not, &pid));
+    pid = read_long(f, "fakepid");
+    assert_int_equal(dhcp_pid(d), pid);
+
+    /* a bad update is refused and leaves the running one alone */
+    json_object_set_new(s, "gateway_ip", json_string("192.0.2.1"));
+    assert_true(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err) < 0);
+    assert_true(dhcp_running(d));
+    assert_int_equal(dhcp_pid(d), pid);
+
+    /* killed: restarted */
+    kill((pid_t)pid, SIGKILL);
+    assert_true(run_until(f, fake_pid_not, &pid));
+    assert_true(dhcp_running(d));
+    pid = dhcp_pid(d);
+
+    /* enable_dhcp false stops it, removes the files and frees d */
+    json_object_set_new(s, "enable_dhcp", json_false());
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    assert_null(d);
+    assert_true(run_until(f, dir_gone, NULL));
+    assert_true(kill((pid_t)pid, 0) < 0);
+    json_decref(s);
+    json_decref(p);
+    sov_buf_release(&err);
+}
+
+/* A dnsmasq that ignores SIGTERM is killed after the grace period, and the files still go. */
+static void test_stop_escalates(void **state)
+{
+    Fix *f = *state;
+    FILE *sc = fopen(f->script, "w");
+    assert_non_null(sc);
+    fputs("#!/bin/sh\n"
+          "d=${2#--conf-file=}; d=${d%/conf}\n"
+          "trap '' TERM\n"
+          "echo $$ > \"$d/fakepid.tmp\" && mv \"$d/fakepid.tmp\" \"$d/fakepid\"\n"
+          "while :; do sleep 1; done\n",
+          sc);
+    fclose(sc);
+    DhcpOpts o = {.dnsmasq = f->script};
+    Dhcp *d = dhcp_new(&o);
+    json_t *s = subnet_doc();
+    SovBuf err = SOV_BUF_INIT;
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, NULL, &d, &err), 0);
+    long pid = dhcp_pid(d);
+    assert_true(run_until(f, fake_pid_is, &pid));
+    dhcp_stop(d);
+    assert_true(run_until(f, dir_gone, NULL));
+    assert_true(kill((pid_t)pid, 0) < 0);
+    json_decref(s);
+    sov_buf_release(&err);
+}
+
+static void test_missing_binary(void **state)
+{
+    Fix *f = *state;
+    DhcpOpts o = {.dnsmasq = "/nonexistent/dnsmasq"};
+    Dhcp *d = dhcp_new(&o);
+    json_t *s = subnet_doc();
+    SovBuf err = SOV_BUF_INIT;
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, NULL, &d, &err), 0);
+    assert_false(dhcp_running(d));
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    dhcp_stop(d);
+    assert_true(run_until(f, dir_gone, NULL));
+    /* a relative state directory is the agent's: dnsmasq (running in /) gets absolute paths */
+    char cwd[512], st[128], conf[400], want[400];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    snprintf(st, sizeof(st), "%s/st", f->dir);
+    assert_int_equal(mkdir(st, 0755), 0);
+    assert_int_equal(chdir(f->dir), 0);
+    d = dhcp_new(&o);
+    assert_int_equal(dhcp_apply(&f->loop, "st", NULL, "br0", "10.20.0.2", s, NULL, &d, &err), 0);
+    assert_int_equal(chdir(cwd), 0);
+    snprintf(conf, sizeof(conf), "%s/dhcp/%s/conf", st, SUBNET);
+    snprintf(want, sizeof(want), "\ndhcp-hostsfile=%s/dhcp/%s/hosts\n", st, SUBNET);
+    FILE *fp = fopen(conf, "r");
+    assert_non_null(fp);
+    char text[4096];
+    text[fread(text, 1, sizeof(text) - 1, fp)] = '\0';
+    fclose(fp);
+    assert_non_null(strstr(text, want));
+    dhcp_stop(d);
+    assert_true(run_until(f, dir_gone, NULL));
+    assert_int_equal(access(conf, F_OK), -1);
+    /* a state directory others cannot search is refused up front */
+    chmod(f->dir, 0700);
+    d = NULL;
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, NULL, &d, &err),
+                     -EACCES);
+    assert_null(d);
+    json_decref(s);
+    sov_buf_release(&err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_render),
+        cmocka_unit_test(test_routes),
+        cmocka_unit_test(test_hostile),
+        cmocka_unit_test_setup_teardown(test_supervise, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_escalates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_binary, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
