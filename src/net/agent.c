@@ -34,6 +34,7 @@ typedef struct Apply {
     Net *n;
     json_t *snapshot, *statuses, *dhcp;
     int r;
+    uint64_t ns; /* how long the pass took */
     SovBuf err;
 } Apply;
 
@@ -137,7 +138,9 @@ static void watch_backoff(Net *n)
 static void apply_work(uv_work_t *req)
 {
     Apply *a = (Apply *)req;
+    uint64_t t0 = uv_hrtime();
     a->r = net_realize(&a->n->cfg, a->snapshot, a->statuses, a->dhcp, &a->err);
+    a->ns = uv_hrtime() - t0;
 }
 
 static void report(Net *n, const char *key, const char *status)
@@ -207,6 +210,9 @@ static void apply_done(uv_work_t *req, int status)
     int r = a->r;
     n->applying = false;
     sov_counter_add(n->m_applies, 1);
+    sov_gauge_set(n->m_pass_ms, (int64_t)(a->ns / 1000000));
+    sov_gauge_set(n->m_rules,
+                  (int64_t)json_array_size(json_object_get(a->snapshot, "security_group_rule")));
     if (a->r < 0) {
         sov_counter_add(n->m_apply_errors, 1);
         log_warn("datapath pass failed: %s", a->err.ptr ? a->err.ptr : strerror(-a->r));

@@ -138,6 +138,10 @@ int main(int argc, char **argv)
     n.m_apply_errors =
         sov_metrics_counter("sov_net_realisation_errors_total", "datapath passes that failed", "");
     n.m_ports = sov_metrics_gauge("sov_net_ports", "instance ports realised on this host", "");
+    n.m_pass_ms =
+        sov_metrics_gauge("sov_net_last_pass_ms", "duration of the last datapath pass", "");
+    n.m_rules = sov_metrics_gauge("sov_net_security_group_rules",
+                                  "security group rules in the last datapath pass", "");
     sov_http_limits_from_conf(&n.cfg.http, &n.limits);
     if ((r = sov_listen_tcp(host, port, false, &fd, &port)) < 0) {
         log_error_errno(r, "cannot listen on %s", n.cfg.listen);

@@ -83,7 +83,7 @@ typedef struct Net {
     SovHttpServer *http;
     SovRouter *router;
     SovHttpLimits limits;
-    SovMetric *m_applies, *m_apply_errors, *m_ports;
+    SovMetric *m_applies, *m_apply_errors, *m_ports, *m_pass_ms, *m_rules;
 } Net;
 
 /* agent.c */

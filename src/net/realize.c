@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "net.h"
+#include "sg.h"
 #include "sov/log.h"
 
 #define OUT_MAX (16u << 20)
@@ -565,6 +566,71 @@ out:
     return r;
 }
 
+/* ---- security groups: one nft script for the host namespace (sg.c), applied when it changed ----
+ */
+
+static int apply_sg(Ctx *x, Want *w)
+{
+    json_t *ports = json_array(), *p;
+    size_t i;
+    json_array_foreach(json_object_get(x->res, "port"), i, p)
+    {
+        json_t *c = json_copy(p);
+        char h[13], dev[32];
+        const char *owner = jstr(p, "device_owner");
+        if (hex12(jstr(p, "id"), h) && strncmp(owner, "network:", 8) != 0) {
+            snprintf(dev, sizeof(dev), "%s%s", strncmp(owner, "compute:", 8) == 0 ? "tap" : "vp",
+                     h);
+            json_t *spec = json_object_get(w->links, dev);
+            if (spec) { /* on this host: filtered at its device, conntrack zone of its bridge */
+                json_object_set_new(c, "_dev", json_string(dev));
+                json_object_set_new(c, "_bridge", json_string(jstr(spec, "master")));
+            }
+        }
+        json_array_append_new(ports, c);
+    }
+    SovBuf script = SOV_BUF_INIT, old = SOV_BUF_INIT;
+    int r = sg_compile(ports, json_object_get(x->res, "security_group"),
+                       json_object_get(x->res, "security_group_rule"), &script, x->err);
+    json_decref(ports);
+    char path[SOV_CONF_STR_MAX + 32];
+    snprintf(path, sizeof(path), "%s/sg-applied.nft", x->cfg->state_dir);
+    char *listcmd[] = {(char *)x->cfg->nft, "list", "table", "inet", "sov_sg", NULL};
+    SovBuf quiet = SOV_BUF_INIT;
+    FILE *f = r == 0 ? fopen(path, "re") : NULL;
+    if (f) { /* unchanged and still loaded: nothing to do */
+        char buf[65536];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof(buf), f)) > 0 && old.len <= script.len)
+            sov_buf_append(&old, buf, n);
+        fclose(f);
+        Ctx q = *x;
+        q.err = &quiet;
+        if (old.len == script.len && script.len && !memcmp(old.ptr, script.ptr, script.len) &&
+            in_ns(&q, x->cfg->netns, listcmd, NULL) == 0)
+            goto out;
+    }
+    if (r < 0)
+        goto out;
+    /* bridged IPv4/IPv6 through the inet hooks (br_netfilter), in this namespace */
+    if (access("/proc/sys/net/bridge", F_OK) != 0) {
+        char *mp[] = {"modprobe", "br_netfilter", NULL};
+        if ((r = run(mp, NULL, 0, NULL, x->err)) < 0)
+            goto out;
+    }
+    char *sys[] = {"sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1",
+                   "net.bridge.bridge-nf-call-ip6tables=1", NULL};
+    char *nft[] = {(char *)x->cfg->nft, "-f", "-", NULL};
+    if ((r = in_ns(x, x->cfg->netns, sys, NULL)) == 0 &&
+        (r = in_ns(x, x->cfg->netns, nft, script.ptr)) == 0)
+        r = sov_write_file_atomic(path, script.ptr, script.len);
+out:
+    sov_buf_release(&quiet);
+    sov_buf_release(&old);
+    sov_buf_release(&script);
+    return r;
+}
+
 /* ---- VXLAN flooding: one all-zero FDB entry per peer on every tunnel device ---- */
 
 static int apply_fdb(Ctx *x, Want *w)
@@ -760,6 +826,8 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t
     if ((r = apply_host(&x, &w)) < 0)
         goto out;
     if (ip4(cfg->tunnel_ip) && (r = apply_fdb(&x, &w)) < 0)
+        goto out;
+    if ((r = apply_sg(&x, &w)) < 0)
         goto out;
     const char *rid, *name;
     json_t *rw, *v;

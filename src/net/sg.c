@@ -14,7 +14,10 @@
  *     discover from 0.0.0.0, IPv6 link-local (EUI-64 of the MAC) and ::) and then stores the
  *     port's number N (1..4096) in the low 16 bits of the packet mark. Forward (priority -200,
  *     before br_netfilter's forward hook) stores the egress port's number in the high 16 bits.
- *   table inet sov_sg: prerouting (priority 0, after conntrack at -200) is the egress check of
+ *   table inet sov_sg: prerouting and output at priority -300 put each packet in the conntrack
+ *     zone of its bridge (ports' "_bridge"; iifname/oifname is the bridge there), so subnets
+ *     with the same CIDR on one host never share a conntrack entry. Prerouting (priority 0,
+ *     after conntrack at -200) is the egress check of
  *     the sending port, forward (priority 0) the ingress check of the receiving port. Both begin
  *     with the conntrack fast path: packets of other ports (mark half 0) are accepted, then
  *     `ct state established,related accept`, `ct state invalid drop`, and only the first packet

@@ -22,8 +22,10 @@
 #define SG_MAX_IFNAME_LEN  15
 
 /* Writes the nft script for this host to out (appending). ports: Neutron port documents, those
- * of this host carrying "_dev" (the host-side device on the bridge); groups: security_group
- * documents; rules: security_group_rule documents. Returns 0, or <0 (-EINVAL bad input, -E2BIG
+ * of this host carrying "_dev" (the host-side device on the bridge) and, for a conntrack zone
+ * per bridge, "_bridge" (that bridge's name: pass it, or two subnets with the same CIDR on one
+ * host share conntrack entries); groups: security_group documents; rules:
+ * security_group_rule documents. Returns 0, or <0 (-EINVAL bad input, -E2BIG
  * past a bound, -ENOMEM) with a reason appended to err; out may then hold a partial script. */
 int sg_compile(json_t *ports, json_t *groups, json_t *rules, SovBuf *out, SovBuf *err);
 

@@ -4,8 +4,8 @@ creates (a "host" namespace holding sov-net's bridges, one namespace per instanc
 namespace on the external network): a VPC with a web and an app subnet, a router with an external
 gateway, ports whose veth ends the test moves into its instance namespaces; then subnet-to-subnet
 routing through the router, the app subnet reaching the internet only through SNAT (the internet
-sees the router's address), the internet reaching a floating IP but not a private address, and
-removal leaving no namespace, bridge or veth. Traffic stays inside these namespaces; every wait
+sees the router's address), the internet reaching a floating IP (once the default security
+group allows it) but never a private address, and removal leaving no namespace, bridge or veth. Traffic stays inside these namespaces; every wait
 polls against a deadline."""
 import json
 import os
@@ -192,6 +192,13 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     # a floating IP for web: reachable from the internet, and web's traffic leaves as it
     fip = os_("floating", "ip", "create", "public")["floating_ip_address"]
     os_("floating", "ip", "set", "--port", "p-web", fip, fmt=False)
+    wait_for(lambda: os_("floating", "ip", "show", fip)["status"] == "ACTIVE", "FIP ACTIVE")
+    # the default security group lets in only its members: the internet is refused...
+    assert not ping(inet, fip)
+    # ...until rules allow ICMP and tcp/8080 from anywhere
+    os_("security", "group", "rule", "create", "--protocol", "icmp", "default")
+    os_("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "8080",
+        "--remote-ip", "203.0.113.0/24", "default")
     assert wait_for(lambda: ping(inet, fip), "the floating IP from the internet")
     assert seen_as(inet, web, "203.0.113.1") == fip
     assert seen_as(web, inet, fip) == "203.0.113.1"
