@@ -572,7 +572,7 @@ out:
 static int apply_sg(Ctx *x, Want *w)
 {
     json_t *ports = json_array(), *p;
-    size_t i;
+    size_t i, local = 0;
     json_array_foreach(json_object_get(x->res, "port"), i, p)
     {
         json_t *c = json_copy(p);
@@ -583,6 +583,7 @@ static int apply_sg(Ctx *x, Want *w)
                      h);
             json_t *spec = json_object_get(w->links, dev);
             if (spec) { /* on this host: filtered at its device, conntrack zone of its bridge */
+                local++;
                 json_object_set_new(c, "_dev", json_string(dev));
                 json_object_set_new(c, "_bridge", json_string(jstr(spec, "master")));
             }
@@ -590,8 +591,13 @@ static int apply_sg(Ctx *x, Want *w)
         json_array_append_new(ports, c);
     }
     SovBuf script = SOV_BUF_INIT, old = SOV_BUF_INIT;
-    int r = sg_compile(ports, json_object_get(x->res, "security_group"),
-                       json_object_get(x->res, "security_group_rule"), &script, x->err);
+    /* no port here: no tables either (removal leaves nothing behind) */
+    int r = local ? sg_compile(ports, json_object_get(x->res, "security_group"),
+                               json_object_get(x->res, "security_group_rule"), &script, x->err)
+                  : sov_buf_puts(&script, "table inet sov_sg\ndelete table inet sov_sg\n"
+                                          "table bridge sov_sg\ndelete table bridge sov_sg\n");
+    if (r > 0)
+        r = 0;
     json_decref(ports);
     char path[SOV_CONF_STR_MAX + 32];
     snprintf(path, sizeof(path), "%s/sg-applied.nft", x->cfg->state_dir);
@@ -607,13 +613,13 @@ static int apply_sg(Ctx *x, Want *w)
         Ctx q = *x;
         q.err = &quiet;
         if (old.len == script.len && script.len && !memcmp(old.ptr, script.ptr, script.len) &&
-            in_ns(&q, x->cfg->netns, listcmd, NULL) == 0)
+            (!local || in_ns(&q, x->cfg->netns, listcmd, NULL) == 0))
             goto out;
     }
     if (r < 0)
         goto out;
     /* bridged IPv4/IPv6 through the inet hooks (br_netfilter), in this namespace */
-    if (access("/proc/sys/net/bridge", F_OK) != 0) {
+    if (local && access("/proc/sys/net/bridge", F_OK) != 0) {
         char *mp[] = {"modprobe", "br_netfilter", NULL};
         if ((r = run(mp, NULL, 0, NULL, x->err)) < 0)
             goto out;
@@ -621,7 +627,7 @@ static int apply_sg(Ctx *x, Want *w)
     char *sys[] = {"sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1",
                    "net.bridge.bridge-nf-call-ip6tables=1", NULL};
     char *nft[] = {(char *)x->cfg->nft, "-f", "-", NULL};
-    if ((r = in_ns(x, x->cfg->netns, sys, NULL)) == 0 &&
+    if ((!local || (r = in_ns(x, x->cfg->netns, sys, NULL)) == 0) &&
         (r = in_ns(x, x->cfg->netns, nft, script.ptr)) == 0)
         r = sov_write_file_atomic(path, script.ptr, script.len);
 out:

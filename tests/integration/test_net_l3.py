@@ -233,8 +233,9 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
                 if any(f": {p}" in l for p in ("sb", "vp", "pr", "pg", "pd", "tap"))]
         left = [n for n in sh("ip", "netns", "list").stdout.split()
                 if n.startswith((f"{prefix}r-", f"{prefix}d-"))]
-        return not ours and not left
-    wait_for(clean, "sov-net's devices and namespaces to go")
+        tables = sh("ip", "netns", "exec", host, "nft", "list", "tables").stdout
+        return not ours and not left and "sov_sg" not in tables
+    wait_for(clean, "sov-net's devices, namespaces and nft tables to go")
 
 
 def test_vxlan_between_two_hosts_and_same_cidr_in_two_projects(api, start_net, netns):
