@@ -92,28 +92,6 @@ static void probed(Compute *c)
     agent_start(c);
 }
 
-static int parse_api_url(Compute *c)
-{
-    const char *u = c->cfg.api_url;
-    if (strncmp(u, "http://", 7) != 0)
-        return -EINVAL;
-    char hp[256];
-    snprintf(hp, sizeof(hp), "%s", u + 7);
-    char *slash = strchr(hp, '/');
-    if (slash)
-        *slash = '\0';
-    return sov_parse_hostport(hp, c->api_host, sizeof(c->api_host), &c->api_port);
-}
-
-static bool name_ok(const char *s)
-{
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              *s == '-' || *s == '_' || *s == '.'))
-            return false;
-    return true;
-}
-
 int main(int argc, char **argv)
 {
     static Compute c;
@@ -124,7 +102,7 @@ int main(int argc, char **argv)
     r = sov_daemon_load(argc, argv, &daemon_spec, &c.cfg, &args, &lvl, host, sizeof(host), &port);
     if (r != 0)
         return r > 0 ? 0 : 2;
-    if (parse_api_url(&c) < 0) {
+    if (sov_parse_http_url(c.cfg.api_url, c.api_host, sizeof(c.api_host), &c.api_port) < 0) {
         fprintf(stderr, "sov-compute: [compute] api_url must be http://HOST:PORT\n");
         return 2;
     }
@@ -140,7 +118,8 @@ int main(int argc, char **argv)
     } else if (gethostname(c.host, sizeof(c.host)) < 0)
         snprintf(c.host, sizeof(c.host), "localhost");
     c.host[sizeof(c.host) - 1] = '\0';
-    if (!c.host[0] || !name_ok(c.host) || !name_ok(c.cfg.zone) || !name_ok(c.cfg.netns)) {
+    if (!c.host[0] || !sov_name_ok(c.host) || !sov_name_ok(c.cfg.zone) ||
+        !sov_name_ok(c.cfg.netns)) {
         fprintf(stderr, "sov-compute: host and zone names are letters, digits, '-', '_', '.'\n");
         return 2;
     }

@@ -236,6 +236,27 @@ unsigned sov_cpu_count(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
+int sov_parse_http_url(const char *url, char *host, size_t n, int *ret_port)
+{
+    char hp[256];
+    if (strncmp(url, "http://", 7) != 0 || strlen(url + 7) >= sizeof(hp))
+        return -EINVAL;
+    memcpy(hp, url + 7, strlen(url + 7) + 1);
+    char *slash = strchr(hp, '/');
+    if (slash)
+        *slash = '\0';
+    return sov_parse_hostport(hp, host, n, ret_port);
+}
+
+bool sov_name_ok(const char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '.'))
+            return false;
+    return true;
+}
+
 int sov_parse_hostport(const char *s, char *host, size_t n, int *ret_port)
 {
     const char *colon;

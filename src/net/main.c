@@ -67,28 +67,6 @@ static void on_term(int sig, void *ud)
     uv_stop(n->loop);
 }
 
-static int parse_api_url(Net *n)
-{
-    const char *u = n->cfg.api_url;
-    if (strncmp(u, "http://", 7) != 0)
-        return -EINVAL;
-    char hp[256];
-    snprintf(hp, sizeof(hp), "%s", u + 7);
-    char *slash = strchr(hp, '/');
-    if (slash)
-        *slash = '\0';
-    return sov_parse_hostport(hp, n->api_host, sizeof(n->api_host), &n->api_port);
-}
-
-static bool name_ok(const char *s)
-{
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              *s == '-' || *s == '_' || *s == '.'))
-            return false;
-    return true;
-}
-
 int main(int argc, char **argv)
 {
     static Net n;
@@ -99,7 +77,7 @@ int main(int argc, char **argv)
     r = sov_daemon_load(argc, argv, &daemon_spec, &n.cfg, &args, &lvl, host, sizeof(host), &port);
     if (r != 0)
         return r > 0 ? 0 : 2;
-    if (parse_api_url(&n) < 0) {
+    if (sov_parse_http_url(n.cfg.api_url, n.api_host, sizeof(n.api_host), &n.api_port) < 0) {
         fprintf(stderr, "sov-net: [net] api_url must be http://HOST:PORT\n");
         return 2;
     }
@@ -109,8 +87,8 @@ int main(int argc, char **argv)
         snprintf(n.host, sizeof(n.host), "localhost");
     n.host[sizeof(n.host) - 1] = '\0';
     snprintf(n.cfg.host, sizeof(n.cfg.host), "%s", n.host); /* realize.c reads it */
-    if (!n.host[0] || !name_ok(n.host) || !name_ok(n.cfg.zone) || !name_ok(n.cfg.netns) ||
-        !name_ok(n.cfg.prefix)) {
+    if (!n.host[0] || !sov_name_ok(n.host) || !sov_name_ok(n.cfg.zone) ||
+        !sov_name_ok(n.cfg.netns) || !sov_name_ok(n.cfg.prefix)) {
         fprintf(stderr, "sov-net: host, zone, netns and prefix are letters, digits, '-', '_', "
                         "'.'\n");
         return 2;

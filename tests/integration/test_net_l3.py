@@ -11,11 +11,11 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 
 from conftest import ManagedDaemon, raw_http
+from test_compute_agent import wait_for
 
 PID = os.getpid()
 
@@ -25,17 +25,6 @@ def sh(*args, check=True, timeout=30):
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))}: {p.stderr}")
     return p
-
-
-def wait_for(fn, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def hex12(uuid):

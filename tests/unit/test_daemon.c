@@ -54,6 +54,27 @@ static void test_parse_hostport(void **state)
     assert_int_equal(port, 443);
 }
 
+static void test_parse_http_url_and_names(void **state)
+{
+    char host[64];
+    int port = -1;
+
+    assert_int_equal(sov_parse_http_url("http://127.0.0.1:8400", host, sizeof(host), &port), 0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 8400);
+    assert_int_equal(sov_parse_http_url("http://[::1]:9/api", host, sizeof(host), &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 9);
+    assert_int_equal(sov_parse_http_url("https://h:1", host, sizeof(host), &port), -EINVAL);
+    assert_int_equal(sov_parse_http_url("http://h", host, sizeof(host), &port), -EINVAL);
+    assert_int_equal(sov_parse_http_url("http://", host, sizeof(host), &port), -EINVAL);
+    assert_true(sov_name_ok("compute-1.net_a"));
+    assert_true(sov_name_ok(""));
+    assert_false(sov_name_ok("a b"));
+    assert_false(sov_name_ok("../x"));
+    assert_false(sov_name_ok("x/y"));
+}
+
 static void test_parse_hostport_bad(void **state)
 {
     static const char *const bad[] = {
@@ -580,6 +601,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_hostport),
         cmocka_unit_test(test_parse_hostport_bad),
+        cmocka_unit_test(test_parse_http_url_and_names),
         cmocka_unit_test(test_regression_hostport_lenient_port),
         cmocka_unit_test(test_daemon_args),
         cmocka_unit_test(test_daemon_args_errors),

@@ -78,6 +78,11 @@ int sov_daemon_reload_log_level(const SovDaemonSpec *spec, const char *config);
 int sov_daemon_announce(const SovDaemonArgs *args, int port, const char *const *kv);
 /* Splits "host:port" or "[v6]:port"; host goes to host (size n). */
 int sov_parse_hostport(const char *s, char *host, size_t n, int *ret_port);
+/* Host and port of "http://HOST:PORT[/...]" (an agent's api_url); -EINVAL otherwise. */
+int sov_parse_http_url(const char *url, char *host, size_t n, int *ret_port);
+/* Whether s is a name agents use for hosts, zones and namespaces: letters, digits, '-', '_',
+ * '.' (the empty string included; callers check emptiness themselves). */
+bool sov_name_ok(const char *s);
 /* Writes a small file atomically (temp, fsync, rename). */
 int sov_write_file_atomic(const char *path, const char *data, size_t len);
 
