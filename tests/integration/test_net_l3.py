@@ -131,6 +131,36 @@ def seen_as(server_ns, client_ns, addr):
         srv.wait()
 
 
+LISTENER = r"""
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(8); s.settimeout(1)
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    try:
+        c, a = s.accept(); c.close()
+    except OSError:
+        pass
+"""
+
+
+def tcp_reaches(server_ns, client_ns, addr, port):
+    """Whether client_ns can open addr:port while server_ns listens on it (the listener is
+    first seen answering locally, so a refusal is the path's)."""
+    srv = subprocess.Popen(["ip", "netns", "exec", server_ns, "/usr/bin/python3", "-c", LISTENER,
+                            str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    connect = ("import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), "
+               "2).close()")
+    try:
+        wait_for(lambda: ns_run(server_ns, "/usr/bin/python3", "-c", connect, "127.0.0.1",
+                                str(port), check=False).returncode == 0, "the listener")
+        return ns_run(client_ns, "/usr/bin/python3", "-c", connect, addr, str(port),
+                      check=False).returncode == 0
+    finally:
+        srv.kill()
+        srv.wait()
+
+
 def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     host = netns("host")
     prefix = f"t{PID}"
@@ -171,6 +201,17 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     # subnet to subnet through the router
     assert wait_for(lambda: ping(web, app_ip), "web -> app")
     assert ping(app, web_ip)
+    # a security group with tcp/22 from the web subnet only, instead of app's default group
+    os_("security", "group", "create", "ssh-from-web")
+    os_("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22",
+        "--remote-ip", "10.0.1.0/24", "ssh-from-web")
+    os_("port", "set", "--no-security-group", "--security-group", "ssh-from-web", "p-app",
+        fmt=False)
+    assert wait_for(lambda: not ping(web, app_ip), "ICMP to app refused")
+    assert tcp_reaches(app, web, app_ip, 22)
+    assert not tcp_reaches(app, web, app_ip, 23)
+    # (app, no longer in web's default group, is refused by web in turn)
+    assert not ping(app, web_ip)
     # app to the internet: SNAT to the router's external address
     gw_ip = os_("router", "show", "r1")["external_gateway_info"]["external_fixed_ips"][0][
         "ip_address"]
@@ -201,7 +242,7 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     net.restart()
     wait_for(lambda: passes(net) >= 1, "a datapath pass after the restart")
     assert links() == before
-    assert ping(web, app_ip) and ping(inet, fip)
+    assert tcp_reaches(app, web, app_ip, 22) and ping(inet, fip)
 
     # removal: everything sov-net made goes
     os_("floating", "ip", "delete", fip, fmt=False)
