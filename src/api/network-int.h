@@ -118,6 +118,10 @@ void neu_port_routes(Api *a);
  * and returns NULL on failure. */
 json_t *neu_port_new(ApiCall *c, json_t *net, const char *project, json_t *b, const char *owner,
                      const char *device_id, json_t *fixed_ips);
+/* The DHCP port of an IPv4 subnet with DHCP, made inside the caller's transaction (false after
+ * answering), and the removal of a subnet's DHCP ports. */
+bool neu_subnet_dhcp_port(ApiCall *c, json_t *net, json_t *subnet);
+int neu_subnet_dhcp_drop(Api *a, json_t *subnet);
 /* Deletes a port, frees its addresses and unlinks its floating IPs. */
 int neu_port_destroy(Api *a, json_t *port);
 /* A port document by id (a new reference), or NULL. */

@@ -1120,47 +1120,6 @@ static int net_subnets_edit(Api *a, const char *net_id, const char *subnet_id, b
     return r;
 }
 
-/* The DHCP port of an IPv4 subnet with DHCP (device_owner network:dhcp, device_id
- * dhcp-<subnet id>): the address sov-net's DHCP server answers from, the last of the subnet's
- * pool, inside the caller's transaction. false after answering. */
-static bool subnet_dhcp_port(ApiCall *c, json_t *net, json_t *subnet)
-{
-    if (json_integer_value(json_object_get(subnet, "ip_version")) != 4)
-        return true;
-    char dev[API_UUID_LEN + 8];
-    snprintf(dev, sizeof(dev), "dhcp-%s", neu_s(subnet, "id"));
-    /* the pool's last address (instances count up from its first), when still free */
-    json_t *pools = json_object_get(subnet, "allocation_pools");
-    const char *last = neu_s(json_array_get(pools, json_array_size(pools) - 1), "end");
-    IpamAddr la;
-    json_t *held = NULL;
-    bool free_last = *last && ipam_addr_parse(last, &la) == 0 &&
-                     !(held = ipam_alloc_get(c->api->store, neu_s(subnet, "id"), &la));
-    json_decref(held);
-    json_t *fx =
-        free_last ? json_pack("[{s:s,s:s}]", "subnet_id", neu_s(subnet, "id"), "ip_address", last)
-                  : json_pack("[{s:s}]", "subnet_id", neu_s(subnet, "id"));
-    json_t *port = neu_port_new(c, net, neu_s(subnet, "project_id"), NULL, OWNER_DHCP, dev, fx);
-    json_decref(fx);
-    json_decref(port);
-    return port != NULL;
-}
-
-/* Deletes the DHCP ports of a subnet (inside the caller's transaction). */
-static int subnet_dhcp_drop(Api *a, json_t *subnet)
-{
-    char dev[API_UUID_LEN + 8];
-    snprintf(dev, sizeof(dev), "dhcp-%s", neu_s(subnet, "id"));
-    json_t *ports = neu_list_of(a, "port", NULL, neu_s(subnet, "network_id")), *p;
-    size_t i;
-    int r = 0;
-    json_array_foreach(ports, i, p) if (r == 0 && !strcmp(neu_s(p, "device_owner"), OWNER_DHCP) &&
-                                        !strcmp(neu_s(p, "device_id"), dev)) r =
-        neu_port_destroy(a, p);
-    json_decref(ports);
-    return r;
-}
-
 static void h_subnet_create(SovHttpReq *req, void *ud)
 {
     static const char *const keys[] = {"name",
@@ -1302,7 +1261,7 @@ static void h_subnet_create(SovHttpReq *req, void *ud)
     if (r < 0) {
         api_store_rollback(c->api->store);
         neu_store_fault(c, r);
-    } else if (dhcp && !subnet_dhcp_port(c, net, doc)) {
+    } else if (dhcp && !neu_subnet_dhcp_port(c, net, doc)) {
         api_store_rollback(c->api->store); /* answered */
     } else if (neu_commit(c))
         neu_reply_doc(c, 201, &neu_subnet, json_incref(doc));
@@ -1406,11 +1365,11 @@ static void h_subnet_update(SovHttpReq *req, void *ud)
     if (r == 0)
         r = neu_doc_put(c->api, &neu_subnet, doc, false);
     if (r == 0 && dhcp_was && !dhcp_now)
-        r = subnet_dhcp_drop(c->api, doc);
+        r = neu_subnet_dhcp_drop(c->api, doc);
     if (r < 0) {
         api_store_rollback(c->api->store);
         neu_store_fault(c, r);
-    } else if (!dhcp_was && dhcp_now && !subnet_dhcp_port(c, net, doc)) {
+    } else if (!dhcp_was && dhcp_now && !neu_subnet_dhcp_port(c, net, doc)) {
         api_store_rollback(c->api->store); /* answered */
     } else if (neu_commit(c))
         neu_reply_doc(c, 200, &neu_subnet, json_incref(doc));
@@ -1431,7 +1390,7 @@ static void h_subnet_delete(SovHttpReq *req, void *ud)
         goto out;
     int r = api_store_begin(c->api->store);
     if (r == 0)
-        r = subnet_dhcp_drop(c->api, doc); /* its DHCP port goes with it */
+        r = neu_subnet_dhcp_drop(c->api, doc); /* its DHCP port goes with it */
     if (r == 0 && ipam_subnet_count(c->api->store, id) > 0) {
         api_store_rollback(c->api->store);
         api_fault(c, 409, "SubnetInUse",

@@ -523,3 +523,44 @@ void neu_port_routes(Api *a)
     for (size_t i = 0; i < ELEMENTSOF(routes); i++)
         sov_router_add(a->router, routes[i].method, routes[i].path, 0, routes[i].h, a);
 }
+
+/* The DHCP port of an IPv4 subnet with DHCP (device_owner network:dhcp, device_id
+ * dhcp-<subnet id>): the address sov-net's DHCP server answers from, the last of the subnet's
+ * pool, inside the caller's transaction. false after answering. */
+bool neu_subnet_dhcp_port(ApiCall *c, json_t *net, json_t *subnet)
+{
+    if (json_integer_value(json_object_get(subnet, "ip_version")) != 4)
+        return true;
+    char dev[API_UUID_LEN + 8];
+    snprintf(dev, sizeof(dev), "dhcp-%s", neu_s(subnet, "id"));
+    /* the pool's last address (instances count up from its first), when still free */
+    json_t *pools = json_object_get(subnet, "allocation_pools");
+    const char *last = neu_s(json_array_get(pools, json_array_size(pools) - 1), "end");
+    IpamAddr la;
+    json_t *held = NULL;
+    bool free_last = *last && ipam_addr_parse(last, &la) == 0 &&
+                     !(held = ipam_alloc_get(c->api->store, neu_s(subnet, "id"), &la));
+    json_decref(held);
+    json_t *fx =
+        free_last ? json_pack("[{s:s,s:s}]", "subnet_id", neu_s(subnet, "id"), "ip_address", last)
+                  : json_pack("[{s:s}]", "subnet_id", neu_s(subnet, "id"));
+    json_t *port = neu_port_new(c, net, neu_s(subnet, "project_id"), NULL, OWNER_DHCP, dev, fx);
+    json_decref(fx);
+    json_decref(port);
+    return port != NULL;
+}
+
+/* Deletes the DHCP ports of a subnet (inside the caller's transaction). */
+int neu_subnet_dhcp_drop(Api *a, json_t *subnet)
+{
+    char dev[API_UUID_LEN + 8];
+    snprintf(dev, sizeof(dev), "dhcp-%s", neu_s(subnet, "id"));
+    json_t *ports = neu_list_of(a, "port", NULL, neu_s(subnet, "network_id")), *p;
+    size_t i;
+    int r = 0;
+    json_array_foreach(ports, i, p) if (r == 0 && !strcmp(neu_s(p, "device_owner"), OWNER_DHCP) &&
+                                        !strcmp(neu_s(p, "device_id"), dev)) r =
+        neu_port_destroy(a, p);
+    json_decref(ports);
+    return r;
+}
