@@ -107,7 +107,7 @@ typedef struct Server {
     int64_t run_vcpus, run_ram, disk_gb;
     bool restarting;
     /* live migration (migrate.c): incoming = this host is the target and not yet the host */
-    bool incoming, mig_nbd;
+    bool incoming, mig_nbd, mig_loaded;
     int mig_stage, mig_port, mig_nbd_port;
     uint64_t mig_deadline_ms;
     char mig_failed[256];

@@ -32,11 +32,12 @@
 
 enum {
     SRC_IDLE,
-    SRC_BUSY,      /* a QMP step in flight */
-    SRC_MIRRORING, /* waiting for BLOCK_JOB_READY */
-    SRC_MIGRATING, /* waiting for MIGRATION completed */
-    SRC_FINISHING, /* waiting for the mirror to finish */
-    SRC_CUTOVER,   /* reported the target as host */
+    SRC_BUSY,        /* a QMP step in flight */
+    SRC_MIRRORING,   /* waiting for BLOCK_JOB_READY */
+    SRC_MIGRATING,   /* waiting for MIGRATION completed */
+    SRC_FINISHING,   /* waiting for the mirror to finish */
+    SRC_WAIT_TARGET, /* all sent; waiting for the target to say it loaded the guest */
+    SRC_CUTOVER,     /* reported the target as host */
 };
 
 enum {
@@ -83,6 +84,7 @@ bool mig_is_target(const Compute *c, const json_t *doc)
 void mig_reset(Server *s)
 {
     s->mig_stage = 0;
+    s->mig_loaded = false;
     s->mig_nbd = false;
     s->mig_deadline_ms = 0;
 }
@@ -142,6 +144,10 @@ static void target_step(Server *s)
     if (s->mig_stage != TGT_IDLE || s->mig_failed[0] || !qmp_ready(s->qmp) || s->mig_port <= 0)
         return;
     s->mig_stage = TGT_BUSY;
+    /* MIGRATION events here too: "completed" is what the source waits for */
+    qmp_execute(s->qmp, "migrate-set-capabilities",
+                json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", "events", "state", 1),
+                NULL, NULL);
     if (vol_boots_from_volume(s)) { /* the root is shared: nothing to receive but memory */
         exported(s->qmp, NULL, NULL, s);
         return;
@@ -176,6 +182,7 @@ void mig_commit(Server *s)
 {
     s->incoming = false;
     s->mig_stage = 0;
+    s->mig_loaded = false;
     if (!qmp_ready(s->qmp))
         return; /* a later tick: qmp-less guests cannot resume */
     if (s->mig_nbd)
@@ -186,20 +193,40 @@ void mig_commit(Server *s)
 
 /* ---- source ---- */
 
+/* Undoes what the source started: the migration, the mirror (its target node goes once the
+ * job has: BLOCK_JOB_CANCELLED), and a guest stopped at the end runs again. */
+static void source_undo(Server *s)
+{
+    if (!qmp_ready(s->qmp))
+        return;
+    qmp_execute(s->qmp, "migrate_cancel", NULL, NULL, NULL);
+    qmp_execute(s->qmp, "block-job-cancel",
+                json_pack("{s:s,s:b}", "device", "mig-mirror", "force", 1), NULL, NULL);
+    qmp_execute(s->qmp, "blockdev-del", json_pack("{s:s}", "node-name", "mig-target"), NULL, NULL);
+    qmp_execute(s->qmp, "cont", NULL, NULL, NULL);
+}
+
 static void source_fail(Server *s, const char *why)
 {
     log_mig(s, SOV_LOG_WARN, "live migration failed; the guest stays here", why);
     snprintf(s->mig_failed, sizeof(s->mig_failed), "source %s: %s", s->c->host, why);
-    if (qmp_ready(s->qmp)) {
-        qmp_execute(s->qmp, "migrate_cancel", NULL, NULL, NULL);
-        qmp_execute(s->qmp, "block-job-cancel",
-                    json_pack("{s:s,s:b}", "device", "mig-mirror", "force", 1), NULL, NULL);
-        qmp_execute(s->qmp, "blockdev-del", json_pack("{s:s}", "node-name", "mig-target"), NULL,
-                    NULL);
-        qmp_execute(s->qmp, "cont", NULL, NULL, NULL); /* resumes a guest stopped at the end */
-    }
+    source_undo(s);
     s->mig_stage = SRC_IDLE;
     agent_report(s);
+}
+
+static void cut_over(Server *s);
+
+/* "tcp:A.B.C.D:PORT" with a real IPv4 address and port, the only URI the source follows */
+static bool tcp_uri_ok(const char *uri)
+{
+    char host[INET_ADDRSTRLEN + 1];
+    int port = 0, n = 0;
+    struct in_addr a;
+    return strncmp(uri, "tcp:", 4) == 0 && strlen(uri) < 32 &&
+           sscanf(uri + 4, "%15[0-9.]:%d%n", host, &port, &n) == 2 &&
+           (size_t)n == strlen(uri + 4) && inet_pton(AF_INET, host, &a) == 1 && port > 0 &&
+           port < 65536;
 }
 
 static void step_cb(Qmp *q, json_t *ret, const char *err, void *ud)
@@ -221,11 +248,8 @@ static void start_migrate(Server *s)
 static void mirror_started(Qmp *q, json_t *ret, const char *err, void *ud)
 {
     Server *s = ud;
-    if (err) {
+    if (err)
         source_fail(s, err);
-        return;
-    }
-    s->mig_stage = SRC_MIRRORING;
 }
 
 static void target_opened(Qmp *q, json_t *ret, const char *err, void *ud)
@@ -238,6 +262,7 @@ static void target_opened(Qmp *q, json_t *ret, const char *err, void *ud)
     log_mig(s, SOV_LOG_INFO, "mirroring the root disk to the target", NULL);
     json_t *a = json_pack("{s:s,s:s,s:s,s:s,s:s}", "job-id", "mig-mirror", "device", "root",
                           "target", "mig-target", "sync", "top", "copy-mode", "write-blocking");
+    s->mig_stage = SRC_MIRRORING; /* BLOCK_JOB_READY may come before the command's answer */
     if (qmp_execute(q, "blockdev-mirror", a, mirror_started, s) < 0)
         source_fail(s, "QMP is gone");
 }
@@ -251,6 +276,13 @@ static void source_step(Server *s)
         s->mig_deadline_ms = now + MIG_TARGET_WAIT_MS;
     if (s->mig_stage == SRC_CUTOVER || s->mig_failed[0])
         return;
+    if (s->mig_stage == SRC_WAIT_TARGET) {
+        if (json_is_true(json_object_get(m, "loaded")))
+            cut_over(s);
+        else if (now >= s->mig_deadline_ms)
+            source_fail(s, "the target did not confirm it loaded the guest");
+        return;
+    }
     if (now >= s->mig_deadline_ms) {
         source_fail(s, s->mig_stage == SRC_IDLE ? "the target did not get ready in time"
                                                 : "the migration did not finish in time");
@@ -258,6 +290,15 @@ static void source_step(Server *s)
     }
     if (s->mig_stage != SRC_IDLE || !*uri || !qmp_ready(s->qmp) || !s->qmp_running)
         return;
+    json_t *nbdv = json_object_get(m, "nbd");
+    struct in_addr na;
+    json_int_t np = json_integer_value(json_object_get(nbdv, "port"));
+    if (!tcp_uri_ok(uri) ||
+        (json_is_object(nbdv) &&
+         (inet_pton(AF_INET, jstr(nbdv, "host"), &na) != 1 || np <= 0 || np >= 65536))) {
+        source_fail(s, "the target's addresses are not tcp:IPv4:port");
+        return;
+    }
     s->mig_stage = SRC_BUSY;
     s->mig_deadline_ms = now + MIG_DEADLINE_MS;
     qmp_execute(s->qmp, "migrate-set-capabilities",
@@ -274,6 +315,8 @@ static void source_step(Server *s)
     json_t *a = json_pack("{s:s,s:s,s:{s:s,s:s,s:s},s:s}", "driver", "nbd", "node-name",
                           "mig-target", "server", "type", "inet", "host", jstr(nbd, "host"), "port",
                           port, "export", "root");
+    /* what an earlier attempt may have left (an error when there is none) */
+    qmp_execute(s->qmp, "blockdev-del", json_pack("{s:s}", "node-name", "mig-target"), NULL, NULL);
     if (qmp_execute(s->qmp, "blockdev-add", a, target_opened, s) < 0)
         source_fail(s, "QMP is gone");
 }
@@ -291,9 +334,17 @@ static void migrate_stats(Qmp *q, json_t *ret, const char *err, void *ud)
         log_mig(s, SOV_LOG_INFO, "migration figures", d);
 }
 
-static void cut_over(Server *s)
+/* Memory and disk are across: the guest is stopped here; hand it over once the target says it
+ * loaded the state (source_step), or take it back if the target fails. */
+static void migrated(Server *s)
 {
     qmp_execute(s->qmp, "query-migrate", NULL, migrate_stats, s);
+    s->mig_stage = SRC_WAIT_TARGET;
+    s->mig_deadline_ms = compute_now_ms() + MIG_TARGET_WAIT_MS;
+}
+
+static void cut_over(Server *s)
+{
     s->mig_stage = SRC_CUTOVER;
     log_mig(s, SOV_LOG_INFO, "migration complete; handing the server to the target",
             jstr(s->doc, "_migrate_to"));
@@ -302,8 +353,19 @@ static void cut_over(Server *s)
 
 void mig_event(Server *s, const char *event, json_t *data)
 {
-    if (s->incoming)
+    if (s->incoming) { /* the target: the state is loaded; the source may hand over */
+        const char *st = jstr(data, "status");
+        if (strcmp(event, "MIGRATION") == 0 && strcmp(st, "completed") == 0 && !s->mig_loaded) {
+            s->mig_loaded = true;
+            log_mig(s, SOV_LOG_INFO, "migrated guest loaded here", NULL);
+            agent_report(s);
+        } else if (strcmp(event, "MIGRATION") == 0 && strcmp(st, "failed") == 0) {
+            snprintf(s->mig_failed, sizeof(s->mig_failed), "target %.63s: loading failed",
+                     s->c->host);
+            agent_report(s);
+        }
         return;
+    }
     const char *dev = jstr(data, "device");
     if (strcmp(event, "BLOCK_JOB_READY") == 0 && strcmp(dev, "mig-mirror") == 0 &&
         s->mig_stage == SRC_MIRRORING) {
@@ -318,7 +380,7 @@ void mig_event(Server *s, const char *event, json_t *data)
                                 json_pack("{s:s}", "device", "mig-mirror"), step_cb, s) < 0)
                     source_fail(s, "QMP is gone");
             } else {
-                cut_over(s);
+                migrated(s);
             }
         } else if (strcmp(st, "failed") == 0 || strcmp(st, "cancelled") == 0) {
             source_fail(s, "QEMU reported the migration failed");
@@ -330,7 +392,7 @@ void mig_event(Server *s, const char *event, json_t *data)
         if (*e)
             source_fail(s, e);
         else
-            cut_over(s);
+            migrated(s);
     }
 }
 
@@ -346,6 +408,10 @@ void mig_step(Server *s)
     }
     if (!*jstr(s->doc, "_migrate_to")) {
         if (s->mig_stage || s->mig_failed[0]) { /* over (or given up): forget it */
+            if (s->mig_stage > SRC_IDLE && s->mig_stage < SRC_CUTOVER && !s->mig_failed[0]) {
+                log_mig(s, SOV_LOG_WARN, "live migration abandoned; the guest stays here", NULL);
+                source_undo(s); /* the target gave up: take the guest back */
+            }
             s->mig_failed[0] = '\0';
             mig_reset(s);
         }
@@ -375,6 +441,8 @@ json_t *mig_report(Server *s)
             json_object_set_new(
                 m, "nbd",
                 json_pack("{s:s,s:i}", "host", s->c->cfg.migrate_host, "port", s->mig_nbd_port));
+        if (s->mig_loaded)
+            json_object_set_new(m, "loaded", json_true());
         return json_pack("{s:o}", "_migration", m);
     }
     if (s->mig_stage == SRC_CUTOVER) {
@@ -395,5 +463,7 @@ bool mig_needs_report(const Server *s)
     if (!s->incoming)
         return false;
     json_t *m = json_object_get(s->doc, "_migration");
-    return s->mig_stage == TGT_READY && strcmp(jstr(m, "host"), s->c->host) != 0;
+    return s->mig_stage == TGT_READY &&
+           (strcmp(jstr(m, "host"), s->c->host) != 0 ||
+            s->mig_loaded != json_is_true(json_object_get(m, "loaded")));
 }

@@ -1070,6 +1070,13 @@ static void converge_once(Server *s)
                 agent_report(s);
         } else if (s->incoming || *jstr(s->doc, "_migrate_to")) {
             /* migrating: no reboot or restart until it is over */
+        } else if (s->phase == PHASE_RUNNING && s->qmp_answered && !s->qmp_running &&
+                   !s->restarting && !s->stop_deadline_ms && qmp_ready(s->qmp)) {
+            /* paused but meant to run (a migrated guest whose resume was missed) */
+            if (qmp_command(s->qmp, "cont") == 0) {
+                const char *kv[] = {"server", s->id, NULL};
+                sov_logv_kv(SOV_LOG_INFO, NULL, 0, "resuming a paused guest", kv);
+            }
         } else if (s->phase == PHASE_RUNNING && reboot > s->reboot_seen && hard &&
                    qmp_ready(s->qmp)) {
             if (qmp_command(s->qmp, "system_reset") == 0) {

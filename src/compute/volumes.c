@@ -75,7 +75,15 @@ static json_t *nbd_args(const json_t *b, bool *qcow2)
     return NULL;
 }
 
-/* The data volumes the document wants plugged (ready ones only), up to VOL_SLOTS. */
+static bool id_ok(const char *id)
+{
+    size_t l = strlen(id);
+    return l > 0 && l <= 64 && strspn(id, "0123456789abcdef-") == l;
+}
+
+/* The data volumes the document has attached, up to VOL_SLOTS; blockdev is NULL while a
+ * volume's export is not known (not ready, or sov-block away): such a volume is not plugged
+ * yet, but not unplugged either. */
 static size_t wanted(const Server *s, Target *out)
 {
     size_t i, n = 0;
@@ -83,12 +91,11 @@ static size_t wanted(const Server *s, Target *out)
     json_array_foreach(json_object_get(s->doc, "_bdm"), i, b)
     {
         const char *id = jstr(b, "volume_id");
-        bool q;
-        if (is_root(b) || !*id || strlen(id) > 64 || n >= VOL_SLOTS)
+        bool q = false;
+        if (is_root(b) || !id_ok(id) || n >= VOL_SLOTS ||
+            !json_is_true(json_object_get(b, "attached")))
             continue;
         json_t *a = nbd_args(b, &q);
-        if (!a)
-            continue;
         out[n++] = (Target){.id = id, .blockdev = a, .qcow2 = q};
     }
     return n;
@@ -213,11 +220,13 @@ int vol_cmdline(Server *s, Argv *a, char *err, size_t errn)
     memset(keep, 0, sizeof(keep));
     for (size_t k = 0; k < n; k++) {
         int slot = slot_of(s, t[k].id);
-        if (slot)
+        if (slot && t[k].blockdev)
             snprintf(keep[slot], sizeof(keep[slot]), "%s", t[k].id);
     }
     memcpy(s->vol, keep, sizeof(keep));
     for (size_t k = 0; k < n; k++) {
+        if (!t[k].blockdev)
+            continue; /* plugged once its export is known */
         int slot = slot_of(s, t[k].id);
         for (int j = 1; !slot && j <= VOL_SLOTS; j++)
             if (!s->vol[j][0]) {
@@ -346,8 +355,14 @@ static void node_deleted(Qmp *q, json_t *ret, const char *err, void *ud)
 {
     Op *op = ud;
     Server *s = op->s;
-    if (err && !strstr(err, "find node"))
+    if (err && !strstr(err, "find node")) { /* still there: keep the slot, try again later */
         log_warn("server %s: blockdev-del vol%d: %s", s->id, op->slot, err);
+        s->vol_busy = false;
+        s->vol_slot = 0;
+        s->vol_retry_ms = compute_now_ms() + PLUG_RETRY_MS;
+        free(op);
+        return;
+    }
     const char *kv[] = {"server", s->id, "volume", s->vol[op->slot], NULL};
     sov_logv_kv(SOV_LOG_INFO, NULL, 0, "volume detached", kv);
     s->vol[op->slot][0] = '\0';
@@ -382,7 +397,7 @@ static void unplug_asked(Qmp *q, json_t *ret, const char *err, void *ud)
 {
     Op *op = ud;
     Server *s = op->s;
-    if (err && (strstr(err, "not found") || strstr(err, "Device '"))) {
+    if (err && strstr(err, "not found")) {
         int slot = op->slot;
         free(op);
         release_nodes(s, slot); /* already gone */
@@ -423,6 +438,7 @@ void vol_event(Server *s, const char *event, json_t *data)
     int slot = atoi(dev + 4);
     if (slot < 1 || slot > VOL_SLOTS || slot != s->vol_slot)
         return;
+    s->vol_slot = 0; /* released: no second device_del at the deadline */
     release_nodes(s, slot);
 }
 
@@ -440,6 +456,8 @@ void vol_converge(Server *s)
         }
         return;
     }
+    if (now < s->vol_retry_ms)
+        return; /* a plug or release failed a moment ago */
     Target t[VOL_SLOTS];
     size_t n = wanted(s, t);
     /* unplug first: it frees slots */
@@ -455,14 +473,13 @@ void vol_converge(Server *s)
             return;
         }
     }
-    if (now >= s->vol_retry_ms)
-        for (size_t k = 0; k < n; k++) {
-            if (slot_of(s, t[k].id))
-                continue;
-            int slot = slot_of(s, "");
-            if (slot)
-                plug(s, &t[k], slot);
-            break;
-        }
+    for (size_t k = 0; k < n; k++) {
+        if (slot_of(s, t[k].id) || !t[k].blockdev)
+            continue;
+        int slot = slot_of(s, "");
+        if (slot)
+            plug(s, &t[k], slot);
+        break;
+    }
     targets_free(t, n);
 }

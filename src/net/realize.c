@@ -100,9 +100,10 @@ static int run(char *const argv[], const char *in, size_t inlen, SovBuf *out, So
             pf[k] = (struct pollfd){.fd = pin[1], .events = POLLOUT};
             iw = k++;
         }
-        if (poll(pf, (nfds_t)k, 60000) <= 0) {
-            if (errno == EINTR)
-                continue;
+        int pr = poll(pf, (nfds_t)k, 60000);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0) { /* a tool silent for a minute is hung: end it */
             kill(pid, SIGKILL);
             break;
         }
