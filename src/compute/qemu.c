@@ -155,7 +155,9 @@ const char *server_status(const Server *s)
             return "REBOOT";
         return resizing ? "RESIZE" : "REVERT_RESIZE";
     }
-    if (*jstr(s->doc, "_migrate_to") && s->phase == PHASE_RUNNING && s->qmp_running && !s->incoming)
+    /* the guest stops at the end of a migration: still MIGRATING until the hand-over (an ACTIVE
+     * report then would drop the server from the target's watch) */
+    if (*jstr(s->doc, "_migrate_to") && s->phase == PHASE_RUNNING && !s->incoming)
         return "MIGRATING";
     if (resizing && s->phase == PHASE_RUNNING && s->qmp_running &&
         s->run_vcpus == flavor_num(s, "vcpus") && s->run_ram == flavor_num(s, "ram"))
