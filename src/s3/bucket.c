@@ -21,6 +21,7 @@ typedef struct BucketOp {
     char owner[64];
     char region[64];
     int64_t now_ms;
+    char *config; /* CreateBucket: the new bucket's configuration document */
 } BucketOp;
 
 static int step_done(sqlite3_stmt *s)
@@ -74,6 +75,7 @@ static void bucket_op_done(S3WriteOp *w, int status)
     } else {
         s3_reply_empty(r, 204);
     }
+    free(op->config);
     free(op);
 }
 
@@ -130,13 +132,15 @@ static int create_apply(sqlite3 *db, S3WriteOp *w)
     }
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(db,
-                           "INSERT INTO buckets(name, owner, region, created_ms) VALUES(?,?,?,?)",
+                           "INSERT INTO buckets(name, owner, region, created_ms, config)"
+                           " VALUES(?,?,?,?,?)",
                            -1, &s, NULL) != SQLITE_OK)
         return -EIO;
     sqlite3_bind_text(s, 1, op->name, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, op->owner, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, op->region, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 4, op->now_ms);
+    sqlite3_bind_text(s, 5, op->config ? op->config : "{}", -1, SQLITE_STATIC);
     return step_done(s);
 }
 
@@ -176,11 +180,20 @@ static void create_with_body(S3Req *r)
     }
     sov_xml_free(root);
     sov_buf_release(&err);
+    json_t *config;
+    const char *code = "ServiceUnavailable";
+    if (s3_bucket_initial_config(r, &config, &code) < 0) {
+        s3_error(r, code, "The bucket's ACL headers are not valid");
+        return;
+    }
     BucketOp *op = calloc(1, sizeof(*op));
-    if (!op) {
+    if (!op || !(op->config = json_dumps(config, JSON_COMPACT))) {
+        json_decref(config);
+        free(op);
         s3_error(r, "ServiceUnavailable", "out of memory");
         return;
     }
+    json_decref(config);
     op->r = r;
     snprintf(op->name, sizeof(op->name), "%s", r->bucket);
     snprintf(op->owner, sizeof(op->owner), "%s", r->key->account);
@@ -241,39 +254,6 @@ void s3_bucket_versioning(S3Req *r)
     sov_buf_release(&doc);
 }
 
-void s3_get_acl(S3Req *r)
-{
-    S3Bucket b;
-    S3Object o;
-    SovBuf doc = SOV_BUF_INIT;
-    if (s3_require_bucket(r, &b) < 0)
-        return;
-    if (r->key_name) {
-        int rc = s3_object_get_meta(s3_loop_db(r->loop), r->bucket, r->key_name, &o);
-        if (rc < 0) {
-            s3_error(r, rc == -ENOENT ? "NoSuchKey" : "InternalError",
-                     rc == -ENOENT ? "The specified key does not exist." : "metadata read failed");
-            return;
-        }
-        s3_object_clear(&o);
-    }
-    SovBuf id = SOV_BUF_INIT;
-    sov_xml_escape(&id, sov_str(b.owner));
-    sov_buf_printf(&doc,
-                   "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                   "<AccessControlPolicy xmlns=\"" S3_XMLNS "\">"
-                   "<Owner><ID>%s</ID><DisplayName>%s</DisplayName></Owner>"
-                   "<AccessControlList><Grant>"
-                   "<Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" "
-                   "xsi:type=\"CanonicalUser\"><ID>%s</ID><DisplayName>%s</DisplayName></Grantee>"
-                   "<Permission>FULL_CONTROL</Permission></Grant></AccessControlList>"
-                   "</AccessControlPolicy>",
-                   id.ptr, id.ptr, id.ptr, id.ptr);
-    sov_buf_release(&id);
-    s3_reply_xml(r, 200, &doc);
-    sov_buf_release(&doc);
-}
-
 /* ---- DeleteBucket ---- */
 
 static int delete_apply(sqlite3 *db, S3WriteOp *w)
@@ -324,6 +304,9 @@ static int delete_apply(sqlite3 *db, S3WriteOp *w)
 
 void s3_bucket_delete(S3Req *r)
 {
+    S3Bucket b;
+    if (s3_require_bucket(r, &b) < 0)
+        return;
     BucketOp *op = calloc(1, sizeof(*op));
     if (!op) {
         s3_error(r, "ServiceUnavailable", "out of memory");
@@ -331,7 +314,7 @@ void s3_bucket_delete(S3Req *r)
     }
     op->r = r;
     snprintf(op->name, sizeof(op->name), "%s", r->bucket);
-    snprintf(op->owner, sizeof(op->owner), "%s", r->key->account);
+    snprintf(op->owner, sizeof(op->owner), "%s", r->bucket_owner);
     op->w.apply = delete_apply;
     op->w.done = bucket_op_done;
     op->w.loop = r->loop;

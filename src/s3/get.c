@@ -129,6 +129,13 @@ static void put_object_headers(S3Req *r, const S3Object *o)
     sov_http_resp_header(r->http, "Accept-Ranges", SOV_STR("bytes"));
     if (strcmp(o->storage_class, "STANDARD") != 0)
         sov_http_resp_header(r->http, "x-amz-storage-class", sov_str(o->storage_class));
+    s3_restore_headers(r, o);
+    json_t *tags = json_object_get(meta, "_tags");
+    if (json_object_size(tags)) {
+        char n[24];
+        snprintf(n, sizeof(n), "%zu", json_object_size(tags));
+        sov_http_resp_header(r->http, "x-amz-tagging-count", sov_str(n));
+    }
     static const char *const overrides[][2] = {
         {"content-type", "response-content-type"},
         {"content-language", "response-content-language"},
@@ -139,6 +146,8 @@ static void put_object_headers(S3Req *r, const S3Object *o)
     json_object_foreach(meta, key, val)
     {
         bool overridden = false;
+        if (key[0] == '_') /* ours: ACL, tags, restore state */
+            continue;
         for (size_t i = 0; i < ELEMENTSOF(overrides); i++)
             if (strcmp(key, overrides[i][0]) == 0 && s3_param(r, overrides[i][1]))
                 overridden = true;
@@ -313,6 +322,8 @@ void s3_object_get(S3Req *r)
         s3_object_clear(&g->o);
     }
     S3Object *o = &g->o;
+    if (s3_access_object(r, o) < 0 || (!head && s3_restore_check(r, o) < 0))
+        return;
     end = o->size;
     rc = conditions(r, o, "");
     if (rc == 412) {
@@ -452,10 +463,12 @@ int s3_copy_source(S3Req *r, S3Object *ret)
     }
     *slash = '\0';
     int rc = s3_bucket_get(s3_loop_db(r->loop), p, &b);
-    if (rc == 0 && strcmp(b.owner, r->key->account) != 0)
-        rc = -EACCES;
     if (rc == 0)
         rc = s3_object_get_meta(s3_loop_db(r->loop), p, slash + 1, ret);
+    if (rc == 0 && s3_access_copy_source(r, &b, ret) < 0) {
+        s3_object_clear(ret);
+        rc = -EACCES;
+    }
     sov_buf_release(&dec);
     if (rc < 0) {
         bool no_bucket = rc == -ENOENT && b.name[0] == '\0';
@@ -604,7 +617,7 @@ static int copy_apply(sqlite3 *db, S3WriteOp *w)
 {
     CopyOp *op = (CopyOp *)w;
     S3Req *r = op->r;
-    int rc = s3_meta_check_bucket(db, w, r->bucket, r->key->account);
+    int rc = s3_meta_check_bucket(db, w, r->bucket, r->bucket_owner);
     if (rc < 0 || (rc = s3_meta_remove_object(db, w, r->bucket, r->key_name)) < 0)
         return rc;
     return s3_meta_insert_object(db, &op->dst);
@@ -707,8 +720,9 @@ void s3_object_copy(S3Req *r)
         }
         d->meta_json = s3_meta_dump(meta);
         json_decref(meta);
-    } else {
-        d->meta_json = strdup(op->src.meta_json);
+    } else if (s3_copy_meta(r, op->src.meta_json, &d->meta_json, &code) < 0) {
+        s3_error(r, code, "The copy's ACL or tags are not valid");
+        return;
     }
     if (!d->meta_json) {
         s3_error(r, "ServiceUnavailable", "out of memory");

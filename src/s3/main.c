@@ -48,6 +48,10 @@ const SovConfField s3_conf_fields[] = {
      "objects up to this size are kept inside the metadata database"},
     {"s3", "max_object_size", SOV_CONF_SIZE, offsetof(S3Config, max_object_size), 1,
      5ll * 1024 * 1024 * 1024 * 1024, "5G", "largest single PUT (multipart objects may be larger)"},
+    {"s3", "lifecycle_day_seconds", SOV_CONF_INT, offsetof(S3Config, lifecycle_day_seconds), 1,
+     86400, "86400", "seconds that count as one day in lifecycle rules and restores (tests: 1)"},
+    {"s3", "lifecycle_interval", SOV_CONF_INT, offsetof(S3Config, lifecycle_interval), 1, 86400,
+     "60", "seconds between two passes of the lifecycle worker"},
     SOV_HTTP_LIMIT_FIELDS(S3Config, http),
 };
 const size_t s3_conf_nfields = ELEMENTSOF(s3_conf_fields);
@@ -347,6 +351,10 @@ int main(int argc, char **argv)
         log_error_errno(r, "cannot start workers");
         return 1;
     }
+    if ((r = s3_lifecycle_start(&d.srv, loop)) < 0) {
+        log_error_errno(r, "cannot start the lifecycle worker");
+        return 1;
+    }
     {
         char workers[16];
         const char *kv[] = {"host",     host,          "port",   portbuf,     "workers", workers,
@@ -358,6 +366,7 @@ int main(int argc, char **argv)
     }
     uv_run(loop, UV_RUN_DEFAULT);
     sov_workers_stop(d.workers);
+    s3_lifecycle_stop(&d.srv);
     s3_store_close(d.srv.store);
     if (d.args.pidfile)
         unlink(d.args.pidfile);

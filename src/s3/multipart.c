@@ -77,7 +77,7 @@ static int create_apply(sqlite3 *db, S3WriteOp *w)
     CreateOp *op = (CreateOp *)w;
     S3Req *r = op->r;
     sqlite3_stmt *s;
-    int rc = s3_meta_check_bucket(db, w, r->bucket, r->key->account);
+    int rc = s3_meta_check_bucket(db, w, r->bucket, r->bucket_owner);
     if (rc < 0)
         return rc;
     if (sqlite3_prepare_v2(
@@ -90,7 +90,7 @@ static int create_apply(sqlite3 *db, S3WriteOp *w)
     sqlite3_bind_text(s, 2, r->bucket, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, r->key_name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 4, s3_now_ms());
-    sqlite3_bind_text(s, 5, r->key->account, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, s3_principal(r), -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 6, op->storage_class, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 7, op->meta, -1, SQLITE_STATIC);
     rc = sqlite3_step(s);
@@ -501,7 +501,7 @@ static int complete_apply(sqlite3 *db, S3WriteOp *w)
         rc = -EIO;
         goto out;
     }
-    if ((rc = s3_meta_check_bucket(db, w, r->bucket, r->key->account)) < 0 ||
+    if ((rc = s3_meta_check_bucket(db, w, r->bucket, r->bucket_owner)) < 0 ||
         (rc = s3_meta_remove_object(db, w, r->bucket, r->key_name)) < 0 ||
         (rc = s3_meta_insert_object(db, &o)) < 0)
         goto out;

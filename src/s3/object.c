@@ -254,8 +254,46 @@ int s3_collect_meta(S3Req *r, json_t **ret, const char **ret_code)
         *ret_code = "MetadataTooLarge";
         return -EINVAL;
     }
+    int rc;
+    if ((rc = s3_acl_collect(r, m, ret_code)) < 0 || (rc = s3_tagging_collect(r, m, ret_code)) < 0) {
+        json_decref(m);
+        return rc;
+    }
     *ret = m;
     return 0;
+}
+
+int s3_copy_meta(S3Req *r, const char *src_meta, char **ret, const char **ret_code)
+{
+    json_t *m = json_loads(src_meta, 0, NULL);
+    *ret = NULL;
+    if (!m || !json_is_object(m)) {
+        json_decref(m);
+        *ret_code = "InternalError";
+        return -EIO;
+    }
+    /* A copy is a new object: the requester's ACL, no restore; the tags stay unless
+     * x-amz-tagging-directive says REPLACE. */
+    json_object_del(m, "_acl");
+    json_object_del(m, "_restore");
+    const char *td = s3_header(r, "x-amz-tagging-directive");
+    if (td && strcmp(td, "REPLACE") != 0 && strcmp(td, "COPY") != 0) {
+        json_decref(m);
+        *ret_code = "InvalidArgument";
+        return -EINVAL;
+    }
+    bool replace_tags = td && strcmp(td, "REPLACE") == 0;
+    if (replace_tags)
+        json_object_del(m, "_tags");
+    int rc = s3_acl_collect(r, m, ret_code);
+    if (rc == 0 && replace_tags)
+        rc = s3_tagging_collect(r, m, ret_code);
+    if (rc == 0 && !(*ret = s3_meta_dump(m))) {
+        *ret_code = "ServiceUnavailable";
+        rc = -ENOMEM;
+    }
+    json_decref(m);
+    return rc;
 }
 
 char *s3_meta_dump(json_t *m)
@@ -367,7 +405,7 @@ static int put_apply(sqlite3 *db, S3WriteOp *w)
 {
     PutOp *op = (PutOp *)w;
     S3Req *r = op->r;
-    int rc = s3_meta_check_bucket(db, w, r->bucket, r->key->account);
+    int rc = s3_meta_check_bucket(db, w, r->bucket, r->bucket_owner);
     if (rc < 0 || (rc = s3_meta_remove_object(db, w, r->bucket, r->key_name)) < 0)
         return rc;
     S3Object o = {.bucket = r->bucket,
@@ -560,7 +598,7 @@ typedef struct DelOp {
 static int del_apply(sqlite3 *db, S3WriteOp *w)
 {
     DelOp *op = (DelOp *)w;
-    int rc = s3_meta_check_bucket(db, w, op->r->bucket, op->r->key->account);
+    int rc = s3_meta_check_bucket(db, w, op->r->bucket, op->r->bucket_owner);
     if (rc < 0)
         return rc;
     rc = s3_meta_remove_object(db, w, op->r->bucket, op->r->key_name);
@@ -613,7 +651,7 @@ static int multidel_apply(sqlite3 *db, S3WriteOp *w)
 {
     MultiDelOp *op = (MultiDelOp *)w;
     SovXmlWriter x;
-    int rc = s3_meta_check_bucket(db, w, op->r->bucket, op->r->key->account);
+    int rc = s3_meta_check_bucket(db, w, op->r->bucket, op->r->bucket_owner);
     if (rc < 0)
         return rc;
     sov_buf_reset(&op->result);

@@ -310,10 +310,9 @@ int s3_require_bucket(S3Req *r, S3Bucket *ret)
         s3_error(r, "InternalError", "metadata read failed");
         return rc;
     }
-    if (strcmp(ret->owner, r->key->account) != 0) {
-        s3_error(r, "AccessDenied", "Access Denied");
-        return -EACCES;
-    }
+    if ((rc = s3_access_check(r, ret)) < 0)
+        return rc;
+    snprintf(r->bucket_owner, sizeof(r->bucket_owner), "%s", ret->owner);
     return 0;
 }
 
@@ -654,26 +653,55 @@ static void dispatch(S3Req *r)
 
     if (!r->bucket) {
         r->op = "ListBuckets";
-        if (get)
+        if (!r->key)
+            s3_error(r, "AccessDenied", "Anonymous users cannot list buckets");
+        else if (get)
             s3_list_buckets(r);
         else
             s3_error(r, "MethodNotAllowed", "The specified method is not allowed");
         return;
     }
-    if (get && s3_has_param(r, "acl")) {
-        /* Access is by account only for now: every ACL reads as the owner's FULL_CONTROL. */
-        r->op = r->key_name ? "GetObjectAcl" : "GetBucketAcl";
-        s3_get_acl(r);
+    if (sov_str_eq(m, SOV_STR("OPTIONS"))) {
+        r->op = "PreflightRequest";
+        s3_cors_preflight(r);
         return;
     }
+    s3_cors_headers(r);
     if (!r->key_name) {
+        /* bucket sub-resources: the operation names of GET, PUT and DELETE */
+        static const struct {
+            const char *param, *get, *put, *del;
+            void (*fn)(S3Req *r);
+        } subs[] = {
+            {"policy", "GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy", s3_bucket_policy},
+            {"policyStatus", "GetBucketPolicyStatus", NULL, NULL, s3_bucket_policy_status},
+            {"acl", "GetBucketAcl", "PutBucketAcl", NULL, s3_bucket_acl},
+            {"publicAccessBlock", "GetPublicAccessBlock", "PutPublicAccessBlock",
+             "DeletePublicAccessBlock", s3_bucket_public_access_block},
+            {"cors", "GetBucketCors", "PutBucketCors", "DeleteBucketCors", s3_bucket_cors},
+            {"tagging", "GetBucketTagging", "PutBucketTagging", "DeleteBucketTagging",
+             s3_bucket_tagging},
+            {"lifecycle", "GetBucketLifecycleConfiguration", "PutBucketLifecycleConfiguration",
+             "DeleteBucketLifecycle", s3_bucket_lifecycle},
+            {"versioning", "GetBucketVersioning", "PutBucketVersioning", NULL,
+             s3_bucket_versioning},
+        };
+        for (size_t i = 0; i < ELEMENTSOF(subs); i++) {
+            if (!s3_has_param(r, subs[i].param))
+                continue;
+            const char *op = get ? subs[i].get : put ? subs[i].put : del ? subs[i].del : NULL;
+            if (!op) {
+                r->op = "Unsupported";
+                s3_error(r, "MethodNotAllowed",
+                         "The specified method is not allowed against this resource");
+                return;
+            }
+            r->op = op;
+            subs[i].fn(r);
+            return;
+        }
         /* bucket subresources this store does not have yet */
-        static const char *const unsupported[] = {"acl",
-                                                  "policy",
-                                                  "lifecycle",
-                                                  "cors",
-                                                  "tagging",
-                                                  "encryption",
+        static const char *const unsupported[] = {"encryption",
                                                   "website",
                                                   "replication",
                                                   "logging",
@@ -682,7 +710,6 @@ static void dispatch(S3Req *r)
                                                   "accelerate",
                                                   "requestPayment",
                                                   "ownershipControls",
-                                                  "publicAccessBlock",
                                                   "analytics",
                                                   "metrics",
                                                   "inventory",
@@ -699,9 +726,6 @@ static void dispatch(S3Req *r)
         if (get && s3_has_param(r, "location")) {
             r->op = "GetBucketLocation";
             s3_bucket_location(r);
-        } else if (get && s3_has_param(r, "versioning")) {
-            r->op = "GetBucketVersioning";
-            s3_bucket_versioning(r);
         } else if (get && s3_has_param(r, "uploads")) {
             r->op = "ListMultipartUploads";
             s3_multipart_list_uploads(r);
@@ -717,7 +741,10 @@ static void dispatch(S3Req *r)
             s3_bucket_head(r);
         } else if (put && r->nparams == 0) {
             r->op = "CreateBucket";
-            s3_bucket_create(r);
+            if (!r->key)
+                s3_error(r, "AccessDenied", "Anonymous users cannot create buckets");
+            else
+                s3_bucket_create(r);
         } else if (del && r->nparams == 0) {
             r->op = "DeleteBucket";
             s3_bucket_delete(r);
@@ -731,13 +758,37 @@ static void dispatch(S3Req *r)
         }
         return;
     }
-    static const char *const obj_unsupported[] = {"acl",       "tagging", "retention", "legal-hold",
-                                                  "restore",   "torrent", "select",    "attributes",
-                                                  "versionId", NULL};
+    if (s3_has_param(r, "acl")) {
+        r->op = get ? "GetObjectAcl" : put ? "PutObjectAcl" : "Unsupported";
+        if (get || put)
+            s3_object_acl(r);
+        else
+            s3_error(r, "MethodNotAllowed",
+                     "The specified method is not allowed against this resource");
+        return;
+    }
+    if (s3_has_param(r, "tagging")) {
+        r->op = get   ? "GetObjectTagging"
+                : put ? "PutObjectTagging"
+                : del ? "DeleteObjectTagging"
+                      : "Unsupported";
+        if (get || put || del)
+            s3_object_tagging(r);
+        else
+            s3_error(r, "MethodNotAllowed",
+                     "The specified method is not allowed against this resource");
+        return;
+    }
+    if (post && s3_has_param(r, "restore")) {
+        r->op = "RestoreObject";
+        s3_object_restore(r);
+        return;
+    }
+    static const char *const obj_unsupported[] = {"retention", "legal-hold", "restore",
+                                                  "torrent",   "select",     "attributes",
+                                                  NULL};
     for (size_t i = 0; obj_unsupported[i]; i++) {
-        if (s3_has_param(r, obj_unsupported[i]) &&
-            !(strcmp(obj_unsupported[i], "versionId") == 0 &&
-              strcmp(s3_param(r, "versionId"), "null") == 0)) {
+        if (s3_has_param(r, obj_unsupported[i])) {
             r->op = "Unsupported";
             s3_error(r, "NotImplemented", "This object operation is not implemented by sov-s3 yet");
             return;
@@ -838,12 +889,10 @@ void s3_handle(SovHttpReq *req, void *ud)
                         r->auth.message[0] ? r->auth.message : "Access Denied");
         return;
     }
-    if (r->auth.kind == S3_AUTH_ANONYMOUS) {
-        s3_error(r, "AccessDenied", "Anonymous access is not allowed");
-        return;
-    }
-    r->key = s3_find_key(srv, r->auth.access_key);
-    if (!r->key) {
+    /* An anonymous request goes on with no key: only what a bucket policy or ACL grants
+     * everyone is allowed (s3_access_check). */
+    r->key = r->auth.kind == S3_AUTH_ANONYMOUS ? NULL : s3_find_key(srv, r->auth.access_key);
+    if (!r->key && r->auth.kind != S3_AUTH_ANONYMOUS) {
         s3_error(r, "InvalidAccessKeyId",
                  "The AWS Access Key Id you provided does not exist in our records.");
         return;

@@ -29,7 +29,7 @@
 #define S3_MIN_PART        (5 * 1024 * 1024)
 #define S3_MAX_PART        (5ull * 1024 * 1024 * 1024)
 #define S3_MAX_USER_META   2048 /* bytes of x-amz-meta-* names and values, as AWS */
-#define S3_FORMAT_VERSION  1
+#define S3_FORMAT_VERSION  2
 #define S3_XMLNS           "http://s3.amazonaws.com/doc/2006-03-01/"
 
 typedef struct S3Config {
@@ -50,6 +50,8 @@ typedef struct S3Config {
     bool fsync;
     uint64_t inline_max;
     uint64_t max_object_size;
+    int64_t lifecycle_day_seconds; /* seconds that count as one lifecycle day (tests: 1-2) */
+    int64_t lifecycle_interval;    /* seconds between lifecycle worker passes */
     SovHttpLimitsConf http;
 } S3Config;
 
@@ -193,7 +195,11 @@ typedef struct S3Req {
     S3Server *srv;
     S3Loop *loop;
     S3AuthResult auth;
-    const S3Key *key; /* the authenticated key (its account) */
+    const S3Key *key; /* the authenticated key (its account); NULL for an anonymous request */
+    char bucket_owner[64]; /* the bucket's owner, once s3_require_bucket passed */
+    /* s3_access_check left the decision to the object's ACL: s3_access_object decides once
+     * the object's metadata is read */
+    bool object_acl_pending;
     char *bucket;     /* NULL for the service */
     char *key_name;   /* object key, NULL when none */
     S3Param *params;
@@ -229,6 +235,7 @@ struct S3Server {
     char regions[16][64];
     size_t nregions;
     SovMetric *m_bytes_in, *m_bytes_out;
+    void *lifecycle; /* the lifecycle worker's state (lifecycle.c) */
 };
 
 /* Per-loop state, reached from handlers through the router's userdata. */
@@ -271,6 +278,75 @@ int s3_body_start(S3Req *r);
 /* Reads a small XML body into r->xml, then calls done. */
 int s3_body_xml(S3Req *r, void (*done)(S3Req *r));
 
+/* The requester's account, or "" for an anonymous request. */
+const char *s3_principal(const S3Req *r);
+
+/* ---- bucket configuration documents (bconf.c) ----
+ * buckets.config is one JSON object whose members are the bucket's sub-resource documents in
+ * our own JSON form: "policy", "acl", "public_access_block", "cors", "tagging", "lifecycle",
+ * "encryption". */
+/* Reads one member on a loop's read connection: 0 with *ret a new reference (NULL when the
+ * member is absent), -ENOENT without the bucket, or -EIO. */
+int s3_bucket_config_get(sqlite3 *db, const char *bucket, const char *name, json_t **ret);
+/* Sets (value, stolen) or removes (NULL) one member through the writer; done gets 0, -ENOENT
+ * (bucket gone) or another negative errno and must answer the request. */
+void s3_bucket_config_set(S3Req *r, const char *name, json_t *value,
+                          void (*done)(S3Req *r, int status));
+/* Edits the metadata JSON of one object version (NULL or "": the current one) through the
+ * writer: edit runs on the writer thread and returns 0 (keep), or a negative errno. done gets
+ * 0 and the version edited, -ENOENT (no such key or version, or a delete marker) or another
+ * negative errno, and must answer. Keys of meta beginning with '_' are ours (never sent as
+ * headers): "_acl", "_tags", "_restore". */
+typedef int (*S3MetaEdit)(json_t *meta, void *ud);
+void s3_object_meta_update(S3Req *r, const char *version, S3MetaEdit edit, void *ud,
+                           void (*done)(S3Req *r, int status, const char *version));
+
+/* ---- access control (access.c, policy.c) ---- */
+/* Decides whether the request (r->op on r->bucket / r->key_name, by s3_principal) may go on:
+ * 0 when allowed (possibly with object_acl_pending set), else answers the S3 error itself and
+ * returns < 0. Called by s3_require_bucket once the bucket exists. */
+int s3_access_check(S3Req *r, const S3Bucket *b);
+/* Reads of an object whose decision waits for its ACL: 0 allowed, else answers, < 0. */
+int s3_access_object(S3Req *r, const S3Object *o);
+/* May the requester read the copy source object o of bucket b? 0 or -EACCES (no answer). */
+int s3_access_copy_source(S3Req *r, const S3Bucket *b, const S3Object *o);
+/* The object ACL (x-amz-acl, x-amz-grant-*) of a PUT, COPY or CreateMultipartUpload into
+ * meta["_acl"]: 0, or < 0 with *code the S3 error code. */
+int s3_acl_collect(S3Req *r, json_t *meta, const char **code);
+/* The initial configuration of a new bucket (x-amz-acl of CreateBucket): 0 with *ret a new
+ * JSON object, or < 0 with *code. */
+int s3_bucket_initial_config(S3Req *r, json_t **ret, const char **code);
+void s3_bucket_policy(S3Req *r);              /* GET/PUT/DELETE ?policy */
+void s3_bucket_policy_status(S3Req *r);       /* GET ?policyStatus */
+void s3_bucket_acl(S3Req *r);                 /* GET/PUT ?acl on a bucket */
+void s3_object_acl(S3Req *r);                 /* GET/PUT ?acl on an object */
+void s3_bucket_public_access_block(S3Req *r); /* GET/PUT/DELETE ?publicAccessBlock */
+
+/* ---- tagging and CORS (tagging.c, cors.c) ---- */
+/* x-amz-tagging of a PUT, COPY (with x-amz-tagging-directive REPLACE) or
+ * CreateMultipartUpload into meta["_tags"]: 0, or < 0 with *code. */
+int s3_tagging_collect(S3Req *r, json_t *meta, const char **code);
+void s3_bucket_tagging(S3Req *r); /* GET/PUT/DELETE ?tagging on a bucket */
+void s3_object_tagging(S3Req *r); /* GET/PUT/DELETE ?tagging on an object */
+void s3_bucket_cors(S3Req *r);    /* GET/PUT/DELETE ?cors */
+void s3_cors_preflight(S3Req *r); /* OPTIONS */
+/* Adds the Access-Control-* headers that the bucket's CORS rules give a request with an
+ * Origin header (called before any operation answers). */
+void s3_cors_headers(S3Req *r);
+
+/* ---- lifecycle and storage classes (lifecycle.c) ---- */
+void s3_bucket_lifecycle(S3Req *r); /* GET/PUT/DELETE ?lifecycle */
+void s3_object_restore(S3Req *r);   /* POST ?restore */
+/* GET of a GLACIER object not restored: answers InvalidObjectState and returns < 0. */
+int s3_restore_check(S3Req *r, const S3Object *o);
+/* x-amz-restore on GET/HEAD of a restored or restoring object. */
+void s3_restore_headers(S3Req *r, const S3Object *o);
+/* Starts the lifecycle worker on loop (the daemon's main loop: a timer every
+ * cfg.lifecycle_interval seconds, its own S3Loop for reads and writer completions); stop ends
+ * it before the store closes. */
+int s3_lifecycle_start(S3Server *srv, uv_loop_t *loop);
+void s3_lifecycle_stop(S3Server *srv);
+
 /* Operations */
 void s3_list_buckets(S3Req *r);
 void s3_bucket_create(S3Req *r);
@@ -278,7 +354,6 @@ void s3_bucket_head(S3Req *r);
 void s3_bucket_delete(S3Req *r);
 void s3_bucket_location(S3Req *r);
 void s3_bucket_versioning(S3Req *r);
-void s3_get_acl(S3Req *r);
 void s3_list_objects(S3Req *r, int version); /* 1, 2, or 0 for ListObjectVersions */
 void s3_delete_objects(S3Req *r);
 void s3_object_put(S3Req *r);
@@ -297,9 +372,23 @@ int s3_body_size(S3Req *r, uint64_t *ret);
 int s3_storage_class(S3Req *r, char out[24]);
 int s3_collect_meta(S3Req *r, json_t **ret, const char **ret_code);
 char *s3_meta_dump(json_t *m);
+/* The metadata of a copy that keeps the source's (COPY directive): its own ACL, no restore
+ * state, the source's tags unless x-amz-tagging-directive is REPLACE. */
+int s3_copy_meta(S3Req *r, const char *src_meta, char **ret, const char **ret_code);
 /* Inside the writer's transaction: */
 int s3_meta_check_bucket(sqlite3 *db, S3WriteOp *w, const char *bucket, const char *owner);
 int s3_meta_remove_object(sqlite3 *db, S3WriteOp *w, const char *bucket, const char *key);
+/* Versioning-aware removal of the current version, as DeleteObject without a versionId does
+ * (and lifecycle Expiration): unversioned buckets lose the object, versioned ones get a delete
+ * marker (Suspended: it replaces the null version). The new marker's id goes to marker_ret
+ * (40 bytes) when one is made, else "". */
+int s3_meta_expire_current(sqlite3 *db, S3WriteOp *w, const char *bucket, const char *key,
+                           int64_t now_ms, char *marker_ret);
+/* Removes one version (or delete marker) for good; the next newest becomes current. */
+int s3_meta_remove_version(sqlite3 *db, S3WriteOp *w, const char *bucket, const char *key,
+                           const char *version);
+/* The bucket's versioning state inside the writer: "", "Enabled" or "Suspended". */
+int s3_meta_versioning(sqlite3 *db, const char *bucket, char out[16]);
 int s3_meta_insert_object(sqlite3 *db, const S3Object *o);
 /* Source of a copy: parses x-amz-copy-source, reads the object, checks access and the
  * x-amz-copy-source-if-* conditions; answers the error itself and returns < 0. */

@@ -54,6 +54,7 @@ static const char schema[] =
     " version TEXT NOT NULL, is_latest INTEGER NOT NULL, size INTEGER NOT NULL,"
     " etag TEXT NOT NULL, mtime_ms INTEGER NOT NULL, storage_class TEXT NOT NULL,"
     " meta TEXT NOT NULL, inline BLOB, inline_crc INTEGER, layout BLOB,"
+    " kind INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL DEFAULT 0,"
     " PRIMARY KEY(bucket, key, version)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS uploads(id TEXT PRIMARY KEY, bucket TEXT NOT NULL,"
     " key TEXT NOT NULL, initiated_ms INTEGER NOT NULL, owner TEXT NOT NULL,"
@@ -614,8 +615,22 @@ int s3_store_open(const S3StoreConfig *cfg, S3Store **ret, SovBuf *err)
             version = atoi((const char *)sqlite3_column_text(s, 0));
         sqlite3_finalize(s);
     }
+    if (version == 1) {
+        /* format 2: delete markers (kind 1) and the order of a key's versions (seq) */
+        if (exec(st->wdb, "BEGIN") < 0 ||
+            exec(st->wdb, "ALTER TABLE objects ADD COLUMN kind INTEGER NOT NULL DEFAULT 0") < 0 ||
+            exec(st->wdb, "ALTER TABLE objects ADD COLUMN seq INTEGER NOT NULL DEFAULT 0") < 0 ||
+            exec(st->wdb, "UPDATE meta SET v='2' WHERE k='format'") < 0 ||
+            exec(st->wdb, "COMMIT") < 0) {
+            sov_buf_printf(err, "cannot upgrade %s to format 2", path);
+            sqlite3_close(st->wdb);
+            close(st->lock_fd);
+            free(st);
+            return -EIO;
+        }
+    }
     if (version == 0) {
-        exec(st->wdb, "INSERT INTO meta(k, v) VALUES('format', '1')");
+        exec(st->wdb, "INSERT INTO meta(k, v) VALUES('format', '2')");
     } else if (version > S3_FORMAT_VERSION) {
         sov_buf_printf(err, "%s has format %d; this sov-s3 reads up to %d", path, version,
                        S3_FORMAT_VERSION);
@@ -624,6 +639,7 @@ int s3_store_open(const S3StoreConfig *cfg, S3Store **ret, SovBuf *err)
         free(st);
         return -EPROTO;
     }
+    exec(st->wdb, "CREATE INDEX IF NOT EXISTS objects_by_seq ON objects(bucket, key, seq)");
     sweep(st);
     uv_mutex_init(&st->mu);
     uv_cond_init(&st->cv);

@@ -1,0 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Erasure coding of object data into shards across drives (ISA-L Reed-Solomon, CRC32C). */
+#ifndef SOV_S3_EC_H
+#define SOV_S3_EC_H
+
+#endif

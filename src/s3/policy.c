@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Bucket policies: parsing, validation and evaluation of IAM policy documents. */
+#include "policy.h"
