@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Bucket operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation,
- * GetBucketVersioning, and the three listings (ListObjects v1 and v2, ListObjectVersions) over
- * the metadata index, which keeps keys in byte order so that a page is one index range scan
- * (a delimiter's common prefix is skipped with one seek past it). */
+ * and the listings ListObjects v1 and v2 (versions: list.c) over the metadata index, which keeps
+ * keys in byte order so that a page is one index range scan (a delimiter's common prefix is skipped
+ * with one seek past it). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,7 +214,7 @@ void s3_bucket_create(S3Req *r)
     s3_body_xml(r, create_with_body);
 }
 
-/* ---- HeadBucket, GetBucketLocation, GetBucketVersioning ---- */
+/* ---- HeadBucket, GetBucketLocation ---- */
 
 void s3_bucket_head(S3Req *r)
 {
@@ -235,20 +235,6 @@ void s3_bucket_location(S3Req *r)
     sov_xml_writer_init(&w, &doc);
     sov_xml_open(&w, "LocationConstraint", S3_XMLNS);
     sov_xml_escape(&doc, sov_str(b.region));
-    sov_xml_close(&w);
-    s3_reply_xml(r, 200, &doc);
-    sov_buf_release(&doc);
-}
-
-void s3_bucket_versioning(S3Req *r)
-{
-    S3Bucket b;
-    SovBuf doc = SOV_BUF_INIT;
-    SovXmlWriter w;
-    if (s3_require_bucket(r, &b) < 0)
-        return;
-    sov_xml_writer_init(&w, &doc);
-    sov_xml_open(&w, "VersioningConfiguration", S3_XMLNS);
     sov_xml_close(&w);
     s3_reply_xml(r, 200, &doc);
     sov_buf_release(&doc);
@@ -410,9 +396,7 @@ void s3_list_objects(S3Req *r, int version)
     }
     a.fetch_owner = version != 2 || ((v = s3_param(r, "fetch-owner")) && strcmp(v, "true") == 0);
     const char *token = version == 2 ? s3_param(r, "continuation-token") : NULL;
-    const char *start = version == 2   ? s3_param(r, "start-after")
-                        : version == 1 ? s3_param(r, "marker")
-                                       : s3_param(r, "key-marker");
+    const char *start = version == 2 ? s3_param(r, "start-after") : s3_param(r, "marker");
     if (token) {
         if (b64_decode_any(token, &a.cursor) < 0) {
             s3_error(r, "InvalidArgument", "The continuation token provided is incorrect");
@@ -435,11 +419,12 @@ void s3_list_objects(S3Req *r, int version)
         (a.cursor.len < a.prefix_len ? memcmp(a.cursor.ptr, a.prefix, a.cursor.len) <= 0
                                      : memcmp(a.cursor.ptr, a.prefix, a.prefix_len) < 0);
 
-    if (sqlite3_prepare_v2(s3_loop_db(r->loop),
-                           "SELECT key, size, etag, mtime_ms, storage_class FROM objects"
-                           " WHERE bucket=?1 AND is_latest=1 AND (key > ?2 OR (?3 AND key = ?4))"
-                           " ORDER BY key LIMIT 1001",
-                           -1, &s, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(
+            s3_loop_db(r->loop),
+            "SELECT key, size, etag, mtime_ms, storage_class FROM objects"
+            " WHERE bucket=?1 AND is_latest=1 AND kind=0 AND (key > ?2 OR (?3 AND key = ?4))"
+            " ORDER BY key LIMIT 1001",
+            -1, &s, NULL) != SQLITE_OK) {
         s3_error(r, "InternalError", "metadata read failed");
         return;
     }
@@ -503,12 +488,8 @@ void s3_list_objects(S3Req *r, int version)
             nkeys++;
             sov_buf_reset(&last);
             sov_buf_append(&last, key, klen);
-            sov_xml_open(&ew, version == 0 ? "Version" : "Contents", NULL);
+            sov_xml_open(&ew, "Contents", NULL);
             put_text(&ew, &a, "Key", (SovStr){key, klen});
-            if (version == 0) {
-                sov_xml_elem(&ew, "VersionId", SOV_STR("null"));
-                sov_xml_elem(&ew, "IsLatest", SOV_STR("true"));
-            }
             s3_format_iso8601(sqlite3_column_int64(s, 3), date);
             sov_xml_elem(&ew, "LastModified", sov_str(date));
             char etag[64];
@@ -535,7 +516,7 @@ void s3_list_objects(S3Req *r, int version)
     sqlite3_finalize(s);
 
     sov_xml_writer_init(&w, &doc);
-    sov_xml_open(&w, version == 0 ? "ListVersionsResult" : "ListBucketResult", S3_XMLNS);
+    sov_xml_open(&w, "ListBucketResult", S3_XMLNS);
     sov_xml_elem(&w, "Name", sov_str(r->bucket));
     put_text(&w, &a, "Prefix", sov_str(a.prefix));
     if (version == 2) {
@@ -544,11 +525,8 @@ void s3_list_objects(S3Req *r, int version)
             sov_xml_elem(&w, "ContinuationToken", sov_str(token));
         if (start)
             put_text(&w, &a, "StartAfter", sov_str(start));
-    } else if (version == 1) {
-        put_text(&w, &a, "Marker", sov_str(start ? start : ""));
     } else {
-        put_text(&w, &a, "KeyMarker", sov_str(start ? start : ""));
-        sov_xml_elem(&w, "VersionIdMarker", sov_str(s3_param(r, "version-id-marker") ?: ""));
+        put_text(&w, &a, "Marker", sov_str(start ? start : ""));
     }
     sov_xml_elem_u64(&w, "MaxKeys", (uint64_t)a.max_keys);
     if (a.delimiter)
@@ -566,14 +544,12 @@ void s3_list_objects(S3Req *r, int version)
                 free(tok);
             }
         } else {
-            /* v1 and versions: markers are keys; a prefix marker without the 0xff byte works
-             * because every key under it sorts after it only when longer: keep it as is. */
+            /* v1: markers are keys; a prefix marker without the 0xff byte works because every
+             * key under it sorts after it only when longer: keep it as is. */
             SovStr m = sov_buf_str(&last);
             if (m.len && (unsigned char)m.ptr[m.len - 1] == 0xff)
                 m.len--;
-            put_text(&w, &a, version == 1 ? "NextMarker" : "NextKeyMarker", m);
-            if (version == 0)
-                sov_xml_elem(&w, "NextVersionIdMarker", SOV_STR("null"));
+            put_text(&w, &a, "NextMarker", m);
         }
     }
     if (entries.len)

@@ -127,6 +127,8 @@ static void put_object_headers(S3Req *r, const S3Object *o)
     s3_format_http_date(o->mtime_ms, date);
     sov_http_resp_header(r->http, "Last-Modified", sov_str(date));
     sov_http_resp_header(r->http, "Accept-Ranges", SOV_STR("bytes"));
+    if (strcmp(o->version, "null") != 0)
+        sov_http_resp_header(r->http, "x-amz-version-id", sov_str(o->version));
     if (strcmp(o->storage_class, "STANDARD") != 0)
         sov_http_resp_header(r->http, "x-amz-storage-class", sov_str(o->storage_class));
     s3_restore_headers(r, o);
@@ -292,6 +294,11 @@ void s3_object_get(S3Req *r)
 
     if (s3_require_bucket(r, &b) < 0)
         return;
+    const char *ver = s3_param(r, "versionId");
+    if (ver && !s3_version_id_valid(ver)) {
+        s3_error(r, "InvalidArgument", "Invalid version id specified");
+        return;
+    }
     g = calloc(1, sizeof(*g));
     if (!g) {
         s3_error(r, "ServiceUnavailable", "out of memory");
@@ -303,12 +310,28 @@ void s3_object_get(S3Req *r)
     /* An overwrite that commits between reading the metadata and opening the data file
      * unlinks that file: read the metadata again (the new version) and retry. */
     for (int attempt = 0;; attempt++) {
-        rc = s3_object_get_meta(s3_loop_db(r->loop), r->bucket, r->key_name, &g->o);
+        rc = s3_object_get_version(s3_loop_db(r->loop), r->bucket, r->key_name, ver, &g->o);
         if (rc == -ENOENT) {
-            s3_error(r, "NoSuchKey", "The specified key does not exist.");
+            if (ver)
+                s3_error(r, "NoSuchVersion", "The specified version does not exist.");
+            else
+                s3_error(r, "NoSuchKey", "The specified key does not exist.");
             return;
         } else if (rc < 0) {
             s3_error(r, "InternalError", "the object's metadata cannot be read");
+            return;
+        }
+        if (g->o.delete_marker) {
+            char date[40];
+            sov_http_resp_header(r->http, "x-amz-delete-marker", SOV_STR("true"));
+            sov_http_resp_header(r->http, "x-amz-version-id", sov_str(g->o.version));
+            s3_format_http_date(g->o.mtime_ms, date);
+            sov_http_resp_header(r->http, "Last-Modified", sov_str(date));
+            if (ver)
+                s3_error(r, "MethodNotAllowed",
+                         "The specified method is not allowed against this resource.");
+            else
+                s3_error(r, "NoSuchKey", "The specified key does not exist.");
             return;
         }
         if (g->o.is_inline || g->o.nsegs == 0 || head)
@@ -442,11 +465,14 @@ int s3_copy_source(S3Req *r, S3Object *ret)
     S3Bucket b = {0};
     SovStr s = sov_str(src);
     const char *q = memchr(s.ptr, '?', s.len);
+    char version[40] = "";
     if (q) {
-        if (strcmp(q, "?versionId=null") != 0) {
-            s3_error(r, "NotImplemented", "Copying from a version is not implemented yet");
-            return -ENOTSUP;
+        if (strncmp(q, "?versionId=", 11) != 0 || strlen(q + 11) >= sizeof(version) ||
+            !s3_version_id_valid(q + 11)) {
+            s3_error(r, "InvalidArgument", "Invalid version id specified");
+            return -EINVAL;
         }
+        snprintf(version, sizeof(version), "%s", q + 11);
         s.len = (size_t)(q - s.ptr);
     }
     if (s3_uri_decode(&dec, s, false) < 0 || dec.len == 0) {
@@ -463,8 +489,19 @@ int s3_copy_source(S3Req *r, S3Object *ret)
     }
     *slash = '\0';
     int rc = s3_bucket_get(s3_loop_db(r->loop), p, &b);
-    if (rc == 0)
+    bool marker = false;
+    if (rc == 0 && version[0]) {
+        rc = s3_object_get_version(s3_loop_db(r->loop), p, slash + 1, version, ret);
+        if (rc == 0 && ret->delete_marker) {
+            s3_object_clear(ret);
+            marker = true;
+            rc = -ENOENT;
+        } else if (rc == -ENOENT) {
+            rc = -ESRCH;
+        }
+    } else if (rc == 0) {
         rc = s3_object_get_meta(s3_loop_db(r->loop), p, slash + 1, ret);
+    }
     if (rc == 0 && s3_access_copy_source(r, &b, ret) < 0) {
         s3_object_clear(ret);
         rc = -EACCES;
@@ -474,6 +511,12 @@ int s3_copy_source(S3Req *r, S3Object *ret)
         bool no_bucket = rc == -ENOENT && b.name[0] == '\0';
         if (rc == -EACCES)
             s3_error(r, "AccessDenied", "Access Denied");
+        else if (marker)
+            s3_error_status(r, 400, "InvalidRequest",
+                            "The source of a copy request may not specifically refer to a delete "
+                            "marker by version id.");
+        else if (rc == -ESRCH)
+            s3_error(r, "NoSuchVersion", "The specified version does not exist.");
         else if (no_bucket)
             s3_error(r, "NoSuchBucket", "The source bucket does not exist");
         else if (rc == -ENOENT)
@@ -596,6 +639,7 @@ typedef struct CopyOp {
     S3Object dst;
     S3Segment seg;
     bool have_file;
+    char version[40]; /* the copy's version, when the bucket has a versioning state */
 } CopyOp;
 
 static void copy_free(S3Req *r)
@@ -618,9 +662,12 @@ static int copy_apply(sqlite3 *db, S3WriteOp *w)
     CopyOp *op = (CopyOp *)w;
     S3Req *r = op->r;
     int rc = s3_meta_check_bucket(db, w, r->bucket, r->bucket_owner);
-    if (rc < 0 || (rc = s3_meta_remove_object(db, w, r->bucket, r->key_name)) < 0)
+    if (rc < 0 || (rc = s3_meta_put_version(db, w, &op->dst)) < 0)
         return rc;
-    return s3_meta_insert_object(db, &op->dst);
+    op->version[0] = '\0';
+    if (rc > 0)
+        snprintf(op->version, sizeof(op->version), "%s", op->dst.version);
+    return 0;
 }
 
 static void copy_done(S3WriteOp *w, int status)
@@ -643,6 +690,10 @@ static void copy_done(S3WriteOp *w, int status)
     sov_xml_elem(&x, "ETag", sov_str(etag));
     sov_xml_elem(&x, "LastModified", sov_str(date));
     sov_xml_close(&x);
+    if (op->version[0])
+        sov_http_resp_header(r->http, "x-amz-version-id", sov_str(op->version));
+    if (strcmp(op->src.version, "null") != 0)
+        sov_http_resp_header(r->http, "x-amz-copy-source-version-id", sov_str(op->src.version));
     s3_reply_xml(r, 200, &doc);
     sov_buf_release(&doc);
 }

@@ -402,6 +402,7 @@ typedef struct CompleteOp {
     uint32_t nparts;
     char etag[48];
     char bad_part[64];
+    char version[40]; /* set when the bucket has a versioning state */
 } CompleteOp;
 
 static int complete_apply(sqlite3 *db, S3WriteOp *w)
@@ -502,9 +503,11 @@ static int complete_apply(sqlite3 *db, S3WriteOp *w)
         goto out;
     }
     if ((rc = s3_meta_check_bucket(db, w, r->bucket, r->bucket_owner)) < 0 ||
-        (rc = s3_meta_remove_object(db, w, r->bucket, r->key_name)) < 0 ||
-        (rc = s3_meta_insert_object(db, &o)) < 0)
+        (rc = s3_meta_put_version(db, w, &o)) < 0)
         goto out;
+    op->version[0] = '\0';
+    if (rc > 0)
+        snprintf(op->version, sizeof(op->version), "%s", o.version);
     static const char *const stmts[] = {"DELETE FROM parts WHERE upload=?",
                                         "DELETE FROM uploads WHERE id=?"};
     for (size_t k = 0; k < ELEMENTSOF(stmts); k++) {
@@ -557,6 +560,8 @@ static void complete_done(S3WriteOp *w, int status)
         sov_xml_elem(&x, "Key", sov_str(r->key_name));
         sov_xml_elem(&x, "ETag", sov_str(etag));
         sov_xml_close(&x);
+        if (op->version[0])
+            sov_http_resp_header(r->http, "x-amz-version-id", sov_str(op->version));
         s3_reply_xml(r, 200, &doc);
         sov_buf_release(&doc);
     }

@@ -255,7 +255,8 @@ int s3_collect_meta(S3Req *r, json_t **ret, const char **ret_code)
         return -EINVAL;
     }
     int rc;
-    if ((rc = s3_acl_collect(r, m, ret_code)) < 0 || (rc = s3_tagging_collect(r, m, ret_code)) < 0) {
+    if ((rc = s3_acl_collect(r, m, ret_code)) < 0 ||
+        (rc = s3_tagging_collect(r, m, ret_code)) < 0) {
         json_decref(m);
         return rc;
     }
@@ -314,6 +315,7 @@ typedef struct PutOp {
     int64_t now_ms;
     uint64_t expect;
     S3Segment seg;
+    char version[40]; /* set once stored in a bucket with a versioning state */
 } PutOp;
 
 /* Removes the current version of bucket/key inside the writer's transaction, queueing its data
@@ -368,10 +370,13 @@ int s3_meta_insert_object(sqlite3 *db, const S3Object *o)
     SovBuf layout = SOV_BUF_INIT;
     if (sqlite3_prepare_v2(db,
                            "INSERT INTO objects(bucket, key, version, is_latest, size, etag,"
-                           " mtime_ms, storage_class, meta, inline, inline_crc, layout)"
-                           " VALUES(?,?,'null',1,?,?,?,?,?,?,?,?)",
+                           " mtime_ms, storage_class, meta, inline, inline_crc, layout, kind, seq)"
+                           " VALUES(?1,?2,?13,1,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
                            -1, &s, NULL) != SQLITE_OK)
         return -EIO;
+    sqlite3_bind_int(s, 11, o->delete_marker ? 1 : 0);
+    sqlite3_bind_int64(s, 12, o->seq);
+    sqlite3_bind_text(s, 13, o->version[0] ? o->version : "null", -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 1, o->bucket, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, o->key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, (int64_t)o->size);
@@ -406,7 +411,7 @@ static int put_apply(sqlite3 *db, S3WriteOp *w)
     PutOp *op = (PutOp *)w;
     S3Req *r = op->r;
     int rc = s3_meta_check_bucket(db, w, r->bucket, r->bucket_owner);
-    if (rc < 0 || (rc = s3_meta_remove_object(db, w, r->bucket, r->key_name)) < 0)
+    if (rc < 0)
         return rc;
     S3Object o = {.bucket = r->bucket,
                   .key = r->key_name,
@@ -423,7 +428,10 @@ static int put_apply(sqlite3 *db, S3WriteOp *w)
         o.nsegs = 1;
         o.segs = &op->seg;
     }
-    return s3_meta_insert_object(db, &o);
+    op->version[0] = '\0';
+    if ((rc = s3_meta_put_version(db, w, &o)) > 0)
+        snprintf(op->version, sizeof(op->version), "%s", o.version);
+    return rc < 0 ? rc : 0;
 }
 
 static void put_free(S3Req *r)
@@ -458,6 +466,8 @@ static void put_done(S3WriteOp *w, int status)
     char etag[52];
     snprintf(etag, sizeof(etag), "\"%s\"", op->etag);
     sov_http_resp_header(r->http, "ETag", sov_str(etag));
+    if (op->version[0])
+        sov_http_resp_header(r->http, "x-amz-version-id", sov_str(op->version));
     s3_reply_empty(r, 200);
 }
 
@@ -593,6 +603,9 @@ void s3_object_put(S3Req *r)
 typedef struct DelOp {
     S3WriteOp w;
     S3Req *r;
+    const char *version; /* versionId: that version for good; NULL: the current one */
+    char marker[40];     /* the delete marker made or removed */
+    bool is_marker;
 } DelOp;
 
 static int del_apply(sqlite3 *db, S3WriteOp *w)
@@ -601,8 +614,18 @@ static int del_apply(sqlite3 *db, S3WriteOp *w)
     int rc = s3_meta_check_bucket(db, w, op->r->bucket, op->r->bucket_owner);
     if (rc < 0)
         return rc;
-    rc = s3_meta_remove_object(db, w, op->r->bucket, op->r->key_name);
-    return rc < 0 ? rc : 0;
+    op->marker[0] = '\0';
+    op->is_marker = false;
+    if (op->version) {
+        rc = s3_meta_remove_version_ex(db, w, op->r->bucket, op->r->key_name, op->version,
+                                       &op->is_marker);
+        if (rc > 0)
+            snprintf(op->marker, sizeof(op->marker), "%s", op->version);
+        return rc < 0 ? rc : 0;
+    }
+    rc = s3_meta_expire_current(db, w, op->r->bucket, op->r->key_name, s3_now_ms(), op->marker);
+    op->is_marker = op->marker[0] != '\0';
+    return rc;
 }
 
 static void del_done(S3WriteOp *w, int status)
@@ -611,6 +634,11 @@ static void del_done(S3WriteOp *w, int status)
     S3Req *r = op->r;
     char code[48];
     snprintf(code, sizeof(code), "%s", w->err_code);
+    if (status == 0 && op->is_marker)
+        sov_http_resp_header(r->http, "x-amz-delete-marker", SOV_STR("true"));
+    if (status == 0 && (op->marker[0] || op->version))
+        sov_http_resp_header(r->http, "x-amz-version-id",
+                             sov_str(op->marker[0] ? op->marker : op->version));
     free(op);
     if (code[0] && status < 0)
         s3_error(r, code, "The object could not be deleted");
@@ -623,14 +651,20 @@ static void del_done(S3WriteOp *w, int status)
 void s3_object_delete(S3Req *r)
 {
     S3Bucket b;
+    const char *v = s3_param(r, "versionId");
     if (s3_require_bucket(r, &b) < 0)
         return;
+    if (v && !s3_version_id_valid(v)) {
+        s3_error(r, "InvalidArgument", "Invalid version id specified");
+        return;
+    }
     DelOp *op = calloc(1, sizeof(*op));
     if (!op) {
         s3_error(r, "ServiceUnavailable", "out of memory");
         return;
     }
     op->r = r;
+    op->version = v;
     op->w.apply = del_apply;
     op->w.done = del_done;
     op->w.loop = r->loop;
@@ -663,16 +697,23 @@ static int multidel_apply(sqlite3 *db, S3WriteOp *w)
         SovXmlNode *k = sov_xml_child(n, "Key");
         SovXmlNode *v = sov_xml_child(n, "VersionId");
         const char *err = NULL;
+        char marker[40] = "";
+        bool is_marker = false;
         if (!k || !k->text_len)
             err = "InvalidArgument";
         else if (k->text_len > S3_MAX_KEY)
             err = "KeyTooLongError";
-        else if (v && strcmp(v->text, "null") != 0)
+        else if (v && !s3_version_id_valid(v->text))
             err = "NoSuchVersion";
-        if (!err) {
-            rc = s3_meta_remove_object(db, w, op->r->bucket, k->text);
+        if (!err && v) {
+            rc = s3_meta_remove_version_ex(db, w, op->r->bucket, k->text, v->text, &is_marker);
             if (rc < 0)
                 return rc;
+        } else if (!err) {
+            rc = s3_meta_expire_current(db, w, op->r->bucket, k->text, s3_now_ms(), marker);
+            if (rc < 0)
+                return rc;
+            is_marker = marker[0] != '\0';
         }
         if (err) {
             sov_xml_open(&x, "Error", NULL);
@@ -684,7 +725,12 @@ static int multidel_apply(sqlite3 *db, S3WriteOp *w)
             sov_xml_open(&x, "Deleted", NULL);
             sov_xml_elem(&x, "Key", (SovStr){k->text, k->text_len});
             if (v)
-                sov_xml_elem(&x, "VersionId", SOV_STR("null"));
+                sov_xml_elem(&x, "VersionId", (SovStr){v->text, v->text_len});
+            if (is_marker) {
+                sov_xml_elem(&x, "DeleteMarker", SOV_STR("true"));
+                if (marker[0])
+                    sov_xml_elem(&x, "DeleteMarkerVersionId", sov_str(marker));
+            }
             sov_xml_close(&x);
         }
     }

@@ -55,6 +55,15 @@ static const struct {
     {"NoSuchBucket", 404},
     {"NoSuchKey", 404},
     {"NoSuchUpload", 404},
+    {"NoSuchVersion", 404},
+    {"NoSuchBucketPolicy", 404},
+    {"NoSuchCORSConfiguration", 404},
+    {"NoSuchTagSet", 404},
+    {"NoSuchLifecycleConfiguration", 404},
+    {"NoSuchPublicAccessBlockConfiguration", 404},
+    {"InvalidObjectState", 403},
+    {"AccessForbidden", 403},
+    {"RestoreAlreadyInProgress", 409},
     {"NotImplemented", 501},
     {"PreconditionFailed", 412},
     {"RequestTimeTooSkewed", 403},
@@ -673,7 +682,8 @@ static void dispatch(S3Req *r)
             const char *param, *get, *put, *del;
             void (*fn)(S3Req *r);
         } subs[] = {
-            {"policy", "GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy", s3_bucket_policy},
+            {"policy", "GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy",
+             s3_bucket_policy},
             {"policyStatus", "GetBucketPolicyStatus", NULL, NULL, s3_bucket_policy_status},
             {"acl", "GetBucketAcl", "PutBucketAcl", NULL, s3_bucket_acl},
             {"publicAccessBlock", "GetPublicAccessBlock", "PutPublicAccessBlock",
@@ -731,7 +741,7 @@ static void dispatch(S3Req *r)
             s3_multipart_list_uploads(r);
         } else if (get && s3_has_param(r, "versions")) {
             r->op = "ListObjectVersions";
-            s3_list_objects(r, 0);
+            s3_list_versions(r);
         } else if (get) {
             const char *lt = s3_param(r, "list-type");
             r->op = lt && strcmp(lt, "2") == 0 ? "ListObjectsV2" : "ListObjects";
@@ -784,9 +794,8 @@ static void dispatch(S3Req *r)
         s3_object_restore(r);
         return;
     }
-    static const char *const obj_unsupported[] = {"retention", "legal-hold", "restore",
-                                                  "torrent",   "select",     "attributes",
-                                                  NULL};
+    static const char *const obj_unsupported[] = {"retention", "legal-hold", "restore", "torrent",
+                                                  "select",    "attributes", NULL};
     for (size_t i = 0; obj_unsupported[i]; i++) {
         if (s3_has_param(r, obj_unsupported[i])) {
             r->op = "Unsupported";

@@ -88,7 +88,9 @@ typedef struct S3Object {
     char etag[48]; /* without quotes */
     int64_t mtime_ms;
     char storage_class[24];
-    char *meta_json; /* {"content-type":..., "x-amz-meta-x":...} */
+    bool delete_marker; /* a versioned bucket's marker of a deletion (no data) */
+    int64_t seq;        /* order of the key's versions (set by s3_meta_put_version) */
+    char *meta_json;    /* {"content-type":..., "x-amz-meta-x":...} */
     /* Data: inline bytes (size bytes, crc32 inline_crc) or segments. */
     uint8_t *inline_data;
     uint32_t inline_crc;
@@ -153,9 +155,14 @@ typedef struct S3Bucket {
     char owner[64];
     char region[64];
     int64_t created_ms;
+    char versioning[16]; /* "", "Enabled" or "Suspended" */
 } S3Bucket;
 int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret);
+/* The current version (-ENOENT when the key has none or it is a delete marker). */
 int s3_object_get_meta(sqlite3 *db, const char *bucket, const char *key, S3Object *ret);
+/* One version (NULL: the current one, which may be a delete marker: ret->delete_marker). */
+int s3_object_get_version(sqlite3 *db, const char *bucket, const char *key, const char *version,
+                          S3Object *ret);
 
 /* Where a body goes while it arrives: memory up to the inline limit, else a data file under
  * tmp/ with a CRC-32 per S3_BLOCK. */
@@ -195,13 +202,13 @@ typedef struct S3Req {
     S3Server *srv;
     S3Loop *loop;
     S3AuthResult auth;
-    const S3Key *key; /* the authenticated key (its account); NULL for an anonymous request */
+    const S3Key *key;      /* the authenticated key (its account); NULL for an anonymous request */
     char bucket_owner[64]; /* the bucket's owner, once s3_require_bucket passed */
     /* s3_access_check left the decision to the object's ACL: s3_access_object decides once
      * the object's metadata is read */
     bool object_acl_pending;
-    char *bucket;     /* NULL for the service */
-    char *key_name;   /* object key, NULL when none */
+    char *bucket;   /* NULL for the service */
+    char *key_name; /* object key, NULL when none */
     S3Param *params;
     size_t nparams;
     const char *op; /* operation name, for metrics */
@@ -354,7 +361,7 @@ void s3_bucket_head(S3Req *r);
 void s3_bucket_delete(S3Req *r);
 void s3_bucket_location(S3Req *r);
 void s3_bucket_versioning(S3Req *r);
-void s3_list_objects(S3Req *r, int version); /* 1, 2, or 0 for ListObjectVersions */
+void s3_list_objects(S3Req *r, int version); /* ListObjects 1 or 2 */
 void s3_delete_objects(S3Req *r);
 void s3_object_put(S3Req *r);
 void s3_object_get(S3Req *r);
@@ -387,6 +394,17 @@ int s3_meta_expire_current(sqlite3 *db, S3WriteOp *w, const char *bucket, const 
 /* Removes one version (or delete marker) for good; the next newest becomes current. */
 int s3_meta_remove_version(sqlite3 *db, S3WriteOp *w, const char *bucket, const char *key,
                            const char *version);
+/* The same, saying whether it was a delete marker: 1 removed, 0 no such version. */
+int s3_meta_remove_version_ex(sqlite3 *db, S3WriteOp *w, const char *bucket, const char *key,
+                              const char *version, bool *was_marker);
+/* Stores o as the key's new current version under the bucket's versioning state (a bucket that
+ * never had versioning replaces the key; Enabled adds a version; Suspended replaces the 'null'
+ * one); sets o->version and o->seq. Returns 1 when the bucket has a versioning state (the
+ * reply names the version), 0 when it never had, or a negative errno. */
+int s3_meta_put_version(sqlite3 *db, S3WriteOp *w, S3Object *o);
+/* 'null' or one of our 32-hex-digit ids (anything else is InvalidArgument). */
+bool s3_version_id_valid(const char *v);
+void s3_list_versions(S3Req *r); /* ListObjectVersions */
 /* The bucket's versioning state inside the writer: "", "Enabled" or "Suspended". */
 int s3_meta_versioning(sqlite3 *db, const char *bucket, char out[16]);
 int s3_meta_insert_object(sqlite3 *db, const S3Object *o);

@@ -639,7 +639,7 @@ int s3_store_open(const S3StoreConfig *cfg, S3Store **ret, SovBuf *err)
         free(st);
         return -EPROTO;
     }
-    exec(st->wdb, "CREATE INDEX IF NOT EXISTS objects_by_seq ON objects(bucket, key, seq)");
+    exec(st->wdb, "CREATE INDEX IF NOT EXISTS objects_versions ON objects(bucket, key, seq DESC)");
     sweep(st);
     uv_mutex_init(&st->mu);
     uv_cond_init(&st->cv);
@@ -676,7 +676,8 @@ void s3_store_close(S3Store *st)
 
 int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret)
 {
-    static const char sql[] = "SELECT owner, region, created_ms FROM buckets WHERE name=?";
+    static const char sql[] =
+        "SELECT owner, region, created_ms, versioning FROM buckets WHERE name=?";
     sqlite3_stmt *s = cached_stmt(db, sql);
     int r = -ENOENT;
     if (!s)
@@ -689,6 +690,8 @@ int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret)
         snprintf(ret->owner, sizeof(ret->owner), "%s", (const char *)sqlite3_column_text(s, 0));
         snprintf(ret->region, sizeof(ret->region), "%s", (const char *)sqlite3_column_text(s, 1));
         ret->created_ms = sqlite3_column_int64(s, 2);
+        snprintf(ret->versioning, sizeof(ret->versioning), "%s",
+                 (const char *)sqlite3_column_text(s, 3));
         r = 0;
     } else if (rc != SQLITE_DONE) {
         r = -EIO;
@@ -699,15 +702,31 @@ int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret)
 
 int s3_object_get_meta(sqlite3 *db, const char *bucket, const char *key, S3Object *o)
 {
-    static const char sql[] = "SELECT version, size, etag, mtime_ms, storage_class, meta, inline,"
-                              " inline_crc, layout FROM objects"
-                              " WHERE bucket=? AND key=? AND is_latest=1";
-    sqlite3_stmt *s = cached_stmt(db, sql);
+    int r = s3_object_get_version(db, bucket, key, NULL, o);
+    if (r == 0 && o->delete_marker) {
+        s3_object_clear(o);
+        r = -ENOENT;
+    }
+    return r;
+}
+
+int s3_object_get_version(sqlite3 *db, const char *bucket, const char *key, const char *version,
+                          S3Object *o)
+{
+    static const char sql_latest[] =
+        "SELECT version, size, etag, mtime_ms, storage_class, meta, inline,"
+        " inline_crc, layout, kind FROM objects WHERE bucket=?1 AND key=?2 AND is_latest=1";
+    static const char sql_version[] =
+        "SELECT version, size, etag, mtime_ms, storage_class, meta, inline,"
+        " inline_crc, layout, kind FROM objects WHERE bucket=?1 AND key=?2 AND version=?3";
+    sqlite3_stmt *s = cached_stmt(db, version ? sql_version : sql_latest);
     int r = -ENOENT;
     if (!s)
         return -EIO;
     sqlite3_bind_text(s, 1, bucket, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
+    if (version)
+        sqlite3_bind_text(s, 3, version, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     memset(o, 0, sizeof(*o));
     if (rc == SQLITE_ROW) {
@@ -720,8 +739,13 @@ int s3_object_get_meta(sqlite3 *db, const char *bucket, const char *key, S3Objec
         snprintf(o->storage_class, sizeof(o->storage_class), "%s",
                  (const char *)sqlite3_column_text(s, 4));
         o->meta_json = strdup((const char *)sqlite3_column_text(s, 5));
+        o->delete_marker = sqlite3_column_int(s, 9) == 1;
         r = 0;
-        if (sqlite3_column_type(s, 6) == SQLITE_BLOB || sqlite3_column_type(s, 8) != SQLITE_BLOB) {
+        if (o->delete_marker) {
+            o->is_inline = true;
+            o->inline_data = malloc(1);
+        } else if (sqlite3_column_type(s, 6) == SQLITE_BLOB ||
+                   sqlite3_column_type(s, 8) != SQLITE_BLOB) {
             size_t n = (size_t)sqlite3_column_bytes(s, 6);
             o->is_inline = true;
             o->inline_data = malloc(n ? n : 1);
