@@ -183,6 +183,8 @@ typedef struct GetState {
     uint64_t seg_base;
     int fd;
     uint32_t fd_seg;
+    EcReader *ec; /* the reader of an erasure-coded segment (ec_seg) */
+    uint32_t ec_seg;
     char *buf;
     size_t bufcap; /* a multiple of S3_BLOCK */
     size_t slice_off, slice_len;
@@ -195,10 +197,52 @@ static void get_free(S3Req *r)
         return;
     if (g->fd >= 0)
         close(g->fd);
+    g->ec = ec_reader_free(g->ec);
     free(g->buf);
     s3_object_clear(&g->o);
     free(g);
     r->op_state = NULL;
+}
+
+/* Reads [g->pos, ...) of an erasure-coded segment: as many bytes as the buffer holds, up to the
+ * end of the range or segment; shards found damaged go to the healer (heal on read). */
+static int get_load_ec(S3Store *st, GetState *g, const S3Segment *s)
+{
+    if (!s3_store_ecset(st)) {
+        log_error("object %s/%s: erasure-coded data, but no drives configured", g->o.bucket,
+                  g->o.key);
+        return -EIO;
+    }
+    if (!g->ec || g->ec_seg != g->seg) {
+        EcGeom geom = {s->ec_k, s->ec_m, s->ec_block};
+        g->ec = ec_reader_free(g->ec);
+        int rc = ec_reader_open(s3_store_ecset(st), &geom, s->file, s->size, &g->ec);
+        if (rc < 0) {
+            log_error_errno(rc, "object %s/%s: shards of %s", g->o.bucket, g->o.key, s->file);
+            return -EIO;
+        }
+        g->ec_seg = g->seg;
+    }
+    uint64_t in_seg = g->pos - g->seg_base;
+    uint64_t want_end = SOV_MIN(s->size, g->end - g->seg_base);
+    size_t n = (size_t)SOV_MIN((uint64_t)g->bufcap, want_end - in_seg);
+    uint32_t before = ec_reader_damaged(g->ec);
+    int rc = ec_reader_read(g->ec, in_seg, n, g->buf);
+    uint32_t damaged = ec_reader_damaged(g->ec);
+    if (damaged != before) {
+        log_error("object %s/%s: damaged shards of %s (mask %#x), repairing", g->o.bucket, g->o.key,
+                  s->file, damaged);
+        sov_counter_add(bitrot_metric(), 1);
+        s3_store_heal_later(st, s);
+    }
+    if (rc < 0) {
+        log_error("object %s/%s: %s has fewer good shards than it needs", g->o.bucket, g->o.key,
+                  s->file);
+        return -EIO;
+    }
+    g->slice_off = 0;
+    g->slice_len = n;
+    return 0;
 }
 
 /* Reads and checks the block holding g->pos; sets the slice to send. */
@@ -211,6 +255,8 @@ static int get_load(S3Store *st, GetState *g)
     if (g->seg >= g->o.nsegs)
         return -EIO;
     const S3Segment *s = &g->o.segs[g->seg];
+    if (s->ec_k)
+        return get_load_ec(st, g, s);
     if (g->fd < 0 || g->fd_seg != g->seg) {
         char path[PATH_MAX];
         if (g->fd >= 0)
@@ -336,6 +382,21 @@ void s3_object_get(S3Req *r)
         }
         if (g->o.is_inline || g->o.nsegs == 0 || head)
             break;
+        if (g->o.segs[0].ec_k) {
+            /* an overwrite removes every shard: retry while none of the first segment's is
+             * there */
+            const EcSet *set = s3_store_ecset(r->srv->store);
+            bool any = false;
+            for (unsigned i = 0; set && i < g->o.segs[0].ec_k + g->o.segs[0].ec_m && !any; i++) {
+                char path[PATH_MAX];
+                any = ec_shard_path(set, g->o.segs[0].file, i, path, sizeof(path)) == 0 &&
+                      access(path, F_OK) == 0;
+            }
+            if (any || attempt == 3)
+                break;
+            s3_object_clear(&g->o);
+            continue;
+        }
         char path[PATH_MAX];
         s3_file_path(r->srv->store, g->o.segs[0].file, path, sizeof(path));
         g->fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -541,6 +602,7 @@ typedef struct CopyJob {
     uint64_t off, len;
     S3Sink sink;
     S3Segment seg;
+    char storage_class[24];
     int status;
     void (*done)(S3Req *r, int status, S3Segment *seg, void *ud);
     void *ud;
@@ -553,7 +615,7 @@ static void copy_work(uv_work_t *w)
     SovDigest *md5 = sov_digest_new(SOV_DIGEST_MD5);
     char *buf = malloc(S3_BLOCK);
     uint8_t dg[SOV_MD5_LEN];
-    int rc = s3_sink_open(&j->sink, j->r->srv->store, true);
+    int rc = s3_sink_open(&j->sink, j->r->srv->store, true, j->storage_class);
 
     if (!md5 || !buf || rc < 0) {
         j->status = rc < 0 ? rc : -ENOMEM;
@@ -583,11 +645,12 @@ static void copy_work(uv_work_t *w)
         }
         if (g.fd >= 0)
             close(g.fd);
+        ec_reader_free(g.ec);
     }
     if (rc == 0)
         rc = s3_sink_finish(&j->sink);
     if (rc == 0)
-        rc = s3_file_commit(j->sink.st, j->sink.file, j->sink.fd);
+        rc = s3_sink_commit_sync(&j->sink);
     if (rc == 0) {
         char hex[2 * SOV_MD5_LEN + 1];
         sov_digest_final(md5, dg);
@@ -613,11 +676,14 @@ static void copy_after(uv_work_t *w, int status)
 }
 
 int s3_copy_data(S3Req *r, const S3Object *src, uint64_t off, uint64_t len,
+                 const char *storage_class,
                  void (*done)(S3Req *r, int status, S3Segment *seg, void *ud), void *ud)
 {
     CopyJob *j = calloc(1, sizeof(*j));
     if (!j)
         return -ENOMEM;
+    snprintf(j->storage_class, sizeof(j->storage_class), "%s",
+             storage_class ? storage_class : "STANDARD");
     j->work.data = j;
     j->r = r;
     j->src = src;
@@ -769,6 +835,14 @@ void s3_object_copy(S3Req *r)
             s3_error(r, code, "The metadata headers are too large or not valid");
             return;
         }
+        const char *td = s3_header(r, "x-amz-tagging-directive");
+        if (!td || strcmp(td, "REPLACE") != 0) { /* COPY: the source's tags stay */
+            json_t *src = json_loads(op->src.meta_json, 0, NULL);
+            json_t *tags = json_object_get(src, "_tags");
+            if (tags)
+                json_object_set(meta, "_tags", tags);
+            json_decref(src);
+        }
         d->meta_json = s3_meta_dump(meta);
         json_decref(meta);
     } else if (s3_copy_meta(r, op->src.meta_json, &d->meta_json, &code) < 0) {
@@ -801,6 +875,6 @@ void s3_object_copy(S3Req *r)
             return;
         }
     }
-    if (s3_copy_data(r, &op->src, 0, op->src.size, copy_data_done, NULL) < 0)
+    if (s3_copy_data(r, &op->src, 0, op->src.size, op->dst.storage_class, copy_data_done, NULL) < 0)
         s3_error(r, "InternalError", "The copy could not start");
 }

@@ -2,11 +2,14 @@
 /* sov-s3: the S3-compatible object store daemon. Configuration, accounts and keys, the store,
  * and one HTTP server per worker loop whose single route hands every request to s3_handle(). */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "s3.h"
 #include "sov/log.h"
@@ -48,6 +51,16 @@ const SovConfField s3_conf_fields[] = {
      "objects up to this size are kept inside the metadata database"},
     {"s3", "max_object_size", SOV_CONF_SIZE, offsetof(S3Config, max_object_size), 1,
      5ll * 1024 * 1024 * 1024 * 1024, "5G", "largest single PUT (multipart objects may be larger)"},
+    {"s3", "drives", SOV_CONF_STRING, offsetof(S3Config, drives), 0, 255, "",
+     "erasure coding: absolute directories, one per drive (file system), comma-separated; their "
+     "order is part of the data's placement (empty: data files under data_dir, no coding)"},
+    {"s3", "ec", SOV_CONF_STRING, offsetof(S3Config, ec), 0, 16, "auto",
+     "data+parity shards of new objects: auto (by drive count: 4 drives 2+2, 8 drives 5+3, ...) "
+     "or K+M"},
+    {"s3", "class_ec", SOV_CONF_STRING, offsetof(S3Config, class_ec), 0, 255, "",
+     "geometry per storage class, e.g. STANDARD_IA=3+1,GLACIER=4+2 (others: ec)"},
+    {"s3", "scrub_interval", SOV_CONF_INT, offsetof(S3Config, scrub_interval), 0, 31536000, "86400",
+     "seconds between background verifications of every shard (0: never)"},
     {"s3", "lifecycle_day_seconds", SOV_CONF_INT, offsetof(S3Config, lifecycle_day_seconds), 1,
      86400, "86400", "seconds that count as one day in lifecycle rules and restores (tests: 1)"},
     {"s3", "lifecycle_interval", SOV_CONF_INT, offsetof(S3Config, lifecycle_interval), 1, 86400,
@@ -146,6 +159,36 @@ int s3_keys_load(S3Server *srv, SovBuf *err)
     srv->keys = keys;
     srv->nkeys = n;
     uv_rwlock_wrunlock(&srv->keys_lock);
+    return 0;
+}
+
+/* The operator's token for POST /_sov/heal: data_dir/admin.token, made (0600) on first start. */
+static int admin_token(S3Server *srv, SovBuf *err)
+{
+    char path[PATH_MAX - 8];
+    snprintf(path, sizeof(path), "%s/admin.token", srv->cfg.data_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, srv->admin_token, sizeof(srv->admin_token) - 1);
+        close(fd);
+        if (n == 64) {
+            srv->admin_token[64] = '\0';
+            return 0;
+        }
+    }
+    uint8_t raw[32];
+    char tmp[PATH_MAX];
+    if (sov_random_bytes(raw, sizeof(raw)) < 0)
+        return -EIO;
+    sov_hex_encode(raw, sizeof(raw), srv->admin_token);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, srv->admin_token, 64) != 64 || fsync(fd) < 0 || close(fd) < 0 ||
+        rename(tmp, path) < 0) {
+        int e = errno;
+        sov_buf_printf(err, "cannot write %s: %s", path, strerror(e));
+        return -e;
+    }
     return 0;
 }
 
@@ -307,9 +350,18 @@ int main(int argc, char **argv)
     }
     sov_log_setup("s3", lvl, stderr);
 
-    S3StoreConfig sc = {.data_dir = cfg->data_dir, .fsync = cfg->fsync};
+    S3StoreConfig sc = {.data_dir = cfg->data_dir,
+                        .fsync = cfg->fsync,
+                        .drives = cfg->drives,
+                        .ec = cfg->ec,
+                        .class_ec = cfg->class_ec,
+                        .scrub_interval = cfg->scrub_interval};
     if ((r = s3_store_open(&sc, &d.srv.store, &err)) < 0) {
         log_error("store: %s", err.ptr);
+        return 1;
+    }
+    if (admin_token(&d.srv, &err) < 0) {
+        log_error("%s", err.ptr);
         return 1;
     }
     d.srv.m_bytes_in = sov_metrics_counter("sov_s3_bytes_received_total",

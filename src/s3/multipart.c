@@ -324,7 +324,8 @@ void s3_multipart_upload_part(S3Req *r)
                  "Part number must be an integer between 1 and 10000, inclusive");
         return;
     }
-    if (!valid_upload_id(id) || upload_exists(r, id, NULL, 0) < 0) {
+    char sclass[24] = "STANDARD";
+    if (!valid_upload_id(id) || upload_exists(r, id, sclass, sizeof(sclass)) < 0) {
         no_such_upload(r);
         return;
     }
@@ -367,7 +368,7 @@ void s3_multipart_upload_part(S3Req *r)
             s3_error(r, "InvalidRequest", "A part is at most 5 GiB");
             return;
         }
-        if (s3_copy_data(r, &op->src, off, len, part_copy_done, NULL) < 0)
+        if (s3_copy_data(r, &op->src, off, len, sclass, part_copy_done, NULL) < 0)
             s3_error(r, "InternalError", "The copy could not start");
         return;
     }
@@ -378,7 +379,7 @@ void s3_multipart_upload_part(S3Req *r)
         s3_error(r, "EntityTooLarge", "A part is at most 5 GiB");
         return;
     }
-    if (s3_sink_open(&op->sink, r->srv->store, true) < 0) {
+    if (s3_sink_open(&op->sink, r->srv->store, true, sclass) < 0) {
         s3_error(r, "InternalError", "cannot open a data file");
         return;
     }

@@ -18,7 +18,7 @@
 
 /* ---- sink ---- */
 
-int s3_sink_open(S3Sink *k, S3Store *st, bool to_file)
+int s3_sink_open(S3Sink *k, S3Store *st, bool to_file, const char *storage_class)
 {
     memset(k, 0, sizeof(*k));
     k->st = st;
@@ -28,7 +28,14 @@ int s3_sink_open(S3Sink *k, S3Store *st, bool to_file)
         return 0;
     char path[PATH_MAX];
     int r = s3_file_new_id(k->file);
-    if (r < 0 || (r = s3_file_tmp_path(st, k->file, path, sizeof(path))) < 0)
+    if (r < 0)
+        return r;
+    const EcSet *set = s3_store_ecset(st);
+    if (set) {
+        s3_store_geom(st, storage_class, &k->geom);
+        return ec_writer_open(set, &k->geom, k->file, &k->ec);
+    }
+    if ((r = s3_file_tmp_path(st, k->file, path, sizeof(path))) < 0)
         return r;
     k->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     return k->fd < 0 ? -errno : 0;
@@ -55,6 +62,12 @@ int s3_sink_write(S3Sink *k, const char *p, size_t n)
     if (!k->to_file) {
         k->size += n;
         return sov_buf_append(&k->mem, p, n);
+    }
+    if (k->ec) {
+        int r = ec_writer_write(k->ec, p, n);
+        if (r == 0)
+            k->size += n;
+        return r;
     }
     if (k->size == 0 && k->ncrc == 0 && k->block_fill == 0)
         k->block_crc = 0;
@@ -84,6 +97,8 @@ int s3_sink_finish(S3Sink *k)
 {
     if (!k->to_file)
         return 0;
+    if (k->ec)
+        return ec_writer_finish(k->ec);
     if (k->block_fill && sink_crc_push(k) < 0)
         return -ENOMEM;
     return 0;
@@ -91,6 +106,8 @@ int s3_sink_finish(S3Sink *k)
 
 void s3_sink_abort(S3Sink *k)
 {
+    if (k->ec && !k->ec_committed)
+        ec_writer_abort(k->ec);
     if (k->fd >= 0) {
         char path[PATH_MAX];
         close(k->fd);
@@ -103,6 +120,7 @@ void s3_sink_abort(S3Sink *k)
 
 void s3_sink_release(S3Sink *k)
 {
+    k->ec = ec_writer_free(k->ec); /* removes nothing once committed */
     if (k->fd >= 0)
         close(k->fd);
     k->fd = -1;
@@ -120,16 +138,36 @@ typedef struct CommitJob {
     void *ud;
 } CommitJob;
 
+int s3_sink_commit_sync(S3Sink *k)
+{
+    if (k->ec) {
+        int r = ec_writer_commit(k->ec);
+        k->ec_committed = r == 0;
+        if (r == 0 && ec_writer_damaged(k->ec)) {
+            /* written with fewer shards than k+m (still a quorum): repair the rest */
+            S3Segment seg = {.size = k->size,
+                             .ec_k = (uint8_t)k->geom.k,
+                             .ec_m = (uint8_t)k->geom.m,
+                             .ec_block = k->geom.block};
+            memcpy(seg.file, k->file, sizeof(seg.file));
+            s3_store_heal_later(k->st, &seg);
+        }
+        return r;
+    }
+    return s3_file_commit(k->st, k->file, k->fd);
+}
+
 static void commit_work(uv_work_t *w)
 {
     CommitJob *j = w->data;
-    j->status = s3_file_commit(j->sink->st, j->sink->file, j->sink->fd);
+    j->status = s3_sink_commit_sync(j->sink);
 }
 
 static void commit_after(uv_work_t *w, int status)
 {
     CommitJob *j = w->data;
-    close(j->sink->fd);
+    if (j->sink->fd >= 0)
+        close(j->sink->fd);
     j->sink->fd = -1;
     j->done(j->ud, status < 0 ? status : j->status);
     free(j);
@@ -160,6 +198,11 @@ void s3_sink_segment(S3Sink *k, S3Segment *seg, const char *etag)
     seg->crcs = k->crcs;
     k->crcs = NULL;
     snprintf(seg->etag, sizeof(seg->etag), "%.34s", etag);
+    if (k->ec) {
+        seg->ec_k = (uint8_t)k->geom.k;
+        seg->ec_m = (uint8_t)k->geom.m;
+        seg->ec_block = k->geom.block;
+    }
 }
 
 /* ---- metadata headers ---- */
@@ -542,13 +585,18 @@ int s3_body_size(S3Req *r, uint64_t *ret)
 
 int s3_storage_class(S3Req *r, char out[24])
 {
+    static const char *const classes[] = {"STANDARD", "STANDARD_IA", "GLACIER",
+                                          "INTELLIGENT_TIERING", NULL};
     const char *sc = s3_header(r, "x-amz-storage-class");
-    if (!sc || strcmp(sc, "STANDARD") == 0) {
-        snprintf(out, 24, "STANDARD");
-        return 0;
+    for (size_t i = 0; classes[i]; i++) {
+        if (!sc || strcmp(sc, classes[i]) == 0) {
+            snprintf(out, 24, "%s", classes[i]);
+            return 0;
+        }
     }
     s3_error_status(r, 400, "InvalidStorageClass",
-                    "The storage class you specified is not valid (this store has STANDARD)");
+                    "The storage class you specified is not valid (this store has STANDARD, "
+                    "STANDARD_IA, GLACIER and INTELLIGENT_TIERING)");
     return -EINVAL;
 }
 
@@ -588,8 +636,8 @@ void s3_object_put(S3Req *r)
     }
     op->meta = s3_meta_dump(meta);
     json_decref(meta);
-    if (!op->meta ||
-        s3_sink_open(&op->sink, r->srv->store, op->expect > r->srv->cfg.inline_max) < 0) {
+    if (!op->meta || s3_sink_open(&op->sink, r->srv->store, op->expect > r->srv->cfg.inline_max,
+                                  op->storage_class) < 0) {
         s3_error(r, "InternalError", "cannot open a data file");
         return;
     }

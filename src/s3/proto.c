@@ -4,6 +4,8 @@
  * owns the request's life (S3Req) until its answer. Also the S3 XML errors and the body reader
  * that checks payload hashes, aws-chunked signatures and Content-MD5. */
 #include <errno.h>
+#include <inttypes.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -846,6 +848,66 @@ static void answer_plain(SovHttpReq *req, S3Server *srv, bool metrics)
     sov_buf_release(&b);
 }
 
+/* POST /_sov/heal (what `sov s3 heal` sends): verifies and repairs every erasure-coded shard
+ * on the thread pool and answers a JSON summary. Only for the holder of the token in
+ * data_dir/admin.token (the operator on this machine): S3 accounts cannot ask for it. */
+typedef struct HealJob {
+    uv_work_t work;
+    SovHttpReq *req;
+    S3Server *srv;
+    S3HealStats st;
+    int status;
+} HealJob;
+
+static void heal_work(uv_work_t *w)
+{
+    HealJob *j = w->data;
+    j->status = s3_store_heal_all(j->srv->store, &j->st);
+}
+
+static void heal_after(uv_work_t *w, int status)
+{
+    HealJob *j = w->data;
+    char body[256];
+    int n = snprintf(body, sizeof(body),
+                     "{\"segments\": %" PRIu64 ", \"damaged\": %" PRIu64 ", \"healed\": %" PRIu64
+                     ", \"lost\": %" PRIu64 ", \"error\": %s}\n",
+                     j->st.segments, j->st.damaged, j->st.healed, j->st.lost,
+                     status < 0 || j->status < 0 ? "\"the metadata could not be read\"" : "null");
+    sov_http_respond(j->req, status < 0 || j->status < 0 ? 500 : 200, "application/json", body,
+                     (size_t)n);
+    sov_http_req_unref(j->req);
+    free(j);
+}
+
+static void admin_heal(SovHttpReq *req, S3Server *srv, uv_loop_t *loop)
+{
+    SovStr tok = sov_http_req_header(req, "x-sov-admin-token");
+    size_t tl = strlen(srv->admin_token);
+    if (!sov_str_eq(sov_http_req_method(req), SOV_STR("POST"))) {
+        sov_http_respond_error(req, 405, "POST only");
+        return;
+    }
+    if (!tl || !tok.ptr || tok.len != tl || CRYPTO_memcmp(tok.ptr, srv->admin_token, tl) != 0) {
+        sov_http_respond_error(req, 403, "the admin token of this sov-s3 is required");
+        return;
+    }
+    HealJob *j = calloc(1, sizeof(*j));
+    if (!j) {
+        sov_http_respond_error(req, 503, "out of memory");
+        return;
+    }
+    j->work.data = j;
+    j->req = req;
+    j->srv = srv;
+    sov_http_req_ref(req);
+    if (uv_queue_work(loop, &j->work, heal_work, heal_after) < 0) {
+        sov_http_req_unref(req);
+        free(j);
+        sov_http_respond_error(req, 503, "cannot start the repair");
+    }
+}
+
 void s3_handle(SovHttpReq *req, void *ud)
 {
     S3Worker *w = ud;
@@ -858,6 +920,10 @@ void s3_handle(SovHttpReq *req, void *ud)
 
     sov_http_resp_header(req, "x-amz-request-id", sov_str(sov_http_req_id(req)));
     sov_http_resp_header(req, "Server", SOV_STR("sovcloud-s3"));
+    if (sov_str_eq(path, SOV_STR("/_sov/heal"))) {
+        admin_heal(req, srv, s3_loop_uv(w->loop));
+        return;
+    }
     S3Req *r = calloc(1, sizeof(*r));
     if (!r) {
         sov_http_respond_error(req, 503, "out of memory");

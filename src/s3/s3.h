@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "ec.h"
 #include "sigv4.h"
 #include "sov/buf.h"
 #include "sov/conf.h"
@@ -50,8 +51,12 @@ typedef struct S3Config {
     bool fsync;
     uint64_t inline_max;
     uint64_t max_object_size;
-    int64_t lifecycle_day_seconds; /* seconds that count as one lifecycle day (tests: 1-2) */
-    int64_t lifecycle_interval;    /* seconds between lifecycle worker passes */
+    char drives[SOV_CONF_STR_MAX];   /* erasure coding: drive directories, comma-separated */
+    char ec[SOV_CONF_STR_MAX];       /* default geometry: auto or K+M */
+    char class_ec[SOV_CONF_STR_MAX]; /* per storage class: CLASS=K+M,... */
+    int64_t scrub_interval;          /* seconds between background scrubs; 0: none */
+    int64_t lifecycle_day_seconds;   /* seconds that count as one lifecycle day (tests: 1-2) */
+    int64_t lifecycle_interval;      /* seconds between lifecycle worker passes */
     SovHttpLimitsConf http;
 } S3Config;
 
@@ -78,6 +83,10 @@ typedef struct S3Segment {
     uint32_t nblocks;
     uint32_t *crcs; /* CRC-32 of each S3_BLOCK of the file */
     char etag[35];  /* part ETag (hex MD5), for partNumber reads and ListParts */
+    /* Erasure-coded segments (ec_k > 0): shard files on the store's drives, each block with
+     * its CRC-32C inside them (nblocks 0, no crcs here). */
+    uint8_t ec_k, ec_m;
+    uint32_t ec_block;
 } S3Segment;
 
 typedef struct S3Object {
@@ -108,12 +117,43 @@ void s3_segments_free(S3Segment *segs, uint32_t n);
 typedef struct S3StoreConfig {
     const char *data_dir;
     bool fsync;
+    /* Erasure coding: comma-separated drive directories (NULL or "": data files under
+     * data_dir/objects, no erasure coding), the default geometry ("auto": by drive count, or
+     * "K+M") and per storage class ones ("STANDARD_IA=3+1,GLACIER=2+2"). */
+    const char *drives;
+    const char *ec;
+    const char *class_ec;
+    int64_t scrub_interval; /* seconds between background scrubs of every shard; 0: none */
 } S3StoreConfig;
 
 int s3_store_open(const S3StoreConfig *cfg, S3Store **ret, SovBuf *err);
 void s3_store_close(S3Store *st);
 const char *s3_store_dir(const S3Store *st);
 bool s3_store_fsync(const S3Store *st);
+/* The drive set, or NULL when the store does not erasure-code. */
+const EcSet *s3_store_ecset(const S3Store *st);
+/* The geometry that new data of a storage class gets (only with a drive set). */
+void s3_store_geom(const S3Store *st, const char *storage_class, EcGeom *ret);
+/* Queues an erasure-coded segment a read found damaged for the healer thread. */
+void s3_store_heal_later(S3Store *st, const S3Segment *seg);
+/* Verifies and repairs every erasure-coded segment now (blocking: the thread pool's job).
+ * Counts segments checked, shards found damaged and rewritten, and segments that lost more
+ * than their parity can rebuild. */
+typedef struct S3HealStats {
+    uint64_t segments, damaged, healed, lost;
+} S3HealStats;
+int s3_store_heal_all(S3Store *st, S3HealStats *ret);
+
+/* The store's drives (drives.c; used by store.c only). */
+typedef struct S3Drives S3Drives;
+int s3_drives_open(const S3StoreConfig *cfg, const char *db_path, S3Drives **ret, SovBuf *err);
+void s3_drives_close(S3Drives *d);
+const EcSet *s3_drives_set(const S3Drives *d);
+void s3_drives_geom(const S3Drives *d, const char *cls, EcGeom *ret);
+void s3_drives_remove(S3Drives *d, const char *id);
+unsigned s3_drives_sweep(S3Drives *d, const char *sorted_ids, size_t n);
+void s3_drives_heal_later(S3Drives *d, const S3Segment *seg);
+int s3_drives_heal_all(S3Drives *d, S3HealStats *ret);
 
 S3Loop *s3_loop_new(S3Store *st, uv_loop_t *loop);
 void s3_loop_close(S3Loop *l);  /* closes the async handle; frees once closed */
@@ -170,6 +210,9 @@ typedef struct S3Sink {
     S3Store *st;
     bool to_file;
     int fd;
+    EcWriter *ec; /* a file sink on a store with drives: the shards being written */
+    EcGeom geom;
+    bool ec_committed;
     char file[33];
     SovBuf mem;
     uint64_t size;
@@ -178,7 +221,10 @@ typedef struct S3Sink {
     uint32_t block_crc;
     uint64_t block_fill;
 } S3Sink;
-int s3_sink_open(S3Sink *k, S3Store *st, bool to_file);
+/* storage_class picks the geometry of an erasure-coded store (NULL: STANDARD). */
+int s3_sink_open(S3Sink *k, S3Store *st, bool to_file, const char *storage_class);
+/* The same commit as s3_sink_commit, blocking (for code already on the thread pool). */
+int s3_sink_commit_sync(S3Sink *k);
 int s3_sink_write(S3Sink *k, const char *p, size_t n);
 int s3_sink_finish(S3Sink *k); /* closes the last partial CRC block */
 /* Moves the file in (fsync, rename, dir fsync) on the thread pool, then calls done on loop. */
@@ -242,7 +288,8 @@ struct S3Server {
     char regions[16][64];
     size_t nregions;
     SovMetric *m_bytes_in, *m_bytes_out;
-    void *lifecycle; /* the lifecycle worker's state (lifecycle.c) */
+    void *lifecycle;      /* the lifecycle worker's state (lifecycle.c) */
+    char admin_token[65]; /* data_dir/admin.token: operator requests (POST /_sov/heal) */
 };
 
 /* Per-loop state, reached from handlers through the router's userdata. */
@@ -414,6 +461,7 @@ int s3_copy_source(S3Req *r, S3Object *ret);
 /* Copies [off, off+len) of an object into a new committed data file on the thread pool (CRCs
  * checked while reading); done gets the segment (file, size, crcs, etag = MD5 of the data). */
 int s3_copy_data(S3Req *r, const S3Object *src, uint64_t off, uint64_t len,
+                 const char *storage_class,
                  void (*done)(S3Req *r, int status, S3Segment *seg, void *ud), void *ud);
 /* ETag list match (If-Match / If-None-Match): "*", or one of the quoted or bare tags. */
 bool s3_etag_matches(const char *header, const char *etag);

@@ -32,6 +32,7 @@ struct S3Store {
     uv_cond_t cv;
     S3WriteOp *head, *tail;
     bool stop;
+    S3Drives *drives; /* erasure coding; NULL: data files under dir/objects */
 };
 
 struct S3Loop {
@@ -66,7 +67,8 @@ static const char schema[] =
 
 /* ---- layout: the segments of an object, as stored in objects.layout and parts.layout ---- */
 
-#define LAYOUT_MAGIC 0x53334c31u /* "S3L1" */
+#define LAYOUT_MAGIC  0x53334c31u /* "S3L1": files under objects/ only */
+#define LAYOUT_MAGIC2 0x53334c32u /* "S3L2": each segment says its erasure coding */
 
 static void put_u32(SovBuf *b, uint32_t v)
 {
@@ -87,7 +89,10 @@ static uint32_t get_u32(const uint8_t *p)
 
 int s3_layout_encode(const S3Segment *segs, uint32_t n, SovBuf *out)
 {
-    put_u32(out, LAYOUT_MAGIC);
+    bool ec = false;
+    for (uint32_t i = 0; i < n; i++)
+        ec |= segs[i].ec_k != 0;
+    put_u32(out, ec ? LAYOUT_MAGIC2 : LAYOUT_MAGIC);
     put_u32(out, n);
     for (uint32_t i = 0; i < n; i++) {
         sov_buf_append(out, segs[i].file, 32);
@@ -96,6 +101,10 @@ int s3_layout_encode(const S3Segment *segs, uint32_t n, SovBuf *out)
         sov_buf_append(out, etag, 32);
         put_u64(out, segs[i].size);
         put_u32(out, segs[i].nblocks);
+        if (ec) {
+            put_u32(out, (uint32_t)segs[i].ec_k | (uint32_t)segs[i].ec_m << 8);
+            put_u32(out, segs[i].ec_block);
+        }
         for (uint32_t j = 0; j < segs[i].nblocks; j++)
             put_u32(out, segs[i].crcs[j]);
     }
@@ -114,8 +123,9 @@ void s3_segments_free(S3Segment *segs, uint32_t n)
 int s3_layout_decode(const void *data, size_t len, S3Segment **ret, uint32_t *ret_n)
 {
     const uint8_t *p = data, *end = p + len;
-    if (len < 8 || get_u32(p) != LAYOUT_MAGIC)
+    if (len < 8 || (get_u32(p) != LAYOUT_MAGIC && get_u32(p) != LAYOUT_MAGIC2))
         return -EBADMSG;
+    bool ec = get_u32(p) == LAYOUT_MAGIC2;
     uint32_t n = get_u32(p + 4);
     p += 8;
     if (n > S3_MAX_PARTS)
@@ -131,7 +141,19 @@ int s3_layout_decode(const void *data, size_t len, S3Segment **ret, uint32_t *re
         segs[i].size = (uint64_t)get_u32(p + 64) | (uint64_t)get_u32(p + 68) << 32;
         segs[i].nblocks = get_u32(p + 72);
         p += 76;
-        if (segs[i].nblocks != (segs[i].size + S3_BLOCK - 1) / S3_BLOCK ||
+        if (ec) {
+            if (end - p < 8)
+                goto bad;
+            uint32_t km = get_u32(p);
+            segs[i].ec_k = (uint8_t)km;
+            segs[i].ec_m = (uint8_t)(km >> 8);
+            segs[i].ec_block = get_u32(p + 4);
+            p += 8;
+            EcGeom g = {segs[i].ec_k, segs[i].ec_m, segs[i].ec_block};
+            if ((km >> 16) || (segs[i].ec_k && (ec_geom_check(&g) < 0 || segs[i].nblocks)))
+                goto bad;
+        }
+        if ((!segs[i].ec_k && segs[i].nblocks != (segs[i].size + S3_BLOCK - 1) / S3_BLOCK) ||
             (uint64_t)(end - p) < (uint64_t)segs[i].nblocks * 4)
             goto bad;
         segs[i].crcs = malloc(segs[i].nblocks ? segs[i].nblocks * 4u : 1);
@@ -219,6 +241,33 @@ void s3_file_remove(const S3Store *st, const char *id)
     char path[PATH_MAX];
     if (s3_file_path(st, id, path, sizeof(path)) == 0 && unlink(path) < 0 && errno != ENOENT)
         log_error_errno(-errno, "cannot remove %s", path);
+    if (st->drives)
+        s3_drives_remove(st->drives, id);
+}
+
+const EcSet *s3_store_ecset(const S3Store *st)
+{
+    return st->drives ? s3_drives_set(st->drives) : NULL;
+}
+
+void s3_store_geom(const S3Store *st, const char *storage_class, EcGeom *ret)
+{
+    if (st->drives)
+        s3_drives_geom(st->drives, storage_class, ret);
+    else
+        *ret = (EcGeom){1, 0, EC_BLOCK_DEFAULT};
+}
+
+void s3_store_heal_later(S3Store *st, const S3Segment *seg)
+{
+    if (st->drives && seg->ec_k)
+        s3_drives_heal_later(st->drives, seg);
+}
+
+int s3_store_heal_all(S3Store *st, S3HealStats *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    return st->drives ? s3_drives_heal_all(st->drives, ret) : 0;
 }
 
 const char *s3_store_dir(const S3Store *st)
@@ -556,6 +605,8 @@ static void sweep(S3Store *st)
         }
         closedir(d);
     }
+    if (st->drives)
+        removed += s3_drives_sweep(st->drives, ids.ptr, n);
     if (removed)
         log_info("start-up sweep removed %u unreferenced data files", removed);
     sov_buf_release(&ids);
@@ -640,6 +691,12 @@ int s3_store_open(const S3StoreConfig *cfg, S3Store **ret, SovBuf *err)
         return -EPROTO;
     }
     exec(st->wdb, "CREATE INDEX IF NOT EXISTS objects_versions ON objects(bucket, key, seq DESC)");
+    if ((r = s3_drives_open(cfg, path, &st->drives, err)) < 0) {
+        sqlite3_close(st->wdb);
+        close(st->lock_fd);
+        free(st);
+        return r;
+    }
     sweep(st);
     uv_mutex_init(&st->mu);
     uv_cond_init(&st->cv);
@@ -667,6 +724,7 @@ void s3_store_close(S3Store *st)
         uv_mutex_destroy(&st->mu);
         uv_cond_destroy(&st->cv);
     }
+    s3_drives_close(st->drives);
     sqlite3_close(st->wdb);
     close(st->lock_fd);
     free(st);
