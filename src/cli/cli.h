@@ -55,7 +55,7 @@ typedef struct Cli {
     bool json;
     const char *api_data_dir; /* `audit verify --api-data DIR` */
     const char *ssh_key;      /* `ssh -i KEYFILE` */
-    char **args;              /* `ssh`: SERVER, then the remote command's words */
+    char **args;              /* `ssh`: SERVER, then the remote command's words; `s3`: heal... */
     int nargs;
 } Cli;
 
@@ -138,6 +138,7 @@ int cli_cmd_status(const Cli *c);
 int cli_cmd_env(const Cli *c);
 int cli_cmd_audit_verify(const Cli *c);
 int cli_cmd_ssh(const Cli *c);
+int cli_cmd_s3(const Cli *c);
 /* Checks an audit log (and the head recorded in state_db, when not NULL): 0 ok, 1 broken. */
 int cli_audit_verify(const char *log_path, const char *state_db);
 

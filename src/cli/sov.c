@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* sov: the operator CLI of sovcloud. This file parses the command line, resolves the data
  * directory and the directory holding the daemons, and hands over to one subcommand (up, down,
- * status, env, audit, ssh), each of which lives in its own file. */
+ * status, env, audit, ssh, s3), each of which lives in its own file. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,6 +25,7 @@ static const Command commands[] = {
     {"env", cli_cmd_env, true, false},
     {"audit", cli_cmd_audit_verify, false, false}, /* `audit verify` */
     {"ssh", cli_cmd_ssh, false, false},
+    {"s3", cli_cmd_s3, false, false}, /* `s3 heal`, `s3 rotate-key` */
 };
 
 static int usage(void)
@@ -47,6 +48,10 @@ static int usage(void)
           "                  ssh as root into a server (name or id) at the address in its\n"
           "                  details (sov:ssh); logs in with OS_* variables when OS_AUTH_URL is\n"
           "                  set, else as the admin of DATA_DIR's cloud; exits with ssh's status\n"
+          "  s3 heal         verify every erasure-coded shard of sov-s3 and rewrite the damaged\n"
+          "                  ones; prints a summary, exits 1 when some data could not be rebuilt\n"
+          "  s3 rotate-key   make a new current master key for server-side encryption (objects\n"
+          "                  written before keep their key and stay readable)\n"
           "  help            show this text\n",
           stderr);
     return 2;
@@ -147,6 +152,9 @@ int main(int argc, char **argv)
             c.api_data_dir = argv[i];
         } else if (cmd && cmd->run == cli_cmd_audit_verify && !sub && strcmp(a, "verify") == 0) {
             sub = a;
+        } else if (cmd && cmd->run == cli_cmd_s3 && !c.args && a[0] != '-') {
+            c.args = &argv[i];
+            c.nargs = 1;
         } else if (cmd && cmd->run == cli_cmd_ssh) {
             /* ssh's own options, then SERVER; every word after SERVER is the remote command. */
             if (strcmp(a, "-i") == 0) {
@@ -175,7 +183,7 @@ int main(int argc, char **argv)
     if (!cmd || (c.json && !cmd->takes_json) || (dir && !dir[0]) ||
         ((cmd->run == cli_cmd_audit_verify) != (sub != NULL)) ||
         (c.api_data_dir && cmd->run != cli_cmd_audit_verify) ||
-        (cmd->run == cli_cmd_ssh && c.nargs < 1))
+        ((cmd->run == cli_cmd_ssh || cmd->run == cli_cmd_s3) && c.nargs < 1))
         return usage();
     c.data_dir_arg = dir;
     r = data_dir_resolve(dir ? dir : DEFAULT_DATA_DIR, cmd->creates_data_dir, c.data_dir,

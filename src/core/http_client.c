@@ -284,6 +284,14 @@ static void f_done(SovHttpClientReq *r, int err, void *ud)
 int sov_http_fetch(const char *host, int port, const char *method, const char *target, SovStr body,
                    unsigned timeout_ms, int *ret_status, SovBuf *ret_body)
 {
+    return sov_http_fetch_headers(host, port, method, target, NULL, body, timeout_ms, ret_status,
+                                  ret_body);
+}
+
+int sov_http_fetch_headers(const char *host, int port, const char *method, const char *target,
+                           const char *const *headers, SovStr body, unsigned timeout_ms,
+                           int *ret_status, SovBuf *ret_body)
+{
     static const SovHttpClientCallbacks cbs = {f_headers, f_body, f_done};
     FetchCtx f = {.body = ret_body};
     uv_loop_t loop;
@@ -292,7 +300,7 @@ int sov_http_fetch(const char *host, int port, const char *method, const char *t
     r = uv_loop_init(&loop);
     if (r < 0)
         return r;
-    r = sov_http_client_request(&loop, host, port, method, target, NULL, body, timeout_ms, &cbs,
+    r = sov_http_client_request(&loop, host, port, method, target, headers, body, timeout_ms, &cbs,
                                 &f);
     if (r >= 0)
         uv_run(&loop, UV_RUN_DEFAULT);

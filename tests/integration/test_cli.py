@@ -247,7 +247,8 @@ def test_status_of_an_empty_data_dir(tmp_path):
 
 
 @pytest.mark.parametrize("args", [[], ["help"], ["--help"], ["bogus"], ["up", "extra"],
-                                  ["env", "--json"], ["status", "--data-dir"]])
+                                  ["env", "--json"], ["status", "--data-dir"], ["s3"],
+                                  ["s3", "bogus"]])
 def test_usage(args):
     p = sov(*args, check=False)
     assert p.returncode == 2
@@ -291,3 +292,7 @@ def test_up_serves_s3_to_the_aws_cli_with_sov_env(cloud, tmp_path):
     assert "hello.txt" in aws("s3", "ls", "s3://first-bucket")
     # The generated config holds the secret key: only its owner reads it.
     assert stat.S_IMODE(os.stat(d / "etc" / "s3.ini").st_mode) == 0o600
+    # The operator's heal reaches this cloud's sov-s3 (no drives: nothing erasure-coded)
+    healed = json.loads(sov("s3", "heal", "--data-dir", d).stdout)
+    assert healed["lost"] == 0 and healed["segments"] == 0 and healed["error"] is None
+    assert stat.S_IMODE(os.stat(d / "s3" / "admin.token").st_mode) == 0o600

@@ -161,5 +161,9 @@ SovStr sov_http_client_resp_header(const SovHttpClientReq *r, const char *name);
 /* Blocking convenience for tools: runs its own loop. Body bounded by body->max. */
 int sov_http_fetch(const char *host, int port, const char *method, const char *target, SovStr body,
                    unsigned timeout_ms, int *ret_status, SovBuf *ret_body);
+/* The same with request header lines ("Name: value", NULL-terminated list). */
+int sov_http_fetch_headers(const char *host, int port, const char *method, const char *target,
+                           const char *const *headers, SovStr body, unsigned timeout_ms,
+                           int *ret_status, SovBuf *ret_body);
 
 #endif
