@@ -26,21 +26,21 @@ check_alive() {
     die "$name exited"
 }
 
-# Starts a sovcloud daemon (name, binary) pinned to $server_cpu with $tmp/sov.ini and waits for
-# its port file; sets sov_pid and sov_port.
+# Starts a sovcloud daemon (name, binary[, stem]) pinned to $server_cpu with $tmp/<stem>.ini
+# (stem: sov) and waits for its port file $tmp/<stem>.port; sets sov_pid and sov_port.
 start_sov() {
-    local name=$1 bin=$2 i
-    taskset -c "$server_cpu" "$bin" --config "$tmp/sov.ini" --port-file "$tmp/sov.port" \
-        --pidfile "$tmp/sov.pid" >"$tmp/sov.log" 2>&1 &
+    local name=$1 bin=$2 stem=${3:-sov} i
+    taskset -c "$server_cpu" "$bin" --config "$tmp/$stem.ini" --port-file "$tmp/$stem.port" \
+        --pidfile "$tmp/$stem.pid" >"$tmp/$stem.log" 2>&1 &
     sov_pid=$!
     for ((i = 0; i < 100; i++)); do
-        [[ -s $tmp/sov.port ]] && break
+        [[ -s $tmp/$stem.port ]] && break
         kill -0 "$sov_pid" 2>/dev/null || break
         sleep 0.05
     done
-    [[ -s $tmp/sov.port ]] || {
-        tail -n 20 "$tmp/sov.log" >&2 || true
+    [[ -s $tmp/$stem.port ]] || {
+        tail -n 20 "$tmp/$stem.log" >&2 || true
         die "$name wrote no port file"
     }
-    sov_port=$(head -n1 "$tmp/sov.port")
+    sov_port=$(head -n1 "$tmp/$stem.port")
 }

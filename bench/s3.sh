@@ -6,12 +6,16 @@
 # connections from another, with a Lua script that rotates through BENCH_OBJECTS keys per size.
 # Runs alternate (sov, nginx, sov, ...) so drift in the machine hits both sides alike; the last
 # line is `ratio <median sov / median nginx objects/s for 1 MiB GETs>`.
+# The erasure-coding run: a second sov-s3 on four drive directories (2+2) beside the first one
+# (one data directory), PUT and GET of 1 MiB and 64 MiB objects alternated between the two, and
+# `ec/one` lines: the EC daemon's objects/s over the single-drive daemon's (the EC overhead).
 #
 # Environment: BENCH_DURATION (seconds per run, default 5), BENCH_RUNS (runs per measurement,
 # default 3), BENCH_CONNECTIONS (default 16), BENCH_THREADS (wrk threads, default 2),
 # BENCH_WARMUP (seconds, default 1, not counted), BENCH_OBJECTS (keys per size, default 200),
 # BENCH_SERVER_CPU (default 0), BENCH_CLIENT_CPU (default 1), NGINX (default /usr/sbin/nginx),
-# PYTHON (with boto3, default /usr/bin/python3).
+# PYTHON (with boto3, default /usr/bin/python3), BENCH_EC (0 skips the erasure-coding run),
+# BENCH_EC_OBJECTS (keys per size there, default 4), BENCH_EC_CONNECTIONS (default 2).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,6 +34,10 @@ region=eu-central-1
 access_key=SOVBENCHKEY000000001
 secret_key=benchsecretbenchsecretbenchsecret0001
 sizes=(4096 1048576)
+ec_run=${BENCH_EC:-1}
+ec_objects=${BENCH_EC_OBJECTS:-4}
+ec_conns=${BENCH_EC_CONNECTIONS:-2}
+ec_sizes=(1048576 67108864)
 
 die() {
     echo "bench/s3.sh: $*" >&2
@@ -53,6 +61,7 @@ done
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sov-bench-s3.XXXXXX")
 sov_pid=
+ec_pid=
 nginx_pid=
 wrk_pid=
 
@@ -60,6 +69,7 @@ wrk_pid=
 cleanup() {
     stop_pid "$wrk_pid"
     stop_pid "$sov_pid"
+    stop_pid "$ec_pid"
     stop_pid "$nginx_pid"
     rm -rf "$tmp"
 }
@@ -250,6 +260,80 @@ done
 if [[ -s $tmp/sov.log ]]; then
     echo "bench/s3.sh: sov-s3 logged $(wc -l <"$tmp/sov.log") line(s); the last:" >&2
     tail -n 5 "$tmp/sov.log" >&2
+fi
+
+# ---- erasure coding: the same daemon on four drives (2+2) beside one data directory ----
+if [[ $ec_run != 0 ]]; then
+    mkdir -p "$tmp/s3ec" "$tmp/dr/0" "$tmp/dr/1" "$tmp/dr/2" "$tmp/dr/3" "$tmp/www-ec" \
+        "$tmp/urls-one" "$tmp/urls-ec"
+    sed -e "s|^data_dir = .*|data_dir = $tmp/s3ec|" "$tmp/sov.ini" >"$tmp/ec.ini"
+    printf 'drives = %s\nec = 2+2\n' "$tmp/dr/0,$tmp/dr/1,$tmp/dr/2,$tmp/dr/3" >>"$tmp/ec.ini"
+    one_pid=$sov_pid one_port=$sov_port
+    start_sov "sov-s3 (erasure coding)" "$sov_bin" ec
+    ec_pid=$sov_pid ec_port=$sov_port
+    sov_pid=$one_pid sov_port=$one_port
+    wait_http "sov-s3 (erasure coding)" "$ec_pid" "$ec_port" "$tmp/ec.log"
+    "$python" "$root/bench/s3-setup.py" "http://127.0.0.1:$sov_port" "$access_key" "$secret_key" \
+        "$region" ecbench "$ec_objects" "$tmp/www-ec" "$tmp/urls-one" "${ec_sizes[@]}" ||
+        die "uploading the EC bench objects (one drive) failed"
+    "$python" "$root/bench/s3-setup.py" "http://127.0.0.1:$ec_port" "$access_key" "$secret_key" \
+        "$region" ecbench "$ec_objects" "$tmp/www-ec" "$tmp/urls-ec" "${ec_sizes[@]}" ||
+        die "uploading the EC bench objects (erasure coding) failed"
+    for size in "${ec_sizes[@]}"; do
+        check_sha256 "sov-s3 EC $(human "$size")" "$(cat "$tmp/urls-ec/check-$size.url")" \
+            "$(cat "$tmp/urls-ec/check-$size.sha256")"
+    done
+    shards=$(find "$tmp/dr" -type f -path '*/ec/*' | wc -l)
+    ((shards == 4 * ${#ec_sizes[@]} * ec_objects)) ||
+        die "expected $((4 * ${#ec_sizes[@]} * ec_objects)) shard files on the drives, found $shards"
+
+    ec_measure() {
+        local who=$1 method=$2 size=$3 secs=$4 port pid log urls
+        if [[ $who == one ]]; then
+            port=$sov_port pid=$sov_pid log=$tmp/sov.log urls=$tmp/urls-one
+        else
+            port=$ec_port pid=$ec_pid log=$tmp/ec.log urls=$tmp/urls-ec
+        fi
+        local saved_conns=$conns saved_threads=$threads
+        conns=$ec_conns threads=1
+        if [[ $method == PUT ]]; then
+            wrk_run "sov-s3 $who" "$pid" "$log" "$port" "$secs" "$urls/put-$size.paths" PUT \
+                "$urls/put-$size.body"
+        else
+            wrk_run "sov-s3 $who" "$pid" "$log" "$port" "$secs" "$urls/get-$size.paths"
+        fi
+        conns=$saved_conns threads=$saved_threads
+    }
+    echo "bench s3 ec: 4 drive directories, 2+2, vs one data directory; $ec_objects keys per size," \
+        "wrk -t 1 -c $ec_conns -d ${duration}s, $runs runs each"
+    ec_ms=()
+    for size in "${ec_sizes[@]}"; do
+        for method in PUT GET; do
+            ec_ms+=("one $method $size" "ec $method $size")
+        done
+    done
+    declare -A ec_ops
+    for ((r = 1; r <= runs; r++)); do
+        for m in "${ec_ms[@]}"; do
+            # shellcheck disable=SC2086
+            ec_measure $m "$duration"
+            ec_ops[$m]+="$ops "
+            read -r who method size <<<"$m"
+            line_out "run $r $who $method" "$size" "$ops" "$p99"
+        done
+    done
+    for size in "${ec_sizes[@]}"; do
+        for method in PUT GET; do
+            # shellcheck disable=SC2086
+            a=$(median ${ec_ops[ec $method $size]})
+            # shellcheck disable=SC2086
+            b=$(median ${ec_ops[one $method $size]})
+            line_out "median one $method" "$size" "$b" 0
+            line_out "median ec $method" "$size" "$a" 0
+            awk -v a="$a" -v b="$b" -v m="$method" -v s="$(human "$size")" \
+                'BEGIN { printf "ec/one %s %s %.3f\n", m, s, a / b }'
+        done
+    done
 fi
 
 for size in 4096 1048576; do
