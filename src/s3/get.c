@@ -592,6 +592,11 @@ int s3_copy_source(S3Req *r, S3Object *ret)
                  "At least one of the pre-conditions you specified did not hold");
         return -EINVAL;
     }
+    /* An archived source must be restored first (s3_restore_check answers InvalidObjectState). */
+    if (s3_restore_check(r, ret) < 0) {
+        s3_object_clear(ret);
+        return -EACCES;
+    }
     return 0;
 }
 

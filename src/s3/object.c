@@ -726,6 +726,7 @@ typedef struct MultiDelOp {
     S3Req *r;
     SovXmlNode *root;
     bool quiet;
+    uint8_t *denied; /* per Object element: the caller may not delete it (s3_access_key) */
     SovBuf result;
 } MultiDelOp;
 
@@ -739,9 +740,11 @@ static int multidel_apply(sqlite3 *db, S3WriteOp *w)
     sov_buf_reset(&op->result);
     sov_xml_writer_init(&x, &op->result);
     sov_xml_open(&x, "DeleteResult", S3_XMLNS);
+    size_t i = 0;
     for (SovXmlNode *n = op->root->child; n; n = n->next) {
         if (strcmp(n->name, "Object") != 0)
             continue;
+        bool denied = op->denied[i++];
         SovXmlNode *k = sov_xml_child(n, "Key");
         SovXmlNode *v = sov_xml_child(n, "VersionId");
         const char *err = NULL;
@@ -753,6 +756,8 @@ static int multidel_apply(sqlite3 *db, S3WriteOp *w)
             err = "KeyTooLongError";
         else if (v && !s3_version_id_valid(v->text))
             err = "NoSuchVersion";
+        else if (denied)
+            err = "AccessDenied";
         if (!err && v) {
             rc = s3_meta_remove_version_ex(db, w, op->r->bucket, k->text, v->text, &is_marker);
             if (rc < 0)
@@ -796,6 +801,7 @@ static void multidel_done(S3WriteOp *w, int status)
         s3_reply_xml(r, 200, &op->result);
     sov_xml_free(op->root);
     sov_buf_release(&op->result);
+    free(op->denied);
     free(op);
 }
 
@@ -824,6 +830,10 @@ static void multidel_body(S3Req *r)
         return;
     }
     MultiDelOp *op = calloc(1, sizeof(*op));
+    if (op && !(op->denied = calloc(count, 1))) {
+        free(op);
+        op = NULL;
+    }
     if (!op) {
         sov_xml_free(root);
         s3_error(r, "ServiceUnavailable", "out of memory");
@@ -831,6 +841,13 @@ static void multidel_body(S3Req *r)
     }
     SovXmlNode *q = sov_xml_child(root, "Quiet");
     op->quiet = q && strcmp(q->text, "true") == 0;
+    size_t i = 0;
+    for (SovXmlNode *n = root->child; n; n = n->next) {
+        if (strcmp(n->name, "Object") != 0)
+            continue;
+        SovXmlNode *k = sov_xml_child(n, "Key"), *v = sov_xml_child(n, "VersionId");
+        op->denied[i++] = k && k->text_len && s3_access_key(r, k->text, v ? v->text : NULL) < 0;
+    }
     op->root = root;
     op->r = r;
     op->w.apply = multidel_apply;
