@@ -348,7 +348,7 @@ typedef struct Want {
     json_t
         *links; /* name -> {"kind": bridge|veth|tap, "master": br, "peer": name, "peer_ns": ns} */
     json_t *routers; /* router id -> {"ns", "legs": {ifname: [addr/len...]}, "gw": ip, "routes",
-                        "snat": [cidrs], "fips": [[fip, fixed]], "qg": name} */
+                        "snat": [cidrs], "inner": [cidrs], "fips": [[fip, fixed]], "qg": name} */
 } Want;
 
 static void want_link(Want *w, const char *name, const char *kind, const char *master,
@@ -373,7 +373,8 @@ static json_t *router_want(Ctx *x, Want *w, json_t *router)
     if (o)
         return o;
     router_ns(x, r12, ns, sizeof(ns));
-    o = json_pack("{s:s,s:{},s:[],s:[],s:[]}", "ns", ns, "legs", "routes", "snat", "fips");
+    o = json_pack("{s:s,s:{},s:[],s:[],s:[],s:[]}", "ns", ns, "legs", "routes", "snat", "fips",
+                  "inner");
     json_object_set_new(w->routers, jstr(router, "id"), o);
     return o;
 }
@@ -421,6 +422,7 @@ static void plan(Ctx *x, Want *w)
             snprintf(leg, sizeof(leg), "%s/%d", addr, len);
             json_object_set_new(json_object_get(rw, "legs"), peer, json_pack("[s]", leg));
             json_array_append_new(json_object_get(rw, "snat"), json_string(jstr(sn, "cidr")));
+            json_array_append_new(json_object_get(rw, "inner"), json_string(jstr(sn, "cidr")));
         } else if (strcmp(owner, "network:dhcp") == 0) {
             /* the subnet's DHCP server: a namespace with a leg holding the port's address */
             char dev[80], ns[96];
@@ -792,6 +794,28 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
         json_t *c;
         json_array_foreach(json_object_get(rw, "snat"), i, c) sov_buf_printf(
             &nft, "  oifname \"%s\" ip saddr %s masquerade\n", qg, json_string_value(c));
+        /* Traffic between the router's own subnets needs no translation: it skips connection
+         * tracking (a lookup per packet on the routed path), except to and from addresses
+         * with a floating IP, whose replies to a hairpin (inside -> floating IP) must be
+         * translated back. */
+        json_t *inner = json_object_get(rw, "inner");
+        if (json_array_size(inner)) {
+            sov_buf_printf(&nft, " }\n chain east_west {\n  type filter hook prerouting priority "
+                                 "-300;\n");
+            if (json_array_size(json_object_get(rw, "fips"))) {
+                sov_buf_puts(&nft, "  ip saddr {");
+                json_array_foreach(json_object_get(rw, "fips"), i, f) sov_buf_printf(
+                    &nft, "%s %s", i ? "," : "", json_string_value(json_array_get(f, 1)));
+                sov_buf_puts(&nft, " } return\n  ip daddr {");
+                json_array_foreach(json_object_get(rw, "fips"), i, f) sov_buf_printf(
+                    &nft, "%s %s", i ? "," : "", json_string_value(json_array_get(f, 1)));
+                sov_buf_puts(&nft, " } return\n");
+            }
+            sov_buf_printf(&nft, "  iifname != \"%s\" ip daddr {", qg);
+            json_array_foreach(inner, i, c)
+                sov_buf_printf(&nft, "%s %s", i ? "," : "", json_string_value(c));
+            sov_buf_puts(&nft, " } notrack\n");
+        }
         /* from outside only replies and what a floating IP translated get in */
         sov_buf_printf(&nft,
                        " }\n chain from_outside {\n  type filter hook forward priority 0;\n"
