@@ -186,9 +186,46 @@ typedef struct GetState {
     EcReader *ec; /* the reader of an erasure-coded segment (ec_seg) */
     uint32_t ec_seg;
     char *buf;
-    size_t bufcap; /* a multiple of S3_BLOCK */
+    size_t bufcap; /* a multiple of S3_BLOCK (encrypted segments: of SSE_STORED_BLOCK) */
     size_t slice_off, slice_len;
+    /* An encrypted object: its key, each segment's plaintext size, the open stream */
+    S3Sse sse;
+    uint64_t *psize;
+    SseStream *stream;
+    uint32_t stream_seg;
+    uint8_t *plain_inline; /* an encrypted inline object's plaintext */
 } GetState;
+
+/* Sets up the reading of an encrypted object's segments (stored form) with its key. */
+static int get_sse_setup(GetState *g, const S3Sse *sse)
+{
+    g->sse = *sse;
+    if (sse->kind == S3_SSE_NONE || g->o.is_inline)
+        return 0;
+    g->psize = calloc(g->o.nsegs ? g->o.nsegs : 1, sizeof(*g->psize));
+    if (!g->psize)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < g->o.nsegs; i++)
+        if (sse_plain_size(g->o.segs[i].size, &g->psize[i]) < 0)
+            return -EBADMSG;
+    return 0;
+}
+
+static void get_sse_release(GetState *g)
+{
+    free(g->psize);
+    g->psize = NULL;
+    g->stream = sse_stream_free(g->stream);
+    free(g->plain_inline);
+    g->plain_inline = NULL;
+    s3_sse_clear(&g->sse);
+}
+
+/* A segment's size as the client sees it (plaintext). */
+static uint64_t seg_size(const GetState *g, uint32_t i)
+{
+    return g->psize ? g->psize[i] : g->o.segs[i].size;
+}
 
 static void get_free(S3Req *r)
 {
@@ -199,6 +236,7 @@ static void get_free(S3Req *r)
         close(g->fd);
     g->ec = ec_reader_free(g->ec);
     free(g->buf);
+    get_sse_release(g);
     s3_object_clear(&g->o);
     free(g);
     r->op_state = NULL;
@@ -206,7 +244,7 @@ static void get_free(S3Req *r)
 
 /* Reads [g->pos, ...) of an erasure-coded segment: as many bytes as the buffer holds, up to the
  * end of the range or segment; shards found damaged go to the healer (heal on read). */
-static int get_load_ec(S3Store *st, GetState *g, const S3Segment *s)
+static int ec_open(S3Store *st, GetState *g, const S3Segment *s)
 {
     if (!s3_store_ecset(st)) {
         log_error("object %s/%s: erasure-coded data, but no drives configured", g->o.bucket,
@@ -223,11 +261,17 @@ static int get_load_ec(S3Store *st, GetState *g, const S3Segment *s)
         }
         g->ec_seg = g->seg;
     }
-    uint64_t in_seg = g->pos - g->seg_base;
-    uint64_t want_end = SOV_MIN(s->size, g->end - g->seg_base);
-    size_t n = (size_t)SOV_MIN((uint64_t)g->bufcap, want_end - in_seg);
+    return 0;
+}
+
+/* Reads n bytes at off of an erasure-coded segment into buf (heal on read). */
+static int get_ec_read(S3Store *st, GetState *g, const S3Segment *s, uint64_t off, size_t n,
+                       char *buf)
+{
+    if (ec_open(st, g, s) < 0)
+        return -EIO;
     uint32_t before = ec_reader_damaged(g->ec);
-    int rc = ec_reader_read(g->ec, in_seg, n, g->buf);
+    int rc = ec_reader_read(g->ec, off, n, buf);
     uint32_t damaged = ec_reader_damaged(g->ec);
     if (damaged != before) {
         log_error("object %s/%s: damaged shards of %s (mask %#x), repairing", g->o.bucket, g->o.key,
@@ -240,23 +284,24 @@ static int get_load_ec(S3Store *st, GetState *g, const S3Segment *s)
                   s->file);
         return -EIO;
     }
+    return 0;
+}
+
+static int get_load_ec(S3Store *st, GetState *g, const S3Segment *s)
+{
+    uint64_t in_seg = g->pos - g->seg_base;
+    uint64_t want_end = SOV_MIN(s->size, g->end - g->seg_base);
+    size_t n = (size_t)SOV_MIN((uint64_t)g->bufcap, want_end - in_seg);
+    int rc = get_ec_read(st, g, s, in_seg, n, g->buf);
+    if (rc < 0)
+        return rc;
     g->slice_off = 0;
     g->slice_len = n;
     return 0;
 }
 
-/* Reads and checks the block holding g->pos; sets the slice to send. */
-static int get_load(S3Store *st, GetState *g)
+static int file_open(S3Store *st, GetState *g, const S3Segment *s)
 {
-    while (g->seg < g->o.nsegs && g->pos >= g->seg_base + g->o.segs[g->seg].size) {
-        g->seg_base += g->o.segs[g->seg].size;
-        g->seg++;
-    }
-    if (g->seg >= g->o.nsegs)
-        return -EIO;
-    const S3Segment *s = &g->o.segs[g->seg];
-    if (s->ec_k)
-        return get_load_ec(st, g, s);
     if (g->fd < 0 || g->fd_seg != g->seg) {
         char path[PATH_MAX];
         if (g->fd >= 0)
@@ -269,17 +314,14 @@ static int get_load(S3Store *st, GetState *g)
             return -EIO;
         }
     }
-    /* As many whole blocks as the buffer holds, up to the end of the range or segment: large
-     * reads and writes, each block checked. */
-    uint64_t in_seg = g->pos - g->seg_base;
-    uint64_t bi = in_seg / S3_BLOCK, boff = bi * S3_BLOCK;
-    uint64_t want_end = SOV_MIN(s->size, g->end - g->seg_base);
-    size_t blen = (size_t)SOV_MIN((uint64_t)g->bufcap, s->size - boff);
-    size_t upto = (size_t)SOV_MIN((uint64_t)blen, want_end - boff);
-    blen = SOV_MIN(blen, (upto + S3_BLOCK - 1) / S3_BLOCK * S3_BLOCK);
+    return 0;
+}
+
+static int file_read(GetState *g, const S3Segment *s, uint64_t off, size_t len, char *buf)
+{
     size_t got = 0;
-    while (got < blen) {
-        ssize_t n = pread(g->fd, g->buf + got, blen - got, (off_t)(boff + got));
+    while (got < len) {
+        ssize_t n = pread(g->fd, buf + got, len - got, (off_t)(off + got));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -289,6 +331,86 @@ static int get_load(S3Store *st, GetState *g)
         }
         got += (size_t)n;
     }
+    return 0;
+}
+
+/* Stored bytes [off, off + n) of segment s (a data file or shards). */
+static int seg_read(S3Store *st, GetState *g, const S3Segment *s, uint64_t off, size_t n, char *buf)
+{
+    if (s->ec_k)
+        return get_ec_read(st, g, s, off, n, buf);
+    int rc = file_open(st, g, s);
+    return rc < 0 ? rc : file_read(g, s, off, n, buf);
+}
+
+/* An encrypted segment: the stored blocks covering as much of [g->pos, g->end) as the buffer
+ * holds, decrypted in place (each block's GCM tag checked; the CRCs of the stored blocks do not
+ * line up with them). */
+static int get_load_sse(S3Store *st, GetState *g, const S3Segment *s)
+{
+    uint64_t plain = g->psize[g->seg], in_seg = g->pos - g->seg_base;
+    uint64_t want_end = SOV_MIN(plain, g->end - g->seg_base);
+    uint64_t first = in_seg / SSE_BLOCK, nmax = g->bufcap / SSE_STORED_BLOCK;
+    SseRange rg;
+    size_t pn;
+    int rc;
+    if (want_end > (first + nmax) * SSE_BLOCK)
+        want_end = (first + nmax) * SSE_BLOCK;
+    if (sse_range_map(plain, in_seg, want_end, &rg) < 0)
+        return -EIO;
+    if (!g->stream || g->stream_seg != g->seg) {
+        uint8_t hdr[SSE_HEADER_LEN];
+        g->stream = sse_stream_free(g->stream);
+        if ((rc = seg_read(st, g, s, 0, sizeof(hdr), (char *)hdr)) < 0)
+            return rc;
+        rc = sse_stream_open(g->sse.key, 0, hdr, &g->stream);
+        if (rc < 0)
+            goto bad;
+        g->stream_seg = g->seg;
+    }
+    if ((rc = seg_read(st, g, s, rg.stored_off, (size_t)rg.stored_len, g->buf)) < 0)
+        return rc;
+    rc = sse_stream_decrypt_run(g->stream, plain, rg.first_block, g->buf, (size_t)rg.stored_len,
+                                g->buf, &pn);
+    if (rc < 0 || pn < rg.skip)
+        goto bad;
+    g->slice_off = (size_t)rg.skip;
+    g->slice_len = (size_t)SOV_MIN((uint64_t)(pn - rg.skip), g->end - g->pos);
+    return 0;
+bad:
+    log_error("bitrot: object %s/%s, file %s, encrypted data fails its tag", g->o.bucket, g->o.key,
+              s->file);
+    sov_counter_add(bitrot_metric(), 1);
+    return -EBADMSG;
+}
+
+/* Reads and checks the block holding g->pos; sets the slice to send. */
+static int get_load(S3Store *st, GetState *g)
+{
+    while (g->seg < g->o.nsegs && g->pos >= g->seg_base + seg_size(g, g->seg)) {
+        g->seg_base += seg_size(g, g->seg);
+        g->seg++;
+    }
+    if (g->seg >= g->o.nsegs)
+        return -EIO;
+    const S3Segment *s = &g->o.segs[g->seg];
+    if (g->psize)
+        return get_load_sse(st, g, s);
+    if (s->ec_k)
+        return get_load_ec(st, g, s);
+    int rc = file_open(st, g, s);
+    if (rc < 0)
+        return rc;
+    /* As many whole blocks as the buffer holds, up to the end of the range or segment: large
+     * reads and writes, each block checked. */
+    uint64_t in_seg = g->pos - g->seg_base;
+    uint64_t bi = in_seg / S3_BLOCK, boff = bi * S3_BLOCK;
+    uint64_t want_end = SOV_MIN(s->size, g->end - g->seg_base);
+    size_t blen = (size_t)SOV_MIN((uint64_t)g->bufcap, s->size - boff);
+    size_t upto = (size_t)SOV_MIN((uint64_t)blen, want_end - boff);
+    blen = SOV_MIN(blen, (upto + S3_BLOCK - 1) / S3_BLOCK * S3_BLOCK);
+    if ((rc = file_read(g, s, boff, blen, g->buf)) < 0)
+        return rc;
     for (size_t o = 0; o < blen; o += S3_BLOCK, bi++) {
         size_t n = SOV_MIN((size_t)S3_BLOCK, blen - o);
         if (bi >= s->nblocks || sov_crc32c(0, g->buf + o, n) != s->crcs[bi]) {
@@ -408,6 +530,16 @@ void s3_object_get(S3Req *r)
     S3Object *o = &g->o;
     if (s3_access_object(r, o) < 0 || (!head && s3_restore_check(r, o) < 0))
         return;
+    S3Sse sse;
+    if (s3_sse_for_read(r, o->bucket, o->key, o->meta_json, "", &sse) < 0)
+        return;
+    rc = get_sse_setup(g, &sse);
+    s3_sse_clear(&sse);
+    if (rc < 0) {
+        log_error("object %s/%s: an encrypted segment has an impossible size", o->bucket, o->key);
+        s3_error(r, "InternalError", "The object's data is damaged");
+        return;
+    }
     end = o->size;
     rc = conditions(r, o, "");
     if (rc == 412) {
@@ -445,8 +577,8 @@ void s3_object_get(S3Req *r)
         }
         if (multipart) {
             for (uint32_t i = 0; i + 1 < pn; i++)
-                start += o->segs[i].size;
-            end = start + o->segs[pn - 1].size;
+                start += seg_size(g, i);
+            end = start + seg_size(g, pn - 1);
             char cnt[16];
             snprintf(cnt, sizeof(cnt), "%u", nparts);
             sov_http_resp_header(r->http, "x-amz-mp-parts-count", sov_str(cnt));
@@ -464,6 +596,7 @@ void s3_object_get(S3Req *r)
         ranged = rc == 1;
     }
     put_object_headers(r, o);
+    s3_sse_headers(r, &g->sse);
     if (ranged) {
         char cr[80];
         snprintf(cr, sizeof(cr), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, start,
@@ -473,15 +606,27 @@ void s3_object_get(S3Req *r)
     int status = ranged ? 206 : 200;
     const char *ct = content_type(r, o, ctbuf, sizeof(ctbuf));
     if (o->is_inline) {
-        if (!head && sov_crc32c(0L, o->inline_data, o->size) != o->inline_crc) {
+        const uint8_t *data = o->inline_data;
+        uint64_t stored = g->sse.kind ? sse_stored_size(o->size) : o->size;
+        if (!head && sov_crc32c(0L, o->inline_data, stored) != o->inline_crc) {
             log_error("bitrot: inline object %s/%s fails its CRC", o->bucket, o->key);
             sov_counter_add(bitrot_metric(), 1);
             s3_error(r, "InternalError", "The object's data is damaged");
             return;
         }
+        if (!head && g->sse.kind) {
+            rc = s3_sse_decrypt_buf(&g->sse, o->inline_data, stored, o->size, &g->plain_inline);
+            if (rc < 0) {
+                log_error("bitrot: inline object %s/%s fails its tag", o->bucket, o->key);
+                sov_counter_add(bitrot_metric(), 1);
+                s3_error(r, "InternalError", "The object's data is damaged");
+                return;
+            }
+            data = g->plain_inline;
+        }
         s3_record(r, status);
         sov_counter_add(r->srv->m_bytes_out, head ? 0 : end - start);
-        sov_http_respond(r->http, status, ct, head ? NULL : o->inline_data + start, end - start);
+        sov_http_respond(r->http, status, ct, head ? NULL : data + start, end - start);
         s3_req_done(r);
         return;
     }
@@ -492,6 +637,8 @@ void s3_object_get(S3Req *r)
         return;
     }
     g->bufcap = end - start > S3_BLOCK ? S3_GET_BUF : S3_BLOCK;
+    if (g->psize) /* whole stored blocks: a short range may still straddle two */
+        g->bufcap = (end - start > SSE_BLOCK ? 4 : 2) * SSE_STORED_BLOCK;
     g->buf = malloc(g->bufcap);
     g->pos = start;
     g->end = end;
@@ -604,54 +751,75 @@ typedef struct CopyJob {
     uv_work_t work;
     S3Req *r;
     const S3Object *src;
-    uint64_t off, len;
+    uint64_t off, len; /* plaintext */
     S3Sink sink;
     S3Segment seg;
     char storage_class[24];
+    S3Sse src_sse, dst_sse; /* the source's key; the destination's encryption */
     int status;
     void (*done)(S3Req *r, int status, S3Segment *seg, void *ud);
     void *ud;
 } CopyJob;
 
+/* Reads plaintext [off, off + len) of the source (decrypted when it is encrypted, CRCs or tags
+ * checked) into w, updating md5. */
+static int copy_read(CopyJob *j, S3SseWriter *w, SovDigest *md5)
+{
+    const S3Object *o = j->src;
+    int rc = 0;
+    if (o->is_inline) {
+        uint8_t *plain = NULL;
+        const uint8_t *data = o->inline_data;
+        uint64_t stored = j->src_sse.kind ? sse_stored_size(o->size) : o->size;
+        if (sov_crc32c(0L, o->inline_data, stored) != o->inline_crc)
+            return -EBADMSG;
+        if (j->src_sse.kind) {
+            if ((rc = s3_sse_decrypt_buf(&j->src_sse, o->inline_data, stored, o->size, &plain)) < 0)
+                return rc;
+            data = plain;
+        }
+        rc = s3_sse_writer_write(w, data + j->off, j->len);
+        sov_digest_update(md5, data + j->off, j->len);
+        free(plain);
+        return rc;
+    }
+    GetState g = {.o = *o, .fd = -1, .pos = j->off, .end = j->off + j->len};
+    g.bufcap = j->src_sse.kind ? SSE_STORED_BLOCK : S3_BLOCK;
+    g.buf = malloc(g.bufcap);
+    rc = g.buf ? get_sse_setup(&g, &j->src_sse) : -ENOMEM;
+    while (rc == 0 && g.pos < g.end) {
+        rc = get_load(j->r->srv->store, &g);
+        if (rc == 0) {
+            rc = s3_sse_writer_write(w, g.buf + g.slice_off, g.slice_len);
+            sov_digest_update(md5, g.buf + g.slice_off, g.slice_len);
+            g.pos += g.slice_len;
+        }
+    }
+    if (g.fd >= 0)
+        close(g.fd);
+    ec_reader_free(g.ec);
+    free(g.buf);
+    get_sse_release(&g);
+    return rc;
+}
+
 static void copy_work(uv_work_t *w)
 {
     CopyJob *j = w->data;
-    const S3Object *o = j->src;
     SovDigest *md5 = sov_digest_new(SOV_DIGEST_MD5);
-    char *buf = malloc(S3_BLOCK);
+    S3SseWriter wr = {0};
     uint8_t dg[SOV_MD5_LEN];
     int rc = s3_sink_open(&j->sink, j->r->srv->store, true, j->storage_class);
 
-    if (!md5 || !buf || rc < 0) {
+    if (rc == 0)
+        rc = s3_sse_writer_open(&wr, &j->dst_sse, &j->sink);
+    if (!md5 || rc < 0) {
         j->status = rc < 0 ? rc : -ENOMEM;
         goto out;
     }
-    if (o->is_inline) {
-        if (sov_crc32c(0L, o->inline_data, o->size) != o->inline_crc) {
-            j->status = -EBADMSG;
-            goto out;
-        }
-        rc = s3_sink_write(&j->sink, (const char *)o->inline_data + j->off, j->len);
-        sov_digest_update(md5, o->inline_data + j->off, j->len);
-    } else {
-        GetState g = {.o = *o,
-                      .fd = -1,
-                      .buf = buf,
-                      .bufcap = S3_BLOCK,
-                      .pos = j->off,
-                      .end = j->off + j->len};
-        while (rc == 0 && g.pos < g.end) {
-            rc = get_load(j->r->srv->store, &g);
-            if (rc == 0) {
-                rc = s3_sink_write(&j->sink, g.buf + g.slice_off, g.slice_len);
-                sov_digest_update(md5, g.buf + g.slice_off, g.slice_len);
-                g.pos += g.slice_len;
-            }
-        }
-        if (g.fd >= 0)
-            close(g.fd);
-        ec_reader_free(g.ec);
-    }
+    rc = copy_read(j, &wr, md5);
+    if (rc == 0)
+        rc = s3_sse_writer_finish(&wr);
     if (rc == 0)
         rc = s3_sink_finish(&j->sink);
     if (rc == 0)
@@ -668,21 +836,23 @@ out:
         s3_sink_abort(&j->sink);
     else
         s3_sink_release(&j->sink);
+    s3_sse_writer_release(&wr);
     sov_digest_free(md5);
-    free(buf);
 }
 
 static void copy_after(uv_work_t *w, int status)
 {
     CopyJob *j = w->data;
+    s3_sse_clear(&j->src_sse);
+    s3_sse_clear(&j->dst_sse);
     j->done(j->r, status < 0 ? status : j->status, &j->seg, j->ud);
     free(j->seg.crcs);
     free(j);
 }
 
-int s3_copy_data(S3Req *r, const S3Object *src, uint64_t off, uint64_t len,
-                 const char *storage_class,
-                 void (*done)(S3Req *r, int status, S3Segment *seg, void *ud), void *ud)
+int s3_copy_data_sse(S3Req *r, const S3Object *src, uint64_t off, uint64_t len,
+                     const char *storage_class, const S3Sse *src_sse, const S3Sse *dst_sse,
+                     void (*done)(S3Req *r, int status, S3Segment *seg, void *ud), void *ud)
 {
     CopyJob *j = calloc(1, sizeof(*j));
     if (!j)
@@ -697,10 +867,24 @@ int s3_copy_data(S3Req *r, const S3Object *src, uint64_t off, uint64_t len,
     j->done = done;
     j->ud = ud;
     j->sink.fd = -1;
+    if (src_sse)
+        j->src_sse = *src_sse;
+    if (dst_sse)
+        j->dst_sse = *dst_sse;
     int rc = uv_queue_work(s3_loop_uv(r->loop), &j->work, copy_work, copy_after);
-    if (rc < 0)
+    if (rc < 0) {
+        s3_sse_clear(&j->src_sse);
+        s3_sse_clear(&j->dst_sse);
         free(j);
+    }
     return rc;
+}
+
+int s3_copy_data(S3Req *r, const S3Object *src, uint64_t off, uint64_t len,
+                 const char *storage_class,
+                 void (*done)(S3Req *r, int status, S3Segment *seg, void *ud), void *ud)
+{
+    return s3_copy_data_sse(r, src, off, len, storage_class, NULL, NULL, done, ud);
 }
 
 typedef struct CopyOp {
@@ -711,6 +895,8 @@ typedef struct CopyOp {
     S3Segment seg;
     bool have_file;
     char version[40]; /* the copy's version, when the bucket has a versioning state */
+    S3Sse src_sse;    /* the source's key */
+    S3Sse dst_sse;    /* the copy's encryption */
 } CopyOp;
 
 static void copy_free(S3Req *r)
@@ -724,6 +910,8 @@ static void copy_free(S3Req *r)
     free(op->dst.meta_json);
     free(op->dst.inline_data);
     s3_object_clear(&op->src);
+    s3_sse_clear(&op->src_sse);
+    s3_sse_clear(&op->dst_sse);
     free(op);
     r->op_state = NULL;
 }
@@ -765,6 +953,7 @@ static void copy_done(S3WriteOp *w, int status)
         sov_http_resp_header(r->http, "x-amz-version-id", sov_str(op->version));
     if (strcmp(op->src.version, "null") != 0)
         sov_http_resp_header(r->http, "x-amz-copy-source-version-id", sov_str(op->src.version));
+    s3_sse_headers(r, &op->dst_sse);
     s3_reply_xml(r, 200, &doc);
     sov_buf_release(&doc);
 }
@@ -784,6 +973,42 @@ static void copy_data_done(S3Req *r, int status, S3Segment *seg, void *ud)
     op->dst.nsegs = 1;
     op->dst.segs = &op->seg;
     snprintf(op->dst.etag, sizeof(op->dst.etag), "%s", op->seg.etag);
+    s3_store_submit(r->srv->store, &op->w);
+}
+
+/* A small copy with encryption on either side: decrypted and encrypted again on the loop (at
+ * most inline_max bytes), stored inline. */
+static void copy_inline_sse(S3Req *r, CopyOp *op)
+{
+    S3Object *d = &op->dst;
+    uint64_t stored = op->src_sse.kind ? sse_stored_size(op->src.size) : op->src.size;
+    uint8_t *plain = NULL, md5[SOV_MD5_LEN];
+    const uint8_t *data = op->src.inline_data;
+    SovBuf out = SOV_BUF_INIT;
+    if (sov_crc32c(0L, op->src.inline_data, stored) != op->src.inline_crc ||
+        (op->src_sse.kind &&
+         s3_sse_decrypt_buf(&op->src_sse, op->src.inline_data, stored, op->src.size, &plain) < 0)) {
+        s3_error(r, "InternalError", "The source object's data is damaged");
+        return;
+    }
+    if (plain)
+        data = plain;
+    sov_md5(data, d->size, md5);
+    sov_hex_encode(md5, sizeof(md5), d->etag);
+    int rc = op->dst_sse.kind ? s3_sse_encrypt_buf(&op->dst_sse, data, d->size, &out)
+                              : sov_buf_append(&out, data, d->size);
+    free(plain);
+    d->inline_data = malloc(out.len ? out.len : 1);
+    if (rc < 0 || !d->inline_data) {
+        sov_buf_release(&out);
+        s3_error(r, "ServiceUnavailable", "out of memory");
+        return;
+    }
+    if (out.len)
+        memcpy(d->inline_data, out.ptr, out.len);
+    d->inline_crc = sov_crc32c(0L, d->inline_data, out.len);
+    d->is_inline = true;
+    sov_buf_release(&out);
     s3_store_submit(r->srv->store, &op->w);
 }
 
@@ -813,14 +1038,18 @@ void s3_object_copy(S3Req *r)
     bool replace = directive && strcmp(directive, "REPLACE") == 0;
     if (s3_copy_source(r, &op->src) < 0)
         return;
+    if (s3_sse_for_read(r, op->src.bucket, op->src.key, op->src.meta_json, "x-amz-copy-source-",
+                        &op->src_sse) < 0 ||
+        s3_sse_for_write(r, &op->dst_sse) < 0)
+        return;
     if (op->src.size > r->srv->cfg.max_object_size) {
         s3_error(r, "InvalidRequest",
                  "The specified copy source is larger than the maximum "
                  "allowable size for a copy source");
         return;
     }
-    if (!replace && strcmp(op->src.bucket, r->bucket) == 0 &&
-        strcmp(op->src.key, r->key_name) == 0) {
+    if (!replace && !s3_header(r, "x-amz-storage-class") && op->dst_sse.kind == S3_SSE_NONE &&
+        strcmp(op->src.bucket, r->bucket) == 0 && strcmp(op->src.key, r->key_name) == 0) {
         s3_error(r, "InvalidRequest",
                  "This copy request is illegal because it is trying to copy an object to itself "
                  "without changing the object's metadata, storage class, website redirect "
@@ -854,11 +1083,17 @@ void s3_object_copy(S3Req *r)
         s3_error(r, code, "The copy's ACL or tags are not valid");
         return;
     }
-    if (!d->meta_json) {
+    if (!d->meta_json || s3_sse_meta_apply(&op->dst_sse, &d->meta_json) < 0) {
         s3_error(r, "ServiceUnavailable", "out of memory");
         return;
     }
-    if (op->src.size <= r->srv->cfg.inline_max) {
+    if (op->src.is_inline && (op->src_sse.kind || op->dst_sse.kind) &&
+        (op->dst_sse.kind ? sse_stored_size(op->src.size) : op->src.size) <=
+            r->srv->cfg.inline_max) {
+        copy_inline_sse(r, op);
+        return;
+    }
+    if (op->src.size <= r->srv->cfg.inline_max && !op->src_sse.kind && !op->dst_sse.kind) {
         /* Small: the copy is a metadata write (data checked and carried inline). */
         uint8_t md5[SOV_MD5_LEN];
         if (op->src.is_inline) {
@@ -880,6 +1115,7 @@ void s3_object_copy(S3Req *r)
             return;
         }
     }
-    if (s3_copy_data(r, &op->src, 0, op->src.size, op->dst.storage_class, copy_data_done, NULL) < 0)
+    if (s3_copy_data_sse(r, &op->src, 0, op->src.size, op->dst.storage_class, &op->src_sse,
+                         &op->dst_sse, copy_data_done, NULL) < 0)
         s3_error(r, "InternalError", "The copy could not start");
 }

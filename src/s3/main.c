@@ -364,6 +364,10 @@ int main(int argc, char **argv)
         log_error("%s", err.ptr);
         return 1;
     }
+    if ((r = s3_sse_keyring_open(cfg->data_dir)) < 0) {
+        log_error_errno(r, "cannot open the keyring %s/keys", cfg->data_dir);
+        return 1;
+    }
     d.srv.m_bytes_in = sov_metrics_counter("sov_s3_bytes_received_total",
                                            "object bytes received in request bodies", NULL);
     d.srv.m_bytes_out =
@@ -420,6 +424,7 @@ int main(int argc, char **argv)
     sov_workers_stop(d.workers);
     s3_lifecycle_stop(&d.srv);
     s3_store_close(d.srv.store);
+    s3_sse_keyring_close();
     if (d.args.pidfile)
         unlink(d.args.pidfile);
     log_info("stopped");

@@ -13,12 +13,14 @@
 #include "sov/log.h"
 #include "sov/xml.h"
 
-/* Checks (on the loop's read connection) that the upload exists for this bucket and key. */
-static int upload_exists(S3Req *r, const char *id, char *storage_class, size_t cap)
+/* The upload of this bucket and key (on the loop's read connection): its storage class and
+ * metadata (ret_meta may be NULL). */
+static int upload_read(S3Req *r, const char *id, char *storage_class, size_t cap, char **ret_meta)
 {
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(s3_loop_db(r->loop),
-                           "SELECT storage_class FROM uploads WHERE id=? AND bucket=? AND key=?",
+                           "SELECT storage_class, meta FROM uploads WHERE id=? AND bucket=? AND"
+                           " key=?",
                            -1, &s, NULL) != SQLITE_OK)
         return -EIO;
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
@@ -27,8 +29,19 @@ static int upload_exists(S3Req *r, const char *id, char *storage_class, size_t c
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW && storage_class)
         snprintf(storage_class, cap, "%s", (const char *)sqlite3_column_text(s, 0));
+    if (rc == SQLITE_ROW && ret_meta) {
+        const char *m = (const char *)sqlite3_column_text(s, 1);
+        if (!(*ret_meta = strdup(m ? m : "{}")))
+            rc = SQLITE_NOMEM;
+    }
     sqlite3_finalize(s);
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+/* Checks (on the loop's read connection) that the upload exists for this bucket and key. */
+static int upload_exists(S3Req *r, const char *id, char *storage_class, size_t cap)
+{
+    return upload_read(r, id, storage_class, cap, NULL);
 }
 
 static int upload_exists_w(sqlite3 *db, const char *id, const char *bucket, const char *key)
@@ -70,6 +83,7 @@ typedef struct CreateOp {
     char id[33];
     char storage_class[24];
     char *meta;
+    S3Sse sse; /* the upload's encryption, recorded in its meta["_sse"] */
 } CreateOp;
 
 static int create_apply(sqlite3 *db, S3WriteOp *w)
@@ -113,9 +127,11 @@ static void create_done(S3WriteOp *w, int status)
         sov_xml_elem(&x, "Key", sov_str(r->key_name));
         sov_xml_elem(&x, "UploadId", sov_str(op->id));
         sov_xml_close(&x);
+        s3_sse_headers(r, &op->sse);
         s3_reply_xml(r, 200, &doc);
         sov_buf_release(&doc);
     }
+    s3_sse_clear(&op->sse);
     free(op->meta);
     free(op);
 }
@@ -143,7 +159,13 @@ void s3_multipart_create(S3Req *r)
     }
     op->meta = s3_meta_dump(meta);
     json_decref(meta);
-    if (!op->meta || s3_file_new_id(op->id) < 0) {
+    if (s3_sse_for_write(r, &op->sse) < 0) {
+        free(op->meta);
+        free(op);
+        return;
+    }
+    if (!op->meta || s3_sse_meta_apply(&op->sse, &op->meta) < 0 || s3_file_new_id(op->id) < 0) {
+        s3_sse_clear(&op->sse);
         free(op->meta);
         free(op);
         s3_error(r, "InternalError", "cannot start the upload");
@@ -168,6 +190,10 @@ typedef struct PartOp {
     S3Segment seg;
     S3Object src; /* UploadPartCopy */
     bool copy;
+    S3Sse sse;      /* the upload's encryption */
+    S3Sse src_sse;  /* UploadPartCopy: the source's key */
+    S3SseWriter wr; /* the body's way into the sink */
+    uint64_t plain; /* the part's size (plaintext) */
 } PartOp;
 
 static void part_free(S3Req *r)
@@ -178,6 +204,9 @@ static void part_free(S3Req *r)
     if (op->have_file)
         s3_file_remove(r->srv->store, op->seg.file);
     s3_sink_abort(&op->sink);
+    s3_sse_writer_release(&op->wr);
+    s3_sse_clear(&op->sse);
+    s3_sse_clear(&op->src_sse);
     free(op->seg.crcs);
     s3_object_clear(&op->src);
     free(op);
@@ -216,7 +245,7 @@ static int part_apply(sqlite3 *db, S3WriteOp *w)
     }
     sqlite3_bind_text(s, 1, op->upload, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 2, (int)op->num);
-    sqlite3_bind_int64(s, 3, (int64_t)op->seg.size);
+    sqlite3_bind_int64(s, 3, (int64_t)op->plain); /* the layout has the stored size */
     sqlite3_bind_text(s, 4, op->seg.etag, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 5, s3_now_ms());
     sqlite3_bind_blob(s, 6, layout.ptr, (int)layout.len, SQLITE_STATIC);
@@ -240,6 +269,7 @@ static void part_done(S3WriteOp *w, int status)
     }
     op->have_file = false;
     snprintf(etag, sizeof(etag), "\"%s\"", op->seg.etag);
+    s3_sse_headers(r, &op->sse);
     if (!op->copy) {
         sov_http_resp_header(r->http, "ETag", sov_str(etag));
         s3_reply_empty(r, 200);
@@ -276,11 +306,11 @@ static void part_committed(void *ud, int status)
 static int part_data(S3Req *r, const char *p, size_t n)
 {
     PartOp *op = r->op_state;
-    if (op->sink.size + n > S3_MAX_PART) {
+    if (op->wr.plain + n > S3_MAX_PART) {
         s3_error(r, "EntityTooLarge", "A part is at most 5 GiB");
         return -EFBIG;
     }
-    return s3_sink_write(&op->sink, p, n);
+    return s3_sse_writer_write(&op->wr, p, n);
 }
 
 static void part_end(S3Req *r)
@@ -289,11 +319,12 @@ static void part_end(S3Req *r)
     uint64_t expect;
     if (s3_body_size(r, &expect) < 0)
         return;
-    if (op->sink.size != expect) {
+    if (op->wr.plain != expect) {
         s3_error(r, "IncompleteBody", "The body is shorter than its declared length");
         return;
     }
-    if (s3_sink_finish(&op->sink) < 0 ||
+    op->plain = op->wr.plain;
+    if (s3_sse_writer_finish(&op->wr) < 0 || s3_sink_finish(&op->sink) < 0 ||
         s3_sink_commit(&op->sink, s3_loop_uv(r->loop), part_committed, r) < 0)
         s3_error(r, "InternalError", "cannot store the part data");
 }
@@ -325,12 +356,14 @@ void s3_multipart_upload_part(S3Req *r)
         return;
     }
     char sclass[24] = "STANDARD";
-    if (!valid_upload_id(id) || upload_exists(r, id, sclass, sizeof(sclass)) < 0) {
+    char *umeta = NULL;
+    if (!valid_upload_id(id) || upload_read(r, id, sclass, sizeof(sclass), &umeta) < 0) {
         no_such_upload(r);
         return;
     }
     PartOp *op = calloc(1, sizeof(*op));
     if (!op) {
+        free(umeta);
         s3_error(r, "ServiceUnavailable", "out of memory");
         return;
     }
@@ -343,10 +376,17 @@ void s3_multipart_upload_part(S3Req *r)
     op->w.apply = part_apply;
     op->w.done = part_done;
     op->w.loop = r->loop;
+    /* the upload's key (SSE-C: the request must carry the same customer key) */
+    int rc = s3_sse_for_read(r, r->bucket, r->key_name, umeta, "", &op->sse);
+    free(umeta);
+    if (rc < 0)
+        return;
     if (s3_header(r, "x-amz-copy-source")) {
         uint64_t off = 0, len;
         op->copy = true;
-        if (s3_copy_source(r, &op->src) < 0)
+        if (s3_copy_source(r, &op->src) < 0 ||
+            s3_sse_for_read(r, op->src.bucket, op->src.key, op->src.meta_json, "x-amz-copy-source-",
+                            &op->src_sse) < 0)
             return;
         len = op->src.size;
         const char *range = s3_header(r, "x-amz-copy-source-range");
@@ -368,7 +408,9 @@ void s3_multipart_upload_part(S3Req *r)
             s3_error(r, "InvalidRequest", "A part is at most 5 GiB");
             return;
         }
-        if (s3_copy_data(r, &op->src, off, len, sclass, part_copy_done, NULL) < 0)
+        op->plain = len;
+        if (s3_copy_data_sse(r, &op->src, off, len, sclass, &op->src_sse, &op->sse, part_copy_done,
+                             NULL) < 0)
             s3_error(r, "InternalError", "The copy could not start");
         return;
     }
@@ -379,7 +421,8 @@ void s3_multipart_upload_part(S3Req *r)
         s3_error(r, "EntityTooLarge", "A part is at most 5 GiB");
         return;
     }
-    if (s3_sink_open(&op->sink, r->srv->store, true, sclass) < 0) {
+    if (s3_sink_open(&op->sink, r->srv->store, true, sclass) < 0 ||
+        s3_sse_writer_open(&op->wr, &op->sse, &op->sink) < 0) {
         s3_error(r, "InternalError", "cannot open a data file");
         return;
     }
@@ -404,6 +447,7 @@ typedef struct CompleteOp {
     char etag[48];
     char bad_part[64];
     char version[40]; /* set when the bucket has a versioning state */
+    char *meta;       /* the object's metadata (its "_sse" gives the response headers) */
 } CompleteOp;
 
 static int complete_apply(sqlite3 *db, S3WriteOp *w)
@@ -454,7 +498,8 @@ static int complete_apply(sqlite3 *db, S3WriteOp *w)
         }
         o.segs[i] = segs[0];
         free(segs);
-        if (i + 1 < op->nparts && o.segs[i].size < S3_MIN_PART) {
+        uint64_t psize = (uint64_t)sqlite3_column_int64(s, 1); /* plaintext */
+        if (i + 1 < op->nparts && psize < S3_MIN_PART) {
             snprintf(w->err_code, sizeof(w->err_code), "EntityTooSmall");
             rc = -EINVAL;
             sqlite3_finalize(s);
@@ -464,7 +509,7 @@ static int complete_apply(sqlite3 *db, S3WriteOp *w)
         uint8_t bin[SOV_MD5_LEN];
         sov_hex_decode(o.segs[i].etag, 32, bin);
         sov_digest_update(md5, bin, sizeof(bin));
-        o.size += o.segs[i].size;
+        o.size += psize;
         i++;
         o.nsegs = i;
     }
@@ -503,6 +548,8 @@ static int complete_apply(sqlite3 *db, S3WriteOp *w)
         rc = -EIO;
         goto out;
     }
+    free(op->meta);
+    op->meta = strdup(o.meta_json);
     if ((rc = s3_meta_check_bucket(db, w, r->bucket, r->bucket_owner)) < 0 ||
         (rc = s3_meta_put_version(db, w, &o)) < 0)
         goto out;
@@ -563,9 +610,11 @@ static void complete_done(S3WriteOp *w, int status)
         sov_xml_close(&x);
         if (op->version[0])
             sov_http_resp_header(r->http, "x-amz-version-id", sov_str(op->version));
+        s3_sse_meta_headers(r, op->meta);
         s3_reply_xml(r, 200, &doc);
         sov_buf_release(&doc);
     }
+    free(op->meta);
     free(op->parts);
     free(op);
 }

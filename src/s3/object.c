@@ -359,6 +359,8 @@ typedef struct PutOp {
     uint64_t expect;
     S3Segment seg;
     char version[40]; /* set once stored in a bucket with a versioning state */
+    S3Sse sse;        /* the object's encryption (kind S3_SSE_NONE: none) */
+    S3SseWriter wr;   /* the body's way into the sink (counts the plaintext) */
 } PutOp;
 
 /* Removes the current version of bucket/key inside the writer's transaction, queueing its data
@@ -428,8 +430,9 @@ int s3_meta_insert_object(sqlite3 *db, const S3Object *o)
     sqlite3_bind_text(s, 6, o->storage_class, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 7, o->meta_json, -1, SQLITE_STATIC);
     if (o->is_inline) {
-        if (o->size)
-            sqlite3_bind_blob(s, 8, o->inline_data, (int)o->size, SQLITE_STATIC);
+        uint64_t len = o->delete_marker ? 0 : s3_inline_stored_len(o); /* encrypted: stored */
+        if (len)
+            sqlite3_bind_blob(s, 8, o->inline_data, (int)len, SQLITE_STATIC);
         else
             sqlite3_bind_zeroblob(s, 8, 0);
         sqlite3_bind_int64(s, 9, o->inline_crc);
@@ -458,7 +461,7 @@ static int put_apply(sqlite3 *db, S3WriteOp *w)
         return rc;
     S3Object o = {.bucket = r->bucket,
                   .key = r->key_name,
-                  .size = op->sink.size,
+                  .size = op->wr.plain,
                   .mtime_ms = op->now_ms,
                   .meta_json = op->meta};
     snprintf(o.etag, sizeof(o.etag), "%s", op->etag);
@@ -466,7 +469,7 @@ static int put_apply(sqlite3 *db, S3WriteOp *w)
     if (!op->sink.to_file) {
         o.is_inline = true;
         o.inline_data = (uint8_t *)op->sink.mem.ptr;
-        o.inline_crc = sov_crc32c(0L, op->sink.mem.ptr, op->sink.size);
+        o.inline_crc = sov_crc32c(0L, op->sink.mem.ptr, op->sink.size); /* stored bytes */
     } else {
         o.nsegs = 1;
         o.segs = &op->seg;
@@ -487,6 +490,8 @@ static void put_free(S3Req *r)
     else
         s3_sink_abort(&op->sink);
     s3_sink_release(&op->sink);
+    s3_sse_writer_release(&op->wr);
+    s3_sse_clear(&op->sse);
     free(op->seg.crcs);
     free(op->meta);
     free(op);
@@ -511,6 +516,7 @@ static void put_done(S3WriteOp *w, int status)
     sov_http_resp_header(r->http, "ETag", sov_str(etag));
     if (op->version[0])
         sov_http_resp_header(r->http, "x-amz-version-id", sov_str(op->version));
+    s3_sse_headers(r, &op->sse);
     s3_reply_empty(r, 200);
 }
 
@@ -530,17 +536,17 @@ static void put_committed(void *ud, int status)
 static int put_data(S3Req *r, const char *p, size_t n)
 {
     PutOp *op = r->op_state;
-    if (op->sink.size + n > op->expect) {
+    if (op->wr.plain + n > op->expect) {
         s3_error(r, "IncompleteBody", "The body is longer than its declared length");
         return -EFBIG;
     }
-    return s3_sink_write(&op->sink, p, n);
+    return s3_sse_writer_write(&op->wr, p, n);
 }
 
 static void put_end(S3Req *r)
 {
     PutOp *op = r->op_state;
-    if (op->sink.size != op->expect) {
+    if (op->wr.plain != op->expect) {
         s3_error(r, "IncompleteBody",
                  "You did not provide the number of bytes specified by the Content-Length HTTP "
                  "header");
@@ -548,8 +554,8 @@ static void put_end(S3Req *r)
     }
     sov_hex_encode(r->body_md5, SOV_MD5_LEN, op->etag);
     op->now_ms = s3_now_ms();
-    if (s3_sink_finish(&op->sink) < 0) {
-        s3_error(r, "ServiceUnavailable", "out of memory");
+    if (s3_sse_writer_finish(&op->wr) < 0 || s3_sink_finish(&op->sink) < 0) {
+        s3_error(r, "InternalError", "cannot store the object data");
         return;
     }
     if (!op->sink.to_file) {
@@ -636,8 +642,14 @@ void s3_object_put(S3Req *r)
     }
     op->meta = s3_meta_dump(meta);
     json_decref(meta);
-    if (!op->meta || s3_sink_open(&op->sink, r->srv->store, op->expect > r->srv->cfg.inline_max,
-                                  op->storage_class) < 0) {
+    if (s3_sse_for_write(r, &op->sse) < 0)
+        return;
+    /* inline or a file by the stored size (encrypted data is larger than its plaintext) */
+    uint64_t stored = op->sse.kind ? sse_stored_size(op->expect) : op->expect;
+    if (!op->meta || s3_sse_meta_apply(&op->sse, &op->meta) < 0 ||
+        s3_sink_open(&op->sink, r->srv->store, stored > r->srv->cfg.inline_max, op->storage_class) <
+            0 ||
+        s3_sse_writer_open(&op->wr, &op->sse, &op->sink) < 0) {
         s3_error(r, "InternalError", "cannot open a data file");
         return;
     }

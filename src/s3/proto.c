@@ -697,6 +697,8 @@ static void dispatch(S3Req *r)
              "DeleteBucketLifecycle", s3_bucket_lifecycle},
             {"versioning", "GetBucketVersioning", "PutBucketVersioning", NULL,
              s3_bucket_versioning},
+            {"encryption", "GetBucketEncryption", "PutBucketEncryption", "DeleteBucketEncryption",
+             s3_bucket_encryption},
         };
         for (size_t i = 0; i < ELEMENTSOF(subs); i++) {
             if (!s3_has_param(r, subs[i].param))
@@ -713,8 +715,7 @@ static void dispatch(S3Req *r)
             return;
         }
         /* bucket subresources this store does not have yet */
-        static const char *const unsupported[] = {"encryption",
-                                                  "website",
+        static const char *const unsupported[] = {"website",
                                                   "replication",
                                                   "logging",
                                                   "object-lock",
@@ -880,18 +881,26 @@ static void heal_after(uv_work_t *w, int status)
     free(j);
 }
 
-static void admin_heal(SovHttpReq *req, S3Server *srv, uv_loop_t *loop)
+/* An operator request: POST with the token of data_dir/admin.token; else answers, false. */
+static bool admin_allowed(SovHttpReq *req, S3Server *srv)
 {
     SovStr tok = sov_http_req_header(req, "x-sov-admin-token");
     size_t tl = strlen(srv->admin_token);
     if (!sov_str_eq(sov_http_req_method(req), SOV_STR("POST"))) {
         sov_http_respond_error(req, 405, "POST only");
-        return;
+        return false;
     }
     if (!tl || !tok.ptr || tok.len != tl || CRYPTO_memcmp(tok.ptr, srv->admin_token, tl) != 0) {
         sov_http_respond_error(req, 403, "the admin token of this sov-s3 is required");
-        return;
+        return false;
     }
+    return true;
+}
+
+static void admin_heal(SovHttpReq *req, S3Server *srv, uv_loop_t *loop)
+{
+    if (!admin_allowed(req, srv))
+        return;
     HealJob *j = calloc(1, sizeof(*j));
     if (!j) {
         sov_http_respond_error(req, 503, "out of memory");
@@ -905,6 +914,57 @@ static void admin_heal(SovHttpReq *req, S3Server *srv, uv_loop_t *loop)
         sov_http_req_unref(req);
         free(j);
         sov_http_respond_error(req, 503, "cannot start the repair");
+    }
+}
+
+/* POST /_sov/rotate-key: a new current master key for SSE-S3 (new objects wrap their keys
+ * under it; old ones keep theirs and still read). Rotation fsyncs: on the thread pool. */
+typedef struct RotateJob {
+    uv_work_t work;
+    SovHttpReq *req;
+    char kid[SSE_KID_LEN + 1];
+    int status;
+} RotateJob;
+
+static void rotate_work(uv_work_t *w)
+{
+    RotateJob *j = w->data;
+    SseKeyring *kr = s3_sse_keyring();
+    j->status = kr ? sse_keyring_rotate(kr, j->kid) : -ENOKEY;
+}
+
+static void rotate_after(uv_work_t *w, int status)
+{
+    RotateJob *j = w->data;
+    char body[96];
+    if (status < 0 || j->status < 0) {
+        log_error_errno(status < 0 ? status : j->status, "key rotation failed");
+        sov_http_respond_error(j->req, 500, "the key could not be rotated");
+    } else {
+        int n = snprintf(body, sizeof(body), "{\"kid\": \"%s\"}\n", j->kid);
+        log_info("master key rotated: kid=%s", j->kid);
+        sov_http_respond(j->req, 200, "application/json", body, (size_t)n);
+    }
+    sov_http_req_unref(j->req);
+    free(j);
+}
+
+static void admin_rotate(SovHttpReq *req, S3Server *srv, uv_loop_t *loop)
+{
+    if (!admin_allowed(req, srv))
+        return;
+    RotateJob *j = calloc(1, sizeof(*j));
+    if (!j) {
+        sov_http_respond_error(req, 503, "out of memory");
+        return;
+    }
+    j->work.data = j;
+    j->req = req;
+    sov_http_req_ref(req);
+    if (uv_queue_work(loop, &j->work, rotate_work, rotate_after) < 0) {
+        sov_http_req_unref(req);
+        free(j);
+        sov_http_respond_error(req, 503, "cannot start the rotation");
     }
 }
 
@@ -922,6 +982,10 @@ void s3_handle(SovHttpReq *req, void *ud)
     sov_http_resp_header(req, "Server", SOV_STR("sovcloud-s3"));
     if (sov_str_eq(path, SOV_STR("/_sov/heal"))) {
         admin_heal(req, srv, s3_loop_uv(w->loop));
+        return;
+    }
+    if (sov_str_eq(path, SOV_STR("/_sov/rotate-key"))) {
+        admin_rotate(req, srv, s3_loop_uv(w->loop));
         return;
     }
     S3Req *r = calloc(1, sizeof(*r));

@@ -13,6 +13,7 @@
 
 #include "ec.h"
 #include "sigv4.h"
+#include "sse.h"
 #include "sov/buf.h"
 #include "sov/conf.h"
 #include "sov/crypto.h"
@@ -481,5 +482,65 @@ int s3_base64_decode(const char *in, uint8_t *out, size_t cap);
 void s3_base64_encode(const uint8_t *in, size_t n, char *out);
 /* Decodes n base64 characters into out (at least 3n/4 bytes); returns the length or -EINVAL. */
 int s3_base64_decode_buf(const char *in, size_t n, uint8_t *out);
+
+/* ---- server-side encryption (encrypt.c, on sse.h) ----
+ * Encryption sits above the sink: bodies go through an SseEncryptor whose stored bytes feed
+ * s3_sink_write, so a segment's size, CRCs and shards are of the stored form while the object's
+ * size and ETag are of the plaintext. An encrypted object's metadata keeps meta["_sse"]:
+ * {"s3": {"kid", "wk"}} (the data key wrapped under sse_context(bucket, key, NULL)) or
+ * {"c": {"kmd5", "salt", "kh"}} (SSE-C); an upload's metadata likewise. Every data stream (a
+ * single-PUT object's file or inline bytes, one multipart part) uses part number 0. */
+typedef enum S3SseKind { S3_SSE_NONE, S3_SSE_S3, S3_SSE_C } S3SseKind;
+typedef struct S3Sse {
+    S3SseKind kind;
+    uint8_t key[SSE_KEY_LEN];          /* the data key of the object's streams */
+    SseWrappedKey wrapped;             /* SSE-S3 */
+    SseCustomerRecord rec;             /* SSE-C */
+    char md5_b64[SSE_MD5_B64_LEN + 1]; /* SSE-C: the customer key's MD5 (echoed) */
+} S3Sse;
+/* The store's keyring (data_dir/keys), opened at start-up before the workers. */
+int s3_sse_keyring_open(const char *data_dir);
+void s3_sse_keyring_close(void);
+SseKeyring *s3_sse_keyring(void);
+/* The encryption of a new object (PUT, copy destination, CreateMultipartUpload) of r->bucket /
+ * r->key_name: SSE-C headers, x-amz-server-side-encryption, else the bucket's default (else
+ * none). Answers the error itself and returns < 0. */
+int s3_sse_for_write(S3Req *r, S3Sse *ret);
+/* The key to read an object (or upload) whose metadata is meta_json, with the request's SSE-C
+ * headers (prefix "" or "x-amz-copy-source-"): kind S3_SSE_NONE for a plain object. Answers
+ * 400 InvalidRequest (missing or needless SSE-C headers), 403 AccessDenied (wrong key) or 500
+ * itself and returns < 0. */
+int s3_sse_for_read(S3Req *r, const char *bucket, const char *key, const char *meta_json,
+                    const char *prefix, S3Sse *ret);
+/* Replaces meta["_sse"] of a dumped metadata object with s's record (none: removed). */
+int s3_sse_meta_apply(const S3Sse *s, char **meta_json);
+bool s3_sse_meta_encrypted(const char *meta_json);
+/* The length of an inline object's stored bytes (its plaintext size unless encrypted). */
+uint64_t s3_inline_stored_len(const S3Object *o);
+/* x-amz-server-side-encryption or the SSE-C algorithm and key MD5 for a response. */
+void s3_sse_headers(S3Req *r, const S3Sse *s);
+void s3_sse_meta_headers(S3Req *r, const char *meta_json);
+void s3_sse_clear(S3Sse *s); /* wipes the keys */
+/* A body's way into a sink: plaintext in, stored bytes (encrypted when s says so) out. */
+typedef struct S3SseWriter {
+    S3Sink *sink;
+    SseEncryptor *enc; /* NULL: plain */
+    uint64_t plain;    /* plaintext bytes written */
+} S3SseWriter;
+int s3_sse_writer_open(S3SseWriter *w, const S3Sse *s, S3Sink *k);
+int s3_sse_writer_write(S3SseWriter *w, const void *p, size_t n);
+int s3_sse_writer_finish(S3SseWriter *w);
+void s3_sse_writer_release(S3SseWriter *w);
+/* A whole stream in memory (inline data): decrypt into *ret (malloc, plain_size bytes), -EBADMSG
+ * when damaged; encrypt appends the stored form to out. */
+int s3_sse_decrypt_buf(const S3Sse *s, const uint8_t *in, size_t n, uint64_t plain_size,
+                       uint8_t **ret);
+int s3_sse_encrypt_buf(const S3Sse *s, const void *p, size_t n, SovBuf *out);
+/* s3_copy_data with the source's key (src_sse) and the destination's encryption (dst_sse);
+ * either may be NULL for plain data. off and len are plaintext; the segment is stored form. */
+int s3_copy_data_sse(S3Req *r, const S3Object *src, uint64_t off, uint64_t len,
+                     const char *storage_class, const S3Sse *src_sse, const S3Sse *dst_sse,
+                     void (*done)(S3Req *r, int status, S3Segment *seg, void *ud), void *ud);
+void s3_bucket_encryption(S3Req *r); /* GET/PUT/DELETE ?encryption */
 
 #endif

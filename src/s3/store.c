@@ -810,7 +810,9 @@ int s3_object_get_version(sqlite3 *db, const char *bucket, const char *key, cons
             if (o->inline_data && n)
                 memcpy(o->inline_data, sqlite3_column_blob(s, 6), n);
             o->inline_crc = (uint32_t)sqlite3_column_int64(s, 7);
-            if (n != o->size)
+            /* encrypted data (meta "_sse") is kept in its stored form */
+            if (n != o->size && (n != sse_stored_size(o->size) || !o->meta_json ||
+                                 !strstr(o->meta_json, "\"_sse\"")))
                 r = -EBADMSG;
         } else {
             r = s3_layout_decode(sqlite3_column_blob(s, 8), (size_t)sqlite3_column_bytes(s, 8),
