@@ -296,3 +296,9 @@ def test_up_serves_s3_to_the_aws_cli_with_sov_env(cloud, tmp_path):
     healed = json.loads(sov("s3", "heal", "--data-dir", d).stdout)
     assert healed["lost"] == 0 and healed["segments"] == 0 and healed["error"] is None
     assert stat.S_IMODE(os.stat(d / "s3" / "admin.token").st_mode) == 0o600
+    # a new master key for server-side encryption; the cloud's objects stay readable
+    kid = json.loads(sov("s3", "rotate-key", "--data-dir", d).stdout)["kid"]
+    assert re.fullmatch(r"[0-9a-f]{16}", kid)
+    assert (d / "s3" / "keys" / "current").read_text().strip() == kid
+    aws("s3", "cp", "s3://first-bucket/hello.txt", str(tmp_path / "again.txt"))
+    assert (tmp_path / "again.txt").read_bytes() == b"sovereign bytes\n"
