@@ -119,6 +119,30 @@ void s3_bucket_config_set(S3Req *r, const char *name, json_t *value,
     s3_store_submit(r->srv->store, &op->w);
 }
 
+int s3_bucket_subresource(S3Req *r, const char *name, void (*put)(S3Req *r),
+                          void (*stored)(S3Req *r, int status), json_t **doc)
+{
+    S3Bucket b;
+    SovStr m = sov_http_req_method(r->http);
+    *doc = NULL;
+    if (s3_require_bucket(r, &b) < 0)
+        return 0;
+    if (sov_str_eq(m, SOV_STR("PUT"))) {
+        s3_body_xml(r, put);
+        return 0;
+    }
+    if (sov_str_eq(m, SOV_STR("DELETE"))) {
+        s3_bucket_config_set(r, name, NULL, stored);
+        return 0;
+    }
+    int rc = s3_bucket_config_get(s3_loop_db(r->loop), r->bucket, name, doc);
+    if (rc == -ENOENT)
+        s3_error(r, "NoSuchBucket", "The specified bucket does not exist");
+    else if (rc < 0)
+        s3_error(r, "InternalError", "metadata read failed");
+    return rc < 0 ? 0 : 1;
+}
+
 typedef struct MetaOp {
     S3WriteOp w;
     S3Req *r;

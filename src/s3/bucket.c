@@ -357,6 +357,38 @@ static void put_owner(SovXmlWriter *w, const char *owner)
     sov_xml_close(w);
 }
 
+int s3_list_args(S3Req *r, const char **prefix, const char **delimiter, long *max_keys, bool *url)
+{
+    const char *v;
+    *prefix = s3_param(r, "prefix");
+    *prefix = *prefix ? *prefix : "";
+    *delimiter = s3_param(r, "delimiter");
+    if (*delimiter && !(*delimiter)[0])
+        *delimiter = NULL;
+    *max_keys = 1000;
+    *url = false;
+    if ((v = s3_param(r, "max-keys"))) {
+        char *end;
+        errno = 0;
+        *max_keys = strtol(v, &end, 10);
+        if (!v[0] || *end || errno || *max_keys < 0) {
+            s3_error(r, "InvalidArgument",
+                     "Provided max-keys not an integer or within integer range");
+            return -EINVAL;
+        }
+        if (*max_keys > 1000)
+            *max_keys = 1000;
+    }
+    if ((v = s3_param(r, "encoding-type"))) {
+        if (strcmp(v, "url") != 0) {
+            s3_error(r, "InvalidArgument", "Invalid Encoding Method specified in Request");
+            return -EINVAL;
+        }
+        *url = true;
+    }
+    return 0;
+}
+
 void s3_list_objects(S3Req *r, int version)
 {
     S3Bucket b;
@@ -368,32 +400,10 @@ void s3_list_objects(S3Req *r, int version)
 
     if (s3_require_bucket(r, &b) < 0)
         return;
-    a.prefix = s3_param(r, "prefix");
-    a.prefix = a.prefix ? a.prefix : "";
+    if (s3_list_args(r, &a.prefix, &a.delimiter, &a.max_keys, &a.url) < 0)
+        return;
     a.prefix_len = strlen(a.prefix);
-    a.delimiter = s3_param(r, "delimiter");
-    if (a.delimiter && !a.delimiter[0])
-        a.delimiter = NULL;
     a.delim_len = a.delimiter ? strlen(a.delimiter) : 0;
-    if ((v = s3_param(r, "max-keys"))) {
-        char *end;
-        errno = 0;
-        a.max_keys = strtol(v, &end, 10);
-        if (!v[0] || *end || errno || a.max_keys < 0) {
-            s3_error(r, "InvalidArgument",
-                     "Provided max-keys not an integer or within integer range");
-            return;
-        }
-        if (a.max_keys > 1000)
-            a.max_keys = 1000;
-    }
-    if ((v = s3_param(r, "encoding-type"))) {
-        if (strcmp(v, "url") != 0) {
-            s3_error(r, "InvalidArgument", "Invalid Encoding Method specified in Request");
-            return;
-        }
-        a.url = true;
-    }
     a.fetch_owner = version != 2 || ((v = s3_param(r, "fetch-owner")) && strcmp(v, "true") == 0);
     const char *token = version == 2 ? s3_param(r, "continuation-token") : NULL;
     const char *start = version == 2 ? s3_param(r, "start-after") : s3_param(r, "marker");

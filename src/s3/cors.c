@@ -365,27 +365,9 @@ static void cors_put(S3Req *r)
 
 void s3_bucket_cors(S3Req *r)
 {
-    S3Bucket b;
-    if (s3_require_bucket(r, &b) < 0)
-        return;
-    if (strcmp(r->op, "PutBucketCors") == 0) {
-        s3_body_xml(r, cors_put);
-        return;
-    }
-    if (strcmp(r->op, "DeleteBucketCors") == 0) {
-        s3_bucket_config_set(r, "cors", NULL, cors_stored);
-        return;
-    }
     json_t *doc;
-    int rc = s3_bucket_config_get(s3_loop_db(r->loop), r->bucket, "cors", &doc);
-    if (rc == -ENOENT) {
-        s3_error(r, "NoSuchBucket", "The specified bucket does not exist");
+    if (!s3_bucket_subresource(r, "cors", cors_put, cors_stored, &doc))
         return;
-    }
-    if (rc < 0) {
-        s3_error(r, "InternalError", "metadata read failed");
-        return;
-    }
     if (!json_array_size(json_object_get(doc, "rules"))) {
         json_decref(doc);
         s3_error_status(r, 404, "NoSuchCORSConfiguration", "The CORS configuration does not exist");

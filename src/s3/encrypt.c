@@ -418,27 +418,9 @@ static void encryption_put(S3Req *r)
 
 void s3_bucket_encryption(S3Req *r)
 {
-    S3Bucket b;
-    if (s3_require_bucket(r, &b) < 0)
-        return;
-    if (strcmp(r->op, "PutBucketEncryption") == 0) {
-        s3_body_xml(r, encryption_put);
-        return;
-    }
-    if (strcmp(r->op, "DeleteBucketEncryption") == 0) {
-        s3_bucket_config_set(r, "encryption", NULL, encryption_stored);
-        return;
-    }
     json_t *doc;
-    int rc = s3_bucket_config_get(s3_loop_db(r->loop), r->bucket, "encryption", &doc);
-    if (rc == -ENOENT) {
-        s3_error(r, "NoSuchBucket", "The specified bucket does not exist");
+    if (!s3_bucket_subresource(r, "encryption", encryption_put, encryption_stored, &doc))
         return;
-    }
-    if (rc < 0) {
-        s3_error(r, "InternalError", "metadata read failed");
-        return;
-    }
     if (!json_is_object(doc)) {
         json_decref(doc);
         s3_error_status(r, 404, "ServerSideEncryptionConfigurationNotFoundError",

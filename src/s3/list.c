@@ -57,7 +57,6 @@ void s3_list_versions(S3Req *r)
 {
     S3Bucket b;
     Page pg = {.max = 1000};
-    const char *v;
     SovBuf doc = SOV_BUF_INIT, entries = SOV_BUF_INIT, prefixes = SOV_BUF_INIT, cur = SOV_BUF_INIT;
     SovXmlWriter w, ew, pw;
     sqlite3_stmt *s = NULL;
@@ -65,31 +64,10 @@ void s3_list_versions(S3Req *r)
 
     if (s3_require_bucket(r, &b) < 0)
         return;
-    pg.prefix = s3_param(r, "prefix") ?: "";
+    if (s3_list_args(r, &pg.prefix, &pg.delim, &pg.max, &pg.url) < 0)
+        return;
     pg.plen = strlen(pg.prefix);
-    pg.delim = s3_param(r, "delimiter");
-    if (pg.delim && !pg.delim[0])
-        pg.delim = NULL;
     pg.dlen = pg.delim ? strlen(pg.delim) : 0;
-    if ((v = s3_param(r, "max-keys"))) {
-        char *end;
-        errno = 0;
-        pg.max = strtol(v, &end, 10);
-        if (!v[0] || *end || errno || pg.max < 0) {
-            s3_error(r, "InvalidArgument",
-                     "Provided max-keys not an integer or within integer range");
-            return;
-        }
-        if (pg.max > 1000)
-            pg.max = 1000;
-    }
-    if ((v = s3_param(r, "encoding-type"))) {
-        if (strcmp(v, "url") != 0) {
-            s3_error(r, "InvalidArgument", "Invalid Encoding Method specified in Request");
-            return;
-        }
-        pg.url = true;
-    }
     const char *km = s3_param(r, "key-marker"), *vm = s3_param(r, "version-id-marker");
     if (km && !km[0])
         km = NULL;

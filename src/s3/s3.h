@@ -347,6 +347,13 @@ int s3_bucket_config_get(sqlite3 *db, const char *bucket, const char *name, json
  * (bucket gone) or another negative errno and must answer the request. */
 void s3_bucket_config_set(S3Req *r, const char *name, json_t *value,
                           void (*done)(S3Req *r, int status));
+/* The common shape of a bucket sub-resource handler (GET/PUT/DELETE ?name): checks the bucket
+ * and the access; PUT reads the XML body and calls put (which stores with
+ * s3_bucket_config_set), DELETE removes the member (stored answers). Returns 1 for a GET, with
+ * *doc the member (a new reference, or NULL when absent) for the caller to render; 0 when the
+ * request was taken care of (answered, or in progress). */
+int s3_bucket_subresource(S3Req *r, const char *name, void (*put)(S3Req *r),
+                          void (*stored)(S3Req *r, int status), json_t **doc);
 /* Edits the metadata JSON of one object version (NULL or "": the current one) through the
  * writer: edit runs on the writer thread and returns 0 (keep), or a negative errno. done gets
  * 0 and the version edited, -ENOENT (no such key or version, or a delete marker) or another
@@ -456,6 +463,9 @@ int s3_meta_put_version(sqlite3 *db, S3WriteOp *w, S3Object *o);
 /* 'null' or one of our 32-hex-digit ids (anything else is InvalidArgument). */
 bool s3_version_id_valid(const char *v);
 void s3_list_versions(S3Req *r); /* ListObjectVersions */
+/* The arguments every listing takes (prefix, delimiter, max-keys capped at 1000, encoding-type);
+ * answers InvalidArgument and returns < 0 for bad ones. */
+int s3_list_args(S3Req *r, const char **prefix, const char **delimiter, long *max_keys, bool *url);
 /* The bucket's versioning state inside the writer: "", "Enabled" or "Suspended". */
 int s3_meta_versioning(sqlite3 *db, const char *bucket, char out[16]);
 int s3_meta_insert_object(sqlite3 *db, const S3Object *o);

@@ -249,27 +249,9 @@ static void bucket_tagging_put(S3Req *r)
 
 void s3_bucket_tagging(S3Req *r)
 {
-    S3Bucket b;
-    if (s3_require_bucket(r, &b) < 0)
-        return;
-    if (strcmp(r->op, "PutBucketTagging") == 0) {
-        s3_body_xml(r, bucket_tagging_put);
-        return;
-    }
-    if (strcmp(r->op, "DeleteBucketTagging") == 0) {
-        s3_bucket_config_set(r, "tagging", NULL, bucket_tagging_stored);
-        return;
-    }
     json_t *tags;
-    int rc = s3_bucket_config_get(s3_loop_db(r->loop), r->bucket, "tagging", &tags);
-    if (rc == -ENOENT) {
-        s3_error(r, "NoSuchBucket", "The specified bucket does not exist");
+    if (!s3_bucket_subresource(r, "tagging", bucket_tagging_put, bucket_tagging_stored, &tags))
         return;
-    }
-    if (rc < 0) {
-        s3_error(r, "InternalError", "metadata read failed");
-        return;
-    }
     if (!json_is_object(tags) || !json_object_size(tags)) {
         json_decref(tags);
         s3_error_status(r, 404, "NoSuchTagSet", "The TagSet does not exist");

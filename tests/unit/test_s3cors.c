@@ -52,6 +52,15 @@ int s3_require_bucket(S3Req *r, S3Bucket *ret)
     return -ENOENT;
 }
 
+int s3_bucket_subresource(S3Req *r, const char *name, void (*put)(S3Req *r),
+                          void (*stored)(S3Req *r, int status), json_t **doc)
+{
+    (void)r, (void)name, (void)put, (void)stored;
+    *doc = NULL;
+    fail();
+    return 0;
+}
+
 int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret)
 {
     (void)db, (void)name, (void)ret;
