@@ -530,6 +530,8 @@ void s3_object_get(S3Req *r)
     S3Object *o = &g->o;
     if (s3_access_object(r, o) < 0 || (!head && s3_restore_check(r, o) < 0))
         return;
+    if (!head)
+        s3_lifecycle_accessed(r->srv, o);
     S3Sse sse;
     if (s3_sse_for_read(r, o->bucket, o->key, o->meta_json, "", &sse) < 0)
         return;

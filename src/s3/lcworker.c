@@ -13,7 +13,7 @@
 
 #define LC_MAX_TRANS 8
 #define LC_BATCH     1000 /* index rows read per step, and so at most the actions of a write op */
-#define LC_TIER_DAYS 30   /* INTELLIGENT_TIERING: days without a write before the archive tier */
+#define LC_TIER_DAYS 30   /* INTELLIGENT_TIERING: days without a write or read before archiving */
 
 /* ---- the lifecycle worker ----
  * One pass at a time on the main loop. A pass lists the buckets with enabled rules, then for
@@ -33,12 +33,22 @@ enum {
     ACT_ABORT_UPLOAD,
     ACT_RESTORE_EXPIRED,
     ACT_ARCHIVE_TIER,
+    ACT_ACCESS, /* INTELLIGENT_TIERING: a read recorded (back to the frequent tier) */
     ACT_N
 };
 static const char *const act_names[ACT_N] = {
     "expire",          "expire_delete_marker",  "expire_noncurrent",
     "transition",      "transition_noncurrent", "abort_upload",
-    "restore_expired", "archive_tier"};
+    "restore_expired", "archive_tier",          "access_recorded"};
+
+/* Reads of INTELLIGENT_TIERING objects noted by GETs (any worker thread) since the last pass;
+ * bounded: reads beyond it are not counted until the next pass. */
+#define LC_ACCESS_MAX 65536
+typedef struct LcAccess {
+    char *bucket, *key;
+    char version[40];
+    int64_t ms;
+} LcAccess;
 
 typedef struct LcTrans {
     int64_t days, date, newer; /* -1: none (newer: 0) */
@@ -107,6 +117,9 @@ typedef struct LcWorker {
     size_t nrows, caprows;
     LcAction *acts;
     size_t nacts, capacts;
+    uv_mutex_t amu; /* guards acc */
+    LcAccess *acc;
+    size_t nacc, capacc;
 } LcWorker;
 
 typedef struct LcBatch {
@@ -446,8 +459,17 @@ static int step_uploads(LcWorker *lw, const LcBucket *b, bool *ret_end)
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* When an INTELLIGENT_TIERING object was last written or read (meta "_atime"). */
+static int64_t tier_since(const char *meta_json, int64_t mtime)
+{
+    json_t *m = json_loads(meta_json, 0, NULL);
+    int64_t at = jint(m, "_atime", 0);
+    json_decref(m);
+    return at > mtime ? at : mtime;
+}
+
 /* Every bucket: restores past their expiry, INTELLIGENT_TIERING objects due for the archive
- * tier (we do not track reads: the days count from the last write). */
+ * tier (the days count from the last write or recorded read). */
 static int step_sweep(LcWorker *lw, bool *ret_end)
 {
     sqlite3_stmt *s;
@@ -473,9 +495,11 @@ static int step_sweep(LcWorker *lw, bool *ret_end)
         nread++;
         if (s3_storage_class_archived(cls) && (exp = s3_restore_expiry(meta)) && exp <= lw->now_ms)
             act_add(lw, ACT_RESTORE_EXPIRED, bucket, key, klen, version, exp, NULL);
+        int64_t last;
         if (strcmp(cls, "INTELLIGENT_TIERING") == 0 && sqlite3_column_int(s, 6) == 0 && meta &&
-            !strstr(meta, "\"_tier\":\"archive\"") && due(lw, LC_TIER_DAYS, -1, mtime))
-            act_add(lw, ACT_ARCHIVE_TIER, bucket, key, klen, version, mtime, NULL);
+            !strstr(meta, "\"_tier\":\"archive\"") &&
+            due(lw, LC_TIER_DAYS, -1, last = tier_since(meta, mtime)))
+            act_add(lw, ACT_ARCHIVE_TIER, bucket, key, klen, version, last, NULL);
         sov_buf_reset(&lw->c1);
         sov_buf_puts(&lw->c1, bucket);
         sov_buf_reset(&lw->c2);
@@ -598,7 +622,14 @@ static int meta_fix(sqlite3 *db, const LcAction *a)
         change = jint(json_object_get(meta, "_restore"), "expiry_ms", 0) == a->guard;
         if (change)
             json_object_del(meta, "_restore");
-    } else if (tiering && mtime == a->guard) {
+    } else if (a->type == ACT_ACCESS) {
+        /* a read: recorded, and the object is back in the frequent tier */
+        if (tiering && jint(meta, "_atime", 0) < a->guard) {
+            json_object_set_new(meta, "_atime", json_integer(a->guard));
+            json_object_del(meta, "_tier");
+            change = true;
+        }
+    } else if (tiering && a->guard == SOV_MAX(mtime, jint(meta, "_atime", 0))) {
         change = json_object_set_new(meta, "_tier", json_string("archive")) == 0;
     }
     char *text = change ? s3_meta_dump(meta) : NULL;
@@ -809,8 +840,52 @@ static void on_timer(uv_timer_t *t)
         lw->phase = PH_OBJECTS;
         cursor_reset(lw);
         phase_settle(lw, false);
+        /* the reads noted since the last pass go with its first batch */
+        uv_mutex_lock(&lw->amu);
+        LcAccess *acc = lw->acc;
+        size_t nacc = lw->nacc;
+        lw->acc = NULL;
+        lw->nacc = lw->capacc = 0;
+        uv_mutex_unlock(&lw->amu);
+        for (size_t i = 0; i < nacc; i++) {
+            act_add(lw, ACT_ACCESS, acc[i].bucket, acc[i].key, strlen(acc[i].key), acc[i].version,
+                    acc[i].ms, NULL);
+            free(acc[i].bucket);
+            free(acc[i].key);
+        }
+        free(acc);
     }
     lc_step(lw);
+}
+
+void s3_lifecycle_accessed(S3Server *srv, const S3Object *o)
+{
+    LcWorker *lw = srv->lifecycle;
+    if (!lw || strcmp(o->storage_class, "INTELLIGENT_TIERING") != 0)
+        return;
+    uv_mutex_lock(&lw->amu);
+    if (lw->nacc == lw->capacc && lw->capacc < LC_ACCESS_MAX) {
+        size_t cap = lw->capacc ? 2 * lw->capacc : 64;
+        LcAccess *n = realloc(lw->acc, cap * sizeof(*n));
+        if (n) {
+            lw->acc = n;
+            lw->capacc = cap;
+        }
+    }
+    if (lw->nacc < lw->capacc) {
+        LcAccess *a = &lw->acc[lw->nacc];
+        a->bucket = strdup(o->bucket);
+        a->key = strdup(o->key);
+        snprintf(a->version, sizeof(a->version), "%s", o->version);
+        a->ms = s3_now_ms();
+        if (a->bucket && a->key) {
+            lw->nacc++;
+        } else {
+            free(a->bucket);
+            free(a->key);
+        }
+    }
+    uv_mutex_unlock(&lw->amu);
 }
 
 static void find_async(uv_handle_t *h, void *arg)
@@ -827,9 +902,11 @@ int s3_lifecycle_start(S3Server *srv, uv_loop_t *loop)
         return -ENOMEM;
     lw->srv = srv;
     lw->loop = loop;
+    uv_mutex_init(&lw->amu);
     lw->day_ms = srv->cfg.lifecycle_day_seconds * 1000;
     lw->last_sweep_ms = INT64_MIN / 2;
     if (!(lw->sl = s3_loop_new(srv->store, loop))) {
+        uv_mutex_destroy(&lw->amu);
         free(lw);
         return -ENOMEM;
     }
@@ -881,6 +958,12 @@ void s3_lifecycle_stop(S3Server *srv)
     sov_buf_release(&lw->c1);
     sov_buf_release(&lw->c2);
     sov_buf_release(&lw->gkey);
+    for (size_t i = 0; i < lw->nacc; i++) {
+        free(lw->acc[i].bucket);
+        free(lw->acc[i].key);
+    }
+    free(lw->acc);
+    uv_mutex_destroy(&lw->amu);
     free(lw);
     srv->lifecycle = NULL;
 }

@@ -411,6 +411,9 @@ void s3_restore_headers(S3Req *r, const S3Object *o);
  * it before the store closes. */
 int s3_lifecycle_start(S3Server *srv, uv_loop_t *loop);
 void s3_lifecycle_stop(S3Server *srv);
+/* A GET read an object: INTELLIGENT_TIERING counts its days in the frequent tier from the last
+ * read (recorded by the worker's next pass). Any thread. */
+void s3_lifecycle_accessed(S3Server *srv, const S3Object *o);
 
 /* Operations */
 void s3_list_buckets(S3Req *r);

@@ -483,3 +483,31 @@ def test_expiration_across_batches(start_s3):
     wait_until("every b/ key to expire", lambda: c.list_objects_v2(Bucket="bulk")["KeyCount"] == 2)
     assert keys(c, "bulk") == ["a", "c"]
     assert actions(s3, "expire") == 1100
+
+
+def test_intelligent_tiering_moves_by_last_access(start_s3):
+    """INTELLIGENT_TIERING: an object nobody reads for 30 (one-second) days goes to the archive
+    tier (still readable, x-amz-archive-status), one read all along stays in the frequent tier,
+    and a read brings an archived object back."""
+    s3 = start_worker(start_s3)
+    c = s3.client()
+    c.create_bucket(Bucket="tier")
+    for key in ("hot", "cold"):
+        c.put_object(Bucket="tier", Key=key, Body=key.encode() * 100,
+                     StorageClass="INTELLIGENT_TIERING")
+
+    def archived(key):
+        h = c.head_object(Bucket="tier", Key=key)["ResponseMetadata"]["HTTPHeaders"]
+        return h.get("x-amz-archive-status") == "ARCHIVE_ACCESS"
+
+    deadline = time.monotonic() + 120
+    while not archived("cold"):
+        assert time.monotonic() < deadline, "the unread object never reached the archive tier"
+        assert c.get_object(Bucket="tier", Key="hot")["Body"].read() == b"hot" * 100
+        time.sleep(0.5)
+    assert not archived("hot")
+    assert c.head_object(Bucket="tier", Key="cold")["StorageClass"] == "INTELLIGENT_TIERING"
+    # an archived INTELLIGENT_TIERING object needs no restore; the read moves it back
+    assert c.get_object(Bucket="tier", Key="cold")["Body"].read() == b"cold" * 100
+    wait_until("the read object back in the frequent tier", lambda: not archived("cold"))
+    assert actions(s3, "access_recorded") >= 1 and actions(s3, "archive_tier") >= 1
