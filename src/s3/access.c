@@ -282,28 +282,46 @@ typedef enum Verdict {
     V_OBJECT_ACL, /* up to the object's ACL */
 } Verdict;
 
-/* The decision for action on bucket b (and key), before any object is read. */
-static Verdict decide(S3Req *r, sqlite3 *db, const S3Bucket *b, const char *key, const OpRule *rule,
-                      const char *action)
+/* What a decision reads from the bucket's configuration; loaded once per request, or once for
+ * all the keys of a DeleteObjects. */
+typedef struct BucketAccess {
+    S3Policy *pol;
+    Pab pab;
+    json_t *acl;
+    bool acl_read;
+} BucketAccess;
+
+static void access_load(sqlite3 *db, const S3Bucket *b, bool owner, BucketAccess *ba)
+{
+    *ba = (BucketAccess){.pol = policy_read(db, b->name)};
+    ba->pab = owner ? (Pab){0} : pab_read(db, b->name);
+}
+
+static void access_release(BucketAccess *ba)
+{
+    s3_policy_free(ba->pol);
+    json_decref(ba->acl);
+    *ba = (BucketAccess){0};
+}
+
+static Verdict decide_with(S3Req *r, sqlite3 *db, const S3Bucket *b, const char *key,
+                           const OpRule *rule, const char *action, BucketAccess *ba)
 {
     const char *caller = s3_principal(r);
     bool owner = caller[0] && strcmp(b->owner, caller) == 0;
-    if (owner && rule && (rule->flags & R_POLICY))
-        return V_ALLOW; /* as AWS does for the root user: the owner can always fix a policy */
-    S3Policy *pol = policy_read(db, b->name);
-    Pab pab = owner ? (Pab){0} : pab_read(db, b->name);
+    if (rule && (rule->flags & R_POLICY)) /* as AWS: the policy is the owner's account's alone, */
+        return owner ? V_ALLOW : V_DENY;  /* and the owner can always fix it */
     S3PolicyDecision d = S3_POLICY_NONE;
-    PolicyCtx *c = pol && action ? malloc(sizeof(*c)) : NULL;
+    PolicyCtx *c = ba->pol && action ? malloc(sizeof(*c)) : NULL;
     if (c) {
         ctx_init(c, r, b->name, key, action);
         /* RestrictPublicBuckets: a public policy grants nothing beyond the owner's account */
-        c->q.ignore_allow = !owner && pab.restrict_buckets && s3_policy_is_public(pol);
-        d = s3_policy_evaluate(pol, &c->q);
+        c->q.ignore_allow = !owner && ba->pab.restrict_buckets && s3_policy_is_public(ba->pol);
+        d = s3_policy_evaluate(ba->pol, &c->q);
         free(c);
-    } else if (pol && action) {
+    } else if (ba->pol && action) {
         d = S3_POLICY_DENY; /* out of memory: fail closed */
     }
-    s3_policy_free(pol);
     if (d == S3_POLICY_DENY)
         return V_DENY;
     if (owner || d == S3_POLICY_ALLOW)
@@ -311,14 +329,28 @@ static Verdict decide(S3Req *r, sqlite3 *db, const S3Bucket *b, const char *key,
     if (!rule)
         return V_DENY;
     if (rule->bucket_perm) {
-        json_t *acl = NULL;
-        s3_bucket_config_get(db, b->name, "acl", &acl);
-        unsigned bits = grants_for(acl, caller, pab.ignore_acls);
-        json_decref(acl);
+        if (!ba->acl_read) {
+            s3_bucket_config_get(db, b->name, "acl", &ba->acl);
+            ba->acl_read = true;
+        }
+        unsigned bits = grants_for(ba->acl, caller, ba->pab.ignore_acls);
         if ((bits & rule->bucket_perm) == rule->bucket_perm)
             return V_ALLOW;
     }
     return rule->object_perm && key ? V_OBJECT_ACL : V_DENY;
+}
+
+/* The decision for action on bucket b (and key), before any object is read. */
+static Verdict decide(S3Req *r, sqlite3 *db, const S3Bucket *b, const char *key, const OpRule *rule,
+                      const char *action)
+{
+    const char *caller = s3_principal(r);
+    BucketAccess ba = {0};
+    if (!(rule && (rule->flags & R_POLICY)))
+        access_load(db, b, caller[0] && strcmp(b->owner, caller) == 0, &ba);
+    Verdict v = decide_with(r, db, b, key, rule, action, &ba);
+    access_release(&ba);
+    return v;
 }
 
 static const char *rule_action(S3Req *r, const OpRule *rule)
@@ -336,6 +368,8 @@ int s3_access_check(S3Req *r, const S3Bucket *b)
     r->object_acl_pending = false;
     if (rule && (rule->flags & R_PUBLIC))
         return 0;
+    if (rule && (rule->flags & R_ALL_OBJECTS))
+        return 0; /* DeleteObjects: every key is decided by s3_access_keys */
     const char *key = NULL;
     if (rule && (rule->flags & R_OBJECT))
         key = r->key_name;
@@ -352,17 +386,34 @@ int s3_access_check(S3Req *r, const S3Bucket *b)
     return -EACCES;
 }
 
-/* A Deny on some keys holds in DeleteObjects too: checked per key (s3.h). */
-int s3_access_key(S3Req *r, const char *key, const char *version)
+/* A Deny on some keys holds in DeleteObjects too: checked per key (s3.h), the bucket's
+ * configuration read once for all of them. */
+void s3_access_keys(S3Req *r, size_t n, const char *const *keys, const char *const *versions,
+                    uint8_t *denied)
 {
     static const OpRule del = {
         "DeleteObject", "s3:DeleteObject", "s3:DeleteObjectVersion", P_WRITE, 0, R_OBJECT};
     S3Bucket b = {0};
     snprintf(b.name, sizeof(b.name), "%s", r->bucket);
     snprintf(b.owner, sizeof(b.owner), "%s", r->bucket_owner);
-    Verdict v =
-        decide(r, s3_loop_db(r->loop), &b, key, &del, version ? del.version_action : del.action);
-    return v == V_ALLOW ? 0 : -EACCES;
+    const char *caller = s3_principal(r);
+    sqlite3 *db = s3_loop_db(r->loop);
+    BucketAccess ba;
+    access_load(db, &b, caller[0] && strcmp(b.owner, caller) == 0, &ba);
+    for (size_t i = 0; i < n; i++)
+        denied[i] =
+            keys[i] && decide_with(r, db, &b, keys[i], &del,
+                                   versions[i] ? del.version_action : del.action, &ba) != V_ALLOW;
+    access_release(&ba);
+}
+
+bool s3_access_may_list(S3Req *r)
+{
+    static const OpRule list = {"ListObjects", "s3:ListBucket", NULL, P_READ, 0, 0};
+    S3Bucket b = {0};
+    snprintf(b.name, sizeof(b.name), "%s", r->bucket);
+    snprintf(b.owner, sizeof(b.owner), "%s", r->bucket_owner);
+    return decide(r, s3_loop_db(r->loop), &b, NULL, &list, list.action) == V_ALLOW;
 }
 
 /* Does the object's ACL (its metadata's "_acl") give the caller need? */
@@ -866,6 +917,11 @@ void s3_object_acl(S3Req *r)
     const char *version = s3_param(r, "versionId");
     char *meta = NULL;
     int rc = object_meta_read(s3_loop_db(r->loop), r->bucket, r->key_name, version, &meta);
+    if (rc < 0 && r->object_acl_pending && (rc == -ENOENT || rc == -EISDIR) &&
+        !s3_access_may_list(r)) {
+        s3_error(r, "AccessDenied", "Access Denied"); /* no existence oracle without a grant */
+        return;
+    }
     if (rc < 0) {
         object_missing(r, rc, version);
         return;

@@ -479,6 +479,12 @@ void s3_object_get(S3Req *r)
      * unlinks that file: read the metadata again (the new version) and retry. */
     for (int attempt = 0;; attempt++) {
         rc = s3_object_get_version(s3_loop_db(r->loop), r->bucket, r->key_name, ver, &g->o);
+        if (r->object_acl_pending && (rc == -ENOENT || (rc == 0 && g->o.delete_marker)) &&
+            !s3_access_may_list(r)) {
+            /* as AWS: without s3:ListBucket a missing key is AccessDenied, not an oracle */
+            s3_error(r, "AccessDenied", "Access Denied");
+            return;
+        }
         if (rc == -ENOENT) {
             if (ver)
                 s3_error(r, "NoSuchVersion", "The specified version does not exist.");

@@ -82,6 +82,7 @@ typedef struct LcAction {
     char version[40]; /* the version, or the upload id */
     int64_t guard;    /* mtime, initiation time or restore expiry seen when planned */
     char cls[24];
+    json_t *rules; /* the lifecycle document it was planned by (borrowed), NULL: none */
 } LcAction;
 
 typedef struct LcRow {
@@ -275,7 +276,7 @@ static bool due(const LcWorker *lw, int64_t days, int64_t date, int64_t since_ms
 }
 
 static void act_add(LcWorker *lw, int type, const char *bucket, const char *key, size_t klen,
-                    const char *version, int64_t guard, const char *cls)
+                    const char *version, int64_t guard, const char *cls, json_t *rules)
 {
     if (lw->nacts == lw->capacts) {
         size_t cap = lw->capacts ? 2 * lw->capacts : 64;
@@ -286,7 +287,7 @@ static void act_add(LcWorker *lw, int type, const char *bucket, const char *key,
         lw->capacts = cap;
     }
     LcAction *a = &lw->acts[lw->nacts];
-    *a = (LcAction){.type = type, .guard = guard};
+    *a = (LcAction){.type = type, .guard = guard, .rules = rules};
     a->bucket = strdup(bucket);
     a->key = strndup(key, klen);
     snprintf(a->version, sizeof(a->version), "%s", version);
@@ -326,7 +327,8 @@ static void group_decide(LcWorker *lw, const LcBucket *b)
                          (r->exp_marker || due(lw, r->exp_days, -1, row->mtime));
             }
             if (expire)
-                act_add(lw, ACT_EXPIRE_MARKER, b->name, key, klen, row->version, row->mtime, NULL);
+                act_add(lw, ACT_EXPIRE_MARKER, b->name, key, klen, row->version, row->mtime, NULL,
+                        b->doc);
             continue;
         }
         int64_t since = row->latest ? row->mtime : i + 1 < n ? lw->rows[i + 1].mtime : row->mtime;
@@ -350,10 +352,10 @@ static void group_decide(LcWorker *lw, const LcBucket *b)
         }
         if (expire)
             act_add(lw, row->latest ? ACT_EXPIRE : ACT_EXPIRE_NONCURRENT, b->name, key, klen,
-                    row->version, row->mtime, NULL);
+                    row->version, row->mtime, NULL, b->doc);
         else if (colder)
             act_add(lw, row->latest ? ACT_TRANSITION : ACT_TRANSITION_NONCURRENT, b->name, key,
-                    klen, row->version, row->mtime, colder);
+                    klen, row->version, row->mtime, colder, b->doc);
         if (!row->latest)
             rank++;
     }
@@ -447,7 +449,7 @@ static int step_uploads(LcWorker *lw, const LcBucket *b, bool *ret_end)
             const LcRule *r = &b->rules[k];
             if (r->abort_days >= 0 && rule_matches(r, key, klen, 0, NULL, true) &&
                 due(lw, r->abort_days, -1, initiated)) {
-                act_add(lw, ACT_ABORT_UPLOAD, b->name, key, klen, id, initiated, NULL);
+                act_add(lw, ACT_ABORT_UPLOAD, b->name, key, klen, id, initiated, NULL, b->doc);
                 break;
             }
         }
@@ -494,12 +496,12 @@ static int step_sweep(LcWorker *lw, bool *ret_end)
         int64_t mtime = sqlite3_column_int64(s, 5), exp;
         nread++;
         if (s3_storage_class_archived(cls) && (exp = s3_restore_expiry(meta)) && exp <= lw->now_ms)
-            act_add(lw, ACT_RESTORE_EXPIRED, bucket, key, klen, version, exp, NULL);
+            act_add(lw, ACT_RESTORE_EXPIRED, bucket, key, klen, version, exp, NULL, NULL);
         int64_t last;
         if (strcmp(cls, "INTELLIGENT_TIERING") == 0 && sqlite3_column_int(s, 6) == 0 && meta &&
             !strstr(meta, "\"_tier\":\"archive\"") &&
             due(lw, LC_TIER_DAYS, -1, last = tier_since(meta, mtime)))
-            act_add(lw, ACT_ARCHIVE_TIER, bucket, key, klen, version, last, NULL);
+            act_add(lw, ACT_ARCHIVE_TIER, bucket, key, klen, version, last, NULL, NULL);
         sov_buf_reset(&lw->c1);
         sov_buf_puts(&lw->c1, bucket);
         sov_buf_reset(&lw->c2);
@@ -683,11 +685,31 @@ static int act_apply(sqlite3 *db, S3WriteOp *w, const LcAction *a, int64_t now_m
     }
 }
 
+/* Are the bucket's stored rules still the ones an action was planned by? 1 yes, 0 no (changed,
+ * deleted, or the bucket is gone), < 0 error. */
+static int rules_current(sqlite3 *db, const char *bucket, json_t *rules)
+{
+    json_t *cur = NULL;
+    int rc = s3_bucket_config_get(db, bucket, "lifecycle", &cur);
+    int same = json_equal(cur, rules);
+    json_decref(cur);
+    return rc < 0 && rc != -ENOENT ? rc : same;
+}
+
 static int batch_apply(sqlite3 *db, S3WriteOp *w)
 {
     LcBatch *b = (LcBatch *)w;
+    json_t *checked = NULL;
+    int current = 0;
     memset(b->counts, 0, sizeof(b->counts));
     for (size_t i = 0; i < b->n; i++) {
+        if (b->acts[i].rules && b->acts[i].rules != checked) {
+            checked = b->acts[i].rules;
+            if ((current = rules_current(db, b->acts[i].bucket, checked)) < 0)
+                return current;
+        }
+        if (b->acts[i].rules && !current)
+            continue; /* the rules changed since the pass began: the next pass decides */
         int rc = act_apply(db, w, &b->acts[i], b->now_ms);
         if (rc < 0)
             return rc;
@@ -849,7 +871,7 @@ static void on_timer(uv_timer_t *t)
         uv_mutex_unlock(&lw->amu);
         for (size_t i = 0; i < nacc; i++) {
             act_add(lw, ACT_ACCESS, acc[i].bucket, acc[i].key, strlen(acc[i].key), acc[i].version,
-                    acc[i].ms, NULL);
+                    acc[i].ms, NULL, NULL);
             free(acc[i].bucket);
             free(acc[i].key);
         }

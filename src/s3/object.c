@@ -738,7 +738,7 @@ typedef struct MultiDelOp {
     S3Req *r;
     SovXmlNode *root;
     bool quiet;
-    uint8_t *denied; /* per Object element: the caller may not delete it (s3_access_key) */
+    uint8_t *denied; /* per Object element: the caller may not delete it (s3_access_keys) */
     SovBuf result;
 } MultiDelOp;
 
@@ -766,7 +766,7 @@ static int multidel_apply(sqlite3 *db, S3WriteOp *w)
             err = "InvalidArgument";
         else if (k->text_len > S3_MAX_KEY)
             err = "KeyTooLongError";
-        else if (v && !s3_version_id_valid(v->text))
+        else if (v && (!v->text || !s3_version_id_valid(v->text)))
             err = "NoSuchVersion";
         else if (denied)
             err = "AccessDenied";
@@ -852,14 +852,28 @@ static void multidel_body(S3Req *r)
         return;
     }
     SovXmlNode *q = sov_xml_child(root, "Quiet");
-    op->quiet = q && strcmp(q->text, "true") == 0;
+    op->quiet = q && q->text && strcmp(q->text, "true") == 0;
+    const char **keys = calloc(count, sizeof(*keys)), **versions = calloc(count, sizeof(*versions));
+    if (!keys || !versions) {
+        free(keys);
+        free(versions);
+        free(op->denied);
+        free(op);
+        sov_xml_free(root);
+        s3_error(r, "ServiceUnavailable", "out of memory");
+        return;
+    }
     size_t i = 0;
     for (SovXmlNode *n = root->child; n; n = n->next) {
         if (strcmp(n->name, "Object") != 0)
             continue;
         SovXmlNode *k = sov_xml_child(n, "Key"), *v = sov_xml_child(n, "VersionId");
-        op->denied[i++] = k && k->text_len && s3_access_key(r, k->text, v ? v->text : NULL) < 0;
+        keys[i] = k && k->text_len ? k->text : NULL;
+        versions[i++] = v ? (v->text ? v->text : "") : NULL;
     }
+    s3_access_keys(r, count, keys, versions, op->denied);
+    free(keys);
+    free(versions);
     op->root = root;
     op->r = r;
     op->w.apply = multidel_apply;

@@ -368,11 +368,14 @@ void s3_object_meta_update(S3Req *r, const char *version, S3MetaEdit edit, void 
  * 0 when allowed (possibly with object_acl_pending set), else answers the S3 error itself and
  * returns < 0. Called by s3_require_bucket once the bucket exists. */
 int s3_access_check(S3Req *r, const S3Bucket *b);
-/* One key of a DeleteObjects request (version NULL: the current one): 0 when the caller may
- * delete it, -EACCES otherwise; answers nothing. */
-int s3_access_key(S3Req *r, const char *key, const char *version);
+/* The keys of a DeleteObjects request (versions[i] NULL: the current one; keys[i] NULL: skipped):
+ * denied[i] set when the caller may not delete it; answers nothing. */
+void s3_access_keys(S3Req *r, size_t n, const char *const *keys, const char *const *versions,
+                    uint8_t *denied);
 /* Reads of an object whose decision waits for its ACL: 0 allowed, else answers, < 0. */
 int s3_access_object(S3Req *r, const S3Object *o);
+/* May the caller list the bucket (s3:ListBucket)? Without it a missing key answers AccessDenied. */
+bool s3_access_may_list(S3Req *r);
 /* May the requester read the copy source object o of bucket b? 0 or -EACCES (no answer). */
 int s3_access_copy_source(S3Req *r, const S3Bucket *b, const S3Object *o);
 /* The object ACL (x-amz-acl, x-amz-grant-*) of a PUT, COPY or CreateMultipartUpload into

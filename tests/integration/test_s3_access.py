@@ -463,3 +463,37 @@ def test_versions_have_their_own_acls_and_actions(s3):
         allow("*", "s3:GetObjectVersion", "arn:aws:s3:::vers/*")))
     assert anon_version(v2) == (200, b"two")
     assert anon_get(s3, "vers", "k") == (403, "AccessDenied")
+
+
+def test_review_findings_stay_fixed(start_s3):
+    """Regressions from a review: empty XML elements in DeleteObjects, a partner with s3:* on a
+    bucket rewriting its policy, anonymous callers telling missing keys from private ones."""
+    import base64
+    import hashlib
+    d = start_s3(second_account=True)
+    c, partner = d.client(), d.client2()
+    c.create_bucket(Bucket="shared")
+    c.put_object(Bucket="shared", Key="a", Body=b"x")
+    def multi_delete(body):
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        return d.request("POST", "/shared", "delete", body=body, headers={"Content-MD5": md5})
+
+    r = multi_delete(b"<Delete><Object><Key>a</Key><VersionId/></Object></Delete>")
+    assert r.status == 200 and b"<Error>" in r.body
+    assert c.head_object(Bucket="shared", Key="a")["ContentLength"] == 1  # nothing deleted
+    assert multi_delete(b"<Delete><Quiet/><Object><Key>a</Key></Object></Delete>").status == 200
+    with pytest.raises(ClientError):
+        c.head_object(Bucket="shared", Key="a")
+    c.put_object(Bucket="shared", Key="a", Body=b"x")
+    pol = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": S3_ACCOUNT2[0]}, "Action": "s3:*",
+        "Resource": ["arn:aws:s3:::shared", "arn:aws:s3:::shared/*"]}]}
+    c.put_bucket_policy(Bucket="shared", Policy=json.dumps(pol))
+    assert partner.get_object(Bucket="shared", Key="a")["Body"].read() == b"x"
+    public = dict(pol, Statement=[dict(pol["Statement"][0], Principal="*")])
+    with pytest.raises(ClientError) as e:
+        partner.put_bucket_policy(Bucket="shared", Policy=json.dumps(public))
+    assert s3_error(e)[0] == "AccessDenied"
+    assert json.loads(c.get_bucket_policy(Bucket="shared")["Policy"]) == pol
+    assert anon_get(d, "shared", "a")[0] == 403
+    assert anon_get(d, "shared", "no-such-key")[0] == 403  # not 404: existence is not told
