@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "s3.h"
+#include "sov/crypto.h"
 #include "sov/log.h"
 #include "sov/xml.h"
 
@@ -38,6 +39,17 @@ SseKeyring *s3_sse_keyring(void)
 void s3_sse_clear(S3Sse *s)
 {
     sse_key_wipe(s, sizeof(*s));
+}
+
+void s3_sse_etag(const S3Sse *s, const uint8_t md5[16], char hex[33])
+{
+    uint8_t mac[SOV_SHA256_LEN];
+    if (s && s->kind == S3_SSE_C && sov_hmac_sha256(s->key, SSE_KEY_LEN, md5, 16, mac) == 0) {
+        sov_hex_encode(mac, 16, hex);
+        sse_key_wipe(mac, sizeof(mac));
+        return;
+    }
+    sov_hex_encode(md5, 16, hex);
 }
 
 static int wrap_context(const char *bucket, const char *key, SovBuf *ctx)
@@ -162,21 +174,6 @@ int s3_sse_meta_apply(const S3Sse *s, char **meta_json)
     }
     json_decref(m);
     return rc;
-}
-
-bool s3_sse_meta_encrypted(const char *meta_json)
-{
-    if (!meta_json || !strstr(meta_json, "\"_sse\""))
-        return false;
-    json_t *m = json_loads(meta_json, 0, NULL);
-    bool enc = json_is_object(json_object_get(m, "_sse"));
-    json_decref(m);
-    return enc;
-}
-
-uint64_t s3_inline_stored_len(const S3Object *o)
-{
-    return s3_sse_meta_encrypted(o->meta_json) ? sse_stored_size(o->size) : o->size;
 }
 
 /* The kind and, for SSE-C, the record of an object's metadata: 0, or -EBADMSG. */

@@ -835,7 +835,7 @@ static void copy_work(uv_work_t *w)
     if (rc == 0) {
         char hex[2 * SOV_MD5_LEN + 1];
         sov_digest_final(md5, dg);
-        sov_hex_encode(dg, sizeof(dg), hex);
+        s3_sse_etag(&j->dst_sse, dg, hex);
         s3_sink_segment(&j->sink, &j->seg, hex);
     }
     j->status = rc;
@@ -1002,7 +1002,7 @@ static void copy_inline_sse(S3Req *r, CopyOp *op)
     if (plain)
         data = plain;
     sov_md5(data, d->size, md5);
-    sov_hex_encode(md5, sizeof(md5), d->etag);
+    s3_sse_etag(&op->dst_sse, md5, d->etag);
     int rc = op->dst_sse.kind ? s3_sse_encrypt_buf(&op->dst_sse, data, d->size, &out)
                               : sov_buf_append(&out, data, d->size);
     free(plain);

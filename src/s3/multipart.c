@@ -297,7 +297,7 @@ static void part_committed(void *ud, int status)
         s3_error(r, "InternalError", "cannot store the part data");
         return;
     }
-    sov_hex_encode(r->body_md5, SOV_MD5_LEN, etag);
+    s3_sse_etag(&op->sse, r->body_md5, etag);
     s3_sink_segment(&op->sink, &op->seg, etag);
     op->have_file = true;
     s3_store_submit(r->srv->store, &op->w);

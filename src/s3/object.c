@@ -552,7 +552,7 @@ static void put_end(S3Req *r)
                  "header");
         return;
     }
-    sov_hex_encode(r->body_md5, SOV_MD5_LEN, op->etag);
+    s3_sse_etag(&op->sse, r->body_md5, op->etag);
     op->now_ms = s3_now_ms();
     if (s3_sse_writer_finish(&op->wr) < 0 || s3_sink_finish(&op->sink) < 0) {
         s3_error(r, "InternalError", "cannot store the object data");

@@ -537,6 +537,10 @@ uint64_t s3_inline_stored_len(const S3Object *o);
 void s3_sse_headers(S3Req *r, const S3Sse *s);
 void s3_sse_meta_headers(S3Req *r, const char *meta_json);
 void s3_sse_clear(S3Sse *s); /* wipes the keys */
+/* The ETag of new data given the MD5 of its plaintext: that MD5 in hex, except for SSE-C,
+ * where listings (no key needed) must not confirm guesses of the plaintext: then a keyed
+ * digest of it (S3's ETag of SSE-C data is not its MD5 either). */
+void s3_sse_etag(const S3Sse *s, const uint8_t md5[16], char hex[33]);
 /* A body's way into a sink: plaintext in, stored bytes (encrypted when s says so) out. */
 typedef struct S3SseWriter {
     S3Sink *sink;

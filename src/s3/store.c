@@ -732,6 +732,21 @@ void s3_store_close(S3Store *st)
 
 /* ---- reads ---- */
 
+bool s3_sse_meta_encrypted(const char *meta_json)
+{
+    if (!meta_json || !strstr(meta_json, "\"_sse\""))
+        return false;
+    json_t *m = json_loads(meta_json, 0, NULL);
+    bool enc = json_is_object(json_object_get(m, "_sse"));
+    json_decref(m);
+    return enc;
+}
+
+uint64_t s3_inline_stored_len(const S3Object *o)
+{
+    return s3_sse_meta_encrypted(o->meta_json) ? sse_stored_size(o->size) : o->size;
+}
+
 int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret)
 {
     static const char sql[] =
@@ -811,8 +826,7 @@ int s3_object_get_version(sqlite3 *db, const char *bucket, const char *key, cons
                 memcpy(o->inline_data, sqlite3_column_blob(s, 6), n);
             o->inline_crc = (uint32_t)sqlite3_column_int64(s, 7);
             /* encrypted data (meta "_sse") is kept in its stored form */
-            if (n != o->size && (n != sse_stored_size(o->size) || !o->meta_json ||
-                                 !strstr(o->meta_json, "\"_sse\"")))
+            if (!o->meta_json || n != s3_inline_stored_len(o))
                 r = -EBADMSG;
         } else {
             r = s3_layout_decode(sqlite3_column_blob(s, 8), (size_t)sqlite3_column_bytes(s, 8),

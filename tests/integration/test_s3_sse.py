@@ -398,3 +398,18 @@ def test_erasure_coded_encrypted_objects(start_s3, short_dir):  # noqa: F811
     c = s3.client()
     for k, v in objs.items():
         assert c.get_object(Bucket="ecb", Key=k)["Body"].read() == v
+
+
+def test_ssec_etag_does_not_confirm_the_plaintext(s3):
+    """A listing needs no key: the ETag of SSE-C data must not be the MD5 of its plaintext."""
+    c = s3.client()
+    c.create_bucket(Bucket="etags")
+    key = os.urandom(32)
+    for name, body in (("small", b"salary=123456"), ("big", os.urandom(300000))):
+        r = c.put_object(Bucket="etags", Key=name, Body=body, SSECustomerAlgorithm="AES256",
+                         SSECustomerKey=key)
+        listed = {o["Key"]: o["ETag"] for o in c.list_objects_v2(Bucket="etags")["Contents"]}
+        assert listed[name] == r["ETag"] != '"%s"' % hashlib.md5(body).hexdigest()
+        got = c.get_object(Bucket="etags", Key=name, SSECustomerAlgorithm="AES256",
+                           SSECustomerKey=key, IfMatch=r["ETag"])
+        assert got["Body"].read() == body
