@@ -368,8 +368,18 @@ int s3_access_check(S3Req *r, const S3Bucket *b)
     r->object_acl_pending = false;
     if (rule && (rule->flags & R_PUBLIC))
         return 0;
-    if (rule && (rule->flags & R_ALL_OBJECTS))
-        return 0; /* DeleteObjects: every key is decided by s3_access_keys */
+    if (rule && (rule->flags & R_ALL_OBJECTS)) {
+        /* DeleteObjects: with a policy every key is decided by s3_access_keys (it may allow
+         * some keys only); without one the answer is the same for every key, so a caller with
+         * no right on the bucket gets 403 for the request, as before */
+        S3Policy *pol = policy_read(s3_loop_db(r->loop), b->name);
+        bool per_key = pol != NULL;
+        s3_policy_free(pol);
+        if (per_key || decide(r, s3_loop_db(r->loop), b, "*", rule, rule->action) == V_ALLOW)
+            return 0;
+        s3_error(r, "AccessDenied", "Access Denied");
+        return -EACCES;
+    }
     const char *key = NULL;
     if (rule && (rule->flags & R_OBJECT))
         key = r->key_name;

@@ -65,8 +65,9 @@ static int conf_apply(sqlite3 *db, S3WriteOp *w)
 {
     ConfOp *op = (ConfOp *)w;
     json_t *all;
-    int rc = config_read(db, op->r->bucket, &all);
-    if (rc < 0)
+    /* the bucket the access check saw: not one deleted and made again by someone else since */
+    int rc = s3_meta_check_bucket(db, w, op->r->bucket, op->r->bucket_owner);
+    if (rc < 0 || (rc = config_read(db, op->r->bucket, &all)) < 0)
         return rc;
     if (op->value)
         json_object_set(all, op->name, op->value);
@@ -156,6 +157,9 @@ static int meta_apply(sqlite3 *db, S3WriteOp *w)
 {
     MetaOp *op = (MetaOp *)w;
     sqlite3_stmt *s;
+    int rc = s3_meta_check_bucket(db, w, op->r->bucket, op->r->bucket_owner);
+    if (rc < 0)
+        return rc;
     const char *q = op->version[0] ? "SELECT version, meta, kind FROM objects"
                                      " WHERE bucket=?1 AND key=?2 AND version=?3"
                                    : "SELECT version, meta, kind FROM objects"
@@ -166,7 +170,7 @@ static int meta_apply(sqlite3 *db, S3WriteOp *w)
     sqlite3_bind_text(s, 2, op->r->key_name, -1, SQLITE_STATIC);
     if (op->version[0])
         sqlite3_bind_text(s, 3, op->version, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
+    rc = sqlite3_step(s);
     if (rc != SQLITE_ROW) {
         sqlite3_finalize(s);
         return rc == SQLITE_DONE ? -ENOENT : -EIO;

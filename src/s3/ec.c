@@ -933,6 +933,14 @@ int ec_reader_read(EcReader *r, uint64_t off, size_t len, void *out)
     return 0;
 }
 
+unsigned ec_reader_pin(EcReader *r)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < r->g.k + r->g.m; i++)
+        n += reader_shard(r, i) == 0;
+    return n;
+}
+
 uint64_t ec_reader_size(const EcReader *r)
 {
     return r->size;

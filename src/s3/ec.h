@@ -131,6 +131,8 @@ typedef struct EcReader EcReader;
 int ec_reader_open(const EcSet *set, const EcGeom *g, const char *id, uint64_t size,
                    EcReader **ret);
 int ec_reader_read(EcReader *r, uint64_t off, size_t len, void *out);
+/* Opens every shard now (a later unlink cannot take them from the reader): the good ones. */
+unsigned ec_reader_pin(EcReader *r);
 uint64_t ec_reader_size(const EcReader *r);
 uint32_t ec_reader_damaged(const EcReader *r);
 EcReader *ec_reader_free(EcReader *r);

@@ -404,7 +404,7 @@ static void encryption_put(S3Req *r)
         return;
     }
     json_t *doc = json_pack("{s:s, s:b}", "algorithm", "AES256", "bucket_key",
-                            bk && strcmp(bk->text, "true") == 0);
+                            bk && bk->text && strcmp(bk->text, "true") == 0);
     sov_xml_free(root);
     if (!doc) {
         s3_error(r, "ServiceUnavailable", "out of memory");

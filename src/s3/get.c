@@ -511,17 +511,19 @@ void s3_object_get(S3Req *r)
         if (g->o.is_inline || g->o.nsegs == 0 || head)
             break;
         if (g->o.segs[0].ec_k) {
-            /* an overwrite removes every shard: retry while none of the first segment's is
-             * there */
-            const EcSet *set = s3_store_ecset(r->srv->store);
-            bool any = false;
-            for (unsigned i = 0; set && i < g->o.segs[0].ec_k + g->o.segs[0].ec_m && !any; i++) {
-                char path[PATH_MAX];
-                any = ec_shard_path(set, g->o.segs[0].file, i, path, sizeof(path)) == 0 &&
-                      access(path, F_OK) == 0;
-            }
-            if (any || attempt == 3)
+            /* Pin the first segment's shards (open them all now), as the open() below pins a
+             * data file: an overwrite that commits later unlinks them but cannot take them from
+             * this GET. Fewer than k there: overwritten meanwhile, read the metadata again. */
+            g->seg = 0;
+            if (ec_open(r->srv->store, g, &g->o.segs[0]) == 0 &&
+                ec_reader_pin(g->ec) >= g->o.segs[0].ec_k) {
+                if (ec_reader_damaged(g->ec)) /* heal on read */
+                    s3_store_heal_later(r->srv->store, &g->o.segs[0]);
                 break;
+            }
+            if (attempt == 3)
+                break;
+            g->ec = ec_reader_free(g->ec);
             s3_object_clear(&g->o);
             continue;
         }
@@ -721,6 +723,13 @@ int s3_copy_source(S3Req *r, S3Object *ret)
     if (rc == 0 && s3_access_copy_source(r, &b, ret) < 0) {
         s3_object_clear(ret);
         rc = -EACCES;
+    } else if ((rc == -ENOENT || rc == -ESRCH) && b.name[0]) {
+        /* missing: say so only to a caller who may read it */
+        S3Object none = {.key = slash + 1, .meta_json = (char *)"{}"};
+        if (s3_access_copy_source(r, &b, &none) < 0) {
+            marker = false;
+            rc = -EACCES;
+        }
     }
     sov_buf_release(&dec);
     if (rc < 0) {
@@ -1057,6 +1066,7 @@ void s3_object_copy(S3Req *r)
         return;
     }
     if (!replace && !s3_header(r, "x-amz-storage-class") && op->dst_sse.kind == S3_SSE_NONE &&
+        !strstr(s3_header(r, "x-amz-copy-source"), "?versionId=") && /* restoring a version */
         strcmp(op->src.bucket, r->bucket) == 0 && strcmp(op->src.key, r->key_name) == 0) {
         s3_error(r, "InvalidRequest",
                  "This copy request is illegal because it is trying to copy an object to itself "

@@ -774,6 +774,8 @@ static int multidel_apply(sqlite3 *db, S3WriteOp *w)
             rc = s3_meta_remove_version_ex(db, w, op->r->bucket, k->text, v->text, &is_marker);
             if (rc < 0)
                 return rc;
+            if (is_marker) /* the marker removed */
+                snprintf(marker, sizeof(marker), "%s", v->text);
         } else if (!err) {
             rc = s3_meta_expire_current(db, w, op->r->bucket, k->text, s3_now_ms(), marker);
             if (rc < 0)

@@ -545,25 +545,33 @@ static int cmp_id(const void *a, const void *b)
     return memcmp(a, b, 32);
 }
 
+/* Every data file id the layouts name. Any read or decode failure is an error: a sweep that
+ * missed a reference would delete data that is still named. */
 static int collect_ids(sqlite3 *db, const char *sql, SovBuf *ids)
 {
     sqlite3_stmt *s;
+    int rc = SQLITE_DONE, r = 0;
     if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
         return -EIO;
-    while (sqlite3_step(s) == SQLITE_ROW) {
+    while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         S3Segment *segs;
         uint32_t n;
         if (sqlite3_column_type(s, 0) != SQLITE_BLOB)
             continue;
         if (s3_layout_decode(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), &segs,
-                             &n) < 0)
-            continue;
+                             &n) < 0) {
+            r = -EBADMSG;
+            break;
+        }
         for (uint32_t i = 0; i < n; i++)
-            sov_buf_append(ids, segs[i].file, 32);
+            if (sov_buf_append(ids, segs[i].file, 32) < 0)
+                r = -ENOMEM;
         s3_segments_free(segs, n);
     }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = -EIO;
     sqlite3_finalize(s);
-    return 0;
+    return r;
 }
 
 /* Removes what a crash can leave behind: files in tmp/ (uploads never finished) and data files
@@ -585,6 +593,8 @@ static void sweep(S3Store *st)
     }
     if (collect_ids(st->wdb, "SELECT layout FROM objects", &ids) < 0 ||
         collect_ids(st->wdb, "SELECT layout FROM parts", &ids) < 0) {
+        log_error("start-up sweep skipped: a layout in the metadata cannot be read (no data "
+                  "file is removed)");
         sov_buf_release(&ids);
         return;
     }

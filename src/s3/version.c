@@ -261,10 +261,12 @@ static void ver_body(S3Req *r)
     sov_buf_release(&err);
     SovXmlNode *st = sov_xml_child(root, "Status");
     SovXmlNode *mfa = sov_xml_child(root, "MfaDelete");
-    const char *state = st ? st->text : "";
+    /* an empty element has no text (NULL) */
+    const char *state = st && st->text ? st->text : "";
+    const char *mfa_state = mfa && mfa->text ? mfa->text : "";
     bool ok = strcmp(state, "Enabled") == 0 || strcmp(state, "Suspended") == 0;
-    bool mfa_on = mfa && strcmp(mfa->text, "Enabled") == 0;
-    bool mfa_bad = mfa && !mfa_on && strcmp(mfa->text, "Disabled") != 0;
+    bool mfa_on = mfa && strcmp(mfa_state, "Enabled") == 0;
+    bool mfa_bad = mfa && !mfa_on && strcmp(mfa_state, "Disabled") != 0;
     if (!ok || mfa_bad) {
         sov_xml_free(root);
         s3_error(r, "MalformedXML", "Versioning Status must be Enabled or Suspended");

@@ -210,3 +210,23 @@ def test_versions_survive_kill(s3):
     assert [m["VersionId"] for m in markers] == [marker]
     for i, vid in enumerate(ids):
         assert c.get_object(Bucket="dur", Key="k", VersionId=vid)["Body"].read() == b"%d" % i * 40000
+
+
+def test_restore_by_copy_and_empty_elements(s3):
+    """Copying an older version onto its own key restores it (AWS's documented way); empty XML
+    elements in a versioning request are refused, never crash the daemon."""
+    c = s3.client()
+    c.create_bucket(Bucket="rst")
+    c.put_bucket_versioning(Bucket="rst", VersioningConfiguration={"Status": "Enabled"})
+    v1 = c.put_object(Bucket="rst", Key="k", Body=b"first")["VersionId"]
+    c.put_object(Bucket="rst", Key="k", Body=b"second")
+    cp = c.copy_object(Bucket="rst", Key="k", CopySource={"Bucket": "rst", "Key": "k", "VersionId": v1})
+    assert cp["CopySourceVersionId"] == v1
+    assert c.get_object(Bucket="rst", Key="k")["Body"].read() == b"first"
+    assert len(all_versions(c, "rst")[0]) == 3
+    for body in (b"<VersioningConfiguration><Status/></VersioningConfiguration>",
+                 b"<VersioningConfiguration><Status>Enabled</Status><MfaDelete/>"
+                 b"</VersioningConfiguration>"):
+        r = s3.request("PUT", "/rst", "versioning", body=body)
+        assert r.status == 400 and r.code == "MalformedXML", r
+    assert c.get_bucket_versioning(Bucket="rst")["Status"] == "Enabled"
