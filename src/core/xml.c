@@ -105,7 +105,10 @@ static void on_start(void *data, const XML_Char *name, const XML_Char **attrs)
     if (++c->nodes > c->lim->max_nodes)
         return parse_fail(c, -E2BIG, "XML has too many elements");
     n = calloc(1, sizeof(*n));
-    if (!n || !(n->name = strdup(local ? local + 1 : name))) {
+    /* text is never NULL: an empty element has "" (callers compare it without checking) */
+    if (!n || !(n->name = strdup(local ? local + 1 : name)) || !(n->text = calloc(1, 1))) {
+        if (n)
+            free(n->name);
         free(n);
         return parse_fail(c, -ENOMEM, "out of memory");
     }

@@ -33,7 +33,7 @@ int sov_xml_escape(SovBuf *out, SovStr s);
 typedef struct SovXmlNode SovXmlNode;
 struct SovXmlNode {
     char *name; /* local name */
-    char *text; /* concatenated character data directly inside, NUL-terminated */
+    char *text; /* character data directly inside, NUL-terminated; "" when none (never NULL) */
     size_t text_len;
     SovXmlNode *parent;
     SovXmlNode *child; /* first child element */
