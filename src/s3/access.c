@@ -293,7 +293,10 @@ typedef struct BucketAccess {
 
 static void access_load(sqlite3 *db, const S3Bucket *b, bool owner, BucketAccess *ba)
 {
-    *ba = (BucketAccess){.pol = policy_read(db, b->name)};
+    *ba = (BucketAccess){0};
+    if (b->no_config) /* the common case: nothing to read (and parse) per request */
+        return;
+    ba->pol = policy_read(db, b->name);
     ba->pab = owner ? (Pab){0} : pab_read(db, b->name);
 }
 

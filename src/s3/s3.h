@@ -197,6 +197,7 @@ typedef struct S3Bucket {
     char region[64];
     int64_t created_ms;
     char versioning[16]; /* "", "Enabled" or "Suspended" */
+    bool no_config;      /* buckets.config is empty: no policy, ACL, CORS... to read */
 } S3Bucket;
 int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret);
 /* The current version (-ENOENT when the key has none or it is a delete marker). */

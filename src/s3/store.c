@@ -760,7 +760,7 @@ uint64_t s3_inline_stored_len(const S3Object *o)
 int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret)
 {
     static const char sql[] =
-        "SELECT owner, region, created_ms, versioning FROM buckets WHERE name=?";
+        "SELECT owner, region, created_ms, versioning, config = '{}' FROM buckets WHERE name=?";
     sqlite3_stmt *s = cached_stmt(db, sql);
     int r = -ENOENT;
     if (!s)
@@ -775,6 +775,7 @@ int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret)
         ret->created_ms = sqlite3_column_int64(s, 2);
         snprintf(ret->versioning, sizeof(ret->versioning), "%s",
                  (const char *)sqlite3_column_text(s, 3));
+        ret->no_config = sqlite3_column_int(s, 4) != 0;
         r = 0;
     } else if (rc != SQLITE_DONE) {
         r = -EIO;
