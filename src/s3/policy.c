@@ -795,6 +795,24 @@ static int fail(SovBuf *err, const char *msg)
     return -EINVAL;
 }
 
+/* Every member of o is one of the n names in fields: 0, or -EINVAL naming the first that is not. */
+static int fields_known(json_t *o, const char *const *fields, size_t n, SovBuf *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        bool known = false;
+        for (size_t i = 0; i < n && !known; i++)
+            known = strcmp(k, fields[i]) == 0;
+        if (!known) {
+            sov_buf_printf(err, "Unknown field %.64s", k);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 static int statement_validate(json_t *st, const char *bucket, SovBuf *err)
 {
     static const char *const fields[] = {"Sid",          "Effect",      "Principal",
@@ -802,18 +820,8 @@ static int statement_validate(json_t *st, const char *bucket, SovBuf *err)
                                          "Resource",     "NotResource", "Condition"};
     if (!json_is_object(st))
         return fail(err, "Each Statement must be an object");
-    const char *k;
-    json_t *v;
-    json_object_foreach(st, k, v)
-    {
-        bool known = false;
-        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]) && !known; i++)
-            known = strcmp(k, fields[i]) == 0;
-        if (!known) {
-            sov_buf_printf(err, "Unknown field %.64s", k);
-            return -EINVAL;
-        }
-    }
+    if (fields_known(st, fields, sizeof(fields) / sizeof(fields[0]), err) < 0)
+        return -EINVAL;
     json_t *sid = json_object_get(st, "Sid");
     if (sid && (!json_is_string(sid) || json_string_length(sid) > 256))
         return fail(err, "Statement IDs (SID) must be strings");
@@ -877,20 +885,9 @@ int s3_policy_parse(const char *text, size_t len, const char *bucket, S3Policy *
         json_decref(doc);
         return fail(err, "This policy contains invalid Json");
     }
-    int rc = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(doc, k, v)
-    {
-        bool known = false;
-        for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]) && !known; f++)
-            known = strcmp(k, fields[f]) == 0;
-        if (!known) {
-            sov_buf_printf(err, "Unknown field %.64s", k);
-            rc = -EINVAL;
-            goto out;
-        }
-    }
+    int rc = fields_known(doc, fields, sizeof(fields) / sizeof(fields[0]), err);
+    if (rc < 0)
+        goto out;
     json_t *ver = json_object_get(doc, "Version"), *id = json_object_get(doc, "Id");
     if (ver && (!json_is_string(ver) || (strcmp(json_string_value(ver), "2012-10-17") != 0 &&
                                          strcmp(json_string_value(ver), "2008-10-17") != 0))) {
