@@ -11,9 +11,10 @@
  *   table bridge sov_sg: prerouting (priority -200, before br_netfilter at 0) maps the ingress
  *     port through a verdict map (iifname -> chain) that enforces anti-spoofing (ether saddr is
  *     the port's MAC; ARP and IPv4/IPv6 source addresses are its fixed IPs, plus the DHCP
- *     discover from 0.0.0.0, IPv6 link-local (EUI-64 of the MAC) and ::) and then stores the
- *     port's number N (1..4096) in the low 16 bits of the packet mark. Forward (priority -200,
- *     before br_netfilter's forward hook) stores the egress port's number in the high 16 bits.
+ *     discover from 0.0.0.0, IPv6 link-local (EUI-64 of the MAC) and ::; see "Allowed address
+ *     pairs" below) and then stores the port's number N (1..4096) in the low 16 bits of the
+ *     packet mark. Forward (priority -200, before br_netfilter's forward hook) stores the
+ *     egress port's number in the high 16 bits.
  *   table inet sov_sg: prerouting and output at priority -300 put each packet in the conntrack
  *     zone of its bridge (ports' "_bridge"; iifname/oifname is the bridge there), so subnets
  *     with the same CIDR on one host never share a conntrack entry. Prerouting (priority 0,
@@ -35,6 +36,18 @@
  * boxes inside another box are dropped and partially overlapping ones go to a second (third..)
  * set of the same kind ("layers", at most 64 per group, direction, family and kind).
  *
+ * Allowed address pairs (Neutron's allowed_address_pairs: an IP or CIDR with an optional MAC,
+ * by default the port's) widen what a port may send: the source checks are lookups of the pair
+ * (ether saddr . source address) in one anonymous set per family, so a pair's MAC may send only
+ * from the pair's addresses (ARP likewise, keyed ether saddr . arp saddr ether . arp saddr ip).
+ * An IPv6 pair also admits its MAC's link-local address and ::, as Neutron does. Elements
+ * inside another of the same MAC are left out (the kernel refuses overlapping elements); a pair
+ * 0.0.0.0/0 therefore admits any source from its MAC, except the bare 0.0.0.0 outside DHCP.
+ * Pairs are also members of the port's groups for remote group rules, as a prefix (one
+ * element, not one per address). Traffic to a pair's address or MAC needs nothing extra: the
+ * receiving port's chain does not look at destinations, so its ingress rules apply as they do
+ * to its fixed IPs.
+ *
  * Ports with port_security_enabled false, device_owner "network:*" or without "_dev" get no
  * mark and pass untouched. Names in the script are numbers (port N, group N, set layers); ids
  * appear only in comments, after validation as [0-9a-f-]{1,64}; device names are validated as
@@ -46,8 +59,7 @@
  * to and from the host itself (dnsmasq on the bridge) is not forwarded and so only sees the
  * sender's egress check. Tightened rules do not end flows already established (conntrack
  * entries stay). The overlap scan is near-linear for realistic rule sets; many wide prefixes
- * above many narrower ones with distinct ports make it quadratic within the caps of sg.h.
- * Not supported: allowed_address_pairs. */
+ * above many narrower ones with distinct ports make it quadratic within the caps of sg.h. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -65,7 +77,15 @@ typedef struct SgIp {
     SgAddr addr;
 } SgIp;
 
-/* One port of the input. ips and groups index into SgCtx's vectors. */
+/* An allowed address pair: mac may send from the prefix addr/plen. Invariant: the host bits
+ * of ip.addr are clear. */
+typedef struct SgPair {
+    uint8_t mac[6];
+    uint8_t plen;
+    SgIp ip;
+} SgPair;
+
+/* One port of the input. ips, pairs and groups index into SgCtx's vectors. */
 typedef struct SgPort {
     const char *id;
     const char *dev;    /* NULL unless on this host */
@@ -75,6 +95,7 @@ typedef struct SgPort {
     bool filtered; /* on this host, port security on, not a network: port */
     uint32_t num;  /* 1.. for filtered ports: the mark half */
     size_t ip_off, n_ips;
+    size_t pair_off, n_pairs;
     size_t grp_off, n_grps;
 } SgPort;
 
@@ -85,9 +106,11 @@ typedef struct SgGroup {
     size_t mem_off, n_mem; /* members in SgCtx.members, after sorting */
 } SgGroup;
 
-/* A group member: an IP of a port carrying group g. */
+/* A group member: an IP (plen 32/128) or an allowed address pair's prefix of a port carrying
+ * group g. Invariant: the host bits of ip.addr are clear. */
 typedef struct SgMember {
     uint32_t group;
+    uint8_t plen;
     SgIp ip;
 } SgMember;
 
@@ -115,6 +138,8 @@ typedef struct SgCtx {
     size_t n_groups;
     SgIp *ips;
     size_t n_ips, cap_ips;
+    SgPair *pairs;
+    size_t n_pairs, cap_pairs;
     uint32_t *pgroups; /* group index (into groups) per port, UINT32_MAX when unknown */
     size_t n_pgroups, cap_pgroups;
     SgMember *members;
@@ -189,6 +214,12 @@ static int hexval(char c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
+}
+
+static void mac_format(const uint8_t mac[6], char buf[18])
+{
+    snprintf(buf, 18, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4],
+             mac[5]);
 }
 
 static bool mac_parse(const char *s, uint8_t mac[6])
@@ -395,6 +426,44 @@ static int parse_port_groups(SgCtx *c, json_t *p, SgPort *port, size_t i)
     return 0;
 }
 
+/* A pair's MAC defaults to the port's; a port without one (not on this host) only lends its
+ * pairs' prefixes to remote groups, where the MAC does not matter. */
+static int parse_port_pairs(SgCtx *c, json_t *p, SgPort *port, size_t i)
+{
+    json_t *pairs = NULL;
+    int r =
+        sov_json_get_array(p, "allowed_address_pairs", false, SG_MAX_PORT_PAIRS, &pairs, c->err);
+    if (r < 0)
+        return located(c->err, r, "port", i);
+    port->pair_off = c->n_pairs;
+    for (size_t k = 0; pairs && k < json_array_size(pairs); k++) {
+        json_t *e = json_array_get(pairs, k);
+        const char *s = NULL, *mac = NULL;
+        if (!json_is_object(e))
+            return fail(c->err, -EINVAL, "port", i,
+                        "allowed_address_pairs entries must be objects");
+        r = sov_json_get_string(e, "ip_address", true, 63, &s, c->err);
+        if (r >= 0)
+            r = sov_json_get_string(e, "mac_address", false, 17, &mac, c->err);
+        if (r < 0)
+            return located(c->err, r, "port", i);
+        SgPair pair = {.plen = 0};
+        if (!ip_parse(s, true, &pair.ip.fam, &pair.ip.addr, &pair.plen))
+            return fail(c->err, -EINVAL, "port", i, "invalid allowed_address_pairs ip_address");
+        pair.ip.addr &= ~host_mask(pair.ip.fam, pair.plen);
+        static const uint8_t zero[6];
+        if (mac && (!mac_parse(mac, pair.mac) || (pair.mac[0] & 1) || !memcmp(pair.mac, zero, 6)))
+            return fail(c->err, -EINVAL, "port", i, "invalid allowed_address_pairs mac_address");
+        if (!mac)
+            memcpy(pair.mac, port->mac, sizeof(pair.mac));
+        if (grow((void **)&c->pairs, &c->cap_pairs, c->n_pairs + 1, sizeof(SgPair)) < 0)
+            return -ENOMEM;
+        c->pairs[c->n_pairs++] = pair;
+    }
+    port->n_pairs = c->n_pairs - port->pair_off;
+    return 0;
+}
+
 static int str_cmp(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -461,6 +530,8 @@ static int parse_ports(SgCtx *c, json_t *ports)
             port->bridge = NULL;
         r = parse_port_ips(c, p, port, i);
         if (r >= 0)
+            r = parse_port_pairs(c, p, port, i);
+        if (r >= 0)
             r = parse_port_groups(c, p, port, i);
         if (r < 0)
             return r;
@@ -490,27 +561,41 @@ static int member_cmp(const void *a, const void *b)
         return x->ip.fam < y->ip.fam ? -1 : 1;
     if (x->ip.addr != y->ip.addr)
         return x->ip.addr < y->ip.addr ? -1 : 1;
+    if (x->plen != y->plen)
+        return x->plen < y->plen ? -1 : 1;
     return 0;
 }
 
-/* Member IPs of every group: the fixed IPs of all listed ports that carry it. */
+static int member_add(SgCtx *c, uint32_t group, SgIp ip, uint8_t plen)
+{
+    if (c->n_members >= SG_MAX_BOXES)
+        return fail(c->err, -E2BIG, "ports", c->n_ports, "more than %u group memberships",
+                    SG_MAX_BOXES);
+    if (grow((void **)&c->members, &c->cap_members, c->n_members + 1, sizeof(SgMember)) < 0)
+        return -ENOMEM;
+    c->members[c->n_members++] = (SgMember){.group = group, .plen = plen, .ip = ip};
+    return 0;
+}
+
+/* Members of every group: the fixed IPs and allowed address pairs of all listed ports that
+ * carry it. */
 static int collect_members(SgCtx *c)
 {
     for (size_t i = 0; i < c->n_ports; i++) {
         const SgPort *p = &c->ports[i];
         for (size_t g = 0; g < p->n_grps; g++) {
             uint32_t gi = c->pgroups[p->grp_off + g];
+            int r = 0;
             if (gi == UINT32_MAX)
                 continue;
-            for (size_t k = 0; k < p->n_ips; k++) {
-                if (c->n_members >= SG_MAX_BOXES)
-                    return fail(c->err, -E2BIG, "ports", c->n_ports,
-                                "more than %u group memberships", SG_MAX_BOXES);
-                if (grow((void **)&c->members, &c->cap_members, c->n_members + 1,
-                         sizeof(SgMember)) < 0)
-                    return -ENOMEM;
-                c->members[c->n_members++] = (SgMember){gi, c->ips[p->ip_off + k]};
+            for (size_t k = 0; r >= 0 && k < p->n_ips; k++) {
+                SgIp ip = c->ips[p->ip_off + k];
+                r = member_add(c, gi, ip, ip.fam == 4 ? 32 : 128);
             }
+            for (size_t k = 0; r >= 0 && k < p->n_pairs; k++)
+                r = member_add(c, gi, c->pairs[p->pair_off + k].ip, c->pairs[p->pair_off + k].plen);
+            if (r < 0)
+                return r;
         }
     }
     if (c->n_members)
@@ -698,11 +783,12 @@ static int parse_rule(SgCtx *c, json_t *rule, size_t i)
     if (rg == UINT32_MAX)
         return 0; /* an unknown group has no members */
     for (size_t k = 0; k < c->groups[rg].n_mem; k++) {
-        const SgIp *ip = &c->members[c->groups[rg].mem_off + k].ip;
-        if (ip->fam != b.fam)
+        const SgMember *m = &c->members[c->groups[rg].mem_off + k];
+        if (m->ip.fam != b.fam)
             continue;
-        b.plen = b.fam == 4 ? 32 : 128;
-        b.lo = b.hi = ip->addr;
+        b.plen = m->plen;
+        b.lo = m->ip.addr;
+        b.hi = b.lo | host_mask(b.fam, b.plen);
         r = box_add(c, &b);
         if (r < 0)
             return r;
@@ -891,17 +977,126 @@ static void emit_group(SgCtx *c, const SgGroup *g, size_t from, size_t to)
     }
 }
 
-/* ", addr" for each fixed IP of family fam, but skip (already listed by the caller). */
-static void emit_port_addrs(SgCtx *c, const SgPort *p, uint8_t fam, SgAddr skip)
+/* One source a port may send from: a MAC with an address prefix (host bits clear). */
+typedef struct SgSrc {
+    uint8_t mac[6];
+    uint8_t plen;
+    bool dropped; /* inside another source of the same MAC: left out of the set */
+    SgAddr addr;
+} SgSrc;
+
+/* Per family: the port's MAC with its fixed IPs and one or two implicit addresses, and per
+ * pair its prefix, plus for IPv6 its MAC's :: and link-local address. */
+#define SG_MAX_SRCS (SG_MAX_PORT_IPS + 3 * SG_MAX_PORT_PAIRS + 2)
+
+/* IPv6 link-local address of a MAC (modified EUI-64). */
+static SgAddr link_local(const uint8_t mac[6])
 {
-    for (size_t k = 0; k < p->n_ips; k++) {
-        const SgIp *ip = &c->ips[p->ip_off + k];
-        if (ip->fam != fam || ip->addr == skip)
+    const uint8_t ll[16] = {0xfe, 0x80, [8] = mac[0] ^ 2, mac[1], mac[2],
+                            0xff, 0xfe, mac[3],           mac[4], mac[5]};
+    return addr_from_bytes(ll, 16);
+}
+
+static void src_add(SgSrc *v, size_t *n, const uint8_t mac[6], uint8_t plen, SgAddr addr)
+{
+    if (*n >= SG_MAX_SRCS)
+        return; /* not reached: the bounds of sg.h keep n within SG_MAX_SRCS */
+    v[*n] = (SgSrc){.plen = plen, .addr = addr};
+    memcpy(v[*n].mac, mac, 6);
+    (*n)++;
+}
+
+/* The sources of family fam that port p may send from. The kernel refuses overlapping
+ * elements in one set, so a source inside another of the same MAC (or equal to an earlier
+ * one) is marked dropped; CIDRs either nest or are disjoint, so the rest never overlap. */
+static size_t port_srcs(const SgCtx *c, const SgPort *p, uint8_t fam, SgSrc v[SG_MAX_SRCS])
+{
+    uint8_t host = fam == 4 ? 32 : 128;
+    size_t n = 0;
+    src_add(v, &n, p->mac, host, 0); /* 0.0.0.0 (DHCP, ARP probes) or :: (DAD) */
+    if (fam == 6)
+        src_add(v, &n, p->mac, host, link_local(p->mac));
+    for (size_t k = 0; k < p->n_ips; k++)
+        if (c->ips[p->ip_off + k].fam == fam)
+            src_add(v, &n, p->mac, host, c->ips[p->ip_off + k].addr);
+    for (size_t k = 0; k < p->n_pairs; k++) {
+        const SgPair *pair = &c->pairs[p->pair_off + k];
+        if (pair->ip.fam != fam)
             continue;
-        char addr[INET6_ADDRSTRLEN];
-        addr_format(fam, ip->addr, addr, sizeof(addr));
-        emit(c, ", %s", addr);
+        src_add(v, &n, pair->mac, pair->plen, pair->ip.addr);
+        if (fam == 6) {
+            src_add(v, &n, pair->mac, host, 0);
+            src_add(v, &n, pair->mac, host, link_local(pair->mac));
+        }
     }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n && !v[i].dropped; j++)
+            if (j != i && !memcmp(v[i].mac, v[j].mac, 6) && v[j].plen <= v[i].plen &&
+                (v[i].addr & ~host_mask(fam, v[j].plen)) == v[j].addr &&
+                (v[j].plen < v[i].plen || j < i))
+                v[i].dropped = true;
+    return n;
+}
+
+/* "    match != { mac . addr, ... } drop" over the sources left; ARP keys are
+ * mac . mac . addr (frame and ARP sender hardware address). */
+static void emit_srcs(SgCtx *c, const char *match, uint8_t fam, const SgSrc *v, size_t n, bool arp)
+{
+    bool first = true;
+    emit(c, "    %s != {", match);
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].dropped)
+            continue;
+        char mac[18], addr[INET6_ADDRSTRLEN];
+        mac_format(v[i].mac, mac);
+        addr_format(fam, v[i].addr, addr, sizeof(addr));
+        emit(c, "%s %s . ", first ? "" : ",", mac);
+        if (arp)
+            emit(c, "%s . ", mac);
+        emit(c, "%s", addr);
+        if (v[i].plen != (fam == 4 ? 32 : 128))
+            emit(c, "/%u", v[i].plen);
+        first = false;
+    }
+    emit(c, " } drop\n");
+}
+
+/* The port's anti-spoofing chain (see the top of this file). */
+static void emit_port_from(SgCtx *c, const SgPort *p)
+{
+    SgSrc v[SG_MAX_SRCS];
+    char mac[18];
+    mac_format(p->mac, mac);
+    emit(c, "  chain p%u_from { # port %s dev %s\n    meta mark set 0x%08x\n", p->num, p->id,
+         p->dev, p->num);
+    bool other = false; /* a pair with another MAC */
+    for (size_t k = 0; k < p->n_pairs; k++)
+        other |= memcmp(c->pairs[p->pair_off + k].mac, p->mac, 6) != 0;
+    if (!other) {
+        emit(c, "    ether saddr != %s drop\n", mac);
+    } else {
+        emit(c, "    ether saddr != { %s", mac);
+        for (size_t k = 0; k < p->n_pairs; k++) {
+            const uint8_t *m = c->pairs[p->pair_off + k].mac;
+            bool seen = !memcmp(m, p->mac, 6);
+            for (size_t j = 0; j < k && !seen; j++)
+                seen = !memcmp(c->pairs[p->pair_off + j].mac, m, 6);
+            if (seen)
+                continue;
+            char pm[18];
+            mac_format(m, pm);
+            emit(c, ", %s", pm);
+        }
+        emit(c, " } drop\n");
+    }
+    size_t n = port_srcs(c, p, 4, v);
+    emit_srcs(c, "ether saddr . arp saddr ether . arp saddr ip", 4, v, n, true);
+    emit(c, "    ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept\n");
+    emit_srcs(c, "ether saddr . ip saddr", 4, v, n, false);
+    emit(c, "    ip saddr 0.0.0.0 drop\n");
+    n = port_srcs(c, p, 6, v);
+    emit_srcs(c, "ether saddr . ip6 saddr", 6, v, n, false);
+    emit(c, "    ether type != { ip, ip6, arp } drop\n  }\n");
 }
 
 static void emit_bridge(SgCtx *c)
@@ -931,33 +1126,7 @@ static void emit_bridge(SgCtx *c)
         const SgPort *p = &c->ports[i];
         if (!p->filtered)
             continue;
-        char mac[18];
-        snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", p->mac[0], p->mac[1], p->mac[2],
-                 p->mac[3], p->mac[4], p->mac[5]);
-        /* IPv6 link-local address from the MAC (modified EUI-64). */
-        uint8_t ll[16] = {0xfe, 0x80};
-        ll[8] = p->mac[0] ^ 2;
-        ll[9] = p->mac[1];
-        ll[10] = p->mac[2];
-        ll[11] = 0xff;
-        ll[12] = 0xfe;
-        ll[13] = p->mac[3];
-        ll[14] = p->mac[4];
-        ll[15] = p->mac[5];
-        char lls[INET6_ADDRSTRLEN];
-        addr_format(6, addr_from_bytes(ll, 16), lls, sizeof(lls));
-        emit(c, "  chain p%u_from { # port %s dev %s\n    meta mark set 0x%08x\n", p->num, p->id,
-             p->dev, p->num);
-        emit(c, "    ether saddr != %s drop\n", mac);
-        emit(c, "    arp saddr ether != %s drop\n", mac);
-        emit(c, "    arp saddr ip != { 0.0.0.0");
-        emit_port_addrs(c, p, 4, 0);
-        emit(c, " } drop\n    ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 "
-                "accept\n    ip saddr != { 0.0.0.0/32");
-        emit_port_addrs(c, p, 4, 0);
-        emit(c, " } drop\n    ip saddr 0.0.0.0 drop\n    ip6 saddr != { ::, %s", lls);
-        emit_port_addrs(c, p, 6, addr_from_bytes(ll, 16));
-        emit(c, " } drop\n    ether type != { ip, ip6, arp } drop\n  }\n");
+        emit_port_from(c, p);
         emit(c, "  chain p%u_to {\n    meta mark set meta mark & 0x0000ffff | 0x%08x\n  }\n",
              p->num, p->num << 16);
     }
@@ -1096,6 +1265,7 @@ int sg_compile(json_t *ports, json_t *groups, json_t *rules, SovBuf *out, SovBuf
     free(c.ports);
     free(c.groups);
     free(c.ips);
+    free(c.pairs);
     free(c.pgroups);
     free(c.members);
     free(c.boxes);

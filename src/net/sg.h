@@ -16,17 +16,19 @@
 #define SG_MAX_GROUPS      16384
 #define SG_MAX_RULES       65536
 #define SG_MAX_PORT_IPS    32         /* fixed_ips of one port */
+#define SG_MAX_PORT_PAIRS  10         /* allowed_address_pairs of one port (sov-api's cap) */
 #define SG_MAX_PORT_GROUPS 64         /* security_groups of one port */
 #define SG_MAX_BOXES       (1u << 20) /* set elements after expansion; also group memberships */
 #define SG_MAX_ID_LEN      64
 #define SG_MAX_IFNAME_LEN  15
 
-/* Writes the nft script for this host to out (appending). ports: Neutron port documents, those
- * of this host carrying "_dev" (the host-side device on the bridge) and, for a conntrack zone
- * per bridge, "_bridge" (that bridge's name: pass it, or two subnets with the same CIDR on one
- * host share conntrack entries); groups: security_group documents; rules:
- * security_group_rule documents. Returns 0, or <0 (-EINVAL bad input, -E2BIG
- * past a bound, -ENOMEM) with a reason appended to err; out may then hold a partial script. */
+/* Writes the nft script for this host to out (appending). ports: Neutron port documents
+ * (fixed_ips, allowed_address_pairs, security_groups, ...), those of this host carrying "_dev"
+ * (the host-side device on the bridge) and, for a conntrack zone per bridge, "_bridge" (that
+ * bridge's name: pass it, or two subnets with the same CIDR on one host share conntrack
+ * entries); groups: security_group documents; rules: security_group_rule documents. Returns 0,
+ * or <0 (-EINVAL bad input, -E2BIG past a bound, -ENOMEM) with a reason appended to err; out
+ * may then hold a partial script. */
 int sg_compile(json_t *ports, json_t *groups, json_t *rules, SovBuf *out, SovBuf *err);
 
 #endif

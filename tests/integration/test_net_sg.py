@@ -10,8 +10,11 @@ anti-spoofing of the source IP and MAC (with a port_security_enabled=false contr
 the spoofed packet would otherwise arrive), a conntrack zone per bridge (two bridges with the
 same addresses: a packet on one must not pass as the reply of a flow on the other), random
 overlapping rules resolved into disjoint sets, and that a 10,000-rule compile is a few set
-lookups that `nft -c` accepts. Needs root, ip, nft, busybox and cc; everything it creates is
-removed at the end."""
+lookups that `nft -c` accepts. Allowed address pairs: a port may send (and ARP) from a pair's
+address or CIDR with the pair's MAC and no other, traffic to a pair address meets the port's
+ingress rules, a pair counts as a member of its port's groups, and pairs set and cleared with
+`openstack port set` take effect through a real sov-api and sov-net. Needs root, ip, nft,
+busybox and cc; everything it creates is removed at the end."""
 import ipaddress
 import json
 import os
@@ -27,6 +30,8 @@ import time
 import pytest
 
 from conftest import ROOT, clean_env
+from test_compute_agent import wait_for
+from test_net_l3 import PID, hex12, netns, ns_run, ping, plug, start_net  # noqa: F401 (fixtures)
 
 BUILD = pathlib.Path(os.environ.get("SOV_BUILD_DIR") or ROOT / "build")
 
@@ -527,3 +532,227 @@ def test_conntrack_zone_per_bridge(driver, topo, twins):
     assert leaked in twins.read_text().split()
     assert blocked not in twins.read_text().split()
     apply(driver)
+
+
+# ---- allowed address pairs ----------------------------------------------------------------
+
+UDP_FROM = ("import socket, sys\n"
+            "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "u.bind((sys.argv[1], 0))\n"
+            "u.sendto(sys.argv[4].encode(), (sys.argv[2], int(sys.argv[3])))\n")
+
+# b takes udp/5000 from all of 10.9.0.0/24: whether a packet arrives depends only on the
+# sender's anti-spoofing.
+RULES_UDP_OPEN = RULES + [rule(30, G_DEF, "ingress", "udp", 5000, 5000, prefix="10.9.0.0/24")]
+
+
+def apply_pairs(driver, pairs, rules=RULES):
+    """Loads the script with pairs[name] as the allowed_address_pairs of that instance."""
+    ports = [port(n) for n in INST]
+    for p, name in zip(ports, INST):
+        if name in pairs:
+            p["allowed_address_pairs"] = pairs[name]
+    script = compile_sg(driver, ports, GROUPS, rules)
+    sh("ip", "netns", "exec", HOST, "nft", "-f", "-", input=script)
+    return script
+
+
+def udp_from(ns, src_ip, dst_ip, payload, port_no=5000):
+    sh("ip", "netns", "exec", ns, "/usr/bin/python3", "-c", UDP_FROM, src_ip, dst_ip, port_no,
+       payload)
+
+
+def arrives(topo, ns, src_ip, dev="eth0"):
+    """Whether a UDP packet from src_ip (in ns) reaches b. b's neighbour entry is pinned so
+    the packet leaves at once, and a marker from a (admitted anyway) is sent after it and
+    awaited, so a miss is not a delay."""
+    sh("ip", "-n", ns, "neigh", "replace", ip_of("b"), "lladdr", mac_of("b"), "dev", dev, "nud",
+       "permanent")
+    probe, marker = "probe-" + secrets.token_hex(4), "marker-" + secrets.token_hex(4)
+    udp_from(ns, src_ip, ip_of("b"), probe)
+    udp_from(ns_of("a"), ip_of("a"), ip_of("b"), marker)
+    assert wait_logged(topo, "b", marker)
+    return logged(topo, "b", probe)
+
+
+@pytest.fixture
+def extra_addrs(driver, topo):
+    """extra_addrs(name, cidr): a secondary address in an instance; all removed at the end,
+    neighbours flushed and the plain script loaded again."""
+    added = []
+
+    def add(name, cidr):
+        sh("ip", "-n", ns_of(name), "addr", "add", cidr, "dev", "eth0",
+           *(["nodad"] if ":" in cidr else []))
+        added.append((name, cidr))
+
+    yield add
+    for name, cidr in added:
+        sh("ip", "-n", ns_of(name), "addr", "del", cidr, "dev", "eth0", check=False)
+    for name in INST:
+        sh("ip", "-n", ns_of(name), "neigh", "flush", "dev", "eth0", check=False)
+    apply(driver)
+
+
+def test_address_pair_host_and_cidr(driver, topo, extra_addrs):
+    """a sends from secondary addresses: dropped without a pair, passes with the pair (as a
+    host address, as a CIDR that holds it, as 0.0.0.0/0), and a CIDR pair does not admit an
+    address outside it."""
+    for cidr in ("10.9.0.200/24", "10.9.0.150/24", "10.9.0.100/24"):
+        extra_addrs("a", cidr)
+    apply_pairs(driver, {}, RULES_UDP_OPEN)
+    assert arrives(topo, ns_of("a"), ip_of("a"))  # the control: a's own address
+    assert not arrives(topo, ns_of("a"), "10.9.0.200")
+    apply_pairs(driver, {"a": [{"ip_address": "10.9.0.200"}]}, RULES_UDP_OPEN)
+    assert arrives(topo, ns_of("a"), "10.9.0.200")
+    assert not arrives(topo, ns_of("a"), "10.9.0.150")
+    apply_pairs(driver, {"a": [{"ip_address": "10.9.0.128/25"}]}, RULES_UDP_OPEN)
+    assert arrives(topo, ns_of("a"), "10.9.0.150")
+    assert arrives(topo, ns_of("a"), "10.9.0.200")
+    assert not arrives(topo, ns_of("a"), "10.9.0.100")
+    assert arrives(topo, ns_of("a"), ip_of("a"))  # fixed IPs still pass next to the pair
+    apply_pairs(driver, {"a": [{"ip_address": "0.0.0.0/0"}]}, RULES_UDP_OPEN)
+    assert arrives(topo, ns_of("a"), "10.9.0.100")
+    assert arrives(topo, ns_of("a"), ip_of("a"))
+    # removed again: blocked again
+    apply_pairs(driver, {}, RULES_UDP_OPEN)
+    assert not arrives(topo, ns_of("a"), "10.9.0.150")
+
+
+def test_ipv6_address_pair(driver, topo, extra_addrs):
+    """An IPv6 pair, like an IPv6 fixed IP: a reaches b (which admits members of its default
+    group) from the pair address, with neighbour discovery, and not without the pair."""
+    extra_addrs("a", "fd00:9::c8/64")
+
+    def ping6_from():
+        return sh("ip", "netns", "exec", ns_of("a"), "busybox", "ping6", "-c", "1", "-W", "2",
+                  "-I", "fd00:9::c8", ip6_of("b"), check=False).returncode == 0
+
+    apply_pairs(driver, {})
+    assert not ping6_from()
+    apply_pairs(driver, {"a": [{"ip_address": "fd00:9::c8"}]})
+    assert ping6_from()
+    assert ping6_ok("a", ip6_of("b"))
+    apply_pairs(driver, {"a": [{"ip_address": "fd00:9::/120"}]})
+    assert ping6_from()
+
+
+@pytest.fixture
+def vmac(topo):
+    """A namespace behind a macvlan on a's eth0 with MAC 02:00:00:00:00:aa and 10.9.0.201/24
+    (keepalived's virtual MAC): frames from a's port with another source MAC."""
+    ns = ns_of("v")
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "-n", ns_of("a"), "link", "add", "mv0", "link", "eth0", "address",
+           "02:00:00:00:00:aa", "type", "macvlan", "mode", "bridge")
+        sh("ip", "-n", ns_of("a"), "link", "set", "mv0", "netns", ns)
+        sh("ip", "-n", ns, "addr", "add", "10.9.0.201/24", "dev", "mv0")
+        sh("ip", "-n", ns, "addr", "add", "10.9.0.202/24", "dev", "mv0")
+        sh("ip", "-n", ns, "link", "set", "mv0", "up")
+        yield ns
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
+        for name in INST:
+            sh("ip", "-n", ns_of(name), "neigh", "flush", "dev", "eth0", check=False)
+
+
+def test_address_pair_with_another_mac(driver, topo, vmac):
+    """A pair with its own MAC: that MAC may send (and ARP) from the pair's address, and only
+    from it; the same address with the port's own MAC (the default) does not admit the other
+    MAC."""
+    def ping_b():
+        return sh("ip", "netns", "exec", vmac, "busybox", "ping", "-c", "1", "-W", "2",
+                  ip_of("b"), check=False).returncode == 0
+
+    try:
+        apply_pairs(driver, {"a": [{"ip_address": "10.9.0.201"}]}, RULES_UDP_OPEN)
+        assert not ping_b()
+        assert not arrives(topo, vmac, "10.9.0.201", dev="mv0")
+        apply_pairs(driver, {"a": [{"ip_address": "10.9.0.201",
+                                    "mac_address": "02:00:00:00:00:aa"}]}, RULES_UDP_OPEN)
+        # ARP and ICMP both ways: b admits the pair address as a member of its group
+        assert ping_b()
+        assert arrives(topo, vmac, "10.9.0.201", dev="mv0")
+        assert not arrives(topo, vmac, "10.9.0.202", dev="mv0")
+        assert arrives(topo, ns_of("a"), ip_of("a"))  # the port's own MAC and IP still pass
+    finally:
+        apply(driver)
+
+
+def test_traffic_to_pair_address_meets_ingress_rules(driver, topo, extra_addrs):
+    """b (a member of a's default group) reaches a at its pair address, c (no member) does
+    not; without the pair a's ARP answers for that address are dropped, so b cannot either."""
+    extra_addrs("a", "10.9.0.200/24")
+    apply_pairs(driver, {})
+    assert not ping_ok("b", "10.9.0.200")
+    apply_pairs(driver, {"a": [{"ip_address": "10.9.0.200"}]})
+    assert ping_ok("b", "10.9.0.200")
+    assert tcp_ok("b", "10.9.0.200", 80)
+    assert not ping_ok("c", "10.9.0.200")
+    assert not tcp_ok("c", "10.9.0.200", 80)
+
+
+def test_remote_group_admits_pair_address(driver, topo, extra_addrs):
+    """b admits only members of its default group (RULES). a's pair address is a member (a
+    carries the group); c's pair address passes c's anti-spoofing but is no member."""
+    extra_addrs("a", "10.9.0.200/24")
+    extra_addrs("c", "10.9.0.210/24")
+    apply_pairs(driver, {"a": [{"ip_address": "10.9.0.200"}],
+                         "c": [{"ip_address": "10.9.0.210"}]})
+    assert arrives(topo, ns_of("a"), "10.9.0.200")
+    assert not arrives(topo, ns_of("c"), "10.9.0.210")
+    # the group's set holds the pair address
+    script = apply_pairs(driver, {"a": [{"ip_address": "10.9.0.192/27"}]})
+    assert "10.9.0.192/27 . 0-255 . 0-65535" in script
+    assert arrives(topo, ns_of("a"), "10.9.0.200")
+
+
+def test_address_pairs_from_the_openstack_cli(api, start_net, netns):
+    """sov-api and sov-net, driven by the openstack CLI: p1's instance adds secondary addresses;
+    sending from them to p2 (whose default group admits only its members) works once they are
+    p1's allowed address pairs, as a host address or a CIDR, and stops when the pairs are
+    cleared."""
+    host = netns("host")
+    start_net(api, host, f"t{PID}")
+    os_ = api.openstack
+    os_("network", "create", "aap")
+    os_("subnet", "create", "--network", "aap", "--subnet-range", "10.0.1.0/24", "aap-v4")
+    p1 = os_("port", "create", "--network", "aap", "p1")
+    p2 = os_("port", "create", "--network", "aap", "p2")
+    for p in (p1, p2):
+        wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", "port ACTIVE")
+    i1, i2 = netns("i1"), netns("i2")
+    plug(host, i1, p1, 24, "10.0.1.1")
+    ip2 = plug(host, i2, p2, 24, "10.0.1.1")
+    dev1 = "vi" + hex12(p1["id"])
+    assert wait_for(lambda: ping(i1, ip2), "p1 -> p2 from its fixed IP")
+
+    def filtered():  # both ports have their anti-spoofing chains (so a refusal is theirs)
+        r = ns_run(host, "nft", "list", "table", "bridge", "sov_sg", check=False)
+        return r.returncode == 0 and all(f"vp{hex12(p['id'])}" in r.stdout for p in (p1, p2))
+    wait_for(filtered, "the security group tables")
+    for addr in ("10.0.1.200", "10.0.1.150", "10.0.1.100"):
+        ns_run(i1, "ip", "addr", "add", f"{addr}/24", "dev", dev1)
+
+    def from_(src):
+        return ns_run(i1, "busybox", "ping", "-c", "1", "-W", "1", "-I", src, ip2,
+                      check=False).returncode == 0
+
+    assert not from_("10.0.1.200")
+    os_("port", "set", "--allowed-address", "ip-address=10.0.1.200", "p1", fmt=False)
+    pairs = os_("port", "show", "p1")["allowed_address_pairs"]
+    assert pairs == [{"ip_address": "10.0.1.200", "mac_address": p1["mac_address"]}], pairs
+    assert wait_for(lambda: from_("10.0.1.200"), "p1 -> p2 from its pair address")
+    assert not from_("10.0.1.150")
+    # replaced by a CIDR
+    os_("port", "set", "--no-allowed-address", "--allowed-address", "ip-address=10.0.1.128/25",
+        "p1", fmt=False)
+    assert wait_for(lambda: from_("10.0.1.150"), "p1 -> p2 from inside its pair CIDR")
+    assert from_("10.0.1.200")
+    assert not from_("10.0.1.100")
+    # cleared: blocked again, the fixed IP still passes
+    os_("port", "set", "--no-allowed-address", "p1", fmt=False)
+    assert wait_for(lambda: not from_("10.0.1.150") and not from_("10.0.1.200"),
+                    "the pair addresses blocked again")
+    assert ping(i1, ip2)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* sov-net security group compiler (src/net/sg.c): the script's key lines for small inputs,
  * refusal of hostile input (never a crash, always a reason), overlap handling of set
- * elements, and that 10,000 rules become set elements behind a few rules. */
+ * elements, allowed address pairs, and that 10,000 rules become set elements behind a few
+ * rules. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -119,9 +120,13 @@ static void test_basic_script(void **state)
     assert_lacks(&out, "vpr5");
     /* Anti-spoofing. */
     assert_has(&out, "ether saddr != 02:00:00:00:00:01 drop");
-    assert_has(&out, "arp saddr ip != { 0.0.0.0, 10.9.0.1 } drop");
-    assert_has(&out, "ip saddr != { 0.0.0.0/32, 10.9.0.1 } drop");
-    assert_has(&out, "ip6 saddr != { ::, fe80::ff:fe00:1 } drop");
+    assert_has(&out, "ether saddr . arp saddr ether . arp saddr ip != { 02:00:00:00:00:01 . "
+                     "02:00:00:00:00:01 . 0.0.0.0, 02:00:00:00:00:01 . 02:00:00:00:00:01 . "
+                     "10.9.0.1 } drop");
+    assert_has(&out, "ether saddr . ip saddr != { 02:00:00:00:00:01 . 0.0.0.0, 02:00:00:00:00:01 "
+                     ". 10.9.0.1 } drop\n    ip saddr 0.0.0.0 drop\n");
+    assert_has(&out, "ether saddr . ip6 saddr != { 02:00:00:00:00:01 . ::, 02:00:00:00:00:01 . "
+                     "fe80::ff:fe00:1 } drop");
     assert_has(&out, "udp sport 68 udp dport 67 accept");
     /* A conntrack zone per bridge, numbered in name order, both for bridged/host-bound and
      * host-sent packets. */
@@ -162,8 +167,9 @@ static void test_port_without_groups_drops_all(void **state)
     SovBuf out = SOV_BUF_INIT, err = SOV_BUF_INIT;
     assert_int_equal(compile(ports, rules, &out, &err), 0);
     assert_has(&out, "mld-listener-query } accept\n    drop\n");
-    assert_has(&out, "arp saddr ip != { 0.0.0.0 } drop");
-    assert_has(&out, "ip6 saddr != { ::, fe80::ff:fe00:9, 2001:db8::9 } drop");
+    assert_has(&out, "arp saddr ip != { 02:00:00:00:00:09 . 02:00:00:00:00:09 . 0.0.0.0 } drop");
+    assert_has(&out, "ip6 saddr != { 02:00:00:00:00:09 . ::, 02:00:00:00:00:09 . fe80::ff:fe00:9, "
+                     "02:00:00:00:00:09 . 2001:db8::9 } drop");
     /* Groups no local port carries produce nothing. */
     assert_lacks(&out, "chain g1_i");
     sov_buf_release(&out);
@@ -279,6 +285,39 @@ static const struct {
     {"_bridge", "\"br 0\""},
     {"_bridge", "\"br0\\\" }\""},
     {"_bridge", "[]"},
+    {"allowed_address_pairs", "{}"},
+    {"allowed_address_pairs", "[7]"},
+    {"allowed_address_pairs", "[[]]"},
+    {"allowed_address_pairs", "[{}]"},
+    {"allowed_address_pairs", "[{\"mac_address\":\"02:00:00:00:00:07\"}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":null}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":7}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":\"\"}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":\"10.0.0.300\"}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":\"10.0.0.0/33\"}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":\"10.0.0.0/\"}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":\"10.0.0.0/-1\"}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":\"2001:db8::/129\"}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":\"10.0.0.1 } accept\"}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":\"10.0.0.1\\u0000\"}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":\"10.0.0.1\",\"mac_address\":\"02:00:00:00:00\"}]"},
+    {"allowed_address_pairs",
+     "[{\"ip_address\":\"10.0.0.1\",\"mac_address\":\"zz:00:00:00:00:01\"}]"},
+    {"allowed_address_pairs",
+     "[{\"ip_address\":\"10.0.0.1\",\"mac_address\":\"02:00:00:00:00:01 \"}]"},
+    {"allowed_address_pairs",
+     "[{\"ip_address\":\"10.0.0.1\",\"mac_address\":\"01:00:5e:00:00:01\"}]"},
+    {"allowed_address_pairs",
+     "[{\"ip_address\":\"10.0.0.1\",\"mac_address\":\"ff:ff:ff:ff:ff:ff\"}]"},
+    {"allowed_address_pairs",
+     "[{\"ip_address\":\"10.0.0.1\",\"mac_address\":\"00:00:00:00:00:00\"}]"},
+    {"allowed_address_pairs", "[{\"ip_address\":\"10.0.0.1\",\"mac_address\":7}]"},
+    /* more than SG_MAX_PORT_PAIRS (sov-api's cap) */
+    {"allowed_address_pairs",
+     "[{\"ip_address\":\"10.0.1.1\"},{\"ip_address\":\"10.0.1.2\"},{\"ip_address\":\"10.0.1.3\"},"
+     "{\"ip_address\":\"10.0.1.4\"},{\"ip_address\":\"10.0.1.5\"},{\"ip_address\":\"10.0.1.6\"},"
+     "{\"ip_address\":\"10.0.1.7\"},{\"ip_address\":\"10.0.1.8\"},{\"ip_address\":\"10.0.1.9\"},"
+     "{\"ip_address\":\"10.0.1.10\"},{\"ip_address\":\"10.0.1.11\"}]"},
 };
 
 static void test_hostile_ports(void **state)
@@ -324,8 +363,8 @@ static void test_odd_values_never_crash(void **state)
                                       "remote_ip_prefix",
                                       "remote_group_id"};
     static const char *port_keys[] = {
-        "id",           "mac_address", "fixed_ips", "security_groups", "port_security_enabled",
-        "device_owner", "_dev",        "_bridge"};
+        "id",           "mac_address", "fixed_ips", "security_groups",      "port_security_enabled",
+        "device_owner", "_dev",        "_bridge",   "allowed_address_pairs"};
     for (size_t v = 0; v < ELEMENTSOF(odd); v++) {
         for (size_t k = 0; k < ELEMENTSOF(rule_keys) + ELEMENTSOF(port_keys) + 2; k++) {
             json_t *ports = base_ports(), *rules = base_rules(), *groups = load(groups_json);
@@ -391,6 +430,129 @@ static void test_ten_thousand_rules(void **state)
     json_decref(rules);
 }
 
+static void set_pairs(json_t *port, const char *pairs)
+{
+    json_object_set_new(port, "allowed_address_pairs", load(pairs));
+}
+
+/* Port a with pairs: its own MAC with a VIP and a CIDR, another MAC (keepalived's VMAC) with a
+ * VIP, and IPv6: each pair's MAC may send from its pair's addresses only. */
+static void test_address_pairs_antispoof(void **state)
+{
+    json_t *ports = base_ports(), *rules = base_rules();
+    set_pairs(json_array_get(ports, 0),
+              "[{\"ip_address\":\"10.9.0.200\"},"
+              "{\"ip_address\":\"10.9.1.7/24\",\"mac_address\":\"02:00:00:00:00:01\"},"
+              "{\"ip_address\":\"10.9.0.201\",\"mac_address\":\"00:00:5E:00:01:07\"},"
+              "{\"ip_address\":\"fd00:9::c8\"},"
+              "{\"ip_address\":\"fd00:77::/64\",\"mac_address\":\"00:00:5e:00:02:07\"}]");
+    SovBuf out = SOV_BUF_INIT, err = SOV_BUF_INIT;
+    assert_int_equal(compile(ports, rules, &out, &err), 0);
+    /* Both MACs, each once. */
+    assert_has(&out, "ether saddr != { 02:00:00:00:00:01, 00:00:5e:00:01:07, 00:00:5e:00:02:07 } "
+                     "drop\n");
+    /* The CIDR's host bits are cleared; the VMAC goes with its own VIP only. */
+    assert_has(&out, "ether saddr . ip saddr != { 02:00:00:00:00:01 . 0.0.0.0, 02:00:00:00:00:01 . "
+                     "10.9.0.1, 02:00:00:00:00:01 . 10.9.0.200, 02:00:00:00:00:01 . 10.9.1.0/24, "
+                     "00:00:5e:00:01:07 . 10.9.0.201 } drop");
+    assert_has(&out, "00:00:5e:00:01:07 . 00:00:5e:00:01:07 . 10.9.0.201 } drop");
+    assert_has(&out, "02:00:00:00:00:01 . 02:00:00:00:00:01 . 10.9.1.0/24,");
+    /* IPv6: the pair with the port's MAC, and the other MAC's prefix with its :: and
+     * link-local address (EUI-64 of 00:00:5e:00:02:07). */
+    assert_has(&out, "02:00:00:00:00:01 . fd00:9::c8, 00:00:5e:00:02:07 . fd00:77::/64, "
+                     "00:00:5e:00:02:07 . ::, 00:00:5e:00:02:07 . fe80::200:5eff:fe00:207 } drop");
+    /* Port b has no pairs: its checks name only its own MAC. */
+    assert_has(&out, "ether saddr != 02:00:00:00:00:02 drop");
+    assert_has(&out, "ether saddr . ip saddr != { 02:00:00:00:00:02 . 0.0.0.0, 02:00:00:00:00:02 . "
+                     "10.9.0.2 } drop");
+    sov_buf_release(&out);
+    sov_buf_release(&err);
+    json_decref(ports);
+    json_decref(rules);
+}
+
+/* Elements inside another of the same MAC are left out (the kernel refuses overlaps): a pair
+ * 0.0.0.0/0 leaves one IPv4 element for its MAC; duplicates appear once; the same prefix with
+ * another MAC stays. */
+static void test_address_pairs_overlap(void **state)
+{
+    json_t *ports = base_ports(), *rules = base_rules();
+    set_pairs(json_array_get(ports, 0),
+              "[{\"ip_address\":\"10.9.0.1\"},{\"ip_address\":\"10.9.0.200\"},"
+              "{\"ip_address\":\"10.9.0.200\"},{\"ip_address\":\"0.0.0.0/0\"},"
+              "{\"ip_address\":\"10.9.0.200\",\"mac_address\":\"02:00:00:00:00:aa\"},"
+              "{\"ip_address\":\"10.9.0.0/16\",\"mac_address\":\"02:00:00:00:00:aa\"},"
+              "{\"ip_address\":\"::/0\"}]");
+    SovBuf out = SOV_BUF_INIT, err = SOV_BUF_INIT;
+    assert_int_equal(compile(ports, rules, &out, &err), 0);
+    assert_has(&out, "ether saddr . ip saddr != { 02:00:00:00:00:01 . 0.0.0.0/0, "
+                     "02:00:00:00:00:aa . 10.9.0.0/16 } drop\n    ip saddr 0.0.0.0 drop\n");
+    assert_has(&out, "ether saddr . ip6 saddr != { 02:00:00:00:00:01 . ::/0 } drop");
+    sov_buf_release(&out);
+    sov_buf_release(&err);
+    json_decref(ports);
+    json_decref(rules);
+}
+
+/* Pairs count as members of the port's groups: a remote group rule admits them, as a prefix
+ * (one element), on any host, whether the port is filtered here or not. */
+static void test_address_pairs_remote_group(void **state)
+{
+    json_t *ports = base_ports(), *rules = base_rules();
+    set_pairs(json_array_get(ports, 1), "[{\"ip_address\":\"10.9.0.200\"}]");
+    set_pairs(json_array_get(ports, 2), "[{\"ip_address\":\"172.16.0.0/12\"},"
+                                        "{\"ip_address\":\"172.16.5.5\"}]");
+    SovBuf out = SOV_BUF_INIT, err = SOV_BUF_INIT;
+    assert_int_equal(compile(ports, rules, &out, &err), 0);
+    assert_has(&out, "10.9.0.200 . 0-255 . 0-65535");
+    assert_has(&out, "172.16.0.0/12 . 0-255 . 0-65535");
+    assert_lacks(&out, "172.16.5.5");
+    sov_buf_release(&out);
+    sov_buf_release(&err);
+    json_decref(ports);
+    json_decref(rules);
+    /* Without pairs, neither address is a member. */
+    ports = base_ports();
+    rules = base_rules();
+    assert_int_equal(compile(ports, rules, &out, &err), 0);
+    assert_lacks(&out, "10.9.0.200");
+    assert_lacks(&out, "172.16.0.0");
+    sov_buf_release(&out);
+    sov_buf_release(&err);
+    json_decref(ports);
+    json_decref(rules);
+}
+
+/* The most of everything on one port (fixed IPs and pairs of both families, each pair with its
+ * own MAC) fits the bounded source lists. */
+static void test_address_pairs_bounds(void **state)
+{
+    json_t *ports = base_ports(), *rules = base_rules();
+    json_t *a = json_array_get(ports, 0), *ips = json_array(), *pairs = json_array();
+    for (int i = 0; i < SG_MAX_PORT_IPS; i++) {
+        char ip[64];
+        snprintf(ip, sizeof(ip), i % 2 ? "10.9.3.%d" : "fd00:9::1:%x", i + 1);
+        json_array_append_new(ips, json_pack("{s:s}", "ip_address", ip));
+    }
+    for (int i = 0; i < SG_MAX_PORT_PAIRS; i++) {
+        char ip[64], mac[18];
+        snprintf(ip, sizeof(ip), "fd00:%x::/64", i + 1);
+        snprintf(mac, sizeof(mac), "02:00:00:00:01:%02x", i);
+        json_array_append_new(pairs, json_pack("{s:s, s:s}", "ip_address", ip, "mac_address", mac));
+    }
+    json_object_set_new(a, "fixed_ips", ips);
+    json_object_set_new(a, "allowed_address_pairs", pairs);
+    SovBuf out = SOV_BUF_INIT, err = SOV_BUF_INIT;
+    assert_int_equal(compile(ports, rules, &out, &err), 0);
+    assert_has(&out, "02:00:00:00:01:09 . fd00:a::/64, 02:00:00:00:01:09 . ::, 02:00:00:00:01:09 . "
+                     "fe80::ff:fe00:109 } drop");
+    assert_has(&out, "02:00:00:00:00:01 . fd00:9::1:1f,");
+    sov_buf_release(&out);
+    sov_buf_release(&err);
+    json_decref(ports);
+    json_decref(rules);
+}
+
 static void test_limits(void **state)
 {
     /* More rules than SG_MAX_RULES: refused before any work. */
@@ -424,6 +586,10 @@ int main(void)
         cmocka_unit_test(test_hostile_ports),
         cmocka_unit_test(test_odd_values_never_crash),
         cmocka_unit_test(test_ten_thousand_rules),
+        cmocka_unit_test(test_address_pairs_antispoof),
+        cmocka_unit_test(test_address_pairs_overlap),
+        cmocka_unit_test(test_address_pairs_remote_group),
+        cmocka_unit_test(test_address_pairs_bounds),
         cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
