@@ -694,6 +694,7 @@ static const char *const extensions[][2] = {
     {"security-group", "security-group"},
     {"port-security", "Port Security"},
     {"allowed-address-pairs", "Allowed Address Pairs"},
+    {"dns-integration", "DNS Integration"},
     {"binding", "Port Binding"},
     {"quotas", "Quota management support"},
     {"quota_details", "Quota details management support"},

@@ -94,6 +94,72 @@ bad:
     return false;
 }
 
+/* dns_name (Neutron's dns-integration): one RFC 1123 label, "" or null for none. sov-net's
+ * DHCP server answers it (else host-a-b-c-d) in the network's dns_domain. */
+static bool port_dns_name(ApiCall *c, json_t *b, json_t *doc)
+{
+    json_t *v = json_object_get(b, "dns_name");
+    if (!v)
+        return true;
+    const char *s = json_is_null(v) ? "" : json_string_value(v);
+    size_t n = s ? strlen(s) : 0;
+    bool ok = s && n <= 63 && (n == 0 || (s[0] != '-' && s[n - 1] != '-'));
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+             (s[i] >= '0' && s[i] <= '9') || s[i] == '-';
+    if (!ok) {
+        neu_invalid(c, "dns_name",
+                    "'%.80s' is not a valid host name: 1-63 letters, digits or '-', neither "
+                    "first nor last a '-'",
+                    s ? s : "(not a string)");
+        return false;
+    }
+    json_object_set_new(doc, "dns_name", json_string(s));
+    return true;
+}
+
+/* The answer's dns_assignment: one {hostname, ip_address, fqdn} per fixed IP, with the host
+ * name sov-net's DHCP server gives it (dns_name, else host-<address, '-' for '.' and ':'>)
+ * in the network's dns_domain, else openstacklocal. domains caches network id -> domain. */
+static void port_dns_out(Api *a, json_t *port, json_t *domains)
+{
+    const char *net_id = neu_s(port, "network_id");
+    json_t *dom = json_object_get(domains, net_id), *net = NULL, *f;
+    if (!dom) {
+        const char *d = "";
+        if (api_store_get(a->store, "network", net_id, &net, NULL, 0) == 0)
+            d = neu_s(net, "dns_domain");
+        char buf[256];
+        size_t n = strlen(d) < sizeof(buf) ? strlen(d) : 0;
+        for (size_t i = 0; i < n; i++)
+            buf[i] = d[i] >= 'A' && d[i] <= 'Z' ? (char)(d[i] - 'A' + 'a') : d[i];
+        n -= n > 0 && buf[n - 1] == '.';
+        buf[n] = '\0';
+        dom = json_string(n ? buf : "openstacklocal");
+        json_object_set_new(domains, net_id, dom);
+        json_decref(net);
+    }
+    if (!json_is_string(json_object_get(port, "dns_name")))
+        json_object_set_new(port, "dns_name", json_string(""));
+    const char *dn = neu_s(port, "dns_name");
+    json_t *arr = json_array();
+    size_t i;
+    json_array_foreach(json_object_get(port, "fixed_ips"), i, f)
+    {
+        char host[80], fqdn[400];
+        const char *ip = neu_s(f, "ip_address");
+        snprintf(host, sizeof(host), "%s%.64s", *dn ? "" : "host-", *dn ? dn : ip);
+        for (char *h = host; *h; h++)
+            *h = *h == '.' || *h == ':'   ? '-'
+                 : *h >= 'A' && *h <= 'Z' ? (char)(*h - 'A' + 'a')
+                                          : *h;
+        snprintf(fqdn, sizeof(fqdn), "%s.%s.", host, json_string_value(dom));
+        json_array_append_new(
+            arr, json_pack("{s:s,s:s,s:s}", "hostname", host, "ip_address", ip, "fqdn", fqdn));
+    }
+    json_object_set_new(port, "dns_assignment", arr);
+}
+
 static bool port_apply(ApiCall *c, json_t *b, json_t *doc, json_t *net)
 {
     static const char *const strs[] = {"device_id", "device_owner", "binding:host_id", NULL};
@@ -110,7 +176,7 @@ static bool port_apply(ApiCall *c, json_t *b, json_t *doc, json_t *net)
         !neu_copy_bools(c, b, doc, bools) || !neu_get_str(c, b, "mac_address", 17, false, &mac_s) ||
         !neu_get_str(c, b, "binding:vnic_type", 32, false, &vt) ||
         !neu_get_str(c, b, "device_owner", 255, false, &owner) ||
-        !neu_must_be_null(c, b, "qos_policy_id"))
+        !neu_must_be_null(c, b, "qos_policy_id") || !port_dns_name(c, b, doc))
         return false;
     /* ports of the network itself (router interfaces, gateways, floating IPs, DHCP) come
      * from their own APIs; only the admin may fake or repair one */
@@ -208,6 +274,7 @@ json_t *neu_port_new(ApiCall *c, json_t *net, const char *project, json_t *b, co
                        b ? !json_is_false(json_object_get(net, "port_security_enabled")) : 0,
                        "binding:host_id", "", "binding:vif_type", "unbound", "binding:vnic_type",
                        "normal", "binding:profile", "binding:vif_details"));
+    json_object_set_new(doc, "dns_name", json_string(""));
     if (b && !port_apply(c, b, doc, net))
         goto fail;
     if (!json_object_get(doc, "mac_address")) {
@@ -294,11 +361,25 @@ json_t *neu_port_get(Api *a, const char *id)
     return api_store_get(a->store, "port", id, &p, NULL, 0) == 0 ? p : NULL;
 }
 
+/* Answers with port (its reference is handed over) and its dns_assignment. */
+static void port_reply(ApiCall *c, int status, json_t *port)
+{
+    json_t *domains = json_object();
+    port_dns_out(c->api, port, domains);
+    json_decref(domains);
+    neu_reply_doc(c, status, &neu_port, port);
+}
+
 static void h_port_list(SovHttpReq *req, void *ud)
 {
     ApiCall *c = neu_begin(req, ud, API_NEED_READ);
-    if (c)
-        neu_reply_list(c, &neu_port, neu_list_visible(c, &neu_port));
+    if (!c)
+        return;
+    json_t *arr = neu_list_visible(c, &neu_port), *domains = json_object(), *p;
+    size_t i;
+    json_array_foreach(arr, i, p) port_dns_out(c->api, p, domains);
+    json_decref(domains);
+    neu_reply_list(c, &neu_port, arr);
 }
 
 static void h_port_show(SovHttpReq *req, void *ud)
@@ -306,7 +387,7 @@ static void h_port_show(SovHttpReq *req, void *ud)
     ApiCall *c = neu_begin(req, ud, API_NEED_READ);
     json_t *doc = c ? neu_doc_get(c, &neu_port, api_param(c, "id")) : NULL;
     if (doc)
-        neu_reply_doc(c, 200, &neu_port, doc);
+        port_reply(c, 200, doc);
 }
 
 /* The network a new port of project may use: visible, and own or shared (or any for admin). */
@@ -344,6 +425,7 @@ static void h_port_create(SovHttpReq *req, void *ud)
                                        "extra_dhcp_opts",
                                        "qos_policy_id",
                                        "tags",
+                                       "dns_name",
                                        NULL};
     ApiCall *c = neu_begin(req, ud, API_NEED_WRITE);
     json_t *b = c ? neu_body(c, "port", keys) : NULL, *net, *port;
@@ -361,7 +443,7 @@ static void h_port_create(SovHttpReq *req, void *ud)
     if (neu_quota(c, project, "port", 1) &&
         (port = neu_port_new(c, net, project, b, "", "", json_object_get(b, "fixed_ips")))) {
         snprintf(c->target, sizeof(c->target), "%s", neu_s(port, "id"));
-        neu_reply_doc(c, 201, &neu_port, port);
+        port_reply(c, 201, port);
     }
     json_decref(net);
 }
@@ -384,6 +466,7 @@ static void h_port_update(SovHttpReq *req, void *ud)
                                        "extra_dhcp_opts",
                                        "qos_policy_id",
                                        "tags",
+                                       "dns_name",
                                        "id",
                                        "network_id",
                                        "project_id",
@@ -442,7 +525,7 @@ static void h_port_update(SovHttpReq *req, void *ud)
         else
             neu_store_fault(c, r);
     } else if (neu_commit(c))
-        neu_reply_doc(c, 200, &neu_port, json_incref(doc));
+        port_reply(c, 200, json_incref(doc));
 out:
     json_decref(net);
     json_decref(doc);

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* DHCP for sov-net: renders a dnsmasq config and hosts file per subnet from the Neutron
- * documents (every value validated first, so nothing a tenant typed can add a line to a dnsmasq
- * file), runs dnsmasq inside the subnet's namespace as a child of the agent, re-reads the hosts
- * file with SIGHUP when ports change, restarts it when the subnet changes and, with backoff,
- * when it dies. */
+/* DHCP and DNS for sov-net: renders a dnsmasq config, DHCP hosts file and DNS names file per
+ * subnet from the Neutron documents (every value validated first, so nothing a tenant typed can
+ * add a line to a dnsmasq file), runs dnsmasq inside the subnet's namespace as a child of the
+ * agent, re-reads hosts and names with SIGHUP when ports change, restarts it when the subnet
+ * changes and, with backoff, when it dies. */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -26,6 +26,9 @@
 #define DHCP_ID_MAX         64u
 #define DHCP_NAME_MAX       64u
 #define DHCP_FIXED_IPS_MAX  64u
+#define DHCP_CACHE_SIZE     128u /* dnsmasq's DNS cache: names of one subnet and a few upstream */
+#define DHCP_LABEL_MAX      63u
+#define DHCP_FQDN_MAX       253u
 
 /* One supervised dnsmasq. Invariants: proc != NULL exactly while a child runs (pid is its pid);
  * handles counts the open libuv handles (the timer once loop is set, proc until its close
@@ -33,7 +36,7 @@
  * timer is the SIGKILL grace period (if a kill was sent), otherwise the restart backoff. conf
  * and hosts hold what the files on disk hold. */
 struct Dhcp {
-    char *ip_bin, *dnsmasq_bin, *user;
+    char *ip_bin, *dnsmasq_bin, *user, *dns_upstream, *dns_domain;
     unsigned lease_s;
     uv_loop_t *loop;
     uv_timer_t timer;
@@ -43,8 +46,13 @@ struct Dhcp {
     unsigned fails;
     uint64_t started_ms;
     bool stopping, restart_pending, killing;
-    char *dir, *netns, *conf, *hosts;
+    char *dir, *netns, *conf, *hosts, *names;
 };
+
+/* [net] dns_upstream and dns_domain of the agent, set once by dhcp_set_defaults() before the
+ * loop runs; dhcp_new() copies them into each Dhcp whose options leave them NULL. */
+static char default_upstream[DHCP_DNS_MAX * 16];
+static char default_domain[DHCP_FQDN_MAX + 1];
 
 static void seterr(SovBuf *err, const char *fmt, ...) _printf_(2, 3);
 static void seterr(SovBuf *err, const char *fmt, ...)
@@ -171,11 +179,129 @@ static const char *jstr(json_t *o, const char *k)
     return json_string_value(json_object_get(o, k));
 }
 
+/* One RFC 1123 label of n characters: 1-63 letters, digits or '-', neither first nor last a
+ * '-'; written lower case into out (n + 1 bytes). */
+static bool dns_label(const char *s, size_t n, char *out)
+{
+    if (n == 0 || n > DHCP_LABEL_MAX || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+            return false;
+        out[i] = c;
+    }
+    out[n] = '\0';
+    return true;
+}
+
+/* A domain name: labels joined by '.', at most 253 characters once one trailing dot is
+ * dropped; written lower case into out. */
+static bool dns_domain_norm(const char *s, char out[DHCP_FQDN_MAX + 1])
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n > 0 && s[n - 1] == '.')
+        n--;
+    if (n == 0 || n > DHCP_FQDN_MAX)
+        return false;
+    for (size_t i = 0; i < n;) {
+        const char *dot = memchr(s + i, '.', n - i);
+        size_t len = dot ? (size_t)(dot - (s + i)) : n - i;
+        if (!dns_label(s + i, len, out + i))
+            return false;
+        i += len;
+        if (dot) {
+            out[i++] = '.';
+            if (i == n)
+                return false; /* "a..": an empty label */
+        }
+    }
+    out[n] = '\0';
+    return true;
+}
+
+/* "ip,ip": at most DHCP_DNS_MAX IPv4 addresses, each written normalised into out (if not
+ * NULL) as a server= line. "" is no resolver. */
+static bool upstream_ok(const char *s, SovBuf *out)
+{
+    unsigned n = 0;
+    while (s && *s) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        char ip[16], norm[16];
+        uint32_t a;
+        if (len == 0 || len >= sizeof(ip) || ++n > DHCP_DNS_MAX)
+            return false;
+        memcpy(ip, s, len);
+        ip[len] = '\0';
+        if (parse_ip4(ip, &a) < 0)
+            return false;
+        ip4_str(a, norm);
+        if (out)
+            sov_buf_printf(out, "server=%s\n", norm);
+        s = comma ? comma + 1 : s + len;
+        if (comma && !*s)
+            return false;
+    }
+    return true;
+}
+
 typedef struct Lease {
     char mac[18];
     uint32_t ip;
-    const char *port; /* the port's id, for messages */
+    const char *port;              /* the port's id, for messages */
+    char host[DHCP_LABEL_MAX + 1]; /* its host name: dns_name, else host-a-b-c-d; "" none */
+    bool named;                    /* host came from dns_name */
 } Lease;
+
+static void host_default(Lease *l)
+{
+    snprintf(l->host, sizeof(l->host), "host-%u-%u-%u-%u", l->ip >> 24, (l->ip >> 16) & 255,
+             (l->ip >> 8) & 255, l->ip & 255);
+    l->named = false;
+}
+
+static int lease_by_host(const void *a, const void *b)
+{
+    const Lease *x = *(Lease *const *)a, *y = *(Lease *const *)b;
+    int c = strcmp(x->host, y->host);
+    if (c == 0)
+        c = (int)x->named - (int)y->named; /* the default name wins over a chosen one */
+    return c ? c : (x->ip > y->ip) - (x->ip < y->ip);
+}
+
+/* Every name belongs to one port: a dns_name that another port also claims (its chosen name or
+ * its default host-a-b-c-d) falls back to its own default; a few rounds settle the rare
+ * chain, and a name still shared after them is dropped. */
+static int names_unique(Lease *l, size_t n)
+{
+    Lease **v = calloc(n ? n : 1, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    for (int round = 0; round < 4; round++) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (l[i].host[0])
+                v[k++] = &l[i];
+        qsort(v, k, sizeof(*v), lease_by_host);
+        bool changed = false;
+        for (size_t i = 1; i < k; i++) {
+            if (strcmp(v[i]->host, v[i - 1]->host) != 0)
+                continue;
+            if (v[i]->named && round < 3)
+                host_default(v[i]);
+            else
+                v[i]->host[0] = '\0';
+            changed = true;
+        }
+        if (!changed)
+            break;
+    }
+    free(v);
+    return 0;
+}
 
 static int lease_by_mac(const void *a, const void *b)
 {
@@ -188,10 +314,12 @@ static int lease_by_ip(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The hosts file: one MAC,IP line per port with an address on the subnet, sorted by address
- * so that the same ports in another order render the same file (and need no SIGHUP). */
-static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *ports, SovBuf *hosts,
-                        SovBuf *err)
+/* The hosts file: one MAC,IP,HOSTNAME line per port with an address on the subnet, and the
+ * names file (dnsmasq's addn-hosts): one "IP FQDN HOSTNAME" line per named port, both sorted by
+ * address so that the same ports in another order render the same files (and need no SIGHUP).
+ * A port's host name is its dns_name when that is a valid label, else host-a-b-c-d. */
+static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *ports,
+                        const char *domain, SovBuf *hosts, SovBuf *names, SovBuf *err)
 {
     if (ports && !json_is_array(ports)) {
         seterr(err, "ports must be an array");
@@ -233,7 +361,15 @@ static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *p
                        subnet_id);
                 r = -EINVAL;
             } else {
-                l[nl++].port = pid;
+                const char *dn = jstr(p, "dns_name");
+                Lease *e = &l[nl++];
+                e->port = pid;
+                if (dn && dns_label(dn, strlen(dn), e->host))
+                    e->named = true;
+                else
+                    host_default(e);
+                if (strlen(e->host) + 1 + strlen(domain) > DHCP_FQDN_MAX)
+                    e->host[0] = '\0'; /* no room for the FQDN: the port goes nameless */
             }
             break; /* one address per MAC and subnet: DHCP hands out one */
         }
@@ -248,15 +384,25 @@ static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *p
     }
     if (r == 0) {
         qsort(l, nl, sizeof(*l), lease_by_ip);
+        for (size_t i = 1; i < nl && r == 0; i++)
+            if (l[i].ip == l[i - 1].ip) {
+                char a[16];
+                ip4_str(l[i].ip, a);
+                seterr(err, "ports %s and %s share address %s", l[i - 1].port, l[i].port, a);
+                r = -EINVAL;
+            }
+    }
+    if (r == 0)
+        r = names_unique(l, nl);
+    if (r == 0) {
         for (size_t i = 0; i < nl && r == 0; i++) {
             char a[16];
             ip4_str(l[i].ip, a);
-            if (i > 0 && l[i].ip == l[i - 1].ip) {
-                seterr(err, "ports %s and %s share address %s", l[i - 1].port, l[i].port, a);
-                r = -EINVAL;
-            } else if (sov_buf_printf(hosts, "%s,%s\n", l[i].mac, a) < 0) {
+            if (sov_buf_printf(hosts, "%s,%s%s%s\n", l[i].mac, a, l[i].host[0] ? "," : "",
+                               l[i].host) < 0 ||
+                (l[i].host[0] &&
+                 sov_buf_printf(names, "%s %s.%s %s\n", a, l[i].host, domain, l[i].host) < 0))
                 r = -ENOMEM;
-            }
         }
     }
     free(l);
@@ -310,7 +456,8 @@ static int render_routes(json_t *routes, const char *gw, uint32_t net, int plen,
 }
 
 int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json_t *subnet,
-                json_t *ports, const DhcpOpts *o, SovBuf *conf, SovBuf *hosts, SovBuf *err)
+                json_t *ports, const DhcpOpts *o, SovBuf *conf, SovBuf *hosts, SovBuf *names,
+                SovBuf *err)
 {
     const char *id = jstr(subnet, "id");
     if (!json_is_object(subnet) || !plain_name(id, DHCP_ID_MAX)) {
@@ -353,28 +500,48 @@ int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json
         return -EINVAL;
     }
     unsigned lease = o && o->lease_s ? o->lease_s : DHCP_LEASE_DEFAULT_S;
+    const char *def_domain = o && o->dns_domain ? o->dns_domain : DHCP_DOMAIN_DEFAULT;
+    char domain[DHCP_FQDN_MAX + 1];
     if (lease < DHCP_LEASE_MIN_S || lease > DHCP_LEASE_MAX_S ||
-        (o && o->user && !plain_name(o->user, 32))) {
-        seterr(err, "bad DHCP options (lease time or user)");
+        (o && o->user && !plain_name(o->user, 32)) || !dns_domain_norm(def_domain, domain) ||
+        !upstream_ok(o ? o->dns_upstream : NULL, NULL)) {
+        seterr(err, "bad DHCP options (lease time, user, DNS domain or upstream resolvers)");
         return -EINVAL;
     }
+    /* the network's dns_domain when it is a domain name (sov-api takes any string) */
+    const char *nd = jstr(subnet, "dns_domain");
+    if (nd && *nd && !dns_domain_norm(nd, domain))
+        dns_domain_norm(def_domain, domain); /* the failed try left a part in domain */
     char nets[16], mask[16], gws[16];
     ip4_str(net, nets);
     ip4_str(prefix_mask(plen), mask);
     ip4_str(gw, gws);
+    /* DNS: answered on the server address only; the ports' names (A and PTR) from the names
+     * file, names of the domain never leave, other names go to the configured upstream
+     * resolvers or are refused (no-resolv: never the host's resolv.conf) */
     sov_buf_printf(conf,
                    "# dnsmasq for subnet %s, written by sov-net (changes are overwritten)\n"
                    "# server address %s\n"
                    "interface=%s\nexcept-interface=lo\nbind-interfaces\n"
-                   "port=0\nno-resolv\nno-hosts\ndhcp-authoritative\n"
+                   "no-resolv\nno-hosts\ndomain-needed\nbogus-priv\ncache-size=%u\n"
+                   "domain=%s\nlocal=/%s/\naddn-hosts=%s/names\n",
+                   id, server_ip, ifname, DHCP_CACHE_SIZE, domain, domain, dir);
+    upstream_ok(o ? o->dns_upstream : NULL, conf);
+    sov_buf_printf(conf,
+                   "dhcp-authoritative\n"
                    "dhcp-ignore=tag:!known\ndhcp-lease-max=%u\n"
                    "dhcp-range=%s,static,%s,%us\n"
                    "dhcp-hostsfile=%s/hosts\ndhcp-leasefile=%s/leases\n"
-                   "pid-file=%s/pid\nlog-facility=%s/log\n",
-                   id, server_ip, ifname, DHCP_PORTS_MAX, nets, mask, lease, dir, dir, dir, dir);
+                   "pid-file=%s/pid\nlog-facility=%s/log\n"
+                   "dhcp-option=option:domain-name,%s\n",
+                   DHCP_PORTS_MAX, nets, mask, lease, dir, dir, dir, dir, domain);
     if (gw)
         sov_buf_printf(conf, "dhcp-option=option:router,%s\n", gws);
-    if (json_array_size(dns) > 0) {
+    if (json_array_size(dns) == 0) {
+        char sips[16];
+        ip4_str(sip, sips);
+        sov_buf_printf(conf, "dhcp-option=option:dns-server,%s\n", sips);
+    } else {
         sov_buf_puts(conf, "dhcp-option=option:dns-server");
         json_t *a;
         size_t i;
@@ -399,7 +566,7 @@ int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json
     if (!conf->ptr || conf->len == 0)
         r = -ENOMEM;
     else
-        r = render_hosts(id, net, plen, ports, hosts, err);
+        r = render_hosts(id, net, plen, ports, domain, hosts, names, err);
     if (r == -ENOMEM)
         seterr(err, "out of memory");
     return r;
@@ -503,10 +670,13 @@ static void maybe_free(Dhcp *d)
     free(d->ip_bin);
     free(d->dnsmasq_bin);
     free(d->user);
+    free(d->dns_upstream);
+    free(d->dns_domain);
     free(d->dir);
     free(d->netns);
     free(d->conf);
     free(d->hosts);
+    free(d->names);
     free(d);
 }
 
@@ -634,14 +804,32 @@ static void terminate(Dhcp *d)
 
 /* ---- API ---- */
 
+int dhcp_set_defaults(const char *dns_upstream, const char *dns_domain)
+{
+    char dom[DHCP_FQDN_MAX + 1];
+    if (!upstream_ok(dns_upstream, NULL) ||
+        strlen(dns_upstream ? dns_upstream : "") >= sizeof(default_upstream) ||
+        (dns_domain && *dns_domain && !dns_domain_norm(dns_domain, dom)))
+        return -EINVAL;
+    snprintf(default_upstream, sizeof(default_upstream), "%s", dns_upstream ? dns_upstream : "");
+    snprintf(default_domain, sizeof(default_domain), "%s", dns_domain && *dns_domain ? dom : "");
+    return 0;
+}
+
 Dhcp *dhcp_new(const DhcpOpts *o)
 {
     DhcpOpts def = {0};
     if (!o)
         o = &def;
     unsigned lease = o->lease_s ? o->lease_s : DHCP_LEASE_DEFAULT_S;
+    const char *up = o->dns_upstream ? o->dns_upstream : default_upstream;
+    const char *dom = o->dns_domain       ? o->dns_domain
+                      : default_domain[0] ? default_domain
+                                          : DHCP_DOMAIN_DEFAULT;
+    char norm[DHCP_FQDN_MAX + 1];
     if (lease < DHCP_LEASE_MIN_S || lease > DHCP_LEASE_MAX_S ||
-        (o->user && !plain_name(o->user, 32)))
+        (o->user && !plain_name(o->user, 32)) || !upstream_ok(up, NULL) ||
+        !dns_domain_norm(dom, norm))
         return NULL;
     Dhcp *d = calloc(1, sizeof(*d));
     if (!d)
@@ -650,7 +838,10 @@ Dhcp *dhcp_new(const DhcpOpts *o)
     d->ip_bin = strdup(o->ip ? o->ip : "ip");
     d->dnsmasq_bin = strdup(o->dnsmasq ? o->dnsmasq : "dnsmasq");
     d->user = o->user ? strdup(o->user) : NULL;
-    if (!d->ip_bin || !d->dnsmasq_bin || (o->user && !d->user)) {
+    d->dns_upstream = strdup(up);
+    d->dns_domain = strdup(norm);
+    if (!d->ip_bin || !d->dnsmasq_bin || (o->user && !d->user) || !d->dns_upstream ||
+        !d->dns_domain) {
         d->stopping = true;
         maybe_free(d);
         return NULL;
@@ -708,15 +899,18 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
         }
         created = true;
     }
-    SovBuf dir = SOV_BUF_INIT, conf = SOV_BUF_INIT, hosts = SOV_BUF_INIT;
-    DhcpOpts o = {.lease_s = d->lease_s, .user = d->user};
+    SovBuf dir = SOV_BUF_INIT, conf = SOV_BUF_INIT, hosts = SOV_BUF_INIT, names = SOV_BUF_INIT;
+    DhcpOpts o = {.lease_s = d->lease_s,
+                  .user = d->user,
+                  .dns_upstream = d->dns_upstream,
+                  .dns_domain = d->dns_domain};
     int r = sov_buf_printf(&dir, "%s/dhcp/%s", state_dir, id) < 0 ? -ENOMEM : 0;
     if (r == 0 && d->dir && strcmp(d->dir, dir.ptr) != 0) {
         seterr(err, "this DHCP server belongs to %s, not to subnet %s", d->dir, id);
         r = -EINVAL;
     }
     if (r == 0)
-        r = dhcp_render(dir.ptr, ifname, server_ip, subnet, ports, &o, &conf, &hosts, err);
+        r = dhcp_render(dir.ptr, ifname, server_ip, subnet, ports, &o, &conf, &hosts, &names, err);
     if (r == 0 && !d->dir) {
         char *slash = strrchr(dir.ptr, '/'); /* state_dir/dhcp first */
         *slash = '\0';
@@ -734,6 +928,7 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
         sov_buf_release(&dir);
         sov_buf_release(&conf);
         sov_buf_release(&hosts);
+        sov_buf_release(&names);
         if (created) {
             d->stopping = true;
             maybe_free(d);
@@ -745,13 +940,22 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
     sov_buf_release(&dir);
     bool conf_changed = str_differs(d->conf, conf.ptr) || str_differs(d->netns, netns);
     bool hosts_changed = !d->hosts || strcmp(d->hosts, hosts.ptr ? hosts.ptr : "") != 0;
-    /* hosts first: a dnsmasq that starts on the new config reads the new hosts too */
+    bool names_changed = !d->names || strcmp(d->names, names.ptr ? names.ptr : "") != 0;
+    /* hosts and names first: a dnsmasq that starts on the new config reads them too */
     if (hosts_changed && (r = write_file(d, "hosts", hosts.ptr ? hosts.ptr : "", err)) == 0) {
         free(d->hosts);
         d->hosts = sov_buf_steal(&hosts);
         if (!d->hosts)
             d->hosts = strdup("");
     }
+    if (r == 0 && names_changed &&
+        (r = write_file(d, "names", names.ptr ? names.ptr : "", err)) == 0) {
+        free(d->names);
+        d->names = sov_buf_steal(&names);
+        if (!d->names)
+            d->names = strdup("");
+    }
+    hosts_changed = hosts_changed || names_changed;
     if (r == 0 && conf_changed && (r = write_file(d, "conf", conf.ptr, err)) == 0) {
         free(d->conf);
         d->conf = sov_buf_steal(&conf);
@@ -760,7 +964,8 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
     }
     sov_buf_release(&conf);
     sov_buf_release(&hosts);
-    if (r < 0 || (!d->hosts || !d->conf || (netns && !d->netns))) {
+    sov_buf_release(&names);
+    if (r < 0 || (!d->hosts || !d->names || !d->conf || (netns && !d->netns))) {
         if (r == 0) {
             seterr(err, "out of memory");
             r = -ENOMEM;

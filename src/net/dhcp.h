@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* DHCP for sov-net: one dnsmasq per IPv4 subnet with DHCP enabled, started inside the subnet's
- * network namespace and supervised on the agent's libuv loop. Every port on the subnet gets a
- * static lease (its MAC to its fixed IP); nobody else gets an address. Inputs are Neutron
- * documents from sov-api, validated here before any of them reaches a dnsmasq file. */
+/* DHCP and DNS for sov-net: one dnsmasq per IPv4 subnet with DHCP enabled, started inside the
+ * subnet's network namespace and supervised on the agent's libuv loop. Every port on the
+ * subnet gets a static lease (its MAC to its fixed IP, with its host name); nobody else gets an
+ * address. dnsmasq also answers DNS on the server address: A and PTR records of every port
+ * (dns_name, else host-a-b-c-d, in the network's dns_domain), other names forwarded to the
+ * configured upstream resolvers or refused. Inputs are Neutron documents from sov-api,
+ * validated here before any of them reaches a dnsmasq file. */
 #ifndef SOV_NET_DHCP_H
 #define SOV_NET_DHCP_H
 
@@ -20,6 +23,7 @@ typedef struct Dhcp Dhcp; /* one dnsmasq per subnet */
 #define DHCP_PORTS_MAX       4096u /* static leases per subnet */
 #define DHCP_DNS_MAX         8u
 #define DHCP_ROUTES_MAX      32u
+#define DHCP_DOMAIN_DEFAULT  "openstacklocal" /* Neutron's default dns_domain */
 
 /* What the agent's config decides; a zeroed struct means the defaults. */
 typedef struct DhcpOpts {
@@ -29,7 +33,18 @@ typedef struct DhcpOpts {
     /* The user dnsmasq drops to after binding; NULL: dnsmasq's own default (nobody). It re-reads
      * the hosts file as that user on SIGHUP, so state_dir must be searchable by it. */
     const char *user;
+    /* Upstream resolvers for the names dnsmasq does not know, "ip,ip" (at most DHCP_DNS_MAX);
+     * "": none, such names are refused. NULL: dhcp_set_defaults()'s (none unless set). */
+    const char *dns_upstream;
+    /* The domain of subnets whose network has no valid dns_domain; NULL: dhcp_set_defaults()'s,
+     * else DHCP_DOMAIN_DEFAULT. */
+    const char *dns_domain;
 } DhcpOpts;
+
+/* The agent's [net] dns_upstream and dns_domain (NULL or "": none, DHCP_DOMAIN_DEFAULT), for
+ * every later dhcp_new() whose options leave them NULL. Call once before the loop runs (it is
+ * not thread-safe). -EINVAL when either is malformed. */
+int dhcp_set_defaults(const char *dns_upstream, const char *dns_domain);
 
 /* Optional: a Dhcp with non-default options, to be handed to dhcp_apply() through *io (apply
  * creates one with the defaults when *io is NULL). The strings are copied. NULL on bad options
@@ -38,12 +53,15 @@ typedef struct DhcpOpts {
 Dhcp *dhcp_new(const DhcpOpts *o);
 
 /* Starts/updates DHCP for subnet (Neutron subnet doc: id, cidr, gateway_ip, dns_nameservers,
- * host_routes, enable_dhcp, ip_version 4 only) serving on interface ifname inside network
+ * host_routes, enable_dhcp, ip_version 4 only, plus the network's dns_domain, which replaces
+ * the default domain when it is a valid domain name) serving on interface ifname inside network
  * namespace netns (NULL or "": the agent's own), where the caller gave ifname the address
  * server_ip in the subnet. ports: array of Neutron port docs (mac_address, fixed_ips[{subnet_id,
- * ip_address}]); each port with an address on this subnet gets a static lease; ports on other
- * subnets are skipped. Files live in state_dir/dhcp/<subnet id>/ (conf, hosts, leases, pid, log),
- * written atomically. A change of ports rewrites hosts and sends SIGHUP; a change of anything
+ * ip_address}], dns_name); each port with an address on this subnet gets a static lease and a
+ * DNS name; ports on other subnets are skipped. Without dns_nameservers, DHCP hands out
+ * server_ip as the DNS server. Files live in state_dir/dhcp/<subnet id>/ (conf, hosts, names,
+ * leases, pid, log), written atomically. A change of ports (or of their names) rewrites hosts
+ * and names and sends SIGHUP; a change of anything
  * else restarts dnsmasq; a dnsmasq that dies is restarted with backoff. enable_dhcp false stops
  * and frees *io and sets it to NULL. Returns 0, or <0 with a reason in err, leaving what ran
  * before running. A dnsmasq that cannot be started is retried with backoff like one that died
@@ -61,8 +79,10 @@ bool dhcp_running(const Dhcp *d);
 int dhcp_pid(const Dhcp *d);
 
 /* For tests and dhcp_apply: validates the documents and renders dnsmasq's config file (for the
- * directory dir) into conf and its hosts file into hosts. Returns 0 or -EINVAL with err set. */
+ * directory dir) into conf, its DHCP hosts file into hosts and its DNS names file into names.
+ * Returns 0 or -EINVAL with err set. */
 int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json_t *subnet,
-                json_t *ports, const DhcpOpts *o, SovBuf *conf, SovBuf *hosts, SovBuf *err);
+                json_t *ports, const DhcpOpts *o, SovBuf *conf, SovBuf *hosts, SovBuf *names,
+                SovBuf *err);
 
 #endif

@@ -1,11 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""sov-net's DHCP (src/net/dhcp.c) with a real dnsmasq and a real DHCP client: a namespace
+"""sov-net's DHCP and DNS (src/net/dhcp.c) with a real dnsmasq and real clients: a namespace
 "host" holds a bridge that dnsmasq serves, and client namespaces hang off it by veth pairs.
 A small C driver (built here from dhcp.c and core) runs dhcp_apply() on a libuv loop and takes
 JSON commands on stdin; busybox udhcpc in the clients must get exactly the static address,
-router, DNS servers and routes of its port; a MAC without a port gets nothing; a new port is
-served after the SIGHUP path; a killed dnsmasq comes back; stop removes process and files.
-Needs root, ip, dnsmasq and busybox; everything it creates is removed at the end."""
+router, DNS servers, domain, host name and routes of its port; a MAC without a port gets
+nothing; a new port is served after the SIGHUP path; a killed dnsmasq comes back; stop removes
+process and files. End to end, sov-api and sov-net (driven by the openstack CLI) serve an
+instance namespace its lease with the DHCP port as DNS server, and busybox nslookup resolves the
+ports' names (dns_name, else host-a-b-c-d, in the network's dns_domain) both ways; a renamed
+port is answered by the same dnsmasq, a bad dns_name is refused, unknown names are refused, a
+configured upstream resolver answers the rest through the router's SNAT, and a subnet with
+dns_nameservers hands those out. Needs root, ip, nft, dnsmasq and busybox; everything it
+creates is removed at the end."""
 import json
 import os
 import pathlib
@@ -19,6 +25,7 @@ import time
 import pytest
 
 from conftest import ROOT, clean_env
+from test_net_l3 import PID, hex12, netns, ns_run, start_net  # noqa: F401 (fixtures)
 
 BUILD = pathlib.Path(os.environ.get("SOV_BUILD_DIR") or ROOT / "build")
 
@@ -126,8 +133,8 @@ int main(void)
 
 UDHCPC_SCRIPT = """#!/bin/sh
 [ "$1" = bound ] || exit 0
-printf 'ip=%s\\nsubnet=%s\\nrouter=%s\\ndns=%s\\nstaticroutes=%s\\nlease=%s\\n' \\
-    "$ip" "$subnet" "$router" "$dns" "$staticroutes" "$lease" > "$UDHCPC_OUT"
+printf 'ip=%s\\nsubnet=%s\\nrouter=%s\\ndns=%s\\nstaticroutes=%s\\nlease=%s\\ndomain=%s\\nhostname=%s\\n' \\
+    "$ip" "$subnet" "$router" "$dns" "$staticroutes" "$lease" "$domain" "$hostname" > "$UDHCPC_OUT"
 """
 
 
@@ -237,14 +244,14 @@ def dirs():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def udhcpc(ns, tmp, name, tries=5, pause=1):
+def udhcpc(ns, tmp, name, tries=5, pause=1, ifname="eth0"):
     """One DHCP exchange from namespace ns; returns the options bound, or None."""
     script = tmp / "udhcpc.sh"
     script.write_text(UDHCPC_SCRIPT)
     script.chmod(0o755)
     out = tmp / f"{name}.out"
     env = clean_env() | {"UDHCPC_OUT": str(out)}
-    subprocess.run(["ip", "netns", "exec", ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q",
+    subprocess.run(["ip", "netns", "exec", ns, "busybox", "udhcpc", "-i", ifname, "-n", "-q",
                     "-t", str(tries), "-T", str(pause), "-O", "staticroutes", "-s", str(script)],
                    env=env, capture_output=True, timeout=60)
     if not out.exists():
@@ -289,7 +296,8 @@ def test_dhcp_serves_static_leases(driver_bin, netenv, dirs):
         assert netns_of(pid1) != netns_of(os.getpid())
         assert {"conf", "hosts"} <= {p.name for p in files.iterdir()}
         assert (files / "hosts").read_text() == \
-            "fa:16:3e:5a:00:ff,10.77.0.2\nfa:16:3e:5a:00:01,10.77.0.11\n"
+            "fa:16:3e:5a:00:ff,10.77.0.2,host-10-77-0-2\n" \
+            "fa:16:3e:5a:00:01,10.77.0.11,host-10-77-0-11\n"
 
         got = udhcpc(netenv["c1"], tmp, "c1")
         assert got is not None, (files / "log").read_text()
@@ -298,6 +306,7 @@ def test_dhcp_serves_static_leases(driver_bin, netenv, dirs):
         assert got["router"] == "10.77.0.1"
         assert got["dns"].split() == ["9.9.9.9", "1.1.1.1"]
         assert got["lease"] == "86400"
+        assert got["domain"] == "openstacklocal" and got["hostname"] == "host-10-77-0-11"
         routes = got["staticroutes"].split()
         assert routes == ["192.168.50.0/24", "10.77.0.254", "0.0.0.0/0", "10.77.0.1"]
         wait_for(lambda: MAC1 in (files / "leases").read_text(), what="the lease on disk")
@@ -310,7 +319,7 @@ def test_dhcp_serves_static_leases(driver_bin, netenv, dirs):
         # a second port: hosts rewritten and re-read (SIGHUP), same dnsmasq
         a = drv.cmd(**args, subnet=subnet, ports=ports + [port("p2", MAC2, "10.77.0.12")])
         assert a["rc"] == 0 and a["pid"] == pid1, a
-        assert "fa:16:3e:5a:00:02,10.77.0.12" in (files / "hosts").read_text()
+        assert "fa:16:3e:5a:00:02,10.77.0.12,host-10-77-0-12" in (files / "hosts").read_text()
         got = udhcpc(netenv["c2"], tmp, "c2")
         assert got is not None and got["ip"] == "10.77.0.12", (files / "log").read_text()
         assert drv.cmd(op="status")["pid"] == pid1
@@ -419,3 +428,175 @@ def test_two_subnets_one_namespace_and_agent_crash(driver_bin, netenv, dirs):
         assert not any(alive(pid) for pid in new)
     finally:
         drv.close()
+
+
+# ---- end to end: sov-api and sov-net ----
+
+def lookup(ns, name, server):
+    """busybox nslookup NAME SERVER from namespace ns: the answers {name: [addresses],
+    "ptr": [names]}, or None when there were none. (It asks for A and AAAA and fails when
+    either finds nothing, so its exit status says little.)"""
+    p = ns_run(ns, "busybox", "nslookup", name, server, check=False, timeout=20)
+    out, ans = p.stdout.splitlines(), {}
+    for i, line in enumerate(out):
+        if "name = " in line:
+            ans.setdefault("ptr", []).append(line.split("name = ", 1)[1].strip().rstrip("."))
+        elif line.startswith("Address:") and i > 0 and out[i - 1].startswith("Name:"):
+            ans.setdefault(out[i - 1].split(None, 1)[1].strip(), []).append(
+                line.split(None, 1)[1].strip())
+    return ans or None
+
+
+def dnsmasq_pid(prefix, subnet_id):
+    try:
+        return int(pathlib.Path(f"/run/sov-net/{prefix}/dhcp/{subnet_id}/pid").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+UPSTREAM_CONF = """port=53
+listen-address={ip}
+bind-interfaces
+no-resolv
+no-hosts
+host-record=www.upstream.test,198.51.100.80
+"""
+
+
+def test_dns_end_to_end(api, start_net, netns, tmp_path):
+    host = netns("host")
+    prefix = f"t{PID}"
+    start_net(api, host, prefix, extra="dns_upstream = 203.0.113.53\n")
+    os_ = api.openstack
+    # an "internet" with a resolver, reachable only through the router's SNAT
+    os_("network", "create", "--external", "public")
+    pub = os_("subnet", "create", "--network", "public", "--subnet-range", "203.0.113.0/24",
+              "--gateway", "203.0.113.1", "--no-dhcp", "public-v4")
+    os_("network", "create", "--dns-domain", "Example.Test.", "vpc")
+    sub = os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.1.0/24", "web")
+    os_("router", "create", "r1")
+    os_("router", "set", "--external-gateway", "public", "r1", fmt=False)
+    os_("router", "add", "subnet", "r1", "web", fmt=False)
+    p1 = os_("port", "create", "--network", "vpc", "--dns-name", "web1", "p1")
+    p2 = os_("port", "create", "--network", "vpc", "p2")
+    ip1, ip2 = p1["fixed_ips"][0]["ip_address"], p2["fixed_ips"][0]["ip_address"]
+    assert p1["dns_name"] == "web1" and p2["dns_name"] == ""
+    assert p1["dns_assignment"] == [{"hostname": "web1", "ip_address": ip1,
+                                     "fqdn": "web1.example.test."}]
+    h2 = "host-" + ip2.replace(".", "-")
+    assert os_("port", "show", "p2")["dns_assignment"][0]["fqdn"] == f"{h2}.example.test."
+    dhcp = os_("port", "list", "--device-owner", "network:dhcp", "--network", "vpc",
+               "--long")
+    assert len(dhcp) == 1
+    dhcp_ip = dhcp[0]["Fixed IP Addresses"][0]["ip_address"] \
+        if isinstance(dhcp[0]["Fixed IP Addresses"], list) \
+        else dhcp[0]["Fixed IP Addresses"].split("'")[3]
+    for p in (p1, p2):
+        wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", 60, "port ACTIVE")
+    wait_for(lambda: dnsmasq_pid(prefix, sub["id"]), 30, "the subnet's dnsmasq")
+
+    inet = netns("inet")
+    xl = f"x{PID % 100000}"
+    sh("ip", "-n", host, "link", "add", xl, "type", "veth", "peer", "name", "eth0",
+       "netns", inet)
+    sh("ip", "-n", host, "link", "set", xl, "master", "sb" + hex12(pub["id"]), "up")
+    ns_run(inet, "ip", "addr", "add", "203.0.113.1/24", "dev", "eth0")
+    ns_run(inet, "ip", "addr", "add", "203.0.113.53/24", "dev", "eth0")
+    ns_run(inet, "ip", "link", "set", "eth0", "up")
+    (tmp_path / "upstream.conf").write_text(UPSTREAM_CONF.format(ip="203.0.113.53"))
+    upstream = subprocess.Popen(["ip", "netns", "exec", inet, "dnsmasq", "--keep-in-foreground",
+                                 f"--conf-file={tmp_path / 'upstream.conf'}",
+                                 f"--pid-file={tmp_path / 'upstream.pid'}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # the instance: p1's veth end in its own namespace, configured by DHCP alone
+        vm = netns("vm")
+        vi = "vi" + hex12(p1["id"])
+        sh("ip", "-n", host, "link", "set", vi, "netns", vm)
+        ns_run(vm, "ip", "link", "set", vi, "address", p1["mac_address"])
+        ns_run(vm, "ip", "link", "set", vi, "up")
+        got = wait_for(lambda: udhcpc(vm, tmp_path, "vm", tries=3, ifname=vi), 60, "a lease")
+        assert got["ip"] == ip1 and got["router"] == "10.0.1.1", got
+        assert got["dns"].split() == [dhcp_ip], got
+        assert got["domain"] == "example.test" and got["hostname"] == "web1", got
+        ns_run(vm, "ip", "addr", "add", f"{ip1}/24", "dev", vi)
+        ns_run(vm, "ip", "route", "add", "default", "via", "10.0.1.1")
+
+        # the ports' names both ways, from the DHCP port's address
+        ans = wait_for(lambda: lookup(vm, "web1.example.test", dhcp_ip), 30, "web1")
+        assert ans["web1.example.test"] == [ip1], ans
+        assert lookup(vm, f"{h2}.example.test", dhcp_ip)[f"{h2}.example.test"] == [ip2]
+        assert lookup(vm, ip1, dhcp_ip)["ptr"] == ["web1.example.test"]
+        assert lookup(vm, ip2, dhcp_ip)["ptr"] == [f"{h2}.example.test"]
+        # names it does not know: the upstream resolver, through the router's SNAT
+        ans = wait_for(lambda: lookup(vm, "www.upstream.test", dhcp_ip), 30, "upstream")
+        assert ans["www.upstream.test"] == ["198.51.100.80"], ans
+        # ...but never a name of the network's own domain
+        assert lookup(vm, "nobody.example.test", dhcp_ip) is None
+
+        # a rename: the same dnsmasq answers the new name and forgets the old one
+        pid = dnsmasq_pid(prefix, sub["id"])
+        os_("port", "set", "--dns-name", "web2", "p1", fmt=False)
+        assert os_("port", "show", "p1")["dns_assignment"][0]["hostname"] == "web2"
+        wait_for(lambda: lookup(vm, "web2.example.test", dhcp_ip), 30, "the new name")
+        assert lookup(vm, "web1.example.test", dhcp_ip) is None
+        assert lookup(vm, ip1, dhcp_ip)["ptr"] == ["web2.example.test"]
+        assert dnsmasq_pid(prefix, sub["id"]) == pid
+        got = udhcpc(vm, tmp_path, "vm-renamed", tries=3, ifname=vi)
+        assert got and got["hostname"] == "web2", got
+
+        # a bad name is refused with Neutron's 400 and changes nothing
+        tok = api.token()
+        for bad in ("bad_name", "web2.example.test", "-web", "x" * 64, "a b\nserver=1.2.3.4"):
+            st, doc, _ = api.request("PUT", f"/network/v2.0/ports/{p1['id']}",
+                                     {"port": {"dns_name": bad}}, token=tok)
+            assert st == 400 and "dns_name" in doc["NeutronError"]["message"], (bad, st, doc)
+        p = os_("port", "set", "--dns-name", "bad_name", "p1", fmt=False, check=False)
+        assert p.returncode != 0
+        assert os_("port", "show", "p1")["dns_name"] == "web2"
+        st, doc, _ = api.request("POST", "/network/v2.0/ports",
+                                 {"port": {"network_id": sub["network_id"], "dns_name": "a.b"}},
+                                 token=tok)
+        assert st == 400, doc
+
+        # dns_nameservers on the subnet: handed out instead of the DHCP port
+        os_("subnet", "set", "--dns-nameserver", "192.0.2.53", "web", fmt=False)
+        got = wait_for(lambda: (lambda g: g if g and g["dns"] == "192.0.2.53" else None)(
+            udhcpc(vm, tmp_path, "vm-ns", tries=2, ifname=vi)), 60, "the subnet's nameserver")
+        assert got["domain"] == "example.test" and got["hostname"] == "web2"
+        # (and the DHCP port still answers the ports' names)
+        assert lookup(vm, "web2.example.test", dhcp_ip)["web2.example.test"] == [ip1]
+    finally:
+        upstream.kill()
+        upstream.wait()
+
+
+def test_dns_refused_without_upstream(api, start_net, netns, tmp_path):
+    """Without [net] dns_upstream, the names dnsmasq does not know are refused: never looked
+    up in the host's resolv.conf."""
+    host = netns("host")
+    prefix = f"t{PID}"
+    start_net(api, host, prefix)
+    os_ = api.openstack
+    os_("network", "create", "n1")
+    sub = os_("subnet", "create", "--network", "n1", "--subnet-range", "10.0.9.0/24", "s1")
+    p = os_("port", "create", "--network", "n1", "p")
+    ip = p["fixed_ips"][0]["ip_address"]
+    wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", 60, "port ACTIVE")
+    wait_for(lambda: dnsmasq_pid(prefix, sub["id"]), 30, "the subnet's dnsmasq")
+    vm = netns("vm")
+    vi = "vi" + hex12(p["id"])
+    sh("ip", "-n", host, "link", "set", vi, "netns", vm)
+    ns_run(vm, "ip", "link", "set", vi, "address", p["mac_address"])
+    ns_run(vm, "ip", "link", "set", vi, "up")
+    got = wait_for(lambda: udhcpc(vm, tmp_path, "vm", tries=3, ifname=vi), 60, "a lease")
+    assert got["domain"] == "openstacklocal"
+    server = got["dns"]
+    ns_run(vm, "ip", "addr", "add", f"{ip}/24", "dev", vi)
+    name = "host-" + ip.replace(".", "-") + ".openstacklocal"
+    assert wait_for(lambda: lookup(vm, name, server), 30, "the port's name")[name] == [ip]
+    p = ns_run(vm, "busybox", "nslookup", "localhost", server, check=False, timeout=20)
+    assert p.returncode != 0 and "127.0.0.1" not in p.stdout
+    p = ns_run(vm, "busybox", "nslookup", "example.com", server, check=False, timeout=20)
+    assert p.returncode != 0, p.stdout
+    assert "REFUSED" in p.stdout + p.stderr, p.stdout + p.stderr

@@ -44,14 +44,17 @@ static json_t *ports_doc(void)
     return a;
 }
 
+static SovBuf names = SOV_BUF_INIT; /* the names file of the last render() */
+
 static int render(json_t *subnet, json_t *ports, const DhcpOpts *o, SovBuf *conf, SovBuf *hosts,
                   SovBuf *err)
 {
     sov_buf_reset(conf);
     sov_buf_reset(hosts);
+    sov_buf_reset(&names);
     sov_buf_reset(err);
     return dhcp_render("/var/lib/sov-net/dhcp/" SUBNET, "ns-br0", "10.20.0.2", subnet, ports, o,
-                       conf, hosts, err);
+                       conf, hosts, &names, err);
 }
 
 static void test_render(void **state)
@@ -62,9 +65,13 @@ static void test_render(void **state)
     const char *want[] = {"\ninterface=ns-br0\n",
                           "\nexcept-interface=lo\n",
                           "\nbind-interfaces\n",
-                          "\nport=0\n",
                           "\nno-resolv\n",
                           "\nno-hosts\n",
+                          "\ndomain=openstacklocal\n",
+                          "\nlocal=/openstacklocal/\n",
+                          "\naddn-hosts=/var/lib/sov-net/dhcp/" SUBNET "/names\n",
+                          "\ncache-size=128\n",
+                          "\ndhcp-option=option:domain-name,openstacklocal\n",
                           "\ndhcp-authoritative\n",
                           "\ndhcp-ignore=tag:!known\n",
                           "\ndhcp-range=10.20.0.0,static,255.255.255.0,86400s\n",
@@ -79,8 +86,13 @@ static void test_render(void **state)
             fail_msg("missing %s in\n%s", want[i], conf.ptr);
     assert_null(strstr(conf.ptr, "classless"));
     assert_null(strstr(conf.ptr, "user="));
-    /* sorted by address, lower-case MACs, only this subnet's addresses */
-    assert_string_equal(hosts.ptr, "fa:16:3e:00:00:0a,10.20.0.10\nfa:16:3e:00:00:0b,10.20.0.11\n");
+    assert_null(strstr(conf.ptr, "port=0")); /* DNS on */
+    assert_null(strstr(conf.ptr, "server="));
+    /* sorted by address, lower-case MACs, only this subnet's addresses, default names */
+    assert_string_equal(hosts.ptr, "fa:16:3e:00:00:0a,10.20.0.10,host-10-20-0-10\n"
+                                   "fa:16:3e:00:00:0b,10.20.0.11,host-10-20-0-11\n");
+    assert_string_equal(names.ptr, "10.20.0.10 host-10-20-0-10.openstacklocal host-10-20-0-10\n"
+                                   "10.20.0.11 host-10-20-0-11.openstacklocal host-10-20-0-11\n");
 
     /* the same ports in another order render the same file */
     SovBuf hosts2 = SOV_BUF_INIT, conf2 = SOV_BUF_INIT;
@@ -99,8 +111,10 @@ static void test_render(void **state)
     assert_non_null(strstr(conf.ptr, "\ndhcp-range=10.20.0.0,static,255.255.255.0,600s\n"));
     assert_non_null(strstr(conf.ptr, "\nuser=dnsmasq\n"));
     assert_null(strstr(conf.ptr, "router"));
-    assert_null(strstr(conf.ptr, "dns-server"));
+    /* no dns_nameservers: the server's own address answers */
+    assert_non_null(strstr(conf.ptr, "\ndhcp-option=option:dns-server,10.20.0.2\n"));
     assert_int_equal(hosts.len, 0);
+    assert_int_equal(names.len, 0);
 
     json_decref(rev);
     json_decref(s);
@@ -223,16 +237,18 @@ static void test_hostile(void **state)
     json_t *s = subnet_doc();
     const char *ifs[] = {"", "eth0\nx", "a b", "0123456789abcdef", "-x", "..", "a/b", NULL};
     for (size_t i = 0; i < ELEMENTSOF(ifs); i++)
-        assert_int_equal(dhcp_render("/d", ifs[i], "10.20.0.2", s, NULL, NULL, &conf, &hosts, &err),
-                         -EINVAL);
+        assert_int_equal(
+            dhcp_render("/d", ifs[i], "10.20.0.2", s, NULL, NULL, &conf, &hosts, &names, &err),
+            -EINVAL);
     const char *ips[] = {"10.20.0.0", "10.20.0.255", "10.21.0.2", "10.20.0.2 ", "", NULL};
     for (size_t i = 0; i < ELEMENTSOF(ips); i++)
-        assert_int_equal(dhcp_render("/d", "br0", ips[i], s, NULL, NULL, &conf, &hosts, &err),
-                         -EINVAL);
+        assert_int_equal(
+            dhcp_render("/d", "br0", ips[i], s, NULL, NULL, &conf, &hosts, &names, &err), -EINVAL);
     const char *dirs[] = {"d", "/a,b", "/a b", "/a#b", "/a\nb", "/a\"b", "", NULL};
     for (size_t i = 0; i < ELEMENTSOF(dirs); i++)
         assert_int_equal(
-            dhcp_render(dirs[i], "br0", "10.20.0.2", s, NULL, NULL, &conf, &hosts, &err), -EINVAL);
+            dhcp_render(dirs[i], "br0", "10.20.0.2", s, NULL, NULL, &conf, &hosts, &names, &err),
+            -EINVAL);
     DhcpOpts o = {.user = "root\nuser"};
     assert_int_equal(render(s, NULL, &o, &conf, &hosts, &err), -EINVAL);
     o = (DhcpOpts){.lease_s = 5};
@@ -245,6 +261,153 @@ static void test_hostile(void **state)
     assert_int_equal(render(s, many, NULL, &conf, &hosts, &err), -EINVAL);
     json_decref(many);
     json_decref(s);
+    sov_buf_release(&conf);
+    sov_buf_release(&hosts);
+    sov_buf_release(&err);
+}
+
+static json_t *named_port(const char *id, const char *mac, const char *ip, const char *name)
+{
+    json_t *p = port_doc(id, mac, SUBNET, ip);
+    json_object_set_new(p, "dns_name", json_string(name));
+    return p;
+}
+
+/* Names: dns_name (lower case) or host-a-b-c-d, the network's dns_domain or the default, the
+ * configured upstream resolvers; hostile names never reach a file, and no port takes another
+ * port's name. */
+static void test_dns(void **state)
+{
+    json_t *s = subnet_doc(), *p = json_array();
+    SovBuf conf = SOV_BUF_INIT, hosts = SOV_BUF_INIT, err = SOV_BUF_INIT;
+    json_array_append_new(p, named_port("p1", "fa:16:3e:00:00:01", "10.20.0.11", "Web-1"));
+    json_array_append_new(p, named_port("p2", "fa:16:3e:00:00:02", "10.20.0.12", ""));
+    json_object_set_new(s, "dns_domain", json_string("Example.ORG."));
+    DhcpOpts o = {.dns_upstream = "192.0.2.53,198.51.100.53", .dns_domain = "cloud.test"};
+    assert_int_equal(render(s, p, &o, &conf, &hosts, &err), 0);
+    assert_string_equal(hosts.ptr, "fa:16:3e:00:00:01,10.20.0.11,web-1\n"
+                                   "fa:16:3e:00:00:02,10.20.0.12,host-10-20-0-12\n");
+    assert_string_equal(names.ptr, "10.20.0.11 web-1.example.org web-1\n"
+                                   "10.20.0.12 host-10-20-0-12.example.org host-10-20-0-12\n");
+    const char *want[] = {"\ndomain=example.org\n", "\nlocal=/example.org/\n",
+                          "\nserver=192.0.2.53\nserver=198.51.100.53\n",
+                          "\ndhcp-option=option:domain-name,example.org\n",
+                          "\ndhcp-option=option:dns-server,9.9.9.9,1.1.1.1\n"};
+    for (size_t i = 0; i < ELEMENTSOF(want); i++)
+        if (!strstr(conf.ptr, want[i]))
+            fail_msg("missing %s in\n%s", want[i], conf.ptr);
+
+    /* a network dns_domain that is no domain name: the configured default */
+    static const char *bad_domains[] = {"a b",   "x\nserver=6.6.6.6", "-a.org", "a..b",   "a,b",
+                                        "a/b",   "\xc3\xa9.org",      ".",      "a.-b.c", "/",
+                                        "a.b-.c"};
+    for (size_t i = 0; i < ELEMENTSOF(bad_domains); i++) {
+        json_object_set_new(s, "dns_domain", json_string(bad_domains[i]));
+        assert_int_equal(render(s, p, &o, &conf, &hosts, &err), 0);
+        if (!strstr(conf.ptr, "\ndomain=cloud.test\n") || strstr(conf.ptr, "6.6.6.6"))
+            fail_msg("dns_domain %s:\n%s", bad_domains[i], conf.ptr);
+        assert_non_null(strstr(names.ptr, " web-1.cloud.test web-1\n"));
+    }
+    char longd[300];
+    memset(longd, 'a', sizeof(longd));
+    for (size_t i = 63; i < sizeof(longd); i += 64)
+        longd[i] = '.';
+    longd[254] = '\0'; /* 254 characters of valid labels */
+    json_object_set_new(s, "dns_domain", json_string(longd));
+    assert_int_equal(render(s, p, &o, &conf, &hosts, &err), 0);
+    assert_non_null(strstr(conf.ptr, "\ndomain=cloud.test\n"));
+    longd[253] = '\0';
+    longd[252] = 'a';
+    json_object_set_new(s, "dns_domain", json_string(longd));
+    assert_int_equal(render(s, p, &o, &conf, &hosts, &err), 0);
+    assert_null(strstr(conf.ptr, "\ndomain=cloud.test\n"));
+    assert_int_equal(names.len, 0); /* no room left for a host name: nameless ports */
+    assert_string_equal(hosts.ptr, "fa:16:3e:00:00:01,10.20.0.11\nfa:16:3e:00:00:02,10.20.0.12\n");
+    json_object_del(s, "dns_domain");
+
+    /* hostile dns_names: the default name instead, and never a new line or field */
+    static const char *bad_names[] = {
+        "a b",
+        "x\nserver=6.6.6.6",
+        "web,10.20.0.99",
+        "-web",
+        "web-",
+        "web.example.org",
+        "w_b",
+        "\xc3\xa9",
+        "a#b",
+        "",
+        "0123456789012345678901234567890123456789012345678901234567890123"};
+    for (size_t i = 0; i < ELEMENTSOF(bad_names); i++) {
+        json_object_set_new(json_array_get(p, 0), "dns_name", json_string(bad_names[i]));
+        assert_int_equal(render(s, p, &o, &conf, &hosts, &err), 0);
+        if (strcmp(names.ptr, "10.20.0.11 host-10-20-0-11.cloud.test host-10-20-0-11\n"
+                              "10.20.0.12 host-10-20-0-12.cloud.test host-10-20-0-12\n") != 0)
+            fail_msg("dns_name %s:\n%s", bad_names[i], names.ptr);
+        assert_int_equal(strchr(hosts.ptr, '\n') - hosts.ptr,
+                         strlen("fa:16:3e:00:00:01,10.20.0.11,host-10-20-0-11"));
+    }
+    json_object_set_new(json_array_get(p, 0), "dns_name", json_integer(7));
+    assert_int_equal(render(s, p, &o, &conf, &hosts, &err), 0);
+    assert_non_null(strstr(names.ptr, "10.20.0.11 host-10-20-0-11.cloud.test"));
+
+    /* one name, one port: a taken name (chosen or default) falls back to the default */
+    json_object_set_new(json_array_get(p, 0), "dns_name", json_string("web"));
+    json_array_append_new(p, named_port("p3", "fa:16:3e:00:00:03", "10.20.0.13", "WEB"));
+    json_array_append_new(p,
+                          named_port("p4", "fa:16:3e:00:00:04", "10.20.0.14", "host-10-20-0-12"));
+    assert_int_equal(render(s, p, &o, &conf, &hosts, &err), 0);
+    assert_string_equal(names.ptr, "10.20.0.11 web.cloud.test web\n"
+                                   "10.20.0.12 host-10-20-0-12.cloud.test host-10-20-0-12\n"
+                                   "10.20.0.13 host-10-20-0-13.cloud.test host-10-20-0-13\n"
+                                   "10.20.0.14 host-10-20-0-14.cloud.test host-10-20-0-14\n");
+    /* ... even when the fallback is itself taken */
+    json_object_set_new(json_array_get(p, 1), "dns_name", json_string("host-10-20-0-13"));
+    assert_int_equal(render(s, p, &o, &conf, &hosts, &err), 0);
+    const char *line = "10.20.0.13 host-10-20-0-13.cloud.test host-10-20-0-13\n";
+    assert_non_null(strstr(names.ptr, line));
+    assert_null(strstr(strstr(names.ptr, line) + strlen(line), "host-10-20-0-13."));
+    assert_null(strstr(names.ptr, " host-10-20-0-13.cloud.test host-10-20-0-13\n10.20.0.13"));
+
+    /* bad options are refused */
+    static const char *bad_up[] = {
+        "1.2.3.4,",
+        ",1.2.3.4",
+        "1.2.3.4\nserver=6.6.6.6",
+        "1.2.3",
+        "1.2.3.4 5.6.7.8",
+        "::1",
+        "1,2,3,4,5,6,7,8,9",
+        "1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1,"
+        "1.1.1.1"};
+    for (size_t i = 0; i < ELEMENTSOF(bad_up); i++) {
+        DhcpOpts b = {.dns_upstream = bad_up[i]};
+        if (render(s, p, &b, &conf, &hosts, &err) != -EINVAL)
+            fail_msg("dns_upstream %s accepted", bad_up[i]);
+        assert_null(dhcp_new(&b));
+    }
+    DhcpOpts b = {.dns_domain = "a b"};
+    assert_int_equal(render(s, p, &b, &conf, &hosts, &err), -EINVAL);
+    assert_null(dhcp_new(&b));
+    assert_int_equal(dhcp_set_defaults("1.2.3.4,", NULL), -EINVAL);
+    assert_int_equal(dhcp_set_defaults(NULL, "bad domain"), -EINVAL);
+    /* defaults reach dhcp_new() */
+    assert_int_equal(dhcp_set_defaults("192.0.2.1", "Corp.Example."), 0);
+    Dhcp *d = dhcp_new(NULL);
+    assert_non_null(d);
+    assert_string_equal(d->dns_upstream, "192.0.2.1");
+    assert_string_equal(d->dns_domain, "corp.example");
+    d->stopping = true;
+    maybe_free(d);
+    assert_int_equal(dhcp_set_defaults(NULL, NULL), 0);
+    d = dhcp_new(NULL);
+    assert_string_equal(d->dns_upstream, "");
+    assert_string_equal(d->dns_domain, "openstacklocal");
+    d->stopping = true;
+    maybe_free(d);
+
+    json_decref(s);
+    json_decref(p);
     sov_buf_release(&conf);
     sov_buf_release(&hosts);
     sov_buf_release(&err);
@@ -499,9 +662,12 @@ int main(void)
         cmocka_unit_test(test_render),
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_dns),
         cmocka_unit_test_setup_teardown(test_supervise, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_escalates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_binary, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int r = cmocka_run_group_tests(tests, NULL, NULL);
+    sov_buf_release(&names);
+    return r;
 }
