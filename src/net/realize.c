@@ -438,6 +438,12 @@ static void plan(Ctx *x, Want *w)
             json_t *d = json_pack("{s:s,s:s,s:{s:[s]},s:[],s:[],s:[],s:s,s:s,s:O}", "ns", ns,
                                   "kind", "dhcp", "legs", peer, leg, "routes", "snat", "fips",
                                   "ifname", peer, "server_ip", addr, "subnet", sn);
+            /* a default route through the subnet's router: dnsmasq forwards the names it does
+             * not know to [net] dns_upstream through the router's SNAT, like Neutron's */
+            const char *gw = jstr(sn, "gateway_ip");
+            if (ip4(gw) && strcmp(gw, addr) != 0)
+                json_array_append_new(json_object_get(d, "routes"),
+                                      json_pack("[s,s]", "0.0.0.0/0", gw));
             json_object_set_new(w->routers, dev, d);
         } else if (strncmp(owner, "network:", 8) == 0) {
             continue; /* gateways and floating IPs are the router's */
@@ -469,6 +475,7 @@ static void plan(Ctx *x, Want *w)
         snprintf(leg, sizeof(leg), "%s/%d", jstr(fx, "ip_address"), len);
         json_object_set_new(json_object_get(rw, "legs"), peer, json_pack("[s]", leg));
         json_object_set_new(rw, "qg", json_string(peer));
+        json_object_set_new(rw, "gwip", json_string(jstr(fx, "ip_address")));
         if (ip4(jstr(sn, "gateway_ip")))
             json_object_set_new(rw, "gw", json_string(jstr(sn, "gateway_ip")));
         if (json_is_false(json_object_get(gi, "enable_snat")))
@@ -773,8 +780,19 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
     json_decref(links);
     if (r < 0 || strcmp(jstr(rw, "kind"), "dhcp") == 0)
         return r;
-    char *fwd[] = {"sysctl", "-qw", "net.ipv4.ip_forward=1", NULL};
-    if ((r = in_ns(x, ns, fwd, NULL)) < 0)
+    /* forwarding on; no ICMP redirects (a hairpin to a floating IP leaves by the leg it came
+     * in on, and a redirect would send the client straight to an address that is not it) */
+    SovBuf sc = SOV_BUF_INIT;
+    sov_buf_puts(&sc, "net.ipv4.ip_forward = 1\nnet.ipv4.conf.all.send_redirects = 0\n"
+                      "net.ipv4.conf.default.send_redirects = 0\n");
+    const char *lname;
+    json_t *addrs_of;
+    json_object_foreach(json_object_get(rw, "legs"), lname, addrs_of)
+        sov_buf_printf(&sc, "net.ipv4.conf.%s.send_redirects = 0\n", lname);
+    char *fwd[] = {"sysctl", "-q", "-p", "-", NULL};
+    r = sc.ptr ? in_ns(x, ns, fwd, sc.ptr) : -ENOMEM;
+    sov_buf_release(&sc);
+    if (r < 0)
         return r;
     /* NAT: replaced as a whole, atomically */
     SovBuf nft = SOV_BUF_INIT;
@@ -791,14 +809,23 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
         json_array_foreach(json_object_get(rw, "fips"), i, f) sov_buf_printf(
             &nft, "  oifname \"%s\" ip saddr %s snat to %s\n", qg,
             json_string_value(json_array_get(f, 1)), json_string_value(json_array_get(f, 0)));
-        json_t *c;
+        json_t *c, *inner = json_object_get(rw, "inner");
         json_array_foreach(json_object_get(rw, "snat"), i, c) sov_buf_printf(
             &nft, "  oifname \"%s\" ip saddr %s masquerade\n", qg, json_string_value(c));
+        /* Hairpin: an inside address reaching a floating IP of this router comes back in;
+         * its source becomes the router's external address (as for traffic from outside, and
+         * so the reply returns through the router even on the same subnet). */
+        if (json_array_size(inner) && json_array_size(json_object_get(rw, "fips")) &&
+            ip4(jstr(rw, "gwip"))) {
+            sov_buf_printf(&nft, "  oifname != \"%s\" ct status dnat ip saddr {", qg);
+            json_array_foreach(inner, i, c)
+                sov_buf_printf(&nft, "%s %s", i ? "," : "", json_string_value(c));
+            sov_buf_printf(&nft, " } snat to %s\n", jstr(rw, "gwip"));
+        }
         /* Traffic between the router's own subnets needs no translation: it skips connection
          * tracking (a lookup per packet on the routed path), except to and from addresses
          * with a floating IP, whose replies to a hairpin (inside -> floating IP) must be
          * translated back. */
-        json_t *inner = json_object_get(rw, "inner");
         if (json_array_size(inner)) {
             sov_buf_printf(&nft, " }\n chain east_west {\n  type filter hook prerouting priority "
                                  "-300;\n");
@@ -870,20 +897,27 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t
             status(statuses, "router", rid, "ACTIVE");
             continue;
         }
-        /* what the loop's DHCP supervisor needs: where to serve and whom */
+        /* what the loop's DHCP supervisor needs: where to serve and whom (every port with an
+         * address on the subnet, the router's and the DHCP server's too, for their DNS names,
+         * as Neutron's; not floating IPs), and the network's dns_domain for the names */
         json_t *sn = json_object_get(rw, "subnet"), *ports = json_array(), *p;
         size_t k;
         json_array_foreach(json_object_get(snapshot, "port"), k, p)
         {
-            const char *a = NULL;
+            const char *a = NULL, *owner = jstr(p, "device_owner");
             json_t *ps = port_subnet(&x, p, &a);
-            if (ps == sn && strncmp(jstr(p, "device_owner"), "network:", 8) != 0)
+            if (ps == sn && (strncmp(owner, "network:", 8) != 0 ||
+                             strcmp(owner, "network:router_interface") == 0 ||
+                             strcmp(owner, "network:dhcp") == 0))
                 json_array_append(ports, p);
         }
+        json_t *sd = json_copy(sn), *nw = find(&x, "network", jstr(sn, "network_id"));
+        if (sd && json_is_string(json_object_get(nw, "dns_domain")))
+            json_object_set(sd, "dns_domain", json_object_get(nw, "dns_domain"));
         json_object_set_new(dhcp, jstr(sn, "id"),
-                            json_pack("{s:s,s:s,s:s,s:O,s:o}", "netns", jstr(rw, "ns"), "ifname",
+                            json_pack("{s:s,s:s,s:s,s:o,s:o}", "netns", jstr(rw, "ns"), "ifname",
                                       jstr(rw, "ifname"), "server_ip", jstr(rw, "server_ip"),
-                                      "subnet", sn, "ports", ports));
+                                      "subnet", sd ? sd : json_incref(sn), "ports", ports));
     }
     /* namespaces of routers that are gone */
     char pre[80], dpre[80];

@@ -233,6 +233,16 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     assert seen_as(inet, web, "203.0.113.1") == fip
     assert seen_as(web, inet, fip) == "203.0.113.1"
     assert not ping(inet, web_ip)
+    # hairpin: from inside to the floating IP, across subnets and from web's own subnet; the
+    # owner sees the router's external address (as from outside), the client the floating IP
+    assert seen_as(web, app, fip) == gw_ip
+    p_web2 = os_("port", "create", "--network", "vpc", "--fixed-ip", "subnet=web", "p-web2")
+    wait_for(lambda: os_("port", "show", p_web2["id"])["status"] == "ACTIVE", "port ACTIVE")
+    web2 = netns("web2")
+    plug(host, web2, p_web2, 24, "10.0.1.1")
+    assert seen_as(web, web2, fip) == gw_ip
+    ns_run(web2, "ip", "link", "del", "vi" + hex12(p_web2["id"]))
+    os_("port", "delete", "p-web2", fmt=False)
 
     # a restarted sov-net finds everything right and changes nothing (same interface indexes)
     def links():
