@@ -612,6 +612,7 @@ static int apply_sg(Ctx *x, Want *w)
     char path[SOV_CONF_STR_MAX + 32];
     snprintf(path, sizeof(path), "%s/sg-applied.nft", x->cfg->state_dir);
     char *listcmd[] = {(char *)x->cfg->nft, "list", "table", "inet", "sov_sg", NULL};
+    char *listbr[] = {(char *)x->cfg->nft, "list", "table", "bridge", "sov_sg", NULL};
     SovBuf quiet = SOV_BUF_INIT;
     FILE *f = r == 0 ? fopen(path, "re") : NULL;
     if (f) { /* unchanged and still loaded: nothing to do */
@@ -623,7 +624,8 @@ static int apply_sg(Ctx *x, Want *w)
         Ctx q = *x;
         q.err = &quiet;
         if (old.len == script.len && script.len && !memcmp(old.ptr, script.ptr, script.len) &&
-            (!local || in_ns(&q, x->cfg->netns, listcmd, NULL) == 0))
+            (!local || (in_ns(&q, x->cfg->netns, listcmd, NULL) == 0 &&
+                        in_ns(&q, x->cfg->netns, listbr, NULL) == 0)))
             goto out;
     }
     if (r < 0)

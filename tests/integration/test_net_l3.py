@@ -253,6 +253,11 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     wait_for(lambda: passes(net) >= 1, "a datapath pass after the restart")
     assert links() == before
     assert tcp_reaches(app, web, app_ip, 22) and ping(inet, fip)
+    # what someone else removes comes back with the next pass: each of the two tables
+    for family in ("bridge", "inet"):
+        sh("ip", "netns", "exec", host, "nft", "delete", "table", family, "sov_sg")
+        wait_for(lambda: sh("ip", "netns", "exec", host, "nft", "list", "table", family,
+                            "sov_sg", check=False).returncode == 0, f"table {family} sov_sg back")
 
     # removal: everything sov-net made goes
     os_("floating", "ip", "delete", fip, fmt=False)
