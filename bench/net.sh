@@ -9,14 +9,19 @@
 #   routed           web-a -> app-c through the router namespace
 #   NAT              app-c -> "internet" through the router's SNAT
 #   veth ceiling     two namespaces joined by one veth pair
-# Each path prints Gbit/s, its ratio to the ceiling and the mean RTT; the last line is
-# `ratio <routed / ceiling>` (target >= 0.85). Needs root, iproute2, nftables and iperf3; all
-# traffic stays inside the namespaces this script creates and removes.
+# The ceiling and the routed path alternate for BENCH_ROUNDS rounds (medians reported). Each path
+# prints Gbit/s, its ratio to the ceiling and the mean RTT; the last line is
+# `ratio <routed / ceiling>` (target >= 0.85). BENCH_BIG_TCP=1 runs sov-net with [net] big_tcp
+# (256 KiB GSO/GRO limits on its veths, so the instances' TCP sends 256 KiB packets) and also
+# measures a second plain veth pair given the same limits. Needs root, iproute2, nftables,
+# iperf3 and python3; all traffic stays inside the namespaces this script creates and removes.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 seconds=${BENCH_SECONDS:-5}
 pings=${BENCH_PINGS:-50}
+rounds=${BENCH_ROUNDS:-3}
+big=${BENCH_BIG_TCP:-0} # 1: sov-net with [net] big_tcp, beside a second veth pair set alike
 server_cpu=${BENCH_SERVER_CPU:-0}
 client_cpu=${BENCH_CLIENT_CPU:-1}
 python=${PYTHON:-/usr/bin/python3}
@@ -86,6 +91,7 @@ host = bench
 netns = ${tag}host
 prefix = $tag
 state_dir = $tmp/net
+big_tcp = $([[ $big == 1 ]] && echo true || echo false)
 EOF
 taskset -c "$server_cpu" "$net_bin" --config "$tmp/net.ini" --port-file "$tmp/net.port" \
     >"$tmp/net.log" 2>&1 &
@@ -171,6 +177,17 @@ ip -n "${tag}v1" addr add 192.0.2.1/24 dev eth0
 ip -n "${tag}v2" addr add 192.0.2.2/24 dev eth0
 ip -n "${tag}v1" link set eth0 up
 ip -n "${tag}v2" link set eth0 up
+if [[ $big == 1 ]]; then # a second plain pair with sov-net's BIG TCP limits
+    ip netns add "${tag}v3"
+    ip netns add "${tag}v4"
+    ip -n "${tag}v3" link add eth0 type veth peer name eth0 netns "${tag}v4"
+    ip -n "${tag}v3" addr add 192.0.2.5/30 dev eth0
+    ip -n "${tag}v4" addr add 192.0.2.6/30 dev eth0
+    for ns in "${tag}v3" "${tag}v4"; do
+        ip netns exec "$ns" "$python" "$root/bench/gso.py" eth0 262144
+        ip -n "$ns" link set eth0 up
+    done
+fi
 
 # one measurement: iperf3 from client ns to server ns at addr; prints "gbits rtt_ms"
 measure() {
@@ -195,16 +212,36 @@ measure() {
     echo "$gbits ${rtt:-nan}"
 }
 
-read -r ceil ceil_rtt < <(measure "${tag}v1" "${tag}v2" 192.0.2.2)
-read -r same same_rtt < <(measure "${tag}a" "${tag}b" "${ip_of[b]}")
-read -r routed routed_rtt < <(measure "${tag}a" "${tag}c" "${ip_of[c]}")
-read -r nat nat_rtt < <(measure "${tag}c" "${tag}inet" 203.0.113.1)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# the ceiling and the routed path alternate for BENCH_ROUNDS rounds and each reports its median
+# (this machine's rates drift by +-20% within a minute); the other paths run once
+declare -a ceils=() ceil_rtts=() routeds=() routed_rtts=() bigs=()
+for ((round = 0; round < rounds; round++)); do
+    read -r g t < <(measure "${tag}v1" "${tag}v2" 192.0.2.2)
+    ceils+=("$g") ceil_rtts+=("$t")
+    if [[ $big == 1 ]]; then
+        read -r g t < <(measure "${tag}v3" "${tag}v4" 192.0.2.6)
+        bigs+=("$g")
+    fi
+    read -r g t < <(measure "${tag}a" "${tag}c" "${ip_of[c]}")
+    routeds+=("$g") routed_rtts+=("$t")
+done
+ceil=$(median "${ceils[@]}") ceil_rtt=$(median "${ceil_rtts[@]}")
+routed=$(median "${routeds[@]}") routed_rtt=$(median "${routed_rtts[@]}")
+read -r same same_rtt < <(measure "${tag}a" "${tag}b" "${ip_of[b]}")
+read -r nat nat_rtt < <(measure "${tag}c" "${tag}inet" 203.0.113.1)
+echo "rounds: veth ${ceils[*]}; routed ${routeds[*]} (Gbit/s; medians below)"
 printf '%-14s %8s Gbit/s  %5s x ceiling  rtt %s ms\n' \
     "veth ceiling" "$ceil" "1.00" "$ceil_rtt" \
     "same subnet" "$same" "$(ratio "$same" "$ceil")" "$same_rtt" \
     "routed" "$routed" "$(ratio "$routed" "$ceil")" "$routed_rtt" \
     "NAT" "$nat" "$(ratio "$nat" "$ceil")" "$nat_rtt"
+if [[ $big == 1 ]]; then
+    vbig=$(median "${bigs[@]}")
+    printf '%-14s %8s Gbit/s  (rounds %s): routed is %s x it\n' "veth 256K" "$vbig" \
+        "${bigs[*]}" "$(ratio "$routed" "$vbig")"
+fi
 echo "security groups: the default group's rules on every instance port (in the paths above)"
 
 # the time to apply 1,000 security group rules: a datapath pass with them, beside one without

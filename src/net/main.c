@@ -48,6 +48,9 @@ static const SovConfField conf_fields[] = {
      "this host's underlay IPv4 address for VXLAN (empty: one host, no tunnels)"},
     {"net", "l3", SOV_CONF_BOOL, offsetof(NetConfig, l3), 0, 0, "true",
      "whether this host runs the routers (their namespaces, NAT and floating IPs)"},
+    {"net", "big_tcp", SOV_CONF_BOOL, offsetof(NetConfig, big_tcp), 0, 0, "false",
+     "GSO/GRO limits of 256 KiB (BIG TCP) on veth ports, router and DHCP legs (packets bigger "
+     "than a tap, VXLAN or uplink takes are cut to MSS size there)"},
     {"net", "resync", SOV_CONF_DURATION, offsetof(NetConfig, resync_ms), 1000, 3600000, "30s",
      "period of a full re-check even without changes (repairs what others removed)"},
     {"net", "dns_upstream", SOV_CONF_STRING, offsetof(NetFileConfig, dns_upstream), 0, 127, "",

@@ -52,6 +52,7 @@ typedef struct NetConfig {
     char bridge[SOV_CONF_STR_MAX];
     char tunnel_ip[SOV_CONF_STR_MAX];
     bool l3;
+    bool big_tcp; /* BIG TCP limits on veth ports and router legs (nl.h) */
     uint64_t resync_ms;
     SovHttpLimitsConf http;
 } NetConfig;

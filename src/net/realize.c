@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "net.h"
+#include "nl.h"
 #include "sg.h"
 #include "sov/log.h"
 
@@ -510,6 +511,15 @@ static void plan(Ctx *x, Want *w)
     }
 }
 
+/* veth ends sov-net makes in its own namespace (the router and DHCP legs' peers live in theirs);
+ * see nl.h and [net] big_tcp */
+static const char *const host_veths[] = {"vp", "vi", "pr", "pg", "pd", NULL};
+
+static unsigned gso_size(const NetConfig *cfg)
+{
+    return cfg->big_tcp ? NL_GSO_BIG : NL_GSO_DEFAULT;
+}
+
 static int apply_host(Ctx *x, Want *w)
 {
     SovBuf b = SOV_BUF_INIT;
@@ -780,6 +790,9 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
     sov_buf_release(&b);
     json_decref(addrs);
     json_decref(links);
+    static const char *const legs[] = {"qr", "qg", "dh", NULL};
+    if (r == 0 && (r = nl_converge_gso(ns, legs, gso_size(x->cfg), x->err)) > 0)
+        r = 0;
     if (r < 0 || strcmp(jstr(rw, "kind"), "dhcp") == 0)
         return r;
     /* forwarding on; no ICMP redirects (a hairpin to a floating IP leaves by the leg it came
@@ -883,7 +896,8 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t
     if (r < 0)
         goto out;
     plan(&x, &w);
-    if ((r = apply_host(&x, &w)) < 0)
+    if ((r = apply_host(&x, &w)) < 0 ||
+        (r = nl_converge_gso(cfg->netns, host_veths, gso_size(cfg), x.err)) < 0)
         goto out;
     if (ip4(cfg->tunnel_ip) && (r = apply_fdb(&x, &w)) < 0)
         goto out;
