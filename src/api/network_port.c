@@ -75,9 +75,10 @@ static bool address_pairs(ApiCall *c, json_t *b, json_t *doc)
     {
         IpamCidr cidr;
         char cs[IPAM_CIDR_STRLEN], mac[18];
-        const char *m = json_string_value(json_object_get(p, "mac_address"));
-        json_t *ip = json_object_get(p, "ip_address");
-        if (!json_is_object(p) || json_object_size(p) != (size_t)(1 + !!m) ||
+        json_t *mj = json_object_get(p, "mac_address"), *ip = json_object_get(p, "ip_address");
+        const char *m = json_string_value(mj); /* absent or null: the port's own */
+        if (!json_is_object(p) || json_object_size(p) != (size_t)(1 + !!mj) ||
+            (mj && !m && !json_is_null(mj)) ||
             ipam_cidr_parse(json_string_value(ip), true, &cidr) < 0 || (m && !mac_parse(m, mac)))
             goto bad;
         ipam_cidr_str(&cidr, cs);

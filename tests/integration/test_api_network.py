@@ -618,3 +618,32 @@ def test_state_survives_a_restart(api, acme):
     st, p2, _ = post(api, tok, "/ports", "port", {"network_id": nid})
     assert p1["port"]["fixed_ips"][0]["ip_address"] == "10.3.0.2"
     assert p2["port"]["fixed_ips"][0]["ip_address"] == "10.3.0.3"
+
+
+def test_allowed_address_pairs(api, acme):
+    """Pairs are stored normalised (a missing or null MAC is the port's own); malformed pairs
+    are refused with a Neutron fault and change nothing."""
+    tok = acme["token"]
+    st, net, _ = post(api, tok, "/networks", "network", {"name": "n"})
+    assert st == 201
+    st, _, _ = post(api, tok, "/subnets", "subnet", {"network_id": net["network"]["id"],
+                                                     "cidr": "10.9.0.0/24", "ip_version": 4})
+    assert st == 201
+    pairs = [{"ip_address": "10.9.0.50"}, {"ip_address": "10.9.0.64/26", "mac_address": None},
+             {"ip_address": "10.9.0.60", "mac_address": "fa:16:3e:00:00:01"}]
+    st, doc, _ = post(api, tok, "/ports", "port", {"network_id": net["network"]["id"],
+                                                   "allowed_address_pairs": pairs})
+    assert st == 201, doc
+    port = doc["port"]
+    assert port["allowed_address_pairs"] == [
+        {"ip_address": "10.9.0.50", "mac_address": port["mac_address"]},
+        {"ip_address": "10.9.0.64/26", "mac_address": port["mac_address"]},
+        {"ip_address": "10.9.0.60", "mac_address": "fa:16:3e:00:00:01"}]
+    for bad in ([{"ip_address": "10.9.0.1", "mac_address": 5}], [{"ip_address": "nope"}],
+                [{"mac_address": "fa:16:3e:00:00:01"}], [{"ip_address": "10.9.0.1", "x": 1}],
+                [{"ip_address": "10.9.0.65/26"}], [{"ip_address": "10.9.0.1"}] * 11, "x"):
+        st, doc, _ = api.request("PUT", N + "/ports/" + port["id"],
+                                 {"port": {"allowed_address_pairs": bad}}, tok)
+        assert st == 400 and neutron_error(doc)[0] == "HTTPBadRequest", (bad, doc)
+    st, doc, _ = api.request("GET", N + "/ports/" + port["id"], token=tok)
+    assert doc["port"]["allowed_address_pairs"] == port["allowed_address_pairs"]
