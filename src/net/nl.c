@@ -78,6 +78,12 @@ static int open_in(const char *ns, SovBuf *err)
     return s < 0 ? -e : s;
 }
 
+/* NLMSG_OK without its signed/unsigned comparison */
+static bool msg_ok(const struct nlmsghdr *h, int len)
+{
+    return len >= (int)sizeof(*h) && h->nlmsg_len >= sizeof(*h) && h->nlmsg_len <= (unsigned)len;
+}
+
 /* Sends one request; for a dump, calls each(msg) per answer; returns 0 or -errno. */
 static int talk(int s, struct nlmsghdr *req, void (*each)(struct nlmsghdr *, void *), void *ud)
 {
@@ -95,8 +101,7 @@ static int talk(int s, struct nlmsghdr *req, void (*each)(struct nlmsghdr *, voi
             return -errno;
         }
         int len = (int)n;
-        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len);
-             h = NLMSG_NEXT(h, len)) {
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; msg_ok(h, len); h = NLMSG_NEXT(h, len)) {
             if (h->nlmsg_seq != req->nlmsg_seq)
                 continue;
             if (h->nlmsg_type == NLMSG_DONE)
@@ -225,8 +230,10 @@ int nl_converge_gso(const char *ns, const char *const *prefixes, unsigned size, 
         else
             changed++;
     }
-    if (r == 0 && sc.full)
-        r = -E2BIG, seterr(err, "too many devices to change in one pass", E2BIG);
+    if (r == 0 && sc.full) {
+        r = -E2BIG;
+        seterr(err, "too many devices to change in one pass", E2BIG);
+    }
     free(sc.v);
     close(s);
     return r < 0 ? r : changed;
