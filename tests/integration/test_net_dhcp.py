@@ -244,6 +244,16 @@ def dirs():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def lease_in(host, vm, port, tmp):
+    """Moves port's veth end from host into namespace vm with the port's MAC and returns the
+    options of a DHCP lease udhcpc gets there."""
+    vi = "vi" + hex12(port["id"])
+    sh("ip", "-n", host, "link", "set", vi, "netns", vm)
+    ns_run(vm, "ip", "link", "set", vi, "address", port["mac_address"])
+    ns_run(vm, "ip", "link", "set", vi, "up")
+    return wait_for(lambda: udhcpc(vm, tmp, "vm", tries=3, ifname=vi), 60, "a lease")
+
+
 def udhcpc(ns, tmp, name, tries=5, pause=1, ifname="eth0"):
     """One DHCP exchange from namespace ns; returns the options bound, or None."""
     script = tmp / "udhcpc.sh"
@@ -511,11 +521,8 @@ def test_dns_end_to_end(api, start_net, netns, tmp_path):
     try:
         # the instance: p1's veth end in its own namespace, configured by DHCP alone
         vm = netns("vm")
+        got = lease_in(host, vm, p1, tmp_path)
         vi = "vi" + hex12(p1["id"])
-        sh("ip", "-n", host, "link", "set", vi, "netns", vm)
-        ns_run(vm, "ip", "link", "set", vi, "address", p1["mac_address"])
-        ns_run(vm, "ip", "link", "set", vi, "up")
-        got = wait_for(lambda: udhcpc(vm, tmp_path, "vm", tries=3, ifname=vi), 60, "a lease")
         assert got["ip"] == ip1 and got["router"] == "10.0.1.1", got
         assert got["dns"].split() == [dhcp_ip], got
         assert got["domain"] == "example.test" and got["hostname"] == "web1", got
@@ -585,11 +592,8 @@ def test_dns_refused_without_upstream(api, start_net, netns, tmp_path):
     wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", 60, "port ACTIVE")
     wait_for(lambda: dnsmasq_pid(prefix, sub["id"]), 30, "the subnet's dnsmasq")
     vm = netns("vm")
+    got = lease_in(host, vm, p, tmp_path)
     vi = "vi" + hex12(p["id"])
-    sh("ip", "-n", host, "link", "set", vi, "netns", vm)
-    ns_run(vm, "ip", "link", "set", vi, "address", p["mac_address"])
-    ns_run(vm, "ip", "link", "set", vi, "up")
-    got = wait_for(lambda: udhcpc(vm, tmp_path, "vm", tries=3, ifname=vi), 60, "a lease")
     assert got["domain"] == "openstacklocal"
     server = got["dns"]
     ns_run(vm, "ip", "addr", "add", f"{ip}/24", "dev", vi)

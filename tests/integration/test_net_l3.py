@@ -161,6 +161,26 @@ def tcp_reaches(server_ns, client_ns, addr, port):
         srv.wait()
 
 
+def two_subnet_vpc(os_, gateway):
+    """The VPC both tests use: subnets web and app on r1 (with an external gateway on "public"
+    when gateway), a port on each, both ACTIVE. Returns (web subnet, app subnet, router, p_web,
+    p_app)."""
+    os_("network", "create", "vpc")
+    web_sub = os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.1.0/24",
+                  "web")
+    app_sub = os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.2.0/24", "app")
+    router = os_("router", "create", "r1")
+    if gateway:
+        os_("router", "set", "--external-gateway", "public", "r1", fmt=False)
+    os_("router", "add", "subnet", "r1", "web", fmt=False)
+    os_("router", "add", "subnet", "r1", "app", fmt=False)
+    p_web = os_("port", "create", "--network", "vpc", "--fixed-ip", "subnet=web", "p-web")
+    p_app = os_("port", "create", "--network", "vpc", "--fixed-ip", "subnet=app", "p-app")
+    for p in (p_web, p_app):
+        wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", "port ACTIVE")
+    return web_sub, app_sub, router, p_web, p_app
+
+
 def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     host = netns("host")
     prefix = f"t{PID}"
@@ -169,18 +189,7 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     os_("network", "create", "--external", "public")
     pub_sub = os_("subnet", "create", "--network", "public", "--subnet-range", "203.0.113.0/24",
                   "--gateway", "203.0.113.1", "--no-dhcp", "public-v4")
-    os_("network", "create", "vpc")
-    web_sub = os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.1.0/24",
-                  "web")
-    app_sub = os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.2.0/24", "app")
-    router = os_("router", "create", "r1")
-    os_("router", "set", "--external-gateway", "public", "r1", fmt=False)
-    os_("router", "add", "subnet", "r1", "web", fmt=False)
-    os_("router", "add", "subnet", "r1", "app", fmt=False)
-    p_web = os_("port", "create", "--network", "vpc", "--fixed-ip", "subnet=web", "p-web")
-    p_app = os_("port", "create", "--network", "vpc", "--fixed-ip", "subnet=app", "p-app")
-    for p in (p_web, p_app):
-        wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", "port ACTIVE")
+    web_sub, app_sub, router, p_web, p_app = two_subnet_vpc(os_, gateway=True)
     rns = f"{prefix}r-{hex12(router['id'])}"
     assert rns in sh("ip", "netns", "list").stdout
     # the subnets with DHCP have their DHCP namespace and dnsmasq
@@ -362,16 +371,7 @@ def test_big_tcp_limits_applied_and_reverted(api, start_net, netns):
     prefix = f"t{PID}"
     net = start_net(api, host, prefix, extra="big_tcp = true\n")
     os_ = api.openstack
-    os_("network", "create", "vpc")
-    os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.1.0/24", "web")
-    os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.2.0/24", "app")
-    router = os_("router", "create", "r1")
-    os_("router", "add", "subnet", "r1", "web", fmt=False)
-    os_("router", "add", "subnet", "r1", "app", fmt=False)
-    p_web = os_("port", "create", "--network", "vpc", "--fixed-ip", "subnet=web", "p-web")
-    p_app = os_("port", "create", "--network", "vpc", "--fixed-ip", "subnet=app", "p-app")
-    for p in (p_web, p_app):
-        wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", "port ACTIVE")
+    _, _, router, p_web, p_app = two_subnet_vpc(os_, gateway=False)
     rns = f"{prefix}r-{hex12(router['id'])}"
     leg = next(l["ifname"] for l in json.loads(sh("ip", "-n", rns, "-j", "link").stdout)
                if l["ifname"].startswith("qr"))
