@@ -42,6 +42,7 @@ extern const NeuKind neu_network, neu_subnet, neu_port, neu_router, neu_floating
 
 /* 400 in Neutron's attribute wording: "Invalid input for <attr>. Reason: <reason>." */
 void neu_invalid(ApiCall *c, const char *attr, const char *fmt, ...) _printf_(3, 4);
+bool neu_dns_domain_ok(const char *s); /* network dns_domain syntax (network_port.c) */
 /* The fault for a store error. */
 void neu_store_fault(ApiCall *c, int r);
 /* The body's object under key, refusing members not in allowed (NULL-terminated). */

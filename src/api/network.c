@@ -901,6 +901,10 @@ static bool net_apply(ApiCall *c, json_t *b, json_t *doc)
         json_object_set_new(doc, "mtu", json_integer(mtu));
     if (json_object_get(b, "provider:segmentation_id"))
         json_object_set_new(doc, "provider:segmentation_id", json_integer(seg));
+    if (dns && !neu_dns_domain_ok(dns)) {
+        neu_invalid(c, "dns_domain", "'%.80s' is not a valid domain name", dns);
+        return false;
+    }
     if (dns)
         json_object_set_new(doc, "dns_domain", json_string(dns));
     if (json_object_get(b, "availability_zone_hints"))

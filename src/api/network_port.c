@@ -119,6 +119,32 @@ static bool port_dns_name(ApiCall *c, json_t *b, json_t *doc)
     return true;
 }
 
+/* A network's dns_domain as sov-net's DHCP servers take it: "" (none) or labels of 1-63
+ * letters, digits or '-' (neither first nor last) joined by '.', at most 253 characters
+ * before one optional trailing '.'. */
+bool neu_dns_domain_ok(const char *s)
+{
+    size_t n = strlen(s), len = 0;
+    if (n > 0 && s[n - 1] == '.')
+        n--;
+    if (n > 253 || (n == 0 && s[0]))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '.') {
+            if (len == 0 || s[i - 1] == '-')
+                return false;
+            len = 0;
+        } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                   (ch >= '0' && ch <= '9') || (ch == '-' && len > 0)) {
+            if (++len > 63)
+                return false;
+        } else
+            return false;
+    }
+    return n == 0 || s[n - 1] != '-';
+}
+
 /* The answer's dns_assignment: one {hostname, ip_address, fqdn} per fixed IP, with the host
  * name sov-net's DHCP server gives it (dns_name, else host-<address, '-' for '.' and ':'>)
  * in the network's dns_domain, else openstacklocal. domains caches network id -> domain. */

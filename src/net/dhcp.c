@@ -267,37 +267,49 @@ static int lease_by_host(const void *a, const void *b)
 {
     const Lease *x = *(Lease *const *)a, *y = *(Lease *const *)b;
     int c = strcmp(x->host, y->host);
-    if (c == 0)
-        c = (int)x->named - (int)y->named; /* the default name wins over a chosen one */
     return c ? c : (x->ip > y->ip) - (x->ip < y->ip);
 }
 
-/* Every name belongs to one port: a dns_name that another port also claims (its chosen name or
- * its default host-a-b-c-d) falls back to its own default; a few rounds settle the rare
- * chain, and a name still shared after them is dropped. */
+static int lease_by_ip(const void *a, const void *b);
+
+/* Whether e's chosen name is the default name host-a-b-c-d of another port of l (n leases,
+ * sorted by address). */
+static bool default_of_other(const Lease *l, size_t n, const Lease *e)
+{
+    unsigned a, b, c, d;
+    Lease key = {0};
+    if (sscanf(e->host, "host-%3u-%3u-%3u-%3u", &a, &b, &c, &d) != 4 || a > 255 || b > 255 ||
+        c > 255 || d > 255)
+        return false;
+    key.ip = a << 24 | b << 16 | c << 8 | d;
+    host_default(&key);
+    if (strcmp(key.host, e->host) != 0)
+        return false; /* "host-010-...": not the form a default takes */
+    const Lease *o = bsearch(&key, l, n, sizeof(*l), lease_by_ip);
+    return o && o != e;
+}
+
+/* Every name belongs to one port (l: n leases sorted by address, each with a distinct one, so
+ * default names never collide): a dns_name that is another port's default name, or that a
+ * port with a lower address also chose, falls back to its own default. */
 static int names_unique(Lease *l, size_t n)
 {
     Lease **v = calloc(n ? n : 1, sizeof(*v));
     if (!v)
         return -ENOMEM;
-    for (int round = 0; round < 4; round++) {
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++)
-            if (l[i].host[0])
-                v[k++] = &l[i];
-        qsort(v, k, sizeof(*v), lease_by_host);
-        bool changed = false;
-        for (size_t i = 1; i < k; i++) {
-            if (strcmp(v[i]->host, v[i - 1]->host) != 0)
-                continue;
-            if (v[i]->named && round < 3)
-                host_default(v[i]);
-            else
-                v[i]->host[0] = '\0';
-            changed = true;
-        }
-        if (!changed)
-            break;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (l[i].named && default_of_other(l, n, &l[i]))
+            host_default(&l[i]);
+        if (l[i].named)
+            v[k++] = &l[i];
+    }
+    qsort(v, k, sizeof(*v), lease_by_host);
+    for (size_t i = 1, keep = 0; i < k; i++) {
+        if (strcmp(v[i]->host, v[keep]->host) == 0)
+            host_default(v[i]);
+        else
+            keep = i;
     }
     free(v);
     return 0;
@@ -364,12 +376,11 @@ static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *p
                 const char *dn = jstr(p, "dns_name");
                 Lease *e = &l[nl++];
                 e->port = pid;
-                if (dn && dns_label(dn, strlen(dn), e->host))
+                if (dn && dns_label(dn, strlen(dn), e->host) &&
+                    strlen(e->host) + 1 + strlen(domain) <= DHCP_FQDN_MAX)
                     e->named = true;
                 else
                     host_default(e);
-                if (strlen(e->host) + 1 + strlen(domain) > DHCP_FQDN_MAX)
-                    e->host[0] = '\0'; /* no room for the FQDN: the port goes nameless */
             }
             break; /* one address per MAC and subnet: DHCP hands out one */
         }
@@ -398,8 +409,13 @@ static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *p
         for (size_t i = 0; i < nl && r == 0; i++) {
             char a[16];
             ip4_str(l[i].ip, a);
-            if (sov_buf_printf(hosts, "%s,%s%s%s\n", l[i].mac, a, l[i].host[0] ? "," : "",
-                               l[i].host) < 0 ||
+            if (strlen(l[i].host) + 1 + strlen(domain) > DHCP_FQDN_MAX)
+                l[i].host[0] = '\0'; /* no room for the FQDN: the port goes nameless */
+            /* the FQDN, never the bare label: dnsmasq reads a label like "ignore", "infinite"
+             * or "12h" in a dhcp-host line as a keyword or a lease time */
+            if (sov_buf_printf(hosts, "%s,%s%s%s%s%s\n", l[i].mac, a, l[i].host[0] ? "," : "",
+                               l[i].host, l[i].host[0] ? "." : "",
+                               l[i].host[0] ? domain : "") < 0 ||
                 (l[i].host[0] &&
                  sov_buf_printf(names, "%s %s.%s %s\n", a, l[i].host, domain, l[i].host) < 0))
                 r = -ENOMEM;
@@ -519,13 +535,14 @@ int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json
     /* DNS: answered on the server address only; the ports' names (A and PTR) from the names
      * file, names of the domain never leave, other names go to the configured upstream
      * resolvers or are refused (no-resolv: never the host's resolv.conf) */
-    sov_buf_printf(conf,
-                   "# dnsmasq for subnet %s, written by sov-net (changes are overwritten)\n"
-                   "# server address %s\n"
-                   "interface=%s\nexcept-interface=lo\nbind-interfaces\n"
-                   "no-resolv\nno-hosts\ndomain-needed\nbogus-priv\ncache-size=%u\n"
-                   "domain=%s\nlocal=/%s/\naddn-hosts=%s/names\n",
-                   id, server_ip, ifname, DHCP_CACHE_SIZE, domain, domain, dir);
+    sov_buf_printf(
+        conf,
+        "# dnsmasq for subnet %s, written by sov-net (changes are overwritten)\n"
+        "# server address %s\n"
+        "interface=%s\nexcept-interface=lo\nbind-interfaces\n"
+        "no-resolv\nno-hosts\ndhcp-ignore-names\ndomain-needed\nbogus-priv\ncache-size=%u\n"
+        "domain=%s\nlocal=/%s/\naddn-hosts=%s/names\n",
+        id, server_ip, ifname, DHCP_CACHE_SIZE, domain, domain, dir);
     upstream_ok(o ? o->dns_upstream : NULL, conf);
     sov_buf_printf(conf,
                    "dhcp-authoritative\n"

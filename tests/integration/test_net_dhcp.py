@@ -306,8 +306,8 @@ def test_dhcp_serves_static_leases(driver_bin, netenv, dirs):
         assert netns_of(pid1) != netns_of(os.getpid())
         assert {"conf", "hosts"} <= {p.name for p in files.iterdir()}
         assert (files / "hosts").read_text() == \
-            "fa:16:3e:5a:00:ff,10.77.0.2,host-10-77-0-2\n" \
-            "fa:16:3e:5a:00:01,10.77.0.11,host-10-77-0-11\n"
+            "fa:16:3e:5a:00:ff,10.77.0.2,host-10-77-0-2.openstacklocal\n" \
+            "fa:16:3e:5a:00:01,10.77.0.11,host-10-77-0-11.openstacklocal\n"
 
         got = udhcpc(netenv["c1"], tmp, "c1")
         assert got is not None, (files / "log").read_text()
@@ -329,7 +329,7 @@ def test_dhcp_serves_static_leases(driver_bin, netenv, dirs):
         # a second port: hosts rewritten and re-read (SIGHUP), same dnsmasq
         a = drv.cmd(**args, subnet=subnet, ports=ports + [port("p2", MAC2, "10.77.0.12")])
         assert a["rc"] == 0 and a["pid"] == pid1, a
-        assert "fa:16:3e:5a:00:02,10.77.0.12,host-10-77-0-12" in (files / "hosts").read_text()
+        assert "fa:16:3e:5a:00:02,10.77.0.12,host-10-77-0-12.openstacklocal" in (files / "hosts").read_text()
         got = udhcpc(netenv["c2"], tmp, "c2")
         assert got is not None and got["ip"] == "10.77.0.12", (files / "log").read_text()
         assert drv.cmd(op="status")["pid"] == pid1

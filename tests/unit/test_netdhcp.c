@@ -89,8 +89,8 @@ static void test_render(void **state)
     assert_null(strstr(conf.ptr, "port=0")); /* DNS on */
     assert_null(strstr(conf.ptr, "server="));
     /* sorted by address, lower-case MACs, only this subnet's addresses, default names */
-    assert_string_equal(hosts.ptr, "fa:16:3e:00:00:0a,10.20.0.10,host-10-20-0-10\n"
-                                   "fa:16:3e:00:00:0b,10.20.0.11,host-10-20-0-11\n");
+    assert_string_equal(hosts.ptr, "fa:16:3e:00:00:0a,10.20.0.10,host-10-20-0-10.openstacklocal\n"
+                                   "fa:16:3e:00:00:0b,10.20.0.11,host-10-20-0-11.openstacklocal\n");
     assert_string_equal(names.ptr, "10.20.0.10 host-10-20-0-10.openstacklocal host-10-20-0-10\n"
                                    "10.20.0.11 host-10-20-0-11.openstacklocal host-10-20-0-11\n");
 
@@ -285,8 +285,8 @@ static void test_dns(void **state)
     json_object_set_new(s, "dns_domain", json_string("Example.ORG."));
     DhcpOpts o = {.dns_upstream = "192.0.2.53,198.51.100.53", .dns_domain = "cloud.test"};
     assert_int_equal(render(s, p, &o, &conf, &hosts, &err), 0);
-    assert_string_equal(hosts.ptr, "fa:16:3e:00:00:01,10.20.0.11,web-1\n"
-                                   "fa:16:3e:00:00:02,10.20.0.12,host-10-20-0-12\n");
+    assert_string_equal(hosts.ptr, "fa:16:3e:00:00:01,10.20.0.11,web-1.example.org\n"
+                                   "fa:16:3e:00:00:02,10.20.0.12,host-10-20-0-12.example.org\n");
     assert_string_equal(names.ptr, "10.20.0.11 web-1.example.org web-1\n"
                                    "10.20.0.12 host-10-20-0-12.example.org host-10-20-0-12\n");
     const char *want[] = {"\ndomain=example.org\n", "\nlocal=/example.org/\n",
@@ -345,7 +345,7 @@ static void test_dns(void **state)
                               "10.20.0.12 host-10-20-0-12.cloud.test host-10-20-0-12\n") != 0)
             fail_msg("dns_name %s:\n%s", bad_names[i], names.ptr);
         assert_int_equal(strchr(hosts.ptr, '\n') - hosts.ptr,
-                         strlen("fa:16:3e:00:00:01,10.20.0.11,host-10-20-0-11"));
+                         strlen("fa:16:3e:00:00:01,10.20.0.11,host-10-20-0-11.cloud.test"));
     }
     json_object_set_new(json_array_get(p, 0), "dns_name", json_integer(7));
     assert_int_equal(render(s, p, &o, &conf, &hosts, &err), 0);
@@ -368,6 +368,30 @@ static void test_dns(void **state)
     assert_non_null(strstr(names.ptr, line));
     assert_null(strstr(strstr(names.ptr, line) + strlen(line), "host-10-20-0-13."));
     assert_null(strstr(names.ptr, " host-10-20-0-13.cloud.test host-10-20-0-13\n10.20.0.13"));
+
+    /* many ports choosing one name (on a shared network: another project's): one keeps it,
+     * every other port its default and none goes nameless; a label dnsmasq reads as a keyword
+     * or lease time ("ignore": no DHCP at all) never stands alone in a dhcp-host line */
+    json_t *many = json_array();
+    for (int i = 0; i < 40; i++) {
+        char mac[18], ip[16];
+        snprintf(mac, sizeof(mac), "fa:16:3e:00:01:%02x", i);
+        snprintf(ip, sizeof(ip), "10.20.0.%d", 100 + i);
+        json_array_append_new(many, named_port("px", mac, ip, i == 39 ? "ignore" : "web"));
+    }
+    assert_int_equal(render(s, many, &o, &conf, &hosts, &err), 0);
+    size_t webs = 0, lines = 0;
+    for (const char *h = names.ptr; (h = strstr(h, " web\n")); h++)
+        webs++;
+    for (const char *h = names.ptr; (h = strchr(h, '\n')); h++)
+        lines++;
+    assert_int_equal(webs, 1);
+    assert_int_equal(lines, 40);
+    assert_non_null(strstr(names.ptr, "10.20.0.100 web.cloud.test web\n"));
+    assert_null(strstr(hosts.ptr, ",ignore\n"));
+    assert_non_null(strstr(hosts.ptr, ",10.20.0.139,ignore.cloud.test\n"));
+    assert_non_null(strstr(conf.ptr, "\ndhcp-ignore-names\n"));
+    json_decref(many);
 
     /* bad options are refused */
     static const char *bad_up[] = {
