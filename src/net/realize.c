@@ -589,6 +589,41 @@ out:
 /* ---- security groups: one nft script for the host namespace (sg.c), applied when it changed ----
  */
 
+/* nft's listing of both sov_sg tables in the host namespace (what is loaded now, whoever
+ * changed it), appended to out */
+static int sg_list(const Ctx *x, SovBuf *out)
+{
+    static const char *const fams[] = {"bridge", "inet"};
+    for (size_t i = 0; i < ELEMENTSOF(fams); i++) {
+        char *cmd[] = {(char *)x->cfg->nft, "list", "table", (char *)fams[i], "sov_sg", NULL};
+        char *argv[] = {(char *)x->cfg->ip,
+                        "netns",
+                        "exec",
+                        (char *)x->cfg->netns,
+                        cmd[0],
+                        cmd[1],
+                        cmd[2],
+                        cmd[3],
+                        cmd[4],
+                        NULL};
+        int r = run(*x->cfg->netns ? argv : cmd, NULL, 0, out, x->err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static void slurp(const char *path, SovBuf *b, size_t cap)
+{
+    FILE *f = fopen(path, "re");
+    char buf[65536];
+    size_t n;
+    while (f && (n = fread(buf, 1, sizeof(buf), f)) > 0 && b->len <= cap)
+        sov_buf_append(b, buf, n);
+    if (f)
+        fclose(f);
+}
+
 static int apply_sg(Ctx *x, Want *w)
 {
     json_t *ports = json_array(), *p;
@@ -621,22 +656,21 @@ static int apply_sg(Ctx *x, Want *w)
     json_decref(ports);
     char path[SOV_CONF_STR_MAX + 32];
     snprintf(path, sizeof(path), "%s/sg-applied.nft", x->cfg->state_dir);
-    char *listcmd[] = {(char *)x->cfg->nft, "list", "table", "inet", "sov_sg", NULL};
-    char *listbr[] = {(char *)x->cfg->nft, "list", "table", "bridge", "sov_sg", NULL};
-    SovBuf quiet = SOV_BUF_INIT;
-    FILE *f = r == 0 ? fopen(path, "re") : NULL;
-    if (f) { /* unchanged and still loaded: nothing to do */
-        char buf[65536];
-        size_t n;
-        while ((n = fread(buf, 1, sizeof(buf), f)) > 0 && old.len <= script.len)
-            sov_buf_append(&old, buf, n);
-        fclose(f);
+    char lpath[SOV_CONF_STR_MAX + 32];
+    snprintf(lpath, sizeof(lpath), "%s/sg-listed.txt", x->cfg->state_dir);
+    SovBuf quiet = SOV_BUF_INIT, listed = SOV_BUF_INIT, now = SOV_BUF_INIT;
+    if (r == 0) { /* unchanged and still loaded as nft listed it then: nothing to do */
+        slurp(path, &old, script.len);
         Ctx q = *x;
         q.err = &quiet;
-        if (old.len == script.len && script.len && !memcmp(old.ptr, script.ptr, script.len) &&
-            (!local || (in_ns(&q, x->cfg->netns, listcmd, NULL) == 0 &&
-                        in_ns(&q, x->cfg->netns, listbr, NULL) == 0)))
-            goto out;
+        if (old.len == script.len && script.len && !memcmp(old.ptr, script.ptr, script.len)) {
+            if (!local)
+                goto out;
+            slurp(lpath, &listed, OUT_MAX);
+            if (listed.len && sg_list(&q, &now) == 0 && now.len == listed.len &&
+                !memcmp(now.ptr, listed.ptr, now.len))
+                goto out;
+        }
     }
     if (r < 0)
         goto out;
@@ -652,7 +686,16 @@ static int apply_sg(Ctx *x, Want *w)
     if ((!local || (r = in_ns(x, x->cfg->netns, sys, NULL)) == 0) &&
         (r = in_ns(x, x->cfg->netns, nft, script.ptr)) == 0)
         r = sov_write_file_atomic(path, script.ptr, script.len);
+    if (r == 0 && local) { /* what nft lists now is what the next pass compares with */
+        Ctx q = *x;
+        q.err = &quiet;
+        now.len = 0;
+        if (sg_list(&q, &now) < 0 || !now.len || sov_write_file_atomic(lpath, now.ptr, now.len) < 0)
+            unlink(lpath);
+    }
 out:
+    sov_buf_release(&listed);
+    sov_buf_release(&now);
     sov_buf_release(&quiet);
     sov_buf_release(&old);
     sov_buf_release(&script);
@@ -804,7 +847,7 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
     json_t *addrs_of;
     json_object_foreach(json_object_get(rw, "legs"), lname, addrs_of)
         sov_buf_printf(&sc, "net.ipv4.conf.%s.send_redirects = 0\n", lname);
-    char *fwd[] = {"sysctl", "-q", "-p", "-", NULL};
+    char *fwd[] = {"sysctl", "-e", "-q", "-p", "-", NULL};
     r = sc.ptr ? in_ns(x, ns, fwd, sc.ptr) : -ENOMEM;
     sov_buf_release(&sc);
     if (r < 0)
@@ -832,6 +875,9 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
          * so the reply returns through the router even on the same subnet). */
         if (json_array_size(inner) && json_array_size(json_object_get(rw, "fips")) &&
             ip4(jstr(rw, "gwip"))) {
+            json_array_foreach(json_object_get(rw, "fips"), i, f) sov_buf_printf(
+                &nft, "  oifname != \"%s\" ct status dnat ip saddr %s snat to %s\n", qg,
+                json_string_value(json_array_get(f, 1)), json_string_value(json_array_get(f, 0)));
             sov_buf_printf(&nft, "  oifname != \"%s\" ct status dnat ip saddr {", qg);
             json_array_foreach(inner, i, c)
                 sov_buf_printf(&nft, "%s %s", i ? "," : "", json_string_value(c));

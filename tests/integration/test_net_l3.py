@@ -252,6 +252,12 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     assert seen_as(web, web2, fip) == gw_ip
     ns_run(web2, "ip", "link", "del", "vi" + hex12(p_web2["id"]))
     os_("port", "delete", "p-web2", fmt=False)
+    # a client with a floating IP of its own is seen as that address, as in Neutron
+    fip2 = os_("floating", "ip", "create", "public")["floating_ip_address"]
+    os_("floating", "ip", "set", "--port", "p-app", fip2, fmt=False)
+    wait_for(lambda: os_("floating", "ip", "show", fip2)["status"] == "ACTIVE", "FIP ACTIVE")
+    assert wait_for(lambda: seen_as(web, app, fip) == fip2, "app seen as its floating IP")
+    os_("floating", "ip", "delete", fip2, fmt=False)
 
     # a restarted sov-net finds everything right and changes nothing (same interface indexes)
     def links():
@@ -263,10 +269,16 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     assert links() == before
     assert tcp_reaches(app, web, app_ip, 22) and ping(inet, fip)
     # what someone else removes comes back with the next pass: each of the two tables
-    for family in ("bridge", "inet"):
-        sh("ip", "netns", "exec", host, "nft", "delete", "table", family, "sov_sg")
-        wait_for(lambda: sh("ip", "netns", "exec", host, "nft", "list", "table", family,
-                            "sov_sg", check=False).returncode == 0, f"table {family} sov_sg back")
+    def listed(family):
+        return sh("ip", "netns", "exec", host, "nft", "list", "table", family, "sov_sg",
+                  check=False).stdout
+    for family, verb, mark in (("bridge", "delete", "vmap @m_src"),
+                               ("inet", "delete", "vmap @m_egress"),
+                               ("bridge", "flush", "vmap @m_src")):
+        assert mark in listed(family)
+        sh("ip", "netns", "exec", host, "nft", verb, "table", family, "sov_sg")
+        assert mark not in listed(family)
+        wait_for(lambda: mark in listed(family), f"table {family} sov_sg back after {verb}")
 
     # removal: everything sov-net made goes
     os_("floating", "ip", "delete", fip, fmt=False)
