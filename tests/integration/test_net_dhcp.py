@@ -25,7 +25,7 @@ import time
 import pytest
 
 from conftest import ROOT, clean_env
-from test_net_l3 import PID, hex12, netns, ns_run, start_net  # noqa: F401 (fixtures)
+from test_net_l3 import PID, hex12, netns, netns_add, ns_run, start_net  # noqa: F401 (fixtures)
 
 BUILD = pathlib.Path(os.environ.get("SOV_BUILD_DIR") or ROOT / "build")
 
@@ -207,7 +207,7 @@ def netenv():
     made = []
     try:
         for ns in env.values():
-            sh("ip", "netns", "add", ns)
+            netns_add(ns)
             made.append(ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         h = env["host"]

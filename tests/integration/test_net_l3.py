@@ -27,6 +27,13 @@ def sh(*args, check=True, timeout=30):
     return p
 
 
+def netns_add(name):
+    """ip netns add, after removing a namespace of that name a test process that had this
+    process's pid left behind (pids are reused; the name is this process's now)."""
+    sh("ip", "netns", "del", name, check=False)
+    sh("ip", "netns", "add", name)
+
+
 def hex12(uuid):
     return uuid.replace("-", "")[:12]
 
@@ -44,7 +51,7 @@ def netns():
 
     def make(name):
         full = f"t{PID}{name}"
-        sh("ip", "netns", "add", full)
+        netns_add(full)
         sh("ip", "-n", full, "link", "set", "lo", "up")
         made.append(full)
         return full

@@ -31,7 +31,7 @@ import pytest
 
 from conftest import ROOT, clean_env
 from test_compute_agent import wait_for
-from test_net_l3 import PID, hex12, netns, ns_run, ping, plug, start_net  # noqa: F401 (fixtures)
+from test_net_l3 import PID, hex12, netns, netns_add, ns_run, ping, plug, start_net  # noqa: F401 (fixtures)
 
 BUILD = pathlib.Path(os.environ.get("SOV_BUILD_DIR") or ROOT / "build")
 
@@ -217,13 +217,13 @@ def topo(tmp_path_factory):
     made, servers = [], []
     logs = tmp_path_factory.mktemp("sglogs")
     try:
-        sh("ip", "netns", "add", HOST)
+        netns_add(HOST)
         made.append(HOST)
         sh("ip", "-n", HOST, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", HOST, "link", "set", "br0", "up")
         for name in INST:
             ns = ns_of(name)
-            sh("ip", "netns", "add", ns)
+            netns_add(ns)
             made.append(ns)
             sh("ip", "link", "add", dev_of(name), "netns", HOST, "type", "veth", "peer", "name",
                "eth0", "netns", ns)
@@ -478,7 +478,7 @@ def twins(topo, tmp_path):
         sh("ip", "-n", HOST, "link", "set", "br1", "up")
         for name, (ip, mac, dev) in TWINS.items():
             ns = ns_of(name)
-            sh("ip", "netns", "add", ns)
+            netns_add(ns)
             made.append(ns)
             sh("ip", "link", "add", dev, "netns", HOST, "type", "veth", "peer", "name", "eth0",
                "netns", ns)
@@ -642,7 +642,7 @@ def vmac(topo):
     """A namespace behind a macvlan on a's eth0 with MAC 02:00:00:00:00:aa and 10.9.0.201/24
     (keepalived's virtual MAC): frames from a's port with another source MAC."""
     ns = ns_of("v")
-    sh("ip", "netns", "add", ns)
+    netns_add(ns)
     try:
         sh("ip", "-n", ns_of("a"), "link", "add", "mv0", "link", "eth0", "address",
            "02:00:00:00:00:aa", "type", "macvlan", "mode", "bridge")
