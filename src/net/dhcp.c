@@ -254,6 +254,7 @@ typedef struct Lease {
     const char *port;              /* the port's id, for messages */
     char host[DHCP_LABEL_MAX + 1]; /* its host name: dns_name, else host-a-b-c-d; "" none */
     bool named;                    /* host came from dns_name */
+    bool lease;                    /* the address is on the served subnet: a hosts line too */
 } Lease;
 
 static void host_default(Lease *l)
@@ -286,7 +287,7 @@ static bool default_of_other(const Lease *l, size_t n, const Lease *e)
     if (strcmp(key.host, e->host) != 0)
         return false; /* "host-010-...": not the form a default takes */
     const Lease *o = bsearch(&key, l, n, sizeof(*l), lease_by_ip);
-    return o && o != e;
+    return o && o->port != e->port;
 }
 
 /* Every name belongs to one port (l: n leases sorted by address, each with a distinct one, so
@@ -306,7 +307,7 @@ static int names_unique(Lease *l, size_t n)
     }
     qsort(v, k, sizeof(*v), lease_by_host);
     for (size_t i = 1, keep = 0; i < k; i++) {
-        if (strcmp(v[i]->host, v[keep]->host) == 0)
+        if (strcmp(v[i]->host, v[keep]->host) == 0 && v[i]->port != v[keep]->port)
             host_default(v[i]);
         else
             keep = i;
@@ -315,9 +316,12 @@ static int names_unique(Lease *l, size_t n)
     return 0;
 }
 
+/* by MAC, the leases of a MAC first (so two leases with one MAC are neighbours) */
 static int lease_by_mac(const void *a, const void *b)
 {
-    return strcmp(((const Lease *)a)->mac, ((const Lease *)b)->mac);
+    const Lease *x = a, *y = b;
+    int c = strcmp(x->mac, y->mac);
+    return c ? c : (int)y->lease - (int)x->lease;
 }
 
 static int lease_by_ip(const void *a, const void *b)
@@ -337,15 +341,19 @@ static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *p
         seterr(err, "ports must be an array");
         return -EINVAL;
     }
-    size_t n = json_array_size(ports);
-    if (n > DHCP_PORTS_MAX) {
-        seterr(err, "%zu ports on subnet %s, at most %u get DHCP", n, subnet_id, DHCP_PORTS_MAX);
+    size_t n = json_array_size(ports), cap = 0;
+    if (n > DHCP_NET_PORTS_MAX) {
+        seterr(err, "%zu ports on the network of subnet %s, at most %u", n, subnet_id,
+               DHCP_NET_PORTS_MAX);
         return -EINVAL;
     }
-    Lease *l = calloc(n ? n : 1, sizeof(*l));
+    for (size_t i = 0; i < n; i++)
+        cap += SOV_MIN(json_array_size(json_object_get(json_array_get(ports, i), "fixed_ips")),
+                       DHCP_FIXED_IPS_MAX + 1);
+    Lease *l = calloc(cap ? cap : 1, sizeof(*l));
     if (!l)
         return -ENOMEM;
-    size_t nl = 0;
+    size_t nl = 0, leases = 0;
     int r = 0;
     for (size_t i = 0; i < n && r == 0; i++) {
         json_t *p = json_array_get(ports, i), *ips = json_object_get(p, "fixed_ips");
@@ -357,38 +365,54 @@ static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *p
             r = -EINVAL;
             break;
         }
+        /* every IPv4 address of the port gets its name; the first one on the served subnet
+         * a lease too (DHCP hands out one address per MAC) */
         json_t *fip;
         size_t j;
+        bool leased = false;
         json_array_foreach(ips, j, fip)
         {
             const char *sid = jstr(fip, "subnet_id");
-            if (!sid || strcmp(sid, subnet_id) != 0)
-                continue;
-            if (parse_mac(jstr(p, "mac_address"), l[nl].mac) < 0) {
-                seterr(err, "port %s: mac_address is not a unicast MAC", pid);
-                r = -EINVAL;
-            } else if (parse_ip4(jstr(fip, "ip_address"), &l[nl].ip) < 0 ||
-                       !host_in(l[nl].ip, net, plen)) {
+            bool here = sid && strcmp(sid, subnet_id) == 0 && !leased;
+            Lease *e = &l[nl];
+            if (parse_ip4(jstr(fip, "ip_address"), &e->ip) < 0) {
+                if (!here)
+                    continue; /* another subnet's IPv6 address: no A record */
                 seterr(err, "port %s: ip_address is not a host address of subnet %s", pid,
                        subnet_id);
                 r = -EINVAL;
-            } else {
-                const char *dn = jstr(p, "dns_name");
-                Lease *e = &l[nl++];
-                e->port = pid;
-                if (dn && dns_label(dn, strlen(dn), e->host) &&
-                    strlen(e->host) + 1 + strlen(domain) <= DHCP_FQDN_MAX)
-                    e->named = true;
-                else
-                    host_default(e);
+            } else if (here && !host_in(e->ip, net, plen)) {
+                seterr(err, "port %s: ip_address is not a host address of subnet %s", pid,
+                       subnet_id);
+                r = -EINVAL;
+            } else if (parse_mac(jstr(p, "mac_address"), e->mac) < 0) {
+                seterr(err, "port %s: mac_address is not a unicast MAC", pid);
+                r = -EINVAL;
             }
-            break; /* one address per MAC and subnet: DHCP hands out one */
+            if (r < 0)
+                break;
+            const char *dn = jstr(p, "dns_name");
+            nl++;
+            e->port = pid;
+            e->lease = here;
+            leased = leased || here;
+            leases += here;
+            if (dn && dns_label(dn, strlen(dn), e->host) &&
+                strlen(e->host) + 1 + strlen(domain) <= DHCP_FQDN_MAX)
+                e->named = true;
+            else
+                host_default(e);
         }
     }
-    if (r == 0) {
+    if (r == 0 && leases > DHCP_PORTS_MAX) {
+        seterr(err, "%zu ports on subnet %s, at most %u get DHCP", leases, subnet_id,
+               DHCP_PORTS_MAX);
+        r = -EINVAL;
+    }
+    if (r == 0) { /* leases first, by MAC */
         qsort(l, nl, sizeof(*l), lease_by_mac);
         for (size_t i = 1; i < nl && r == 0; i++)
-            if (strcmp(l[i].mac, l[i - 1].mac) == 0) {
+            if (l[i].lease && l[i - 1].lease && strcmp(l[i].mac, l[i - 1].mac) == 0) {
                 seterr(err, "ports %s and %s share MAC %s", l[i - 1].port, l[i].port, l[i].mac);
                 r = -EINVAL;
             }
@@ -396,7 +420,7 @@ static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *p
     if (r == 0) {
         qsort(l, nl, sizeof(*l), lease_by_ip);
         for (size_t i = 1; i < nl && r == 0; i++)
-            if (l[i].ip == l[i - 1].ip) {
+            if (l[i].ip == l[i - 1].ip && l[i].lease && l[i - 1].lease) {
                 char a[16];
                 ip4_str(l[i].ip, a);
                 seterr(err, "ports %s and %s share address %s", l[i - 1].port, l[i].port, a);
@@ -413,9 +437,10 @@ static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *p
                 l[i].host[0] = '\0'; /* no room for the FQDN: the port goes nameless */
             /* the FQDN, never the bare label: dnsmasq reads a label like "ignore", "infinite"
              * or "12h" in a dhcp-host line as a keyword or a lease time */
-            if (sov_buf_printf(hosts, "%s,%s%s%s%s%s\n", l[i].mac, a, l[i].host[0] ? "," : "",
-                               l[i].host, l[i].host[0] ? "." : "",
-                               l[i].host[0] ? domain : "") < 0 ||
+            if ((l[i].lease &&
+                 sov_buf_printf(hosts, "%s,%s%s%s%s%s\n", l[i].mac, a, l[i].host[0] ? "," : "",
+                                l[i].host, l[i].host[0] ? "." : "",
+                                l[i].host[0] ? domain : "") < 0) ||
                 (l[i].host[0] &&
                  sov_buf_printf(names, "%s %s.%s %s\n", a, l[i].host, domain, l[i].host) < 0))
                 r = -ENOMEM;

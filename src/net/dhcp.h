@@ -20,7 +20,8 @@ typedef struct Dhcp Dhcp; /* one dnsmasq per subnet */
 #define DHCP_LEASE_DEFAULT_S 86400u
 #define DHCP_LEASE_MIN_S     120u
 #define DHCP_LEASE_MAX_S     (365u * 86400u)
-#define DHCP_PORTS_MAX       4096u /* static leases per subnet */
+#define DHCP_PORTS_MAX       4096u  /* static leases per subnet */
+#define DHCP_NET_PORTS_MAX   16384u /* ports of the network, for DNS names */
 #define DHCP_DNS_MAX         8u
 #define DHCP_ROUTES_MAX      32u
 #define DHCP_DOMAIN_DEFAULT  "openstacklocal" /* Neutron's default dns_domain */

@@ -959,18 +959,18 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t
             status(statuses, "router", rid, "ACTIVE");
             continue;
         }
-        /* what the loop's DHCP supervisor needs: where to serve and whom (every port with an
-         * address on the subnet, the router's and the DHCP server's too, for their DNS names,
-         * as Neutron's; not floating IPs), and the network's dns_domain for the names */
+        /* what the loop's DHCP supervisor needs: where to serve and whom (every port of the
+         * network: leases for those on the subnet, DNS names for all, the router's and the
+         * DHCP servers' too, as Neutron's; not floating IPs), and the network's dns_domain */
         json_t *sn = json_object_get(rw, "subnet"), *ports = json_array(), *p;
         size_t k;
         json_array_foreach(json_object_get(snapshot, "port"), k, p)
         {
-            const char *a = NULL, *owner = jstr(p, "device_owner");
-            json_t *ps = port_subnet(&x, p, &a);
-            if (ps == sn && (strncmp(owner, "network:", 8) != 0 ||
-                             strcmp(owner, "network:router_interface") == 0 ||
-                             strcmp(owner, "network:dhcp") == 0))
+            const char *owner = jstr(p, "device_owner");
+            if (strcmp(jstr(p, "network_id"), jstr(sn, "network_id")) == 0 &&
+                (strncmp(owner, "network:", 8) != 0 ||
+                 strcmp(owner, "network:router_interface") == 0 ||
+                 strcmp(owner, "network:dhcp") == 0))
                 json_array_append(ports, p);
         }
         json_t *sd = json_copy(sn), *nw = find(&x, "network", jstr(sn, "network_id"));

@@ -501,7 +501,12 @@ def test_dns_end_to_end(api, start_net, netns, tmp_path):
     dhcp_ip = dhcp[0]["Fixed IP Addresses"][0]["ip_address"] \
         if isinstance(dhcp[0]["Fixed IP Addresses"], list) \
         else dhcp[0]["Fixed IP Addresses"].split("'")[3]
-    for p in (p1, p2):
+    # a second subnet of the network: its ports' names resolve from the first one's server
+    os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.2.0/24", "app")
+    p3 = os_("port", "create", "--network", "vpc", "--fixed-ip", "subnet=app", "--dns-name",
+             "db1", "p3")
+    ip3 = p3["fixed_ips"][0]["ip_address"]
+    for p in (p1, p2, p3):
         wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", 60, "port ACTIVE")
     wait_for(lambda: dnsmasq_pid(prefix, sub["id"]), 30, "the subnet's dnsmasq")
 
@@ -535,6 +540,8 @@ def test_dns_end_to_end(api, start_net, netns, tmp_path):
         assert lookup(vm, f"{h2}.example.test", dhcp_ip)[f"{h2}.example.test"] == [ip2]
         assert lookup(vm, ip1, dhcp_ip)["ptr"] == ["web1.example.test"]
         assert lookup(vm, ip2, dhcp_ip)["ptr"] == [f"{h2}.example.test"]
+        assert lookup(vm, "db1.example.test", dhcp_ip)["db1.example.test"] == [ip3]
+        assert lookup(vm, ip3, dhcp_ip)["ptr"] == ["db1.example.test"]
         # names it does not know: the upstream resolver, through the router's SNAT
         ans = wait_for(lambda: lookup(vm, "www.upstream.test", dhcp_ip), 30, "upstream")
         assert ans["www.upstream.test"] == ["198.51.100.80"], ans

@@ -88,11 +88,13 @@ static void test_render(void **state)
     assert_null(strstr(conf.ptr, "user="));
     assert_null(strstr(conf.ptr, "port=0")); /* DNS on */
     assert_null(strstr(conf.ptr, "server="));
-    /* sorted by address, lower-case MACs, only this subnet's addresses, default names */
+    /* sorted by address, lower-case MACs, leases for this subnet's addresses only, names for
+     * the network's other subnets' addresses too, default names */
     assert_string_equal(hosts.ptr, "fa:16:3e:00:00:0a,10.20.0.10,host-10-20-0-10.openstacklocal\n"
                                    "fa:16:3e:00:00:0b,10.20.0.11,host-10-20-0-11.openstacklocal\n");
     assert_string_equal(names.ptr, "10.20.0.10 host-10-20-0-10.openstacklocal host-10-20-0-10\n"
-                                   "10.20.0.11 host-10-20-0-11.openstacklocal host-10-20-0-11\n");
+                                   "10.20.0.11 host-10-20-0-11.openstacklocal host-10-20-0-11\n"
+                                   "10.99.0.5 host-10-99-0-5.openstacklocal host-10-99-0-5\n");
 
     /* the same ports in another order render the same file */
     SovBuf hosts2 = SOV_BUF_INIT, conf2 = SOV_BUF_INIT;
@@ -256,7 +258,7 @@ static void test_hostile(void **state)
     assert_null(dhcp_new(&o));
     /* too many ports */
     json_t *many = json_array();
-    for (unsigned i = 0; i <= DHCP_PORTS_MAX; i++)
+    for (unsigned i = 0; i <= DHCP_NET_PORTS_MAX; i++)
         json_array_append_new(many, json_object());
     assert_int_equal(render(s, many, NULL, &conf, &hosts, &err), -EINVAL);
     json_decref(many);
@@ -392,6 +394,22 @@ static void test_dns(void **state)
     assert_non_null(strstr(hosts.ptr, ",10.20.0.139,ignore.cloud.test\n"));
     assert_non_null(strstr(conf.ptr, "\ndhcp-ignore-names\n"));
     json_decref(many);
+
+    /* the network's other subnets: names for their addresses, no leases; a port keeps its name
+     * on all its addresses, and another port claiming it falls back to its default */
+    json_t *net = json_array(), *pm = named_port("pm", "fa:16:3e:00:02:01", "10.20.0.50", "multi");
+    json_array_append_new(json_object_get(pm, "fixed_ips"),
+                          json_pack("{s:s, s:s}", "subnet_id", OTHER, "ip_address", "10.99.0.50"));
+    json_array_append_new(net, pm);
+    json_t *po = port_doc("po", "fa:16:3e:00:02:02", OTHER, "10.99.0.7");
+    json_object_set_new(po, "dns_name", json_string("multi"));
+    json_array_append_new(net, po);
+    assert_int_equal(render(s, net, &o, &conf, &hosts, &err), 0);
+    assert_string_equal(hosts.ptr, "fa:16:3e:00:02:01,10.20.0.50,multi.cloud.test\n");
+    assert_string_equal(names.ptr, "10.20.0.50 multi.cloud.test multi\n"
+                                   "10.99.0.7 host-10-99-0-7.cloud.test host-10-99-0-7\n"
+                                   "10.99.0.50 multi.cloud.test multi\n");
+    json_decref(net);
 
     /* bad options are refused */
     static const char *bad_up[] = {
