@@ -19,6 +19,7 @@
 #include <isa-l/crc.h>
 #include <isa-l/erasure_code.h>
 
+#include "sov/bytes.h"
 #include "sov/macro.h"
 
 static const char ec_magic[8] = {'S', 'O', 'V', 'S', 'H', 'A', 'R', 'D'};
@@ -219,47 +220,19 @@ static uint32_t ec_crc(const void *p, size_t n)
     return ~crc32_iscsi((unsigned char *)p, (int)n, 0xFFFFFFFFu);
 }
 
-static void put_le16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
 static void hdr_encode(const EcGeom *g, unsigned shard, uint64_t size, const char *id,
                        uint8_t out[EC_HDR_SIZE])
 {
     memset(out, 0, EC_HDR_SIZE);
     memcpy(out, ec_magic, sizeof(ec_magic));
-    put_le16(out + 8, EC_FORMAT_VERSION);
+    sov_put_le16(out + 8, EC_FORMAT_VERSION);
     out[10] = (uint8_t)g->k;
     out[11] = (uint8_t)g->m;
     out[12] = (uint8_t)shard;
-    put_le32(out + 16, g->block);
-    put_le64(out + 24, size);
+    sov_put_le32(out + 16, g->block);
+    sov_put_le64(out + 24, size);
     memcpy(out + 32, id, strlen(id));
-    put_le32(out + 64, ec_crc(out, 64));
+    sov_put_le32(out + 64, ec_crc(out, 64));
 }
 
 /* Checks a header against what the shard must be; *size is the expected object size, or
@@ -269,14 +242,14 @@ static int hdr_check(const uint8_t *p, const EcGeom *g, unsigned shard, const ch
 {
     char hid[EC_ID_MAX + 1];
 
-    if (memcmp(p, ec_magic, sizeof(ec_magic)) != 0 || get_le32(p + 64) != ec_crc(p, 64))
+    if (memcmp(p, ec_magic, sizeof(ec_magic)) != 0 || sov_get_le32(p + 64) != ec_crc(p, 64))
         return -EBADMSG;
     memcpy(hid, p + 32, EC_ID_MAX);
     hid[EC_ID_MAX] = 0;
     if ((p[8] | p[9] << 8) != EC_FORMAT_VERSION || p[10] != g->k || p[11] != g->m ||
-        p[12] != shard || get_le32(p + 16) != g->block || strcmp(hid, id) != 0)
+        p[12] != shard || sov_get_le32(p + 16) != g->block || strcmp(hid, id) != 0)
         return -EBADMSG;
-    uint64_t hs = get_le64(p + 24);
+    uint64_t hs = sov_get_le64(p + 24);
     if (*size != EC_SIZE_UNKNOWN && hs != *size)
         return -EBADMSG;
     *size = hs;
@@ -561,7 +534,7 @@ static int writer_stripe(EcWriter *w, const uint8_t *data, uint32_t bl)
         if (w->dead & (1u << i))
             continue;
         uint8_t crc[4];
-        put_le32(crc, ec_crc(shards[i], bl));
+        sov_put_le32(crc, ec_crc(shards[i], bl));
         struct iovec iov[2] = {{shards[i], bl}, {crc, 4}};
         if (io_full(&w->set, w->fd[i], iov, 2, block_off(&w->g, w->nstripes), true) < 0 &&
             writer_fail_shard(w, i) < 0)
@@ -817,7 +790,7 @@ static int reader_block(EcReader *r, unsigned i, uint64_t s, uint32_t bl, uint8_
         reader_bad(r, i);
         return -EIO;
     }
-    if (get_le32(crc) != ec_crc(dest, bl)) {
+    if (sov_get_le32(crc) != ec_crc(dest, bl)) {
         r->damaged |= 1u << i;
         return -EBADMSG;
     }
@@ -1070,7 +1043,7 @@ static int heal_stripes(EcReader *r, const uint32_t *bad, uint32_t *tgt, const i
             if (!(*tgt & (1u << i)))
                 continue;
             uint8_t *blk = (good & (1u << i)) ? buf[i] : hbuf[i], crc[4];
-            put_le32(crc, ec_crc(blk, bl));
+            sov_put_le32(crc, ec_crc(blk, bl));
             struct iovec iov[2] = {{blk, bl}, {crc, 4}};
             if (io_full(&r->set, fd[i], iov, 2, block_off(&r->g, s), true) < 0)
                 *tgt &= ~(1u << i); /* this drive failed again: leave the shard as it was */

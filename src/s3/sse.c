@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sov/bytes.h"
 #include "sov/crypto.h"
 #include "sov/macro.h"
 
@@ -36,18 +37,6 @@ _Static_assert(SSE_WRAPPED_LEN == 1 + SOV_GCM_IV_LEN + SSE_KEY_LEN + SOV_GCM_TAG
                "wrapped key layout");
 _Static_assert(SSE_TAG_LEN == SOV_GCM_TAG_LEN, "GCM tag length");
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 void sse_key_wipe(void *key, size_t n)
 {
     if (key && n)
@@ -66,7 +55,7 @@ static int derive(const uint8_t key[SSE_KEY_LEN], const char *label, const uint8
     memcpy(msg, label, ll);
     memcpy(msg + ll, salt, SSE_SALT_LEN);
     if (part) {
-        put_le32(msg + n, *part);
+        sov_put_le32(msg + n, *part);
         n += 4;
     }
     return sov_hmac_sha256(key, SSE_KEY_LEN, msg, n, ret);
@@ -320,8 +309,8 @@ static int block_run(SseStream *s, bool enc, uint64_t index, bool final, const u
     int len;
 
     memcpy(iv, s->nonce_prefix, NONCE_PREFIX);
-    put_le64(iv + NONCE_PREFIX, index);
-    put_le64(aad, index);
+    sov_put_le64(iv + NONCE_PREFIX, index);
+    sov_put_le64(aad, index);
     aad[8] = final ? 1 : 0;
     if (EVP_CipherInit_ex(s->ctx, NULL, NULL, NULL, iv, enc ? 1 : 0) != 1 ||
         EVP_CipherUpdate(s->ctx, NULL, &len, aad, sizeof(aad)) != 1 ||
