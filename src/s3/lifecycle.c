@@ -286,6 +286,19 @@ static int filter_from_xml(const SovXmlNode *fn, json_t *f, LcErr *e)
     return 0;
 }
 
+/* NewerNoncurrentVersions of a noncurrent action, stored as "newer" in to. */
+static int newer_from_xml(const SovXmlNode *n, json_t *to, LcErr *e)
+{
+    int64_t v;
+    if (parse_count(n, &v) < 0)
+        return malformed(e);
+    if (v < 1 || v > LC_MAX_NEWER)
+        return lc_fail(e, "InvalidArgument", "NewerNoncurrentVersions must be between 1 and %d",
+                       LC_MAX_NEWER);
+    json_object_set_new(to, "newer", json_integer(v));
+    return 0;
+}
+
 /* Days (or NoncurrentDays) of an action: min is 1 for expirations, 0 for transitions. */
 static int days_from_xml(const SovXmlNode *n, int64_t min, const char *action, int64_t *ret,
                          LcErr *e)
@@ -344,14 +357,8 @@ static int transition_from_xml(const SovXmlNode *t, bool noncurrent, json_t *rul
             return -EINVAL;
         json_object_set_new(tr, "date", json_integer(v));
     }
-    if (newer) {
-        if (parse_count(newer, &v) < 0)
-            return malformed(e);
-        if (v < 1 || v > LC_MAX_NEWER)
-            return lc_fail(e, "InvalidArgument", "NewerNoncurrentVersions must be between 1 and %d",
-                           LC_MAX_NEWER);
-        json_object_set_new(tr, "newer", json_integer(v));
-    }
+    if (newer && newer_from_xml(newer, tr, e) < 0)
+        return -EINVAL;
     size_t i;
     json_t *o;
     json_array_foreach(arr, i, o)
@@ -405,14 +412,8 @@ static int noncurrent_expiration_from_xml(const SovXmlNode *x, json_t *rule, LcE
         return -EINVAL;
     json_t *nc = json_pack("{sI}", "days", (json_int_t)v);
     json_object_set_new(rule, "noncurrent_expiration", nc);
-    if (newer) {
-        if (parse_count(newer, &v) < 0)
-            return malformed(e);
-        if (v < 1 || v > LC_MAX_NEWER)
-            return lc_fail(e, "InvalidArgument", "NewerNoncurrentVersions must be between 1 and %d",
-                           LC_MAX_NEWER);
-        json_object_set_new(nc, "newer", json_integer(v));
-    }
+    if (newer && newer_from_xml(newer, nc, e) < 0)
+        return -EINVAL;
     return 0;
 }
 
