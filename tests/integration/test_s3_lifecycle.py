@@ -14,6 +14,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from conftest import aws_cli_env, s3_error
+from test_compute_agent import wait_for
 
 FAST = "lifecycle_day_seconds = 1\nlifecycle_interval = 1\n"
 
@@ -22,18 +23,6 @@ def error_of(call, **kw):
     with pytest.raises(ClientError) as e:
         call(**kw)
     return s3_error(e)
-
-
-def wait_until(what, fn, timeout=90):
-    """Polls fn until it returns a true value (returned), failing with what at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def actions(s3, action):
@@ -258,8 +247,7 @@ def test_expiration_by_prefix_tag_and_size(start_s3):
          "Expiration": {"Days": 1}},
     ]})
     gone = {"logs/1", "logs/2", "sized/big"} | ({"t/tmp"} if tags_work else set())
-    wait_until("the expired objects to go",
-               lambda: not gone & set(keys(c, "exp")))
+    wait_for(lambda: not gone & set(keys(c, "exp")), "the expired objects to go", timeout=90)
     # The pass that removed them looked at every key: what no rule matches is still there.
     assert set(keys(c, "exp")) == {"keep/1", "logsx", "sized/small", "t/other", "t/none"} | (
         set() if tags_work else {"t/tmp"})
@@ -289,7 +277,7 @@ def test_expiration_by_date_and_clean_stop(start_s3):
          "Expiration": {"Date": "2020-01-01T00:00:00Z"}},
         {"ID": "future", "Filter": {"Prefix": "new/"}, "Status": "Enabled",
          "Expiration": {"Date": "2100-01-01T00:00:00Z"}}]})
-    wait_until("old/a to expire", lambda: keys(c, "date") == ["new/a"])
+    wait_for(lambda: keys(c, "date") == ["new/a"], "old/a to expire", timeout=90)
     # The worker holds nothing that keeps the daemon from stopping cleanly, and its state
     # survives a restart.
     assert s3.stop() == 0
@@ -310,9 +298,8 @@ def test_transition_to_glacier_then_restore(start_s3):
     c.put_bucket_lifecycle_configuration(Bucket="cold", LifecycleConfiguration={"Rules": [
         {"ID": "freeze", "Filter": {"Prefix": "arch/"}, "Status": "Enabled",
          "Transitions": [{"Days": 0, "StorageClass": "GLACIER"}]}]})
-    wait_until("arch/a to move to GLACIER",
-               lambda: c.head_object(Bucket="cold", Key="arch/a").get("StorageClass")
-               == "GLACIER")
+    wait_for(lambda: c.head_object(Bucket="cold", Key="arch/a").get("StorageClass")
+             == "GLACIER", "arch/a to move to GLACIER", timeout=90)
     listed = {o["Key"]: o["StorageClass"] for o in c.list_objects_v2(Bucket="cold")["Contents"]}
     assert listed == {"arch/a": "GLACIER", "warm/b": "STANDARD"}
     assert actions(s3, "transition") >= 1
@@ -349,13 +336,12 @@ def test_restore_expires(start_s3):
     c.put_bucket_lifecycle_configuration(Bucket="thaw", LifecycleConfiguration={"Rules": [
         {"ID": "freeze", "Filter": {}, "Status": "Enabled",
          "Transitions": [{"Days": 0, "StorageClass": "DEEP_ARCHIVE"}]}]})
-    wait_until("a to move to DEEP_ARCHIVE",
-               lambda: c.head_object(Bucket="thaw", Key="a").get("StorageClass")
-               == "DEEP_ARCHIVE")
+    wait_for(lambda: c.head_object(Bucket="thaw", Key="a").get("StorageClass")
+             == "DEEP_ARCHIVE", "a to move to DEEP_ARCHIVE", timeout=90)
     assert c.restore_object(Bucket="thaw", Key="a", RestoreRequest={"Days": 1})[
         "ResponseMetadata"]["HTTPStatusCode"] == 202
     # One (one-second) day later the worker drops the restored copy: reads fail again.
-    wait_until("the restore to expire", lambda: actions(s3, "restore_expired") >= 1)
+    wait_for(lambda: actions(s3, "restore_expired") >= 1, "the restore to expire", timeout=90)
     assert error_of(c.get_object, Bucket="thaw", Key="a") == ("InvalidObjectState", 403)
     assert "Restore" not in c.head_object(Bucket="thaw", Key="a")
     assert c.restore_object(Bucket="thaw", Key="a", RestoreRequest={"Days": 100})[
@@ -398,9 +384,9 @@ def test_abort_incomplete_multipart_uploads(start_s3):
     c.put_bucket_lifecycle_configuration(Bucket="mpu", LifecycleConfiguration={"Rules": [
         {"ID": "abort", "Filter": {"Prefix": "up/"}, "Status": "Enabled",
          "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]})
-    wait_until("the upload to be aborted", lambda: [
+    wait_for(lambda: [
         u["Key"] for u in c.list_multipart_uploads(Bucket="mpu").get("Uploads", [])]
-        == ["other/b"])
+        == ["other/b"], "the upload to be aborted", timeout=90)
     assert error_of(c.list_parts, Bucket="mpu", Key="up/a", UploadId=old) == ("NoSuchUpload",
                                                                               404)
     assert not part_files & data_files(s3)
@@ -436,20 +422,21 @@ def test_noncurrent_versions_and_expired_delete_markers(start_s3):
          "NoncurrentVersionTransitions": [{"NoncurrentDays": 0, "StorageClass": "GLACIER"}]},
     ]})
     # The oldest of keep2/k goes; the newest noncurrent one is kept (NewerNoncurrentVersions).
-    wait_until("the oldest noncurrent version to go",
-               lambda: [v[1] for v in versions(c, "ver", "keep2/")] != sorted(ids))
+    wait_for(lambda: [v[1] for v in versions(c, "ver", "keep2/")] != sorted(ids),
+             "the oldest noncurrent version to go", timeout=90)
     assert sorted(v[1] for v in versions(c, "ver", "keep2/")) == sorted(ids[1:])
     assert c.get_object(Bucket="ver", Key="keep2/k")["Body"].read() == b"v2"
     # dm/k: its noncurrent version expires, then the delete marker left alone goes too;
     # dm/live (current, no marker) stays.
-    wait_until("the expired delete marker to go",
-               lambda: [v[0] for v in versions(c, "ver", "dm/")] == ["dm/live"])
+    wait_for(lambda: [v[0] for v in versions(c, "ver", "dm/")] == ["dm/live"],
+             "the expired delete marker to go", timeout=90)
     assert actions(s3, "expire_delete_marker") >= 1
     assert actions(s3, "expire_noncurrent") >= 2
     # nct/k: the noncurrent version moved to GLACIER, the current one did not.
-    wait_until("the noncurrent version to move to GLACIER", lambda: [
+    wait_for(lambda: [
         v["StorageClass"] for v in c.list_object_versions(Bucket="ver", Prefix="nct/")
-        ["Versions"] if not v["IsLatest"]] == ["GLACIER"])
+        ["Versions"] if not v["IsLatest"]] == ["GLACIER"],
+        "the noncurrent version to move to GLACIER", timeout=90)
     assert c.get_object(Bucket="ver", Key="nct/k")["Body"].read() == b"new"
     assert c.head_object(Bucket="ver", Key="nct/k").get("StorageClass", "STANDARD") == "STANDARD"
 
@@ -462,7 +449,7 @@ def test_expiration_on_versioned_bucket_leaves_a_delete_marker(start_s3):
     vid = c.put_object(Bucket="verexp", Key="x", Body=b"x")["VersionId"]
     c.put_bucket_lifecycle_configuration(Bucket="verexp", LifecycleConfiguration={"Rules": [
         {"ID": "exp", "Filter": {}, "Status": "Enabled", "Expiration": {"Days": 1}}]})
-    wait_until("x to expire", lambda: keys(c, "verexp") == [])
+    wait_for(lambda: keys(c, "verexp") == [], "x to expire", timeout=90)
     vs = versions(c, "verexp")
     assert len(vs) == 2 and ("x", vid, False, False) in vs
     assert [v for v in vs if v[3] and v[2]], vs  # the current version is a delete marker
@@ -480,7 +467,8 @@ def test_expiration_across_batches(start_s3):
         c.put_object(Bucket="bulk", Key=k, Body=b"stays")
     c.put_bucket_lifecycle_configuration(Bucket="bulk", LifecycleConfiguration={"Rules": [
         {"ID": "b", "Filter": {"Prefix": "b/"}, "Status": "Enabled", "Expiration": {"Days": 1}}]})
-    wait_until("every b/ key to expire", lambda: c.list_objects_v2(Bucket="bulk")["KeyCount"] == 2)
+    wait_for(lambda: c.list_objects_v2(Bucket="bulk")["KeyCount"] == 2, "every b/ key to expire",
+             timeout=90)
     assert keys(c, "bulk") == ["a", "c"]
     assert actions(s3, "expire") == 1100
 
@@ -509,5 +497,6 @@ def test_intelligent_tiering_moves_by_last_access(start_s3):
     assert c.head_object(Bucket="tier", Key="cold")["StorageClass"] == "INTELLIGENT_TIERING"
     # an archived INTELLIGENT_TIERING object needs no restore; the read moves it back
     assert c.get_object(Bucket="tier", Key="cold")["Body"].read() == b"cold" * 100
-    wait_until("the read object back in the frequent tier", lambda: not archived("cold"))
+    wait_for(lambda: not archived("cold"), "the read object back in the frequent tier",
+             timeout=90)
     assert actions(s3, "access_recorded") >= 1 and actions(s3, "archive_tier") >= 1
