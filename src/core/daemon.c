@@ -412,26 +412,33 @@ int sov_daemon_announce(const SovDaemonArgs *args, int port, const char *const *
     return r;
 }
 
-/* The rename is durable only once the directory holding it is on disk. */
-static int fsync_parent_dir(const char *path)
+int sov_fsync_dir(const char *dir)
 {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    int fd, r = 0;
-
-    if (!slash)
-        snprintf(dir, sizeof(dir), ".");
-    else if (slash == path)
-        snprintf(dir, sizeof(dir), "/");
-    else if (snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path) >= (int)sizeof(dir))
-        return -ENAMETOOLONG;
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    if (fsync(fd) < 0)
-        r = -errno;
+    int r = fsync(fd) < 0 ? -errno : 0;
     close(fd);
     return r;
+}
+
+int sov_fsync_parent(const char *path)
+{
+    char dir[4096];
+    size_t len = strlen(path);
+    if (len >= sizeof(dir))
+        return -ENAMETOOLONG;
+    memcpy(dir, path, len + 1);
+    while (len > 1 && dir[len - 1] == '/')
+        dir[--len] = '\0';
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    return sov_fsync_dir(dir);
 }
 
 int sov_write_file_atomic(const char *path, const char *data, size_t len)
@@ -459,7 +466,7 @@ int sov_write_file_atomic(const char *path, const char *data, size_t len)
         unlink(tmp);
         return r;
     }
-    return fsync_parent_dir(path);
+    return sov_fsync_parent(path); /* the rename is durable once its directory is */
 }
 
 void sov_http_limits_from_conf(const SovHttpLimitsConf *c, SovHttpLimits *l)

@@ -18,6 +18,7 @@
 
 #include "sov/bytes.h"
 #include "sov/crypto.h"
+#include "sov/daemon.h"
 #include "sov/macro.h"
 
 #define HEADER_MAGIC   "SOVE"
@@ -795,34 +796,6 @@ static int keyring_pick_current(SseKeyring *kr)
     return 0;
 }
 
-/* Makes the new directory's own entry durable: losing the key directory loses the data. */
-static int fsync_parent(const char *dir)
-{
-    char parent[PATH_MAX];
-    size_t len = strlen(dir);
-    int fd, r = 0;
-
-    if (len >= sizeof(parent))
-        return -ENAMETOOLONG;
-    memcpy(parent, dir, len + 1);
-    while (len > 1 && parent[len - 1] == '/')
-        parent[--len] = '\0';
-    char *slash = strrchr(parent, '/');
-    if (!slash)
-        snprintf(parent, sizeof(parent), ".");
-    else if (slash == parent)
-        parent[1] = '\0';
-    else
-        *slash = '\0';
-    fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) < 0)
-        r = -errno;
-    close(fd);
-    return r;
-}
-
 int sse_keyring_open(const char *dir, SseKeyring **ret)
 {
     SseKeyring *kr;
@@ -854,7 +827,7 @@ int sse_keyring_open(const char *dir, SseKeyring **ret)
         goto fail;
     }
     if (created) {
-        r = fsync_parent(dir);
+        r = sov_fsync_parent(dir); /* losing the key directory loses the data */
         if (r < 0)
             goto fail;
     }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "s3.h"
+#include "sov/daemon.h"
 #include "sov/log.h"
 
 struct S3Store {
@@ -206,16 +207,6 @@ int s3_file_tmp_path(const S3Store *st, const char *id, char *out, size_t cap)
     return n > 0 && (size_t)n < cap ? 0 : -ENAMETOOLONG;
 }
 
-static int fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int r = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return r;
-}
-
 int s3_file_commit(const S3Store *st, const char *id, int fd)
 {
     char tmp[PATH_MAX], dst[PATH_MAX], dir[PATH_MAX];
@@ -231,7 +222,7 @@ int s3_file_commit(const S3Store *st, const char *id, int fd)
         return -errno;
     if (rename(tmp, dst) < 0)
         return -errno;
-    if (st->fsync && (r = fsync_dir(dir)) < 0)
+    if (st->fsync && (r = sov_fsync_dir(dir)) < 0)
         return r;
     return 0;
 }

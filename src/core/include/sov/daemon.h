@@ -83,6 +83,10 @@ int sov_parse_http_url(const char *url, char *host, size_t n, int *ret_port);
 /* Whether s is a name agents use for hosts, zones and namespaces: letters, digits, '-', '_',
  * '.' (the empty string included; callers check emptiness themselves). */
 bool sov_name_ok(const char *s);
+/* fsync of a directory, and of the directory holding path (trailing '/' ignored): what makes
+ * a create or rename in it durable. 0 or -errno. */
+int sov_fsync_dir(const char *dir);
+int sov_fsync_parent(const char *path);
 /* Writes a small file atomically (temp, fsync, rename). */
 int sov_write_file_atomic(const char *path, const char *data, size_t len);
 
