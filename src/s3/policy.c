@@ -813,6 +813,20 @@ static int fields_known(json_t *o, const char *const *fields, size_t n, SovBuf *
     return 0;
 }
 
+/* A string or list of strings each naming a valid action, or (resources) a valid resource of
+ * bucket. */
+static bool each_valid(json_t *l, bool resources, const char *bucket)
+{
+    if (!str_list_valid(l))
+        return false;
+    for (size_t i = 0; i < list_size(l); i++) {
+        const char *v = json_string_value(list_at(l, i));
+        if (!(resources ? resource_valid(v, bucket) : action_valid(v)))
+            return false;
+    }
+    return true;
+}
+
 static int statement_validate(json_t *st, const char *bucket, SovBuf *err)
 {
     static const char *const fields[] = {"Sid",          "Effect",      "Principal",
@@ -839,21 +853,13 @@ static int statement_validate(json_t *st, const char *bucket, SovBuf *err)
     json_t *a = json_object_get(st, "Action"), *na = json_object_get(st, "NotAction");
     if (!a && !na)
         return fail(err, "Missing required field Action");
-    json_t *al = a ? a : na;
-    if ((a && na) || !str_list_valid(al))
+    if ((a && na) || !each_valid(a ? a : na, false, bucket))
         return fail(err, "Policy has invalid action");
-    for (size_t i = 0; i < list_size(al); i++)
-        if (!action_valid(json_string_value(list_at(al, i))))
-            return fail(err, "Policy has invalid action");
     json_t *r = json_object_get(st, "Resource"), *nr = json_object_get(st, "NotResource");
     if (!r && !nr)
         return fail(err, "Missing required field Resource");
-    json_t *rl = r ? r : nr;
-    if ((r && nr) || !str_list_valid(rl))
+    if ((r && nr) || !each_valid(r ? r : nr, true, bucket))
         return fail(err, "Policy has invalid resource");
-    for (size_t i = 0; i < list_size(rl); i++)
-        if (!resource_valid(json_string_value(list_at(rl, i)), bucket))
-            return fail(err, "Policy has invalid resource");
     json_t *cond = json_object_get(st, "Condition");
     return cond ? condition_validate(cond, err) : 0;
 }

@@ -464,17 +464,22 @@ static int enc_block(SseEncryptor *e, const void *p, size_t n, bool final)
     return enc_emit(e, e->buf, n + SSE_TAG_LEN);
 }
 
+/* An encryptor that can take more: no earlier error, not finished, its header written. */
+static int enc_begin(SseEncryptor *e)
+{
+    if (e->error)
+        return e->error;
+    if (e->finished)
+        return -EINVAL;
+    return enc_header(e);
+}
+
 int sse_encryptor_write(SseEncryptor *e, const void *p, size_t n)
 {
     const uint8_t *src = p;
     int r;
 
-    if (e->error)
-        return e->error;
-    if (e->finished)
-        return -EINVAL;
-    r = enc_header(e);
-    if (r < 0)
+    if ((r = enc_begin(e)) < 0)
         return r;
     while (n > 0) {
         if (e->fill == SSE_BLOCK) {
@@ -506,12 +511,7 @@ int sse_encryptor_finish(SseEncryptor *e)
 {
     int r;
 
-    if (e->error)
-        return e->error;
-    if (e->finished)
-        return -EINVAL;
-    r = enc_header(e);
-    if (r < 0)
+    if ((r = enc_begin(e)) < 0)
         return r;
     e->finished = true;
     /* The held-back block is the last one; it is empty only when the whole stream is. */
