@@ -174,7 +174,9 @@ static void dhcp_converge(Net *n, json_t *want)
         if (!sl) {
             /* dnsmasq drops to nobody, which must reach its hosts file: its files live in
              * /run/sov-net/<prefix> (0711 all the way), not under state_dir */
-            DhcpOpts o = {.ip = n->cfg.ip};
+            DhcpOpts o = {.ip = n->cfg.ip,
+                          .dns_upstream = n->cfg.dns_upstream,
+                          .dns_domain = n->cfg.dns_domain};
             if (!(sl = calloc(1, sizeof(*sl))) || !(sl->d = dhcp_new(&o))) {
                 free(sl);
                 continue;

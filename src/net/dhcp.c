@@ -49,11 +49,6 @@ struct Dhcp {
     char *dir, *netns, *conf, *hosts, *names;
 };
 
-/* [net] dns_upstream and dns_domain of the agent, set once by dhcp_set_defaults() before the
- * loop runs; dhcp_new() copies them into each Dhcp whose options leave them NULL. */
-static char default_upstream[DHCP_DNS_MAX * 16];
-static char default_domain[DHCP_FQDN_MAX + 1];
-
 static void seterr(SovBuf *err, const char *fmt, ...) _printf_(2, 3);
 static void seterr(SovBuf *err, const char *fmt, ...)
 {
@@ -846,16 +841,11 @@ static void terminate(Dhcp *d)
 
 /* ---- API ---- */
 
-int dhcp_set_defaults(const char *dns_upstream, const char *dns_domain)
+bool dhcp_dns_ok(const char *dns_upstream, const char *dns_domain)
 {
     char dom[DHCP_FQDN_MAX + 1];
-    if (!upstream_ok(dns_upstream, NULL) ||
-        strlen(dns_upstream ? dns_upstream : "") >= sizeof(default_upstream) ||
-        (dns_domain && *dns_domain && !dns_domain_norm(dns_domain, dom)))
-        return -EINVAL;
-    snprintf(default_upstream, sizeof(default_upstream), "%s", dns_upstream ? dns_upstream : "");
-    snprintf(default_domain, sizeof(default_domain), "%s", dns_domain && *dns_domain ? dom : "");
-    return 0;
+    return upstream_ok(dns_upstream, NULL) &&
+           (!dns_domain || !*dns_domain || dns_domain_norm(dns_domain, dom));
 }
 
 Dhcp *dhcp_new(const DhcpOpts *o)
@@ -864,10 +854,8 @@ Dhcp *dhcp_new(const DhcpOpts *o)
     if (!o)
         o = &def;
     unsigned lease = o->lease_s ? o->lease_s : DHCP_LEASE_DEFAULT_S;
-    const char *up = o->dns_upstream ? o->dns_upstream : default_upstream;
-    const char *dom = o->dns_domain       ? o->dns_domain
-                      : default_domain[0] ? default_domain
-                                          : DHCP_DOMAIN_DEFAULT;
+    const char *up = o->dns_upstream ? o->dns_upstream : "";
+    const char *dom = o->dns_domain && *o->dns_domain ? o->dns_domain : DHCP_DOMAIN_DEFAULT;
     char norm[DHCP_FQDN_MAX + 1];
     if (lease < DHCP_LEASE_MIN_S || lease > DHCP_LEASE_MAX_S ||
         (o->user && !plain_name(o->user, 32)) || !upstream_ok(up, NULL) ||

@@ -35,17 +35,16 @@ typedef struct DhcpOpts {
      * the hosts file as that user on SIGHUP, so state_dir must be searchable by it. */
     const char *user;
     /* Upstream resolvers for the names dnsmasq does not know, "ip,ip" (at most DHCP_DNS_MAX);
-     * "": none, such names are refused. NULL: dhcp_set_defaults()'s (none unless set). */
+     * NULL or "": none, such names are refused. */
     const char *dns_upstream;
-    /* The domain of subnets whose network has no valid dns_domain; NULL: dhcp_set_defaults()'s,
-     * else DHCP_DOMAIN_DEFAULT. */
+    /* The domain of subnets whose network has no valid dns_domain; NULL or "":
+     * DHCP_DOMAIN_DEFAULT. */
     const char *dns_domain;
 } DhcpOpts;
 
-/* The agent's [net] dns_upstream and dns_domain (NULL or "": none, DHCP_DOMAIN_DEFAULT), for
- * every later dhcp_new() whose options leave them NULL. Call once before the loop runs (it is
- * not thread-safe). -EINVAL when either is malformed. */
-int dhcp_set_defaults(const char *dns_upstream, const char *dns_domain);
+/* Whether the agent's [net] dns_upstream and dns_domain are well formed (NULL or "" are: none,
+ * DHCP_DOMAIN_DEFAULT), so a bad config stops the agent at start, not each subnet's DHCP. */
+bool dhcp_dns_ok(const char *dns_upstream, const char *dns_domain);
 
 /* Optional: a Dhcp with non-default options, to be handed to dhcp_apply() through *io (apply
  * creates one with the defaults when *io is NULL). The strings are copied. NULL on bad options

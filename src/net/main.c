@@ -13,14 +13,6 @@
 #include "net.h"
 #include "sov/log.h"
 
-/* The config file: NetConfig first (so its fields keep their offsets), then the DNS settings
- * of the DHCP servers, handed to dhcp.c once at start. */
-typedef struct NetFileConfig {
-    NetConfig net;
-    char dns_upstream[SOV_CONF_STR_MAX];
-    char dns_domain[SOV_CONF_STR_MAX];
-} NetFileConfig;
-
 static const SovConfField conf_fields[] = {
     {"server", "listen", SOV_CONF_STRING, offsetof(NetConfig, listen), 3, 255, "127.0.0.1:8479",
      "/healthz and /metrics address (HOST:PORT; port 0 picks a free one)"},
@@ -53,9 +45,9 @@ static const SovConfField conf_fields[] = {
      "than a tap, VXLAN or uplink takes are cut to MSS size there)"},
     {"net", "resync", SOV_CONF_DURATION, offsetof(NetConfig, resync_ms), 1000, 3600000, "30s",
      "period of a full re-check even without changes (repairs what others removed)"},
-    {"net", "dns_upstream", SOV_CONF_STRING, offsetof(NetFileConfig, dns_upstream), 0, 127, "",
+    {"net", "dns_upstream", SOV_CONF_STRING, offsetof(NetConfig, dns_upstream), 0, 127, "",
      "resolvers (ip,ip) the DHCP servers' DNS forwards unknown names to (empty: refuse them)"},
-    {"net", "dns_domain", SOV_CONF_STRING, offsetof(NetFileConfig, dns_domain), 0, 253,
+    {"net", "dns_domain", SOV_CONF_STRING, offsetof(NetConfig, dns_domain), 0, 253,
      "openstacklocal", "DNS domain of instances on networks without dns_domain"},
     SOV_HTTP_LIMIT_FIELDS(NetConfig, http),
 };
@@ -66,7 +58,7 @@ static const SovDaemonSpec daemon_spec = {"sov-net",
                                           ELEMENTSOF(conf_fields),
                                           offsetof(NetConfig, listen),
                                           offsetof(NetConfig, log_level),
-                                          sizeof(NetFileConfig)};
+                                          sizeof(NetConfig)};
 
 static const char *config_path;
 
@@ -86,16 +78,14 @@ static void on_term(int sig, void *ud)
 int main(int argc, char **argv)
 {
     static Net n;
-    static NetFileConfig fc;
     SovDaemonArgs args;
     char host[256];
     int port, lvl, r, fd = -1;
 
-    r = sov_daemon_load(argc, argv, &daemon_spec, &fc, &args, &lvl, host, sizeof(host), &port);
+    r = sov_daemon_load(argc, argv, &daemon_spec, &n.cfg, &args, &lvl, host, sizeof(host), &port);
     if (r != 0)
         return r > 0 ? 0 : 2;
-    n.cfg = fc.net;
-    if (dhcp_set_defaults(fc.dns_upstream, fc.dns_domain) < 0) {
+    if (!dhcp_dns_ok(n.cfg.dns_upstream, n.cfg.dns_domain)) {
         fprintf(stderr, "sov-net: [net] dns_upstream must be IPv4 addresses separated by ',' (at "
                         "most 8) and dns_domain a domain name\n");
         return 2;

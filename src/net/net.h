@@ -51,6 +51,8 @@ typedef struct NetConfig {
     char nft[SOV_CONF_STR_MAX];
     char bridge[SOV_CONF_STR_MAX];
     char tunnel_ip[SOV_CONF_STR_MAX];
+    char dns_upstream[SOV_CONF_STR_MAX]; /* the DHCP servers' DNS (dhcp.h) */
+    char dns_domain[SOV_CONF_STR_MAX];
     bool l3;
     bool big_tcp; /* BIG TCP limits on veth ports and router legs (nl.h) */
     uint64_t resync_ms;

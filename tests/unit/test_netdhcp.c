@@ -431,18 +431,20 @@ static void test_dns(void **state)
     DhcpOpts b = {.dns_domain = "a b"};
     assert_int_equal(render(s, p, &b, &conf, &hosts, &err), -EINVAL);
     assert_null(dhcp_new(&b));
-    assert_int_equal(dhcp_set_defaults("1.2.3.4,", NULL), -EINVAL);
-    assert_int_equal(dhcp_set_defaults(NULL, "bad domain"), -EINVAL);
-    /* defaults reach dhcp_new() */
-    assert_int_equal(dhcp_set_defaults("192.0.2.1", "Corp.Example."), 0);
-    Dhcp *d = dhcp_new(NULL);
+    assert_false(dhcp_dns_ok("1.2.3.4,", NULL));
+    assert_false(dhcp_dns_ok(NULL, "bad domain"));
+    assert_true(dhcp_dns_ok("192.0.2.1", "Corp.Example."));
+    assert_true(dhcp_dns_ok(NULL, NULL) && dhcp_dns_ok("", ""));
+    /* the agent's settings reach the Dhcp; none means no upstream and the default domain */
+    DhcpOpts ao = {.dns_upstream = "192.0.2.1", .dns_domain = "Corp.Example."};
+    Dhcp *d = dhcp_new(&ao);
     assert_non_null(d);
     assert_string_equal(d->dns_upstream, "192.0.2.1");
     assert_string_equal(d->dns_domain, "corp.example");
     d->stopping = true;
     maybe_free(d);
-    assert_int_equal(dhcp_set_defaults(NULL, NULL), 0);
-    d = dhcp_new(NULL);
+    ao = (DhcpOpts){.dns_upstream = "", .dns_domain = ""};
+    d = dhcp_new(&ao);
     assert_string_equal(d->dns_upstream, "");
     assert_string_equal(d->dns_domain, "openstacklocal");
     d->stopping = true;
