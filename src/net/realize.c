@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -586,12 +587,10 @@ out:
     return r;
 }
 
-/* ---- security groups: one nft script for the host namespace (sg.c), applied when it changed ----
- */
+/* ---- security groups: one nft script for the host namespace (sg.c), applied when it changed */
 
-/* nft's listing of both sov_sg tables in the host namespace (what is loaded now, whoever
- * changed it), appended to out */
-static int sg_list(const Ctx *x, SovBuf *out)
+/* nft's listing of both sov_sg tables in namespace ns ("" for the caller's own). */
+static int sg_list(const Ctx *x, const char *ns, SovBuf *out)
 {
     static const char *const fams[] = {"bridge", "inet"};
     for (size_t i = 0; i < ELEMENTSOF(fams); i++) {
@@ -599,18 +598,76 @@ static int sg_list(const Ctx *x, SovBuf *out)
         char *argv[] = {(char *)x->cfg->ip,
                         "netns",
                         "exec",
-                        (char *)x->cfg->netns,
+                        (char *)ns,
                         cmd[0],
                         cmd[1],
                         cmd[2],
                         cmd[3],
                         cmd[4],
                         NULL};
-        int r = run(*x->cfg->netns ? argv : cmd, NULL, 0, out, x->err);
+        int r = run(*ns ? argv : cmd, NULL, 0, out, x->err);
         if (r < 0)
             return r;
     }
     return 0;
+}
+
+/* What nft lists once `script` is loaded into an empty ruleset: a child process loads it into
+ * a network namespace of its own (gone when the child exits) and lists both tables there. The
+ * passes compare the live listing with this, not with a listing of the live tables taken after
+ * loading, which would take in whatever someone changed between the load and the listing. */
+static int sg_expected(const Ctx *x, const SovBuf *script, SovBuf *out)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(p[0]);
+        close(p[1]);
+        return -e;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        SovBuf o = SOV_BUF_INIT, e = SOV_BUF_INIT;
+        Ctx c = *x;
+        c.err = &e;
+        char *nft[] = {(char *)x->cfg->nft, "-f", "-", NULL};
+        bool ok = unshare(CLONE_NEWNET) == 0 && run(nft, script->ptr, script->len, NULL, &e) == 0 &&
+                  sg_list(&c, "", &o) == 0;
+        for (size_t off = 0; ok && off < o.len;) {
+            ssize_t w = write(p[1], o.ptr + off, o.len - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            ok = w > 0;
+            off += w > 0 ? (size_t)w : 0;
+        }
+        _exit(ok ? 0 : 1);
+    }
+    close(p[1]);
+    char buf[65536];
+    ssize_t n;
+    int r = 0;
+    while ((n = read(p[0], buf, sizeof(buf))) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || out->len + (size_t)n > OUT_MAX) {
+            r = n < 0 ? -errno : -EFBIG;
+            break;
+        }
+        if (sov_buf_append(out, buf, (size_t)n) < 0)
+            r = -ENOMEM;
+    }
+    close(p[0]);
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (r == 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        r = -EIO;
+    if (r < 0)
+        sov_buf_printf(x->err, "cannot list the security-group tables in a scratch namespace");
+    return r;
 }
 
 static void slurp(const char *path, SovBuf *b, size_t cap)
@@ -667,7 +724,7 @@ static int apply_sg(Ctx *x, Want *w)
             if (!local)
                 goto out;
             slurp(lpath, &listed, OUT_MAX);
-            if (listed.len && sg_list(&q, &now) == 0 && now.len == listed.len &&
+            if (listed.len && sg_list(&q, x->cfg->netns, &now) == 0 && now.len == listed.len &&
                 !memcmp(now.ptr, listed.ptr, now.len))
                 goto out;
         }
@@ -686,11 +743,12 @@ static int apply_sg(Ctx *x, Want *w)
     if ((!local || (r = in_ns(x, x->cfg->netns, sys, NULL)) == 0) &&
         (r = in_ns(x, x->cfg->netns, nft, script.ptr)) == 0)
         r = sov_write_file_atomic(path, script.ptr, script.len);
-    if (r == 0 && local) { /* what nft lists now is what the next pass compares with */
+    if (r == 0 && local) { /* what the next passes compare the live listing with */
         Ctx q = *x;
         q.err = &quiet;
         now.len = 0;
-        if (sg_list(&q, &now) < 0 || !now.len || sov_write_file_atomic(lpath, now.ptr, now.len) < 0)
+        if (sg_expected(&q, &script, &now) < 0 || !now.len ||
+            sov_write_file_atomic(lpath, now.ptr, now.len) < 0)
             unlink(lpath);
     }
 out:

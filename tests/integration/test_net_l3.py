@@ -271,9 +271,13 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
         return {(l["ifname"], l["ifindex"]) for l in json.loads(
             sh("ip", "-n", host, "-j", "link", "show").stdout)}
     before = links()
+    applied = net.tmp / "net-state-net1" / "sg-applied.nft"
+    loaded = applied.stat().st_ino
     net.restart()
-    wait_for(lambda: passes(net) >= 1, "a datapath pass after the restart")
+    wait_for(lambda: passes(net) >= 2, "two datapath passes after the restart")
     assert links() == before
+    # nor reloads the security groups (each load writes this file anew)
+    assert applied.stat().st_ino == loaded
     assert tcp_reaches(app, web, app_ip, 22) and ping(inet, fip)
     # what someone else removes comes back with the next pass: each of the two tables
     def listed(family):
