@@ -236,7 +236,15 @@ int api_schedule(Api *a, const char *zone, int64_t vcpus, int64_t ram_mb, int64_
  * failure; on success the port document (a new reference) in ret. */
 int api_port_create_for(ApiCall *c, const char *network_id, const char *fixed_ip,
                         const char *device_id, const char *device_owner, const char *host,
-                        json_t **ret);
+                        const char *dns_name, json_t **ret);
+/* Binds an existing port to a device as Nova does with the ports a user brings: device_id,
+ * device_owner, binding:host_id, and dns_name when the port has none. Inside the caller's
+ * transaction when there is one. */
+int api_port_bind_for(Api *a, const char *port_id, const char *device_id, const char *device_owner,
+                      const char *host, const char *dns_name);
+/* Empties the first three again if the port is still device_id's, and its dns_name if that is
+ * still dns_name (the name the binding gave it). */
+int api_port_unbind_for(Api *a, const char *port_id, const char *device_id, const char *dns_name);
 /* Deletes a port and frees its addresses (as DELETE /ports/{id}, without the policy checks). */
 int api_port_delete_for(Api *a, const char *port_id);
 /* The observed status an agent reports ("ACTIVE", "DOWN", "ERROR") for a network, port,

@@ -214,7 +214,26 @@ json_t *nova_server_get(ApiCall *c, char project[API_ID_LEN + 1])
     return doc;
 }
 
-/* 409 unless the server is in one of the states (space separated) with no task running. */
+/* The host name Nova derives from a server's name, as one DNS label (its ports' dns_name, so
+ * the subnet's DHCP server hands it to the guest and answers it): lower case, ' ', '_' and '.'
+ * become '-', other characters go, no '-' at either end, at most 63 characters;
+ * server-<id> when nothing is left. */
+static void server_hostname(const char *name, const char *id, char out[64])
+{
+    size_t n = 0;
+    for (const char *p = name ? name : ""; *p && n < 63; p++) {
+        char ch = *p >= 'A' && *p <= 'Z' ? (char)(*p - 'A' + 'a') : *p;
+        if (ch == ' ' || ch == '_' || ch == '.')
+            ch = '-';
+        if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || (ch == '-' && n > 0))
+            out[n++] = ch;
+    }
+    while (n > 0 && out[n - 1] == '-')
+        n--;
+    out[n] = '\0';
+    if (n == 0)
+        snprintf(out, 64, "server-%.36s", id);
+}
 
 void api_compute_release_volumes(Api *a, const char *project, json_t *server)
 {
@@ -239,13 +258,22 @@ void api_compute_release_volumes(Api *a, const char *project, json_t *server)
     if (any)
         api_block_kick(a);
     /* the ports Nova made for it go too; ports the user brought are only unbound */
+    char hostname[64];
+    if (nova_str(server, "_hostname"))
+        snprintf(hostname, sizeof(hostname), "%s", nova_str(server, "_hostname"));
+    else
+        server_hostname(nova_str(server, "name"), sid, hostname);
     json_array_foreach(json_object_get(server, "_networks"), i, b)
     {
         const char *port = nova_str(b, "port");
+        bool made = json_is_true(json_object_get(b, "created"));
         int r;
-        if (port && json_is_true(json_object_get(b, "created")) &&
-            (r = api_port_delete_for(a, port)) < 0 && r != -ENOENT)
-            log_warn("port %s of server %s not deleted: %s", port, sid, strerror(-r));
+        if (port &&
+            (r = made ? api_port_delete_for(a, port)
+                      : api_port_unbind_for(a, port, sid, hostname)) < 0 &&
+            r != -ENOENT)
+            log_warn("port %s of server %s not %s: %s", port, sid, made ? "deleted" : "unbound",
+                     strerror(-r));
     }
 }
 
@@ -825,22 +853,26 @@ static bool create_ports(ApiCall *c, NewServer *n, const char *server_id, const 
 {
     json_t *addresses = json_object_get(doc, "addresses"), *e;
     size_t i;
-    char owner[80];
+    char owner[80], hostname[64];
     snprintf(owner, sizeof(owner), "compute:%s", n->zone);
+    server_hostname(nova_str(doc, "name"), server_id, hostname);
+    json_object_set_new(doc, "_hostname",
+                        json_string(hostname)); /* a rename keeps it, as in Nova */
     if (!json_is_array(n->nets))
         return true; /* "none", or "auto": the agent's fallback network */
     json_array_foreach(n->nets, i, e)
     {
         json_t *port = NULL;
         const char *pid = nova_str(e, "port");
-        if (pid) {
-            if (api_store_get(c->api->store, "port", pid, &port, NULL, 0) < 0) {
+        if (pid) { /* the user's port: bound to the server, as Nova has Neutron do */
+            int r = api_port_bind_for(c->api, pid, server_id, owner, host, hostname);
+            if (r < 0 || api_store_get(c->api->store, "port", pid, &port, NULL, 0) < 0) {
                 api_fault(c, 400, NULL, "Port %s could not be found.", pid);
                 return false;
             }
         } else {
             if (api_port_create_for(c, nova_str(e, "uuid"), nova_str(e, "fixed_ip"), server_id,
-                                    owner, host, &port) < 0)
+                                    owner, host, hostname, &port) < 0)
                 return false;
             json_object_set(e, "port", json_object_get(port, "id"));
             json_object_set_new(e, "created", json_true());

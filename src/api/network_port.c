@@ -585,13 +585,14 @@ out:
 
 int api_port_create_for(ApiCall *c, const char *network_id, const char *fixed_ip,
                         const char *device_id, const char *device_owner, const char *host,
-                        json_t **ret)
+                        const char *dns_name, json_t **ret)
 {
     json_t *net = port_network(c, network_id, c->auth.project_id), *b, *port = NULL;
     if (!net)
         return -ENOENT;
-    b = json_pack("{s:s,s:s,s:s}", "device_id", device_id ? device_id : "", "device_owner",
-                  device_owner ? device_owner : "", "binding:host_id", host ? host : "");
+    b = json_pack("{s:s,s:s,s:s,s:s}", "device_id", device_id ? device_id : "", "device_owner",
+                  device_owner ? device_owner : "", "binding:host_id", host ? host : "", "dns_name",
+                  dns_name ? dns_name : "");
     json_t *ips = fixed_ip ? json_pack("[{s:s}]", "ip_address", fixed_ip) : NULL;
     bool admin = c->auth.system_admin;
     c->auth.system_admin = true; /* the binding is the API's own business here */
@@ -605,6 +606,43 @@ int api_port_create_for(ApiCall *c, const char *network_id, const char *fixed_ip
         return -EINVAL;
     *ret = port;
     return 0;
+}
+
+/* Sets a port's binding when its device_id is `was` (NULL: any). device_id NULL empties it,
+ * and the dns_name when that is dns_name (the one the binding gave it). */
+static int port_bind(Api *a, const char *port_id, const char *was, const char *device_id,
+                     const char *device_owner, const char *host, const char *dns_name)
+{
+    json_t *doc;
+    int r = api_store_get(a->store, "port", port_id, &doc, NULL, 0);
+    if (r < 0)
+        return r;
+    if (was && strcmp(neu_s(doc, "device_id"), was) != 0) {
+        json_decref(doc);
+        return 0; /* no longer that device's */
+    }
+    json_object_set_new(doc, "device_id", json_string(device_id ? device_id : ""));
+    json_object_set_new(doc, "device_owner", json_string(device_owner ? device_owner : ""));
+    json_object_set_new(doc, "binding:host_id", json_string(host ? host : ""));
+    if (!device_id && dns_name && strcmp(neu_s(doc, "dns_name"), dns_name) == 0)
+        json_object_set_new(doc, "dns_name", json_string(""));
+    else if (device_id && dns_name && !*neu_s(doc, "dns_name"))
+        json_object_set_new(doc, "dns_name", json_string(dns_name));
+    neu_doc_touch(doc);
+    r = neu_doc_put(a, &neu_port, doc, false);
+    json_decref(doc);
+    return r;
+}
+
+int api_port_bind_for(Api *a, const char *port_id, const char *device_id, const char *device_owner,
+                      const char *host, const char *dns_name)
+{
+    return port_bind(a, port_id, NULL, device_id, device_owner, host, dns_name);
+}
+
+int api_port_unbind_for(Api *a, const char *port_id, const char *device_id, const char *dns_name)
+{
+    return port_bind(a, port_id, device_id, NULL, NULL, NULL, dns_name);
 }
 
 int api_port_delete_for(Api *a, const char *port_id)

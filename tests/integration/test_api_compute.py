@@ -566,6 +566,53 @@ def test_placed_server_gets_ports_on_its_networks(api):
     assert server_ports(api, t) == []
 
 
+def test_a_brought_port_is_bound_to_the_server_and_named_after_it(api):
+    """--nic port-id=: the user's port is bound to the server as Nova has Neutron bind it
+    (device, owner, host: what makes sov-net give it a tap), and it and the ports Nova makes
+    take the server's host name as dns_name; deleting the server unbinds the port and keeps it."""
+    t = api.make_project("brought")
+    register_host(api, "cn-brought")
+    image = make_image(api, t["token"])
+    net = api.openstack("network", "create", "app-net", env=t["env"])
+    api.openstack("subnet", "create", "--network", "app-net", "--subnet-range", "10.21.0.0/24",
+                  "app-sub", env=t["env"])
+    mine = api.openstack("port", "create", "--network", "app-net", "mine", env=t["env"])
+    named = api.openstack("port", "create", "--network", "app-net", "--dns-name", "db", "named",
+                          env=t["env"])
+    sid = create(api, t["token"], image, "Web Server_1.eu",
+                 networks=[{"port": mine["id"]}, {"port": named["id"]}, {"uuid": net["id"]}])
+    # admin: sees the binding host too
+    ports = {p["id"]: p for p in (api.openstack("port", "show", i) for i in
+             [r["ID"] for r in api.openstack("port", "list", "--device-id", sid)])}
+    assert set(ports) > {mine["id"], named["id"]} and len(ports) == 3
+    for p in ports.values():
+        assert p["device_owner"] == "compute:eu-central-1a"
+        assert p["binding_host_id"] == "cn-brought"
+    assert ports[mine["id"]]["dns_name"] == "web-server-1-eu"
+    assert ports[named["id"]]["dns_name"] == "db"  # a port's own name stays
+    made = next(i for i in ports if i not in (mine["id"], named["id"]))
+    assert ports[made]["dns_name"] == "web-server-1-eu"
+    # bound: another server cannot take it
+    st, _, r = nova(api, "POST", "/servers",
+                    server_body(image, "thief", networks=[{"port": mine["id"]}]), t["token"])
+    assert st == 409, r.body
+    # the host name was fixed at creation: a rename leaves it
+    st, _, r = nova(api, "PUT", f"/servers/{sid}", {"server": {"name": "renamed"}}, t["token"])
+    assert st == 200, r.body
+    st, _, _ = nova(api, "DELETE", f"/servers/{sid}", token=t["token"])
+    assert st == 204
+    agent(api, "PUT", f"/agent/v1/resources/server/{sid}", {"gone": True})
+    left = {p["ID"] for p in server_ports(api, t)}
+    assert left == {mine["id"], named["id"]}
+    for pid, dns in ((mine["id"], ""), (named["id"], "db")):
+        p = api.openstack("port", "show", pid)
+        assert (p["device_id"], p["device_owner"], p["binding_host_id"], p["dns_name"]) == \
+            ("", "", "", dns)
+    # and a name with nothing usable left: server-<id>
+    sid = create(api, t["token"], image, "___", networks=[{"port": mine["id"]}])
+    assert api.openstack("port", "show", mine["id"])["dns_name"] == f"server-{sid}"
+
+
 def server_ports(api, t):
     """The ports on app-net other than its subnet's DHCP port."""
     return [p for p in api.openstack("port", "list", "--network", "app-net", "--long",
