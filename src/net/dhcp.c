@@ -247,6 +247,7 @@ typedef struct Lease {
     char mac[18];
     uint32_t ip;
     const char *port;              /* the port's id, for messages */
+    const char *device, *project;  /* device_id ("" none) and project_id of the port */
     char host[DHCP_LABEL_MAX + 1]; /* its host name: dns_name, else host-a-b-c-d; "" none */
     bool named;                    /* host came from dns_name */
     bool lease;                    /* the address is on the served subnet: a hosts line too */
@@ -285,9 +286,18 @@ static bool default_of_other(const Lease *l, size_t n, const Lease *e)
     return o && o->port != e->port;
 }
 
-/* Every name belongs to one port (l: n leases sorted by address, each with a distinct one, so
- * default names never collide): a dns_name that is another port's default name, or that a
- * port with a lower address also chose, falls back to its own default. */
+/* Two leases of one port, or of ports of one device (a server's NICs) in one project. */
+static bool same_owner(const Lease *a, const Lease *b)
+{
+    return a->port == b->port ||
+           (*a->device && strcmp(a->device, b->device) == 0 && strcmp(a->project, b->project) == 0);
+}
+
+/* Every name belongs to one port, or to the ports of one device (l: n leases sorted by
+ * address, each with a distinct one, so default names never collide): a dns_name that is
+ * another port's default name, or that a port of another owner with a lower address also
+ * chose, falls back to its own default. A server's ports on one network thus share its name,
+ * one address record each, as in Neutron. */
 static int names_unique(Lease *l, size_t n)
 {
     Lease **v = calloc(n ? n : 1, sizeof(*v));
@@ -302,7 +312,7 @@ static int names_unique(Lease *l, size_t n)
     }
     qsort(v, k, sizeof(*v), lease_by_host);
     for (size_t i = 1, keep = 0; i < k; i++) {
-        if (strcmp(v[i]->host, v[keep]->host) == 0 && v[i]->port != v[keep]->port)
+        if (strcmp(v[i]->host, v[keep]->host) == 0 && !same_owner(v[i], v[keep]))
             host_default(v[i]);
         else
             keep = i;
@@ -389,6 +399,8 @@ static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *p
             const char *dn = jstr(p, "dns_name");
             nl++;
             e->port = pid;
+            e->device = jstr(p, "device_id") ? jstr(p, "device_id") : "";
+            e->project = jstr(p, "project_id") ? jstr(p, "project_id") : "";
             e->lease = here;
             leased = leased || here;
             leases += here;

@@ -3,13 +3,16 @@
 (in a host namespace the test creates), sov-compute opens that tap for QEMU and the guest's second
 NIC carries the port's MAC and gets the port's address from sov-net's DHCP server; the guest
 reaches an instance namespace plugged into the same subnet
-and the VPC's router, and deleting the server removes its tap. The guest also keeps its
+and the VPC's router, and deleting the server removes its tap. A port the user made
+(--nic port-id) on a second subnet is bound to the server and becomes its third NIC, and the
+subnets' DNS answers the server's name with the addresses of both. The guest also keeps its
 user-mode NIC with the forwarded SSH port the test logs in through."""
 import json
 import subprocess
 
 from test_compute_agent import start_compute, wait_for  # noqa: F401
 from test_compute_e2e import ssh_to, tiny_image  # noqa: F401
+from test_net_dhcp import lookup
 from test_net_l3 import PID, hex12, netns, ns_run, ping, plug, sh, start_net  # noqa: F401
 
 
@@ -27,17 +30,25 @@ def test_server_nic_on_a_vpc_subnet(api, start_net, start_compute, netns, tiny_i
     os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.1.0/24", "web")
     os_("router", "create", "r1")
     os_("router", "add", "subnet", "r1", "web", fmt=False)
+    # (10.0.2.0/24 is the guest's user-mode network)
+    os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.3.0/24", "app")
+    os_("router", "add", "subnet", "r1", "app", fmt=False)
+    mine = os_("port", "create", "--network", "vpc", "--fixed-ip", "subnet=app", "mine")
     peer = os_("port", "create", "--network", "vpc", "peer")
     wait_for(lambda: os_("port", "show", "peer")["status"] == "ACTIVE", "peer port ACTIVE")
     inst = netns("vi")
     peer_ip = plug(host, inst, peer, 24, "10.0.1.1")
 
     srv = os_("server", "create", "--image", "sov-tiny", "--flavor", "t3.micro", "--key-name",
-              "k1", "--network", "vpc", "--wait", "vm1", timeout=240)
+              "k1", "--nic", "net-id=vpc,v4-fixed-ip=10.0.1.20", "--nic",
+              f"port-id={mine['id']}", "--wait", "vm1", timeout=240)
     sid = srv["id"]
     ports = os_("port", "list", "--device-id", sid, "--long")
-    assert len(ports) == 1
-    port = os_("port", "show", ports[0]["ID"])
+    assert len(ports) == 2
+    port = os_("port", "show", next(p["ID"] for p in ports if p["ID"] != mine["id"]))
+    mine = os_("port", "show", mine["id"])
+    assert (mine["device_owner"], mine["dns_name"]) == ("compute:eu-central-1a", "vm1")
+    mine_ip = mine["fixed_ips"][0]["ip_address"]
     vm_ip = port["fixed_ips"][0]["ip_address"]
     tap = "tap" + hex12(port["id"])
     link = json.loads(sh("ip", "-n", host, "-j", "link", "show", tap).stdout)[0]
@@ -55,7 +66,24 @@ def test_server_nic_on_a_vpc_subnet(api, start_net, start_compute, netns, tiny_i
     out = ssh(f"ping -c 1 -W 2 {peer_ip} >/dev/null && echo ok; "
               "ping -c 1 -W 2 10.0.1.1 >/dev/null && echo gw")
     assert out.split() == ["ok", "gw"]
+    # the brought port: the third NIC, its MAC and (by DHCP) its address on the app subnet
+    assert ssh("cat /sys/class/net/eth2/address").strip() == mine["mac_address"]
+    assert wait_for(lambda: (o := ssh("ip -4 -o addr show dev eth2")) and mine_ip in o and o,
+                    "the brought port's address on eth2 by DHCP", timeout=90)
+    assert ssh("ping -c 1 -W 2 10.0.3.1 >/dev/null && echo ok").split() == ["ok"]  # app's gw
+    # the server's name, on both its addresses, from the DHCP server of either subnet
+    dhcp_ips = [p["Fixed IP Addresses"][0]["ip_address"]
+                for p in os_("port", "list", "--network", "vpc", "--long")
+                if p["Device Owner"] == "network:dhcp"]
+    assert len(dhcp_ips) == 2
+    fqdn = "vm1.openstacklocal"
+    for dhcp_ip in dhcp_ips:
+        assert wait_for(lambda: sorted((lookup(inst, fqdn, dhcp_ip) or {}).get(fqdn, [])) ==
+                        sorted([vm_ip, mine_ip]), f"vm1 resolved to both addresses by {dhcp_ip}")
 
     os_("server", "delete", "--wait", "vm1", fmt=False, timeout=240)
     wait_for(lambda: subprocess.run(["ip", "-n", host, "link", "show", tap],
                                     capture_output=True).returncode != 0, "the tap to go")
+    # the brought port stays, unbound
+    mine = os_("port", "show", mine["id"])
+    assert (mine["device_id"], mine["device_owner"], mine["dns_name"]) == ("", "", "")

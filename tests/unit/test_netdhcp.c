@@ -411,6 +411,33 @@ static void test_dns(void **state)
                                    "10.99.0.50 multi.cloud.test multi\n");
     json_decref(net);
 
+    /* a server's ports (one device, one project) share its name, an address record each; the
+     * same device_id on another project's port (a shared network) does not get it */
+    net = json_array();
+    static const struct {
+        const char *id, *mac, *ip, *project;
+    } nics[] = {{"n1", "fa:16:3e:00:03:01", "10.20.0.60", "pa"},
+                {"n2", "fa:16:3e:00:03:02", "10.20.0.61", "pb"},
+                {"n3", "fa:16:3e:00:03:03", "10.20.0.62", "pa"}};
+    for (size_t i = 0; i < ELEMENTSOF(nics); i++) {
+        json_t *np = named_port(nics[i].id, nics[i].mac, nics[i].ip, "vm1");
+        json_object_set_new(np, "device_id", json_string("srv-1"));
+        json_object_set_new(np, "project_id", json_string(nics[i].project));
+        json_array_append_new(net, np);
+    }
+    assert_int_equal(render(s, net, &o, &conf, &hosts, &err), 0);
+    assert_string_equal(names.ptr, "10.20.0.60 vm1.cloud.test vm1\n"
+                                   "10.20.0.61 host-10-20-0-61.cloud.test host-10-20-0-61\n"
+                                   "10.20.0.62 vm1.cloud.test vm1\n");
+    /* ports without a device are each their own */
+    for (size_t i = 0; i < ELEMENTSOF(nics); i++)
+        json_object_set_new(json_array_get(net, i), "device_id", json_string(""));
+    assert_int_equal(render(s, net, &o, &conf, &hosts, &err), 0);
+    assert_string_equal(names.ptr, "10.20.0.60 vm1.cloud.test vm1\n"
+                                   "10.20.0.61 host-10-20-0-61.cloud.test host-10-20-0-61\n"
+                                   "10.20.0.62 host-10-20-0-62.cloud.test host-10-20-0-62\n");
+    json_decref(net);
+
     /* bad options are refused */
     static const char *bad_up[] = {
         "1.2.3.4,",
