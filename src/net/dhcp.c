@@ -29,6 +29,8 @@
 #define DHCP_CACHE_SIZE     128u /* dnsmasq's DNS cache: names of one subnet and a few upstream */
 #define DHCP_LABEL_MAX      63u
 #define DHCP_FQDN_MAX       253u
+#define DHCP_CLID_MAX       (255u * 3u) /* a client id as dnsmasq's lease file writes it */
+#define DHCP_LEASES_MAX     (8u << 20)  /* the lease file we read */
 
 /* One supervised dnsmasq. Invariants: proc != NULL exactly while a child runs (pid is its pid);
  * handles counts the open libuv handles (the timer once loop is set, proc until its close
@@ -47,7 +49,16 @@ struct Dhcp {
     uint64_t started_ms;
     bool stopping, restart_pending, killing;
     char *dir, *netns, *conf, *hosts, *names;
+    /* leases no port has any more, released one dhcp_release at a time */
+    char *release_bin, *ifname;
+    struct Release *releases; /* queued, oldest first */
+    uv_process_t *releasing;  /* the dhcp_release that runs */
 };
+
+typedef struct Release {
+    struct Release *next;
+    char mac[18], ip[16], clid[DHCP_CLID_MAX + 1];
+} Release;
 
 static void seterr(SovBuf *err, const char *fmt, ...) _printf_(2, 3);
 static void seterr(SovBuf *err, const char *fmt, ...)
@@ -708,6 +719,190 @@ static void kill_stale(Dhcp *d)
         kill((pid_t)pid, SIGKILL);
 }
 
+/* ---- leases no port has any more ----
+ * dnsmasq keeps a lease until it expires (a day by default) even when its static host line
+ * is gone, and will not give the address to another MAC until then ("not using configured
+ * address ... because it is leased to ..."): a port deleted and its address given to a new
+ * port would leave the new one without DHCP, and the old name in DNS. So a lease whose MAC and
+ * address are no line of the hosts file goes: dropped from the lease file before a dnsmasq
+ * starts, released (dhcp_release, the DHCPRELEASE its client would send) while one runs. */
+
+/* Whether hosts ("mac,ip,name" lines) has a line for mac and ip. */
+static bool hosts_has(const char *hosts, const char *mac, const char *ip)
+{
+    char key[40];
+    int n = snprintf(key, sizeof(key), "%s,%s,", mac, ip);
+    for (const char *l = hosts; l && *l;) {
+        if (strncmp(l, key, (size_t)n) == 0)
+            return true;
+        l = strchr(l, '\n');
+        l = l ? l + 1 : NULL;
+    }
+    return false;
+}
+
+/* One line of dnsmasq's lease file, "expiry mac ip name client-id": its MAC, address and
+ * client id ("" for "*" or anything not in dnsmasq's hex:hex form). false when the line is no
+ * Ethernet lease. line is cut up. */
+static bool lease_line(char *line, Release *out)
+{
+    char *save = NULL;
+    const char *f[5] = {0};
+    for (int i = 0; i < 5; i++)
+        f[i] = strtok_r(i ? NULL : line, " ", &save);
+    uint32_t a;
+    if (!f[2] || parse_mac(f[1], out->mac) < 0 || parse_ip4(f[2], &a) < 0)
+        return false;
+    ip4_str(a, out->ip);
+    size_t n = f[4] ? strlen(f[4]) : 0;
+    bool ok = n >= 2 && n <= DHCP_CLID_MAX && n % 3 == 2;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = i % 3 == 2 ? f[4][i] == ':'
+                        : (f[4][i] >= '0' && f[4][i] <= '9') || (f[4][i] >= 'a' && f[4][i] <= 'f');
+    snprintf(out->clid, sizeof(out->clid), "%s", ok ? f[4] : "");
+    return true;
+}
+
+/* The lease file, or NULL (none, unreadable, too big). */
+static char *read_leases(const Dhcp *d)
+{
+    char p[PATH_MAX];
+    if (path_in(d, "leases", p, sizeof(p)) < 0)
+        return NULL;
+    FILE *f = fopen(p, "re");
+    if (!f)
+        return NULL;
+    SovBuf b = SOV_BUF_INIT;
+    char chunk[16384];
+    size_t n;
+    bool ok = true;
+    while (ok && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        ok = b.len + n <= DHCP_LEASES_MAX && sov_buf_append(&b, chunk, n) == 0;
+    ok = ok && !ferror(f);
+    fclose(f);
+    if (!ok || !b.ptr) {
+        sov_buf_release(&b);
+        return NULL;
+    }
+    return sov_buf_steal(&b);
+}
+
+/* Before a dnsmasq starts: the lease file without the leases no port has. */
+static void prune_leases(Dhcp *d)
+{
+    char *text = read_leases(d);
+    if (!text)
+        return;
+    SovBuf keep = SOV_BUF_INIT;
+    bool dropped = false;
+    char *save = NULL;
+    for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        Release r;
+        char copy[1024];
+        snprintf(copy, sizeof(copy), "%s", l);
+        if (strlen(l) < sizeof(copy) && lease_line(copy, &r) && hosts_has(d->hosts, r.mac, r.ip))
+            sov_buf_printf(&keep, "%s\n", l);
+        else
+            dropped = true;
+    }
+    if (dropped)
+        write_file(d, "leases", keep.ptr ? keep.ptr : "", NULL);
+    sov_buf_release(&keep);
+    free(text);
+}
+
+static void release_next(Dhcp *d);
+static void handle_closed(uv_handle_t *h);
+
+static void release_exit(uv_process_t *p, int64_t status, int sig)
+{
+    Dhcp *d = p->data;
+    if (status != 0 || sig != 0) {
+        const char *kv[] = {"dir", d->dir, "cmd", d->release_bin, NULL};
+        sov_logv_kv(SOV_LOG_WARN, NULL, 0,
+                    "dhcp_release failed (is dnsmasq-utils installed?); the lease stays until it "
+                    "expires",
+                    kv);
+    }
+    d->releasing = NULL;
+    uv_close((uv_handle_t *)p, handle_closed);
+    release_next(d);
+}
+
+static void release_next(Dhcp *d)
+{
+    Release *r = d->releases;
+    if (d->releasing || !r || d->stopping || !d->loop || !d->ifname)
+        return;
+    d->releases = r->next;
+    char *args[11];
+    int n = 0;
+    if (d->netns) {
+        args[n++] = d->ip_bin;
+        args[n++] = (char *)"netns";
+        args[n++] = (char *)"exec";
+        args[n++] = d->netns;
+    }
+    args[n++] = d->release_bin;
+    args[n++] = d->ifname;
+    args[n++] = r->ip;
+    args[n++] = r->mac;
+    if (*r->clid)
+        args[n++] = r->clid;
+    args[n] = NULL;
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_IGNORE}};
+    uv_process_options_t o = {.file = args[0],
+                              .args = args,
+                              .exit_cb = release_exit,
+                              .cwd = "/",
+                              .stdio = stdio,
+                              .stdio_count = 3};
+    uv_process_t *p = calloc(1, sizeof(*p));
+    int rc = p ? 0 : -ENOMEM;
+    if (p) {
+        p->data = d;
+        d->handles++;
+        if ((rc = uv_spawn(d->loop, p, &o)) < 0)
+            uv_close((uv_handle_t *)p, handle_closed);
+        else
+            d->releasing = p;
+    }
+    free(r);
+    if (rc < 0) {
+        const char *kv[] = {"dir", d->dir, "cmd", args[0], NULL};
+        sov_logv_kv(SOV_LOG_WARN, NULL, rc, "cannot run dhcp_release", kv);
+        release_next(d);
+    }
+}
+
+/* While dnsmasq runs: queues a release of every lease no port has (once). */
+static void release_stale(Dhcp *d)
+{
+    char *text = read_leases(d);
+    if (!text)
+        return;
+    char *save = NULL;
+    for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        Release r, **tail = &d->releases;
+        char copy[1024];
+        snprintf(copy, sizeof(copy), "%s", l);
+        if (strlen(l) >= sizeof(copy) || !lease_line(copy, &r) || hosts_has(d->hosts, r.mac, r.ip))
+            continue;
+        bool queued = false;
+        for (; *tail && !queued; tail = &(*tail)->next)
+            queued = !strcmp((*tail)->mac, r.mac) && !strcmp((*tail)->ip, r.ip);
+        Release *q = queued ? NULL : malloc(sizeof(*q));
+        if (q) {
+            *q = r;
+            q->next = NULL;
+            *tail = q;
+        }
+    }
+    free(text);
+    release_next(d);
+}
+
 /* ---- the process ---- */
 
 static void spawn(Dhcp *d);
@@ -726,6 +921,13 @@ static void maybe_free(Dhcp *d)
     free(d->conf);
     free(d->hosts);
     free(d->names);
+    free(d->release_bin);
+    free(d->ifname);
+    while (d->releases) {
+        Release *r = d->releases;
+        d->releases = r->next;
+        free(r);
+    }
     free(d);
 }
 
@@ -796,6 +998,7 @@ static void spawn(Dhcp *d)
     snprintf(conf, sizeof(conf), "--conf-file=%s/conf", d->dir);
     if (path_in(d, "log", logp, sizeof(logp)) < 0)
         return;
+    prune_leases(d);
     char *args[9];
     int n = 0;
     if (d->netns) {
@@ -882,8 +1085,9 @@ Dhcp *dhcp_new(const DhcpOpts *o)
     d->user = o->user ? strdup(o->user) : NULL;
     d->dns_upstream = strdup(up);
     d->dns_domain = strdup(norm);
+    d->release_bin = strdup(o->dhcp_release ? o->dhcp_release : "dhcp_release");
     if (!d->ip_bin || !d->dnsmasq_bin || (o->user && !d->user) || !d->dns_upstream ||
-        !d->dns_domain) {
+        !d->dns_domain || !d->release_bin) {
         d->stopping = true;
         maybe_free(d);
         return NULL;
@@ -980,6 +1184,10 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
     if (!d->dir)
         d->dir = sov_buf_steal(&dir);
     sov_buf_release(&dir);
+    if (str_differs(d->ifname, ifname)) {
+        free(d->ifname);
+        d->ifname = ifname ? strdup(ifname) : NULL;
+    }
     bool conf_changed = str_differs(d->conf, conf.ptr) || str_differs(d->netns, netns);
     bool hosts_changed = !d->hosts || strcmp(d->hosts, hosts.ptr ? hosts.ptr : "") != 0;
     bool names_changed = !d->names || strcmp(d->names, names.ptr ? names.ptr : "") != 0;
@@ -1039,6 +1247,7 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
         /* a SIGHUP that lands before dnsmasq handles it (right after the spawn) ends it: the
          * restart then reads the new hosts file all the same */
         uv_process_kill(d->proc, SIGHUP);
+        release_stale(d);
     }
     *io = d;
     return 0;

@@ -31,6 +31,9 @@ typedef struct DhcpOpts {
     unsigned lease_s;    /* lease time of every static lease; 0: DHCP_LEASE_DEFAULT_S */
     const char *ip;      /* the `ip` binary (netns exec); NULL: "ip" from PATH */
     const char *dnsmasq; /* NULL: "dnsmasq" from PATH */
+    /* dnsmasq-utils' dhcp_release, which ends the lease of a port that is gone; NULL:
+     * "dhcp_release" from PATH */
+    const char *dhcp_release;
     /* The user dnsmasq drops to after binding; NULL: dnsmasq's own default (nobody). It re-reads
      * the hosts file as that user on SIGHUP, so state_dir must be searchable by it. */
     const char *user;

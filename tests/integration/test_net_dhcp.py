@@ -334,6 +334,22 @@ def test_dhcp_serves_static_leases(driver_bin, netenv, dirs):
         assert got is not None and got["ip"] == "10.77.0.12", (files / "log").read_text()
         assert drv.cmd(op="status")["pid"] == pid1
 
+        # a deleted port's lease goes with it (DHCPRELEASE), so its address, given to a new
+        # port with another MAC, is that port's at once (not after the old lease expires)
+        moved = [dhcp_port, port("p3", MAC2, "10.77.0.11")]
+        a = drv.cmd(**args, subnet=subnet, ports=moved)
+        assert a["rc"] == 0 and a["pid"] == pid1, a
+        wait_for(lambda: MAC1 not in (files / "leases").read_text(), what="the lease released")
+        got = udhcpc(netenv["c2"], tmp, "c2-moved")
+        assert got is not None and got["ip"] == "10.77.0.11", (files / "log").read_text()
+        # and back
+        a = drv.cmd(**args, subnet=subnet, ports=ports + [port("p2", MAC2, "10.77.0.12")])
+        assert a["rc"] == 0 and a["pid"] == pid1, a
+        wait_for(lambda: f"{MAC2} 10.77.0.11" not in (files / "leases").read_text(),
+                 what="the moved lease released")
+        got = udhcpc(netenv["c1"], tmp, "c1-back")
+        assert got is not None and got["ip"] == "10.77.0.11", (files / "log").read_text()
+
         # hostile input is refused and changes nothing
         bad = dict(subnet, gateway_ip="10.77.0.1\ndhcp-script=/bin/sh")
         a = drv.cmd(**args, subnet=bad, ports=ports)
@@ -382,7 +398,8 @@ def alive(pid):
 
 def test_two_subnets_one_namespace_and_agent_crash(driver_bin, netenv, dirs):
     """Two dnsmasqs share the host namespace (one per bridge); an agent that dies leaves them
-    running, and the next agent replaces them instead of failing to bind."""
+    running, and the next agent replaces them instead of failing to bind. A port deleted while
+    no agent ran loses its lease with the restart: its address is the next port's at once."""
     state, tmp = dirs
     nets = [
         dict(slot=0, ifname="br0", server_ip="10.77.0.2",
@@ -417,6 +434,7 @@ def test_two_subnets_one_namespace_and_agent_crash(driver_bin, netenv, dirs):
 
         drv = Driver(driver_bin)
         new = []
+        nets[0]["ports"] = [port("p2", MAC2, "10.77.0.11")]  # p1 gone, its address moved
         for n in nets:
             a = drv.cmd(**common, **n)
             assert a["rc"] == 0, a
@@ -427,8 +445,9 @@ def test_two_subnets_one_namespace_and_agent_crash(driver_bin, netenv, dirs):
                           what="the new dnsmasq")
             new.append(st["pid"])
         assert not set(new) & set(old)
-        got = udhcpc(netenv["c1"], tmp, "c1-new")
+        got = udhcpc(netenv["c2"], tmp, "c2-new")
         assert got and got["ip"] == "10.77.0.11", got
+        assert MAC1 not in (state / "dhcp" / SUBNET_ID / "leases").read_text()
         got = udhcpc(netenv["c3"], tmp, "c3-new")
         assert got and got["ip"] == "10.78.0.13", got
 
@@ -580,6 +599,23 @@ def test_dns_end_to_end(api, start_net, netns, tmp_path):
         assert got["domain"] == "example.test" and got["hostname"] == "web2"
         # (and the DHCP port still answers the ports' names)
         assert lookup(vm, "web2.example.test", dhcp_ip)["web2.example.test"] == [ip1]
+
+        # p1 deleted: its lease is released, so its name goes from DNS and its address, given
+        # to a new port with another MAC, leases to that port at once
+        leases = pathlib.Path(f"/run/sov-net/{prefix}/dhcp/{sub['id']}/leases")
+        assert p1["mac_address"] in leases.read_text()
+        os_("port", "delete", "p1", fmt=False)
+        wait_for(lambda: p1["mac_address"] not in leases.read_text(), 30, "p1's lease released")
+        p4 = os_("port", "create", "--network", "vpc", "--fixed-ip", f"ip-address={ip1}",
+                 "--dns-name", "web4", "p4")
+        assert p4["mac_address"] != p1["mac_address"]
+        wait_for(lambda: os_("port", "show", p4["id"])["status"] == "ACTIVE", 60, "p4 ACTIVE")
+        vm2 = netns("vm2")
+        got = lease_in(host, vm2, p4, tmp_path)
+        assert got["ip"] == ip1 and got["hostname"] == "web4", got
+        ns_run(vm2, "ip", "addr", "add", f"{ip1}/24", "dev", "vi" + hex12(p4["id"]))
+        assert lookup(vm2, "web2.example.test", dhcp_ip) is None
+        assert lookup(vm2, "web4.example.test", dhcp_ip)["web4.example.test"] == [ip1]
     finally:
         upstream.kill()
         upstream.wait()
