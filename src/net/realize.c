@@ -826,6 +826,63 @@ static int apply_fdb(Ctx *x, Want *w)
 
 /* ---- router namespaces ---- */
 
+/* "a.b.c.d/len" with the host bits cleared; "default" is 0.0.0.0/0, a bare address a /32. */
+static bool route_dst(const char *s, char out[20])
+{
+    char buf[32];
+    int len = 32;
+    if (strcmp(s, "default") == 0)
+        s = "0.0.0.0/0";
+    snprintf(buf, sizeof(buf), "%s", s);
+    char *slash = strchr(buf, '/'), *end = NULL;
+    if (slash) {
+        *slash = '\0';
+        long l = strtol(slash + 1, &end, 10);
+        if (*end || l < 0 || l > 32)
+            return false;
+        len = (int)l;
+    }
+    struct in_addr a;
+    if (inet_pton(AF_INET, buf, &a) != 1)
+        return false;
+    a.s_addr &= len ? htonl(0xffffffffu << (32 - len)) : 0;
+    char ip[16];
+    inet_ntop(AF_INET, &a, ip, sizeof(ip));
+    snprintf(out, 20, "%s/%d", ip, len);
+    return true;
+}
+
+/* The routes sov-net added in namespace ns (`ip route replace`: protocol boot) that rw no
+ * longer wants (a router's removed extra route or gateway, a subnet's removed gateway_ip in
+ * its DHCP namespace): a "route del" each into b. Connected routes are the kernel's. */
+static int drop_stale_routes(Ctx *x, const char *ns, json_t *rw, SovBuf *b)
+{
+    SovBuf out;
+    sov_buf_init(&out, OUT_MAX);
+    int r =
+        ip(x, ns, NULL, &out, "-4", "-j", "route", "show", "table", "main", "proto", "boot", NULL);
+    json_t *have = r == 0 && out.len ? json_loadb(out.ptr, out.len, 0, NULL) : NULL, *h, *rt;
+    sov_buf_release(&out);
+    size_t i, k;
+    json_array_foreach(have, i, h)
+    {
+        char dst[20], want[20];
+        const char *gw = jstr(h, "gateway");
+        if (*jstr(h, "type") || !route_dst(jstr(h, "dst"), dst) || !ip4(gw))
+            continue; /* only unicast routes through a gateway are ours */
+        bool keep = *jstr(rw, "gw") && *jstr(rw, "qg") && strcmp(dst, "0.0.0.0/0") == 0 &&
+                    strcmp(gw, jstr(rw, "gw")) == 0;
+        json_array_foreach(json_object_get(rw, "routes"), k, rt) keep =
+            keep ||
+            (route_dst(json_string_value(json_array_get(rt, 0)), want) && strcmp(dst, want) == 0 &&
+             strcmp(gw, json_string_value(json_array_get(rt, 1))) == 0);
+        if (!keep)
+            sov_buf_printf(b, "route del %s via %s\n", dst, gw);
+    }
+    json_decref(have);
+    return r < 0 ? r : 0;
+}
+
 static int apply_router(Ctx *x, const char *rid, json_t *rw)
 {
     const char *ns = jstr(rw, "ns");
@@ -880,6 +937,7 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
         json_decref(cur);
     }
     /* legs of interfaces removed from the router go with their host-side peers */
+    r = drop_stale_routes(x, ns, rw, &b);
     if (*jstr(rw, "gw") && *jstr(rw, "qg"))
         sov_buf_printf(&b, "route replace default via %s dev %s\n", jstr(rw, "gw"), jstr(rw, "qg"));
     size_t i;
@@ -887,7 +945,8 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
     json_array_foreach(json_object_get(rw, "routes"), i, rt)
         sov_buf_printf(&b, "route replace %s via %s\n", json_string_value(json_array_get(rt, 0)),
                        json_string_value(json_array_get(rt, 1)));
-    r = ip_batch(x, ns, &b);
+    if (r == 0)
+        r = ip_batch(x, ns, &b);
     sov_buf_release(&b);
     json_decref(addrs);
     json_decref(links);

@@ -416,3 +416,33 @@ def test_big_tcp_limits_applied_and_reverted(api, start_net, netns):
     wait_for(lambda: gso_limits(host, "vp" + hex12(p_web["id"])) == small
              and gso_limits(rns, leg) == small, "the default limits back")
     assert ping(web, app_ip)
+
+
+def test_removed_routes_leave_the_namespaces(api, start_net, netns):
+    """A router's extra route and a subnet's gateway route in its DHCP namespace go from the
+    kernel when they go from the API (sov-net only ever added them)."""
+    host = netns("host")
+    prefix = f"t{PID}"
+    start_net(api, host, prefix)
+    os_ = api.openstack
+    web_sub, _, router, _, _ = two_subnet_vpc(os_, gateway=False)
+    rns = f"{prefix}r-{hex12(router['id'])}"
+    dns = f"{prefix}d-{hex12(web_sub['id'])}"
+
+    def routes(ns):
+        return {(r["dst"], r.get("gateway")) for r in json.loads(
+            sh("ip", "-n", ns, "-4", "-j", "route", "show").stdout)}
+
+    extra = ("192.168.50.0/24", "10.0.2.7")
+    os_("router", "set", "--route", "destination=192.168.50.0/24,gateway=10.0.2.7", "r1",
+        fmt=False)
+    wait_for(lambda: extra in routes(rns), "the extra route in the router")
+    os_("router", "unset", "--route", "destination=192.168.50.0/24,gateway=10.0.2.7", "r1",
+        fmt=False)
+    wait_for(lambda: extra not in routes(rns), "the extra route gone")
+    assert ("10.0.1.0/24", None) in routes(rns)  # the connected ones stay
+
+    wait_for(lambda: ("default", "10.0.1.1") in routes(dns), "the DHCP namespace's default")
+    os_("router", "remove", "subnet", "r1", "web", fmt=False)  # (the gateway is in use till then)
+    os_("subnet", "set", "--gateway", "none", "web", fmt=False)
+    wait_for(lambda: not any(d == "default" for d, _ in routes(dns)), "its default route gone")
