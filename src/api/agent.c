@@ -628,6 +628,7 @@ static void h_observed(SovHttpReq *req, void *ud)
         sov_buf_release(&nb);
     }
     const char *now_host = api_jstr(doc, "OS-EXT-SRV-ATTR:host");
+    bool cut_over = false, gave_up = false;
     if (strcmp(was, now_host) != 0) { /* a live migration cut over: the target owns it now */
         if (!valid_name(now_host, 63)) {
             json_decref(doc);
@@ -636,6 +637,7 @@ static void h_observed(SovHttpReq *req, void *ud)
         }
         json_object_del(doc, "_migrate_to");
         json_object_del(doc, "_migration");
+        cut_over = true;
     }
     /* live migration: the target says where it listens (_migration {host, uri, nbd}); the
      * source cuts over by naming the target as host (above) or gives up (failed) */
@@ -644,6 +646,7 @@ static void h_observed(SovHttpReq *req, void *ud)
         if (!json_is_null(mig)) {
             log_warn("live migration of server %s failed: %s", id, api_jstr(mig, "failed"));
             json_object_del(doc, "_migrate_to");
+            gave_up = true;
             if (strcmp(api_jstr(doc, "status"), "MIGRATING") == 0)
                 json_object_set_new(doc, "status", json_string("ACTIVE"));
         }
@@ -663,7 +666,21 @@ static void h_observed(SovHttpReq *req, void *ud)
                     .status = api_jstr(doc, "status"),
                     .host = host,
                     .parent = json_string_value(json_object_get(doc, "network_id"))};
-    int r = api_store_update(a->store, &m, doc);
+    /* a server's ports: bound to the host it now runs on, or no longer migrating */
+    bool ports = cut_over || gave_up;
+    int r = ports ? api_store_begin(a->store) : 0;
+    bool began = ports && r == 0;
+    /* the hosts have moved on already: a port that cannot follow does not hold the server */
+    if (began && (r = api_compute_ports_migrating(a, doc, NULL, cut_over ? now_host : NULL)) < 0) {
+        log_warn("server %s: its ports were not updated for the migration: %s", id, strerror(-r));
+        r = 0;
+    }
+    if (r == 0)
+        r = api_store_update(a->store, &m, doc);
+    if (began && r == 0)
+        r = api_store_commit(a->store); /* a failed commit has rolled back */
+    else if (began)
+        api_store_rollback(a->store);
     json_decref(doc);
     if (r < 0)
         api_fault(c, 500, NULL, "cannot record the observed state: %s", strerror(-r));

@@ -242,11 +242,17 @@ int api_port_create_for(ApiCall *c, const char *network_id, const char *fixed_ip
  * transaction when there is one. */
 int api_port_bind_for(Api *a, const char *port_id, const char *device_id, const char *device_owner,
                       const char *host, const char *dns_name);
+/* A live migration of device_id (the port's server): binding:profile migrating_to = to (NULL:
+ * removed) and, when host is not NULL, binding:host_id = host (the cut-over). A port that is no
+ * longer device_id's is left alone. */
+int api_port_migration(Api *a, const char *port_id, const char *device_id, const char *to,
+                       const char *host);
 /* Empties the first three again if the port is still device_id's, and its dns_name if that is
  * still dns_name (the name the binding gave it). */
 int api_port_unbind_for(Api *a, const char *port_id, const char *device_id, const char *dns_name);
-/* Deletes a port and frees its addresses (as DELETE /ports/{id}, without the policy checks). */
-int api_port_delete_for(Api *a, const char *port_id);
+/* Deletes a port and frees its addresses (as DELETE /ports/{id}, without the policy checks),
+ * if it is still device_id's (NULL: whoever's). */
+int api_port_delete_for(Api *a, const char *port_id, const char *device_id);
 /* The observed status an agent reports ("ACTIVE", "DOWN", "ERROR") for a network, port,
  * router or floating IP. Writes go through here (or neu_doc_put) because the indexed columns
  * (a port's network/MAC uniqueness key, parent, host) derive from the document. */
@@ -255,6 +261,9 @@ int api_network_status_set(Api *a, const char *kind, const char *id, const char 
 /* compute.c: detaches a server's volumes and deletes those marked delete_on_termination, when
  * its document goes (the agent reported the deleted server gone). */
 void api_compute_release_volumes(Api *a, const char *project, json_t *server);
+/* The server's ports during a live migration to `to` (NULL: the attempt ended), and at its
+ * cut-over to host: see api_port_migration. */
+int api_compute_ports_migrating(Api *a, json_t *server, const char *to, const char *host);
 /* Wakes agents long-polling on a change of any of these kinds. Called by the store on commit. */
 void api_agents_notify(Api *a);
 

@@ -235,6 +235,24 @@ static void server_hostname(const char *name, const char *id, char out[64])
         snprintf(out, 64, "server-%.36s", id);
 }
 
+/* As Nova has Neutron do: while the migration runs, binding:profile migrating_to names the
+ * target (its sov-net makes the taps the incoming QEMU opens); at the cut-over the binding
+ * moves there (the source's sov-net removes its taps). */
+int api_compute_ports_migrating(Api *a, json_t *server, const char *to, const char *host)
+{
+    size_t i;
+    json_t *b;
+    int r = 0;
+    json_array_foreach(json_object_get(server, "_networks"), i, b)
+    {
+        const char *port = nova_str(b, "port"), *sid = nova_str(server, "id");
+        int pr = port && sid ? api_port_migration(a, port, sid, to, host) : 0;
+        if (pr < 0 && pr != -ENOENT && r == 0)
+            r = pr;
+    }
+    return r;
+}
+
 void api_compute_release_volumes(Api *a, const char *project, json_t *server)
 {
     size_t i;
@@ -269,7 +287,7 @@ void api_compute_release_volumes(Api *a, const char *project, json_t *server)
         bool made = json_is_true(json_object_get(b, "created"));
         int r;
         if (port &&
-            (r = made ? api_port_delete_for(a, port)
+            (r = made ? api_port_delete_for(a, port, sid)
                       : api_port_unbind_for(a, port, sid, hostname)) < 0 &&
             r != -ENOENT)
             log_warn("port %s of server %s not %s: %s", port, sid, made ? "deleted" : "unbound",

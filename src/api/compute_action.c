@@ -163,6 +163,20 @@ void nova_server_action(SovHttpReq *req, void *ud)
         json_object_set_new(doc, "_migrate_to", json_string(to));
         json_object_del(doc, "_migration"); /* what an earlier attempt left */
         json_object_set_new(doc, "status", json_string("MIGRATING"));
+        /* the ports follow (their binding names the target too) in the same transaction */
+        int r = api_store_begin(a->store);
+        if (r == 0) {
+            if ((r = api_compute_ports_migrating(a, doc, to, NULL)) == 0 &&
+                (r = nova_server_save(a, doc, project)) == 0)
+                r = api_store_commit(a->store); /* a failed commit has rolled back */
+            else
+                api_store_rollback(a->store);
+        }
+        if (r < 0)
+            api_fault(c, 500, NULL, "The server cannot be stored.");
+        else
+            api_reply(c, code, reply);
+        goto out;
     } else if (strcmp(act, "os-getConsoleOutput") == 0) {
         json_t *len = json_object_get(arg, "length");
         if (!json_is_object(arg) ||

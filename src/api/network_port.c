@@ -624,6 +624,9 @@ static int port_bind(Api *a, const char *port_id, const char *was, const char *d
     json_object_set_new(doc, "device_id", json_string(device_id ? device_id : ""));
     json_object_set_new(doc, "device_owner", json_string(device_owner ? device_owner : ""));
     json_object_set_new(doc, "binding:host_id", json_string(host ? host : ""));
+    json_t *prof = json_object_get(doc, "binding:profile");
+    if (json_is_object(prof)) /* a migration of an earlier device is over */
+        json_object_del(prof, "migrating_to");
     if (!device_id && dns_name && strcmp(neu_s(doc, "dns_name"), dns_name) == 0)
         json_object_set_new(doc, "dns_name", json_string(""));
     else if (device_id && dns_name && !*neu_s(doc, "dns_name"))
@@ -645,13 +648,39 @@ int api_port_unbind_for(Api *a, const char *port_id, const char *device_id, cons
     return port_bind(a, port_id, device_id, NULL, NULL, NULL, dns_name);
 }
 
-int api_port_delete_for(Api *a, const char *port_id)
+int api_port_migration(Api *a, const char *port_id, const char *device_id, const char *to,
+                       const char *host)
+{
+    json_t *doc;
+    int r = api_store_get(a->store, "port", port_id, &doc, NULL, 0);
+    if (r < 0)
+        return r;
+    json_t *prof = json_object_get(doc, "binding:profile");
+    if (strcmp(neu_s(doc, "device_id"), device_id) != 0 || !json_is_object(prof)) {
+        json_decref(doc);
+        return 0; /* not the server's any more */
+    }
+    if (to)
+        json_object_set_new(prof, "migrating_to", json_string(to));
+    else
+        json_object_del(prof, "migrating_to");
+    if (host)
+        json_object_set_new(doc, "binding:host_id", json_string(host));
+    neu_doc_touch(doc);
+    r = neu_doc_put(a, &neu_port, doc, false);
+    json_decref(doc);
+    return r;
+}
+
+int api_port_delete_for(Api *a, const char *port_id, const char *device_id)
 {
     json_t *port;
     int r = api_store_get(a->store, "port", port_id, &port, NULL, 0);
     if (r < 0)
         return r;
-    r = neu_port_destroy(a, port);
+    /* a port moved to another device since (the tenant may clear device_id) is that one's */
+    r = device_id && strcmp(neu_s(port, "device_id"), device_id) != 0 ? 0
+                                                                      : neu_port_destroy(a, port);
     json_decref(port);
     return r;
 }

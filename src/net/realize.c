@@ -411,8 +411,10 @@ static void plan(Ctx *x, Want *w)
         snprintf(br, sizeof(br), "sb%s", s12);
         cidr4(jstr(sn, "cidr"), net, sizeof(net), &len);
         const char *bound = jstr(v, "binding:host_id");
-        if (*bound && strcmp(bound, x->cfg->host) != 0 && strncmp(owner, "network:", 8) != 0)
-            continue; /* another host's instance */
+        const char *to = jstr(json_object_get(v, "binding:profile"), "migrating_to");
+        if (*bound && strcmp(bound, x->cfg->host) != 0 && strncmp(owner, "network:", 8) != 0 &&
+            strcmp(to, x->cfg->host) != 0)
+            continue; /* another host's instance (unless it is live-migrating here) */
         if (strcmp(owner, "network:router_interface") == 0) {
             json_t *router = x->cfg->l3 ? find(x, "router", jstr(v, "device_id")) : NULL;
             json_t *rw = router ? router_want(x, w, router) : NULL;

@@ -599,6 +599,25 @@ def test_a_brought_port_is_bound_to_the_server_and_named_after_it(api):
     # the host name was fixed at creation: a rename leaves it
     st, _, r = nova(api, "PUT", f"/servers/{sid}", {"server": {"name": "renamed"}}, t["token"])
     assert st == 200, r.body
+
+    # live migration: the ports name the target while it runs (its sov-net makes their taps),
+    # and are bound to it at the cut-over; a failed attempt leaves them where they were
+    def bindings():
+        return {(p["binding_host_id"], p["binding_profile"].get("migrating_to"))
+                for p in (api.openstack("port", "show", i) for i in ports)}
+
+    register_host(api, "cn-brought2")
+    observe(api, sid, status="ACTIVE")
+    migrate = {"os-migrateLive": {"host": None, "block_migration": "auto"}}
+    assert nova(api, "POST", f"/servers/{sid}/action", migrate)[0] == 202
+    assert bindings() == {("cn-brought", "cn-brought2")}
+    observe(api, sid, _migration={"failed": "the target went away"})
+    assert bindings() == {("cn-brought", None)}
+    assert nova(api, "POST", f"/servers/{sid}/action", migrate)[0] == 202
+    assert bindings() == {("cn-brought", "cn-brought2")}
+    observe(api, sid, **{"OS-EXT-SRV-ATTR:host": "cn-brought2", "status": "ACTIVE"})
+    assert bindings() == {("cn-brought2", None)}
+
     st, _, _ = nova(api, "DELETE", f"/servers/{sid}", token=t["token"])
     assert st == 204
     agent(api, "PUT", f"/agent/v1/resources/server/{sid}", {"gone": True})
@@ -611,6 +630,41 @@ def test_a_brought_port_is_bound_to_the_server_and_named_after_it(api):
     # and a name with nothing usable left: server-<id>
     sid = create(api, t["token"], image, "___", networks=[{"port": mine["id"]}])
     assert api.openstack("port", "show", mine["id"])["dns_name"] == f"server-{sid}"
+
+
+def test_ports_follow_their_current_server_only(api):
+    """A server deleted while it migrates leaves no migrating_to on the port it was brought
+    (the next server's host would realise it too); a port Nova made for one server that the
+    tenant then gave to another goes with neither server but the one it is on."""
+    t = api.make_project("follow")
+    register_host(api, "cn-f1")
+    image = make_image(api, t["token"])
+    net = api.openstack("network", "create", "app-net", env=t["env"])
+    api.openstack("subnet", "create", "--network", "app-net", "--subnet-range", "10.22.0.0/24",
+                  "app-sub", env=t["env"])
+    mine = api.openstack("port", "create", "--network", "app-net", "mine", env=t["env"])
+    sid = create(api, t["token"], image, "web", networks=[{"port": mine["id"]}])
+    register_host(api, "cn-f2")
+    observe(api, sid, status="ACTIVE")
+    migrate = {"os-migrateLive": {"host": "cn-f2", "block_migration": "auto"}}
+    assert nova(api, "POST", f"/servers/{sid}/action", migrate)[0] == 202
+    assert api.openstack("port", "show", mine["id"])["binding_profile"] == \
+        {"migrating_to": "cn-f2"}
+    assert nova(api, "DELETE", f"/servers/{sid}", token=t["token"])[0] == 204
+    agent(api, "PUT", f"/agent/v1/resources/server/{sid}", {"gone": True})
+    p = api.openstack("port", "show", mine["id"])
+    assert (p["device_id"], p["binding_host_id"], p["binding_profile"]) == ("", "", {})
+
+    s1 = create(api, t["token"], image, "one", networks=[{"uuid": net["id"]}])
+    made = api.openstack("port", "list", "--device-id", s1)[0]["ID"]
+    st, _, r = api.request("PUT", f"/network/v2.0/ports/{made}", {"port": {"device_id": ""}},
+                           t["token"])
+    assert st == 200, r.body
+    s2 = create(api, t["token"], image, "two", networks=[{"port": made}])
+    assert api.openstack("port", "show", made)["device_id"] == s2
+    assert nova(api, "DELETE", f"/servers/{s1}", token=t["token"])[0] == 204
+    agent(api, "PUT", f"/agent/v1/resources/server/{s1}", {"gone": True})
+    assert [p["ID"] for p in api.openstack("port", "list", "--device-id", s2)] == [made]
 
 
 def server_ports(api, t):

@@ -10,8 +10,8 @@ user-mode NIC with the forwarded SSH port the test logs in through."""
 import json
 import subprocess
 
-from test_compute_agent import start_compute, wait_for  # noqa: F401
-from test_compute_e2e import ssh_to, tiny_image  # noqa: F401
+from test_compute_agent import host_doc, start_compute, wait_for  # noqa: F401
+from test_compute_e2e import TOKEN, ssh_to, tiny_image  # noqa: F401
 from test_net_dhcp import lookup
 from test_net_l3 import PID, hex12, netns, ns_run, ping, plug, sh, start_net  # noqa: F401
 
@@ -87,3 +87,61 @@ def test_server_nic_on_a_vpc_subnet(api, start_net, start_compute, netns, tiny_i
     # the brought port stays, unbound
     mine = os_("port", "show", mine["id"])
     assert (mine["device_id"], mine["device_owner"], mine["dns_name"]) == ("", "", "")
+
+
+def test_live_migration_keeps_the_vpc_nic(start_api, start_block, start_net, start_compute,
+                                          netns, tiny_image, tmp_path):
+    """Live migration of a server with a VPC NIC between two hosts (each a namespace with its
+    own sov-net, VXLAN between them): while it runs the port's binding names the target, whose
+    sov-net makes the tap the incoming QEMU opens; at the cut-over the binding moves there and
+    the source's tap goes; an instance namespace on the first host reaches the guest at the
+    same address before and after (over VXLAN after)."""
+    block = start_block(token=TOKEN)
+    api = start_api(ini_extra=f"[block]\nurl = {block.url}\ntoken = {TOKEN}\n")
+    h1, h2 = netns("mh1"), netns("mh2")
+    sh("ip", "-n", h1, "link", "add", "u0", "type", "veth", "peer", "name", "u0", "netns", h2)
+    for ns, addr in ((h1, "10.99.0.1/24"), (h2, "10.99.0.2/24")):
+        sh("ip", "-n", ns, "addr", "add", addr, "dev", "u0")
+        sh("ip", "-n", ns, "link", "set", "u0", "up")
+    start_net(api, h1, f"t{PID}", host="cn1", extra="tunnel_ip = 10.99.0.1\n")
+    start_net(api, h2, f"t{PID}b", host="cn2", extra="tunnel_ip = 10.99.0.2\nl3 = false\n")
+    comp = start_compute(api, extra=f"vpc = true\nnetns = {h1}\n")
+    wait_for(lambda: host_doc(api, "cn1"), "host cn1")
+    os_ = api.openstack
+    os_("image", "create", "--file", tiny_image, "--disk-format", "raw", "--container-format",
+        "bare", "sov-tiny")
+    key = tmp_path / "k1.pem"
+    key.write_text(os_("keypair", "create", "k1", fmt=False))
+    key.chmod(0o600)
+    os_("network", "create", "vpc")
+    os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.1.0/24", "web")
+    peer = os_("port", "create", "--network", "vpc", "--host", "cn1", "peer")
+    wait_for(lambda: os_("port", "show", "peer")["status"] == "ACTIVE", "peer port ACTIVE")
+    inst = netns("mi")
+    plug(h1, inst, peer, 24, "10.0.1.1")
+
+    srv = os_("server", "create", "--image", "sov-tiny", "--flavor", "t3.micro", "--key-name",
+              "k1", "--network", "vpc", "--wait", "vm1", timeout=240)
+    sid = srv["id"]
+    port = os_("port", "show", os_("port", "list", "--device-id", sid)[0]["ID"])
+    vm_ip, tap = port["fixed_ips"][0]["ip_address"], "tap" + hex12(port["id"])
+    ssh = ssh_to(api, key, "vm1")
+    assert wait_for(lambda: (o := ssh("ip -4 -o addr show dev eth1")) and vm_ip in o and o,
+                    "the port's address on eth1 by DHCP", timeout=150)
+    assert wait_for(lambda: ping(inst, vm_ip), "the instance namespace -> the VM on cn1")
+
+    start_compute(api, host="cn2", extra=f"vpc = true\nnetns = {h2}\n")
+    wait_for(lambda: host_doc(api, "cn2"), "host cn2")
+    os_("server", "migrate", "--live-migration", "--wait", "vm1", fmt=False, timeout=300)
+    shown = os_("server", "show", sid)
+    assert shown["OS-EXT-SRV-ATTR:host"] == "cn2" and shown["status"] == "ACTIVE"
+    port = os_("port", "show", port["id"])
+    assert port["binding_host_id"] == "cn2" and "migrating_to" not in port["binding_profile"]
+    assert sh("ip", "-n", h2, "link", "show", tap, check=False).returncode == 0
+    wait_for(lambda: sh("ip", "-n", h1, "link", "show", tap, check=False).returncode != 0,
+             "the source's tap to go")
+    assert wait_for(lambda: ping(inst, vm_ip), "the instance namespace -> the VM on cn2")
+    ssh = ssh_to(api, key, "vm1")
+    assert wait_for(lambda: ssh("cat /sys/class/net/eth1/address"), "SSH on cn2",
+                    timeout=60).strip() == port["mac_address"]
+    assert comp.alive()
