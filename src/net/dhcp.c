@@ -259,6 +259,7 @@ typedef struct Lease {
     uint32_t ip;
     const char *port;              /* the port's id, for messages */
     const char *device, *project;  /* device_id ("" none) and project_id of the port */
+    const char *since;             /* its created_at ("" unknown): the first port keeps a name */
     char host[DHCP_LABEL_MAX + 1]; /* its host name: dns_name, else host-a-b-c-d; "" none */
     bool named;                    /* host came from dns_name */
     bool lease;                    /* the address is on the served subnet: a hosts line too */
@@ -271,10 +272,13 @@ static void host_default(Lease *l)
     l->named = false;
 }
 
+/* by name, then the oldest port first (created_at; unknown ones after), then by address */
 static int lease_by_host(const void *a, const void *b)
 {
     const Lease *x = *(Lease *const *)a, *y = *(Lease *const *)b;
     int c = strcmp(x->host, y->host);
+    if (!c && (*x->since || *y->since))
+        c = !*x->since ? 1 : !*y->since ? -1 : strcmp(x->since, y->since);
     return c ? c : (x->ip > y->ip) - (x->ip < y->ip);
 }
 
@@ -306,9 +310,10 @@ static bool same_owner(const Lease *a, const Lease *b)
 
 /* Every name belongs to one port, or to the ports of one device (l: n leases sorted by
  * address, each with a distinct one, so default names never collide): a dns_name that is
- * another port's default name, or that a port of another owner with a lower address also
- * chose, falls back to its own default. A server's ports on one network thus share its name,
- * one address record each, as in Neutron. */
+ * another port's default name, or that an older port of another owner also chose (created
+ * earlier; the lower address when that is unknown), falls back to its own default, so a name
+ * in use is not taken over by whoever comes later (on a shared network: another project). A
+ * server's ports on one network thus share its name, one address record each, as in Neutron. */
 static int names_unique(Lease *l, size_t n)
 {
     Lease **v = calloc(n ? n : 1, sizeof(*v));
@@ -412,6 +417,7 @@ static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *p
             e->port = pid;
             e->device = jstr(p, "device_id") ? jstr(p, "device_id") : "";
             e->project = jstr(p, "project_id") ? jstr(p, "project_id") : "";
+            e->since = jstr(p, "created_at") ? jstr(p, "created_at") : "";
             e->lease = here;
             leased = leased || here;
             leases += here;

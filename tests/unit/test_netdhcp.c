@@ -429,6 +429,23 @@ static void test_dns(void **state)
     assert_string_equal(names.ptr, "10.20.0.60 vm1.cloud.test vm1\n"
                                    "10.20.0.61 host-10-20-0-61.cloud.test host-10-20-0-61\n"
                                    "10.20.0.62 vm1.cloud.test vm1\n");
+    /* a port created later does not take a name in use, whatever its address: the first
+     * port (created_at) keeps it; without created_at the lower address does */
+    json_t *late = named_port("n4", "fa:16:3e:00:03:04", "10.20.0.59", "vm1");
+    json_object_set_new(late, "created_at", json_string("2026-11-26T10:00:01Z"));
+    for (size_t i = 0; i < ELEMENTSOF(nics); i++)
+        json_object_set_new(json_array_get(net, i), "created_at",
+                            json_string("2026-11-26T10:00:00Z"));
+    json_array_append_new(net, late);
+    assert_int_equal(render(s, net, &o, &conf, &hosts, &err), 0);
+    assert_string_equal(names.ptr, "10.20.0.59 host-10-20-0-59.cloud.test host-10-20-0-59\n"
+                                   "10.20.0.60 vm1.cloud.test vm1\n"
+                                   "10.20.0.61 host-10-20-0-61.cloud.test host-10-20-0-61\n"
+                                   "10.20.0.62 vm1.cloud.test vm1\n");
+    json_array_remove(net, ELEMENTSOF(nics));
+    for (size_t i = 0; i < ELEMENTSOF(nics); i++)
+        json_object_del(json_array_get(net, i), "created_at");
+
     /* ports without a device are each their own */
     for (size_t i = 0; i < ELEMENTSOF(nics); i++)
         json_object_set_new(json_array_get(net, i), "device_id", json_string(""));
