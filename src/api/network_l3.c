@@ -134,8 +134,8 @@ static bool router_routes(ApiCall *c, json_t *router, json_t *routes)
     json_array_foreach(routes, i, r)
     {
         IpamCidr d;
-        IpamAddr nh;
-        bool connected = false;
+        IpamAddr nh, own;
+        bool connected = false, used = false;
         char ds[IPAM_CIDR_STRLEN], ns[IPAM_ADDR_STRLEN];
         int pr = ipam_cidr_parse(json_string_value(json_object_get(r, "destination")), false, &d);
         if (!ok || json_object_size(r) != 2 || (pr < 0 && pr != -EDOM) ||
@@ -155,18 +155,22 @@ static bool router_routes(ApiCall *c, json_t *router, json_t *routes)
                     if (api_store_get(c->api->store, "subnet", neu_s(f, "subnet_id"), &sn, NULL,
                                       0) < 0)
                         continue;
+                    /* a host address of one of its subnets (the kernel refuses the network
+                     * and broadcast addresses as a gateway), not the router's own */
                     connected = connected || (ipam_cidr_parse(neu_s(sn, "cidr"), false, &sc) == 0 &&
-                                              ipam_cidr_contains(&sc, &nh));
+                                              ipam_addr_usable(&sc, &nh));
+                    used = used || (ipam_addr_parse(neu_s(f, "ip_address"), &own) == 0 &&
+                                    ipam_addr_cmp(&own, &nh) == 0);
                     json_decref(sn);
                 }
         }
-        if (!connected) {
+        if (!connected || used) {
             json_decref(ifaces);
             json_decref(out);
-            api_fault(c, 400, "InvalidRoutes",
-                      "Invalid format for routes: %.64s, the nexthop is not connected with "
-                      "router",
-                      neu_s(r, "nexthop"));
+            api_fault(c, 400, "InvalidRoutes", "Invalid format for routes: %.64s, %s",
+                      neu_s(r, "nexthop"),
+                      used ? "the nexthop is used by router"
+                           : "the nexthop is not connected with router");
             return false;
         }
         ipam_cidr_str(&d, ds);

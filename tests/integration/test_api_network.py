@@ -507,10 +507,12 @@ def test_floating_ip_needs_a_router(api, acme):
                              tok)
     assert st == 200 and doc["floatingip"]["port_id"] is None
     assert doc["floatingip"]["status"] == "DOWN"
-    # extra routes need a connected next hop
-    st, doc, _ = api.request("PUT", f"{N}/routers/{router}", {"router": {"routes": [
-        {"destination": "10.20.0.0/16", "nexthop": "172.16.0.1"}]}}, tok)
-    assert st == 400 and neutron_error(doc)[0] == "InvalidRoutes"
+    # extra routes need a connected next hop: a host address of a router subnet (not its
+    # network or broadcast address, which the kernel refuses) that is not the router's own
+    for bad in ("172.16.0.1", "192.168.0.0", "192.168.0.255", "192.168.0.1"):
+        st, doc, _ = api.request("PUT", f"{N}/routers/{router}", {"router": {"routes": [
+            {"destination": "10.20.0.0/16", "nexthop": bad}]}}, tok)
+        assert st == 400 and neutron_error(doc)[0] == "InvalidRoutes", (bad, doc)
     st, doc, _ = api.request("PUT", f"{N}/routers/{router}", {"router": {"routes": [
         {"destination": "10.20.0.0/16", "nexthop": "192.168.0.10"}]}}, tok)
     assert st == 200 and doc["router"]["routes"][0]["nexthop"] == "192.168.0.10"
