@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -614,62 +613,23 @@ static int sg_list(const Ctx *x, const char *ns, SovBuf *out)
     return 0;
 }
 
-/* What nft lists once `script` is loaded into an empty ruleset: a child process loads it into
- * a network namespace of its own (gone when the child exits) and lists both tables there. The
+/* What nft lists once `script` is loaded into an empty ruleset: loaded into a network
+ * namespace of its own (unshare; gone when the shell exits) and both tables listed there. The
  * passes compare the live listing with this, not with a listing of the live tables taken after
- * loading, which would take in whatever someone changed between the load and the listing. */
+ * loading, which would take in whatever someone changed between the load and the listing. The
+ * shell script is fixed; nft's path is its $0. */
 static int sg_expected(const Ctx *x, const SovBuf *script, SovBuf *out)
 {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return -errno;
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(p[0]);
-        close(p[1]);
-        return -e;
-    }
-    if (pid == 0) {
-        close(p[0]);
-        SovBuf o = SOV_BUF_INIT, e = SOV_BUF_INIT;
-        Ctx c = *x;
-        c.err = &e;
-        char *nft[] = {(char *)x->cfg->nft, "-f", "-", NULL};
-        bool ok = unshare(CLONE_NEWNET) == 0 && run(nft, script->ptr, script->len, NULL, &e) == 0 &&
-                  sg_list(&c, "", &o) == 0;
-        for (size_t off = 0; ok && off < o.len;) {
-            ssize_t w = write(p[1], o.ptr + off, o.len - off);
-            if (w < 0 && errno == EINTR)
-                continue;
-            ok = w > 0;
-            off += w > 0 ? (size_t)w : 0;
-        }
-        _exit(ok ? 0 : 1);
-    }
-    close(p[1]);
-    char buf[65536];
-    ssize_t n;
-    int r = 0;
-    while ((n = read(p[0], buf, sizeof(buf))) != 0) {
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 || out->len + (size_t)n > OUT_MAX) {
-            r = n < 0 ? -errno : -EFBIG;
-            break;
-        }
-        if (sov_buf_append(out, buf, (size_t)n) < 0)
-            r = -ENOMEM;
-    }
-    close(p[0]);
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    if (r == 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
-        r = -EIO;
-    if (r < 0)
-        sov_buf_printf(x->err, "cannot list the security-group tables in a scratch namespace");
-    return r;
+    char *argv[] = {
+        "unshare",
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        "\"$0\" -f - && \"$0\" list table bridge sov_sg && \"$0\" list table inet sov_sg",
+        (char *)x->cfg->nft,
+        NULL};
+    return run(argv, script->ptr, script->len, out, x->err);
 }
 
 static void slurp(const char *path, SovBuf *b, size_t cap)
@@ -1072,9 +1032,19 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t
     json_t *rw, *v;
     json_object_foreach(w.routers, rid, rw)
     {
-        if ((r = apply_router(&x, rid, rw)) < 0)
-            goto out;
-        if (strcmp(jstr(rw, "kind"), "dhcp") != 0) {
+        /* one router the kernel refuses (a route it will not take) holds up no other, nor
+         * the DHCP servers: ERROR for it, and the pass goes on */
+        bool dhcp_ns = strcmp(jstr(rw, "kind"), "dhcp") == 0;
+        if (apply_router(&x, rid, rw) < 0) {
+            const char *kv[] = {dhcp_ns ? "subnet" : "router", rid, "why", err->ptr ? err->ptr : "",
+                                NULL};
+            sov_logv_kv(SOV_LOG_WARN, NULL, 0, "cannot set up a namespace", kv);
+            sov_buf_reset(err);
+            if (!dhcp_ns) {
+                status(statuses, "router", rid, "ERROR");
+                continue;
+            }
+        } else if (!dhcp_ns) {
             status(statuses, "router", rid, "ACTIVE");
             continue;
         }
