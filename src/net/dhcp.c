@@ -733,13 +733,14 @@ static void kill_stale(Dhcp *d)
  * address are no line of the hosts file goes: dropped from the lease file before a dnsmasq
  * starts, released (dhcp_release, the DHCPRELEASE its client would send) while one runs. */
 
-/* Whether hosts ("mac,ip,name" lines) has a line for mac and ip. */
+/* Whether hosts ("mac,ip,name" or, for a port without a name, "mac,ip" lines) has a line
+ * for mac and ip. */
 static bool hosts_has(const char *hosts, const char *mac, const char *ip)
 {
     char key[40];
-    int n = snprintf(key, sizeof(key), "%s,%s,", mac, ip);
+    int n = snprintf(key, sizeof(key), "%s,%s", mac, ip);
     for (const char *l = hosts; l && *l;) {
-        if (strncmp(l, key, (size_t)n) == 0)
+        if (strncmp(l, key, (size_t)n) == 0 && (l[n] == ',' || l[n] == '\n' || l[n] == '\0'))
             return true;
         l = strchr(l, '\n');
         l = l ? l + 1 : NULL;
@@ -793,32 +794,90 @@ static char *read_leases(const Dhcp *d)
     return sov_buf_steal(&b);
 }
 
-/* Before a dnsmasq starts: the lease file without the leases no port has. */
-static void prune_leases(Dhcp *d)
+/* Calls fn for each line of dnsmasq's lease file with whether it is a lease a port still has
+ * (keep) and, for a lease no port has, that lease (gone; NULL otherwise). false: no file. */
+typedef void LeaseFn(Dhcp *d, const char *line, bool keep, const Release *gone, void *arg);
+static bool each_lease(Dhcp *d, LeaseFn *fn, void *arg)
 {
     char *text = read_leases(d);
     if (!text)
-        return;
-    SovBuf keep = SOV_BUF_INIT;
-    bool dropped = false;
+        return false;
     char *save = NULL;
     for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
         Release r;
         char copy[1024];
         snprintf(copy, sizeof(copy), "%s", l);
-        if (strlen(l) < sizeof(copy) && lease_line(copy, &r) && hosts_has(d->hosts, r.mac, r.ip))
-            sov_buf_printf(&keep, "%s\n", l);
-        else
-            dropped = true;
+        bool ok = strlen(l) < sizeof(copy) && lease_line(copy, &r);
+        bool keep = ok && hosts_has(d->hosts, r.mac, r.ip);
+        fn(d, l, keep, ok && !keep ? &r : NULL, arg);
     }
-    if (dropped)
-        write_file(d, "leases", keep.ptr ? keep.ptr : "", NULL);
-    sov_buf_release(&keep);
     free(text);
+    return true;
+}
+
+typedef struct Kept {
+    SovBuf lines; /* the lines kept */
+    bool dropped; /* a line went */
+} Kept;
+
+static void keep_line(Dhcp *d, const char *line, bool keep, const Release *gone, void *arg)
+{
+    Kept *k = arg;
+    if (keep)
+        sov_buf_printf(&k->lines, "%s\n", line);
+    k->dropped = k->dropped || !keep;
+}
+
+/* Before a dnsmasq starts: the lease file without the leases no port has. */
+static void prune_leases(Dhcp *d)
+{
+    Kept k = {SOV_BUF_INIT, false};
+    if (each_lease(d, keep_line, &k) && k.dropped)
+        write_file(d, "leases", k.lines.ptr ? k.lines.ptr : "", NULL);
+    sov_buf_release(&k.lines);
 }
 
 static void release_next(Dhcp *d);
 static void handle_closed(uv_handle_t *h);
+
+/* Starts cmd (NULL-ended) inside d's namespace (ip netns exec) as a child on d's loop, its
+ * stdout and stderr to out_fd (-1: nowhere), exit_cb when it ends. NULL with *rc < 0 when it
+ * cannot start. */
+static uv_process_t *run_child(Dhcp *d, char *const cmd[], int out_fd, uv_exit_cb exit_cb, int *rc)
+{
+    char *args[16];
+    int n = 0;
+    if (d->netns) {
+        args[n++] = d->ip_bin;
+        args[n++] = (char *)"netns";
+        args[n++] = (char *)"exec";
+        args[n++] = d->netns;
+    }
+    for (int i = 0; cmd[i] && n < 15; i++)
+        args[n++] = cmd[i];
+    args[n] = NULL;
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE},
+        {.flags = out_fd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = out_fd},
+        {.flags = out_fd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = out_fd}};
+    uv_process_options_t o = {.file = args[0],
+                              .args = args,
+                              .exit_cb = exit_cb,
+                              .cwd = "/",
+                              .stdio = stdio,
+                              .stdio_count = 3};
+    uv_process_t *p = calloc(1, sizeof(*p));
+    *rc = p ? 0 : -ENOMEM;
+    if (!p)
+        return NULL;
+    p->data = d;
+    d->handles++;
+    if ((*rc = uv_spawn(d->loop, p, &o)) < 0) {
+        uv_close((uv_handle_t *)p, handle_closed);
+        return NULL;
+    }
+    return p;
+}
 
 static void release_exit(uv_process_t *p, int64_t status, int sig)
 {
@@ -841,72 +900,38 @@ static void release_next(Dhcp *d)
     if (d->releasing || !r || d->stopping || !d->loop || !d->ifname)
         return;
     d->releases = r->next;
-    char *args[11];
-    int n = 0;
-    if (d->netns) {
-        args[n++] = d->ip_bin;
-        args[n++] = (char *)"netns";
-        args[n++] = (char *)"exec";
-        args[n++] = d->netns;
-    }
-    args[n++] = d->release_bin;
-    args[n++] = d->ifname;
-    args[n++] = r->ip;
-    args[n++] = r->mac;
-    if (*r->clid)
-        args[n++] = r->clid;
-    args[n] = NULL;
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_IGNORE}};
-    uv_process_options_t o = {.file = args[0],
-                              .args = args,
-                              .exit_cb = release_exit,
-                              .cwd = "/",
-                              .stdio = stdio,
-                              .stdio_count = 3};
-    uv_process_t *p = calloc(1, sizeof(*p));
-    int rc = p ? 0 : -ENOMEM;
-    if (p) {
-        p->data = d;
-        d->handles++;
-        if ((rc = uv_spawn(d->loop, p, &o)) < 0)
-            uv_close((uv_handle_t *)p, handle_closed);
-        else
-            d->releasing = p;
-    }
+    char *args[] = {d->release_bin, d->ifname, r->ip, r->mac, *r->clid ? r->clid : NULL, NULL};
+    int rc;
+    d->releasing = run_child(d, args, -1, release_exit, &rc);
     free(r);
-    if (rc < 0) {
-        const char *kv[] = {"dir", d->dir, "cmd", args[0], NULL};
+    if (!d->releasing) {
+        const char *kv[] = {"dir", d->dir, "cmd", d->release_bin, NULL};
         sov_logv_kv(SOV_LOG_WARN, NULL, rc, "cannot run dhcp_release", kv);
         release_next(d);
+    }
+}
+
+static void queue_release(Dhcp *d, const char *line, bool keep, const Release *gone, void *arg)
+{
+    Release **tail = &d->releases;
+    if (!gone)
+        return;
+    for (; *tail; tail = &(*tail)->next)
+        if (!strcmp((*tail)->mac, gone->mac) && !strcmp((*tail)->ip, gone->ip))
+            return; /* queued already */
+    Release *q = malloc(sizeof(*q));
+    if (q) {
+        *q = *gone;
+        q->next = NULL;
+        *tail = q;
     }
 }
 
 /* While dnsmasq runs: queues a release of every lease no port has (once). */
 static void release_stale(Dhcp *d)
 {
-    char *text = read_leases(d);
-    if (!text)
-        return;
-    char *save = NULL;
-    for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-        Release r, **tail = &d->releases;
-        char copy[1024];
-        snprintf(copy, sizeof(copy), "%s", l);
-        if (strlen(l) >= sizeof(copy) || !lease_line(copy, &r) || hosts_has(d->hosts, r.mac, r.ip))
-            continue;
-        bool queued = false;
-        for (; *tail && !queued; tail = &(*tail)->next)
-            queued = !strcmp((*tail)->mac, r.mac) && !strcmp((*tail)->ip, r.ip);
-        Release *q = queued ? NULL : malloc(sizeof(*q));
-        if (q) {
-            *q = r;
-            q->next = NULL;
-            *tail = q;
-        }
-    }
-    free(text);
-    release_next(d);
+    if (each_lease(d, queue_release, NULL))
+        release_next(d);
 }
 
 /* ---- the process ---- */
@@ -1005,42 +1030,13 @@ static void spawn(Dhcp *d)
     if (path_in(d, "log", logp, sizeof(logp)) < 0)
         return;
     prune_leases(d);
-    char *args[9];
-    int n = 0;
-    if (d->netns) {
-        args[n++] = d->ip_bin;
-        args[n++] = (char *)"netns";
-        args[n++] = (char *)"exec";
-        args[n++] = d->netns;
-    }
-    args[n++] = d->dnsmasq_bin;
-    args[n++] = (char *)"--keep-in-foreground";
-    args[n++] = conf;
-    args[n] = NULL;
-    int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_IGNORE},
-        {.flags = logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = logfd},
-        {.flags = logfd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = logfd}};
-    uv_process_options_t o = {.file = args[0],
-                              .args = args,
-                              .exit_cb = exit_cb,
-                              .cwd = "/",
-                              .stdio = stdio,
-                              .stdio_count = 3};
-    uv_process_t *p = calloc(1, sizeof(*p));
-    int r = p ? 0 : -ENOMEM;
-    if (p) {
-        p->data = d;
-        d->handles++;
-        r = uv_spawn(d->loop, p, &o);
-        if (r < 0)
-            uv_close((uv_handle_t *)p, handle_closed);
-    }
+    char *args[] = {d->dnsmasq_bin, (char *)"--keep-in-foreground", conf, NULL};
+    int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644), r;
+    uv_process_t *p = run_child(d, args, logfd, exit_cb, &r);
     if (logfd >= 0)
         close(logfd);
-    if (r < 0) {
-        const char *kv[] = {"dir", d->dir, "cmd", args[0], NULL};
+    if (!p) {
+        const char *kv[] = {"dir", d->dir, "cmd", d->dnsmasq_bin, NULL};
         sov_logv_kv(SOV_LOG_WARN, NULL, r, "cannot start dnsmasq; retrying", kv);
         schedule_restart(d);
         return;

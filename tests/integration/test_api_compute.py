@@ -566,17 +566,24 @@ def test_placed_server_gets_ports_on_its_networks(api):
     assert server_ports(api, t) == []
 
 
+def project_with_a_port(api, name, host, cidr):
+    """A project with an image, network app-net (subnet cidr) and a port "mine" on it, and a
+    compute host: (project, image id, network, port)."""
+    t = api.make_project(name)
+    register_host(api, host)
+    image = make_image(api, t["token"])
+    net = api.openstack("network", "create", "app-net", env=t["env"])
+    api.openstack("subnet", "create", "--network", "app-net", "--subnet-range", cidr, "app-sub",
+                  env=t["env"])
+    return t, image, net, api.openstack("port", "create", "--network", "app-net", "mine",
+                                        env=t["env"])
+
+
 def test_a_brought_port_is_bound_to_the_server_and_named_after_it(api):
     """--nic port-id=: the user's port is bound to the server as Nova has Neutron bind it
     (device, owner, host: what makes sov-net give it a tap), and it and the ports Nova makes
     take the server's host name as dns_name; deleting the server unbinds the port and keeps it."""
-    t = api.make_project("brought")
-    register_host(api, "cn-brought")
-    image = make_image(api, t["token"])
-    net = api.openstack("network", "create", "app-net", env=t["env"])
-    api.openstack("subnet", "create", "--network", "app-net", "--subnet-range", "10.21.0.0/24",
-                  "app-sub", env=t["env"])
-    mine = api.openstack("port", "create", "--network", "app-net", "mine", env=t["env"])
+    t, image, net, mine = project_with_a_port(api, "brought", "cn-brought", "10.21.0.0/24")
     named = api.openstack("port", "create", "--network", "app-net", "--dns-name", "db", "named",
                           env=t["env"])
     sid = create(api, t["token"], image, "Web Server_1.eu",
@@ -636,13 +643,7 @@ def test_ports_follow_their_current_server_only(api):
     """A server deleted while it migrates leaves no migrating_to on the port it was brought
     (the next server's host would realise it too); a port Nova made for one server that the
     tenant then gave to another goes with neither server but the one it is on."""
-    t = api.make_project("follow")
-    register_host(api, "cn-f1")
-    image = make_image(api, t["token"])
-    net = api.openstack("network", "create", "app-net", env=t["env"])
-    api.openstack("subnet", "create", "--network", "app-net", "--subnet-range", "10.22.0.0/24",
-                  "app-sub", env=t["env"])
-    mine = api.openstack("port", "create", "--network", "app-net", "mine", env=t["env"])
+    t, image, net, mine = project_with_a_port(api, "follow", "cn-f1", "10.22.0.0/24")
     sid = create(api, t["token"], image, "web", networks=[{"port": mine["id"]}])
     register_host(api, "cn-f2")
     observe(api, sid, status="ACTIVE")

@@ -16,11 +16,9 @@ from test_net_dhcp import lookup
 from test_net_l3 import PID, hex12, netns, ns_run, ping, plug, sh, start_net  # noqa: F401
 
 
-def test_server_nic_on_a_vpc_subnet(api, start_net, start_compute, netns, tiny_image, tmp_path):
-    host = netns("vh")
-    start_net(api, host, f"t{PID}", host="cn1")  # the machine's name: its compute agent's too
-    comp = start_compute(api, extra=f"vpc = true\nnetns = {host}\n")
-    os_ = api.openstack
+def image_key_and_vpc(os_, tiny_image, tmp_path):
+    """The tiny image as sov-tiny, keypair k1 (its private key's path returned), network vpc
+    with subnet web 10.0.1.0/24."""
     os_("image", "create", "--file", tiny_image, "--disk-format", "raw", "--container-format",
         "bare", "sov-tiny")
     key = tmp_path / "k1.pem"
@@ -28,6 +26,15 @@ def test_server_nic_on_a_vpc_subnet(api, start_net, start_compute, netns, tiny_i
     key.chmod(0o600)
     os_("network", "create", "vpc")
     os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.1.0/24", "web")
+    return key
+
+
+def test_server_nic_on_a_vpc_subnet(api, start_net, start_compute, netns, tiny_image, tmp_path):
+    host = netns("vh")
+    start_net(api, host, f"t{PID}", host="cn1")  # the machine's name: its compute agent's too
+    comp = start_compute(api, extra=f"vpc = true\nnetns = {host}\n")
+    os_ = api.openstack
+    key = image_key_and_vpc(os_, tiny_image, tmp_path)
     os_("router", "create", "r1")
     os_("router", "add", "subnet", "r1", "web", fmt=False)
     # (10.0.2.0/24 is the guest's user-mode network)
@@ -108,13 +115,7 @@ def test_live_migration_keeps_the_vpc_nic(start_api, start_block, start_net, sta
     comp = start_compute(api, extra=f"vpc = true\nnetns = {h1}\n")
     wait_for(lambda: host_doc(api, "cn1"), "host cn1")
     os_ = api.openstack
-    os_("image", "create", "--file", tiny_image, "--disk-format", "raw", "--container-format",
-        "bare", "sov-tiny")
-    key = tmp_path / "k1.pem"
-    key.write_text(os_("keypair", "create", "k1", fmt=False))
-    key.chmod(0o600)
-    os_("network", "create", "vpc")
-    os_("subnet", "create", "--network", "vpc", "--subnet-range", "10.0.1.0/24", "web")
+    key = image_key_and_vpc(os_, tiny_image, tmp_path)
     peer = os_("port", "create", "--network", "vpc", "--host", "cn1", "peer")
     wait_for(lambda: os_("port", "show", "peer")["status"] == "ACTIVE", "peer port ACTIVE")
     inst = netns("mi")

@@ -387,6 +387,43 @@ def test_dhcp_serves_static_leases(driver_bin, netenv, dirs):
         drv.close()
 
 
+def test_nameless_ports_keep_their_leases(driver_bin, netenv, dirs):
+    """A domain too long for any name leaves ports nameless ("mac,ip" hosts lines): their
+    leases are theirs all the same, kept when dnsmasq restarts and when other ports come."""
+    state, tmp = dirs
+    domain = ".".join(["d" * 62] * 4)  # 251 characters: no host name fits before it
+    subnet = {"id": SUBNET_ID, "cidr": "10.77.0.0/24", "gateway_ip": "10.77.0.1",
+              "ip_version": 4, "enable_dhcp": True, "dns_domain": domain}
+    ports = [port("p1", MAC1, "10.77.0.11")]
+    args = {"op": "apply", "state_dir": str(state), "netns": netenv["host"], "ifname": "br0",
+            "server_ip": "10.77.0.2"}
+    files = state / "dhcp" / SUBNET_ID
+    drv = Driver(driver_bin)
+    try:
+        a = drv.cmd(**args, subnet=subnet, ports=ports)
+        assert a["rc"] == 0 and a["running"], a
+        assert (files / "hosts").read_text() == f"{MAC1},10.77.0.11\n"
+        got = udhcpc(netenv["c1"], tmp, "c1")
+        assert got is not None and got["ip"] == "10.77.0.11", (files / "log").read_text()
+        wait_for(lambda: MAC1 in (files / "leases").read_text(), what="the lease on disk")
+        # a restart (new gateway) prunes the lease file first: this lease stays
+        pid = a["pid"]
+        a = drv.cmd(**args, subnet=dict(subnet, gateway_ip="10.77.0.3"), ports=ports)
+        assert a["rc"] == 0, a
+        wait_for(lambda: (lambda s: s["running"] and s["pid"] not in (0, pid))(
+            drv.cmd(op="status")), what="a restarted dnsmasq")
+        assert MAC1 in (files / "leases").read_text()
+        # another port (SIGHUP, releases): p1's lease stays
+        a = drv.cmd(**args, subnet=dict(subnet, gateway_ip="10.77.0.3"),
+                    ports=ports + [port("p2", MAC2, "10.77.0.12")])
+        got = udhcpc(netenv["c2"], tmp, "c2")
+        assert got is not None and got["ip"] == "10.77.0.12", (files / "log").read_text()
+        wait_for(lambda: MAC2 in (files / "leases").read_text(), what="p2's lease on disk")
+        assert MAC1 in (files / "leases").read_text()
+    finally:
+        drv.close()
+
+
 def alive(pid):
     """A process that exists and is not a zombie (an orphan's reaper may be slow)."""
     try:
