@@ -59,6 +59,7 @@ typedef struct ApiConfig {
     char s3_secret_key[SOV_CONF_STR_MAX];
     char s3_bucket[SOV_CONF_STR_MAX];
     char s3_keys_file[SOV_CONF_STR_MAX]; /* EC2 credentials exported for sov-s3 */
+    char dns_domain[SOV_CONF_STR_MAX];   /* of ports on networks without dns_domain */
     uint64_t token_ttl_ms;
     uint64_t heartbeat_ms;
     bool access_log;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "network-int.h"
 #include "sov/log.h"
 #include "sov/metrics.h"
 
@@ -45,6 +46,9 @@ static const SovConfField api_conf_fields[] = {
      "bearer token agents (sov-compute, sov-net) present (empty: agent API closed)"},
     {"agent", "heartbeat", SOV_CONF_DURATION, offsetof(ApiConfig, heartbeat_ms), 1000, 600000,
      "10s", "how often agents report; a host silent for three is down"},
+    {"network", "dns_domain", SOV_CONF_STRING, offsetof(ApiConfig, dns_domain), 0, 253,
+     "openstacklocal",
+     "DNS domain of ports on networks without dns_domain (sov-net's [net] dns_domain)"},
     {"block", "url", SOV_CONF_STRING, offsetof(ApiConfig, block_url), 0, 255, "",
      "sov-block management API (http://HOST:PORT; empty: volumes stay in 'creating')"},
     {"block", "token", SOV_CONF_STRING, offsetof(ApiConfig, block_token), 0, 255, "",
@@ -199,6 +203,10 @@ int main(int argc, char **argv)
         return r > 0 ? 0 : 2;
     if (parse_regions(a, &err) < 0) {
         fprintf(stderr, "sov-api: %s\n", err.ptr);
+        return 2;
+    }
+    if (!cfg->dns_domain[0] || !neu_dns_domain_ok(cfg->dns_domain)) {
+        fprintf(stderr, "sov-api: [network] dns_domain must be a domain name\n");
         return 2;
     }
     if (d.args.check_config) {

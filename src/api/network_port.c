@@ -147,7 +147,7 @@ bool neu_dns_domain_ok(const char *s)
 
 /* The answer's dns_assignment: one {hostname, ip_address, fqdn} per fixed IP, with the host
  * name sov-net's DHCP server gives it (dns_name, else host-<address, '-' for '.' and ':'>)
- * in the network's dns_domain, else openstacklocal. domains caches network id -> domain. */
+ * in the network's dns_domain, else [network] dns_domain. domains caches network id -> domain. */
 static void port_dns_out(Api *a, json_t *port, json_t *domains)
 {
     const char *net_id = neu_s(port, "network_id");
@@ -160,9 +160,12 @@ static void port_dns_out(Api *a, json_t *port, json_t *domains)
         size_t n = strlen(d) < sizeof(buf) ? strlen(d) : 0;
         for (size_t i = 0; i < n; i++)
             buf[i] = d[i] >= 'A' && d[i] <= 'Z' ? (char)(d[i] - 'A' + 'a') : d[i];
+        if (!n) /* the cloud's own ([network] dns_domain, checked at start) */
+            for (d = a->cfg.dns_domain; n + 1 < sizeof(buf) && d[n]; n++)
+                buf[n] = d[n] >= 'A' && d[n] <= 'Z' ? (char)(d[n] - 'A' + 'a') : d[n];
         n -= n > 0 && buf[n - 1] == '.';
         buf[n] = '\0';
-        dom = json_string(n ? buf : "openstacklocal");
+        dom = json_string(buf);
         json_object_set_new(domains, net_id, dom);
         json_decref(net);
     }

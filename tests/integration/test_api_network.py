@@ -5,8 +5,10 @@ interface, security groups and rules, ports, floating IPs), the default security
 isolation, IP exhaustion, delete-order refusals, quotas and hostile input. Every refusal is
 checked to have changed nothing."""
 import json
+import subprocess
 
 import pytest
+from conftest import BIN
 
 N = "/network/v2.0"
 
@@ -649,3 +651,20 @@ def test_allowed_address_pairs(api, acme):
         assert st == 400 and neutron_error(doc)[0] == "HTTPBadRequest", (bad, doc)
     st, doc, _ = api.request("GET", N + "/ports/" + port["id"], token=tok)
     assert doc["port"]["allowed_address_pairs"] == port["allowed_address_pairs"]
+
+
+def test_the_clouds_dns_domain(start_api, tmp_path):
+    """[network] dns_domain: the domain of dns_assignment on networks without one (what sov-net's
+    [net] dns_domain makes the DHCP servers answer); one that is no domain stops sov-api."""
+    api = start_api(ini_extra="[network]\ndns_domain = Cloud.Example.\n")
+    api.openstack("network", "create", "n1")
+    api.openstack("subnet", "create", "--network", "n1", "--subnet-range", "10.3.0.0/24", "s1")
+    p = api.openstack("port", "create", "--network", "n1", "--fixed-ip", "ip-address=10.3.0.9",
+                      "p1")
+    assert p["dns_assignment"] == [{"hostname": "host-10-3-0-9", "ip_address": "10.3.0.9",
+                                    "fqdn": "host-10-3-0-9.cloud.example."}]
+    bad = tmp_path / "bad.ini"
+    bad.write_text(api.cfg.read_text().replace("Cloud.Example.", "not a domain"))
+    r = subprocess.run([str(BIN / "sov-api"), "--config", str(bad), "--check-config"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "dns_domain" in r.stderr, (r.returncode, r.stderr)
