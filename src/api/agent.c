@@ -611,6 +611,15 @@ static void h_observed(SovHttpReq *req, void *ud)
     const char *old_host = json_string_value(json_object_get(doc, "OS-EXT-SRV-ATTR:host"));
     char was[64];
     snprintf(was, sizeof(was), "%s", old_host ? old_host : "");
+    /* Only the server's host reports it, and names another host only to hand it over to its
+     * migration target: a late report of the host it left must not take it back. */
+    json_t *rh = json_object_get(b, "OS-EXT-SRV-ATTR:host");
+    if (rh && *was && !(json_is_string(rh) && strcmp(json_string_value(rh), was) == 0) &&
+        !(json_is_string(rh) && strcmp(json_string_value(rh), api_jstr(doc, "_migrate_to")) == 0)) {
+        json_decref(doc);
+        api_fault(c, 409, NULL, "server %s is on host %s", id, was);
+        return;
+    }
     json_t *v;
     for (size_t i = 0; i < ELEMENTSOF(fields); i++)
         if ((v = json_object_get(b, fields[i])))

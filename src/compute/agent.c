@@ -331,7 +331,9 @@ static void on_done(SovHttpClientReq *r, int err, void *ud)
         } else if (err < 0 || k->status >= 300) {
             if (k->status != 404)
                 log_warn("report for server %s failed: err=%d status=%d", s->id, err, k->status);
-            s->dirty = k->status != 404;
+            /* sov-api refused it (gone, not this host's any more, bad): the next change
+             * reports anew; only a failed exchange is tried again at once */
+            s->dirty = err < 0 || k->status >= 500;
         }
         if (s->dirty && !c->stopping)
             agent_report(s);

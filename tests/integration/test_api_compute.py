@@ -624,6 +624,13 @@ def test_a_brought_port_is_bound_to_the_server_and_named_after_it(api):
     assert bindings() == {("cn-brought", "cn-brought2")}
     observe(api, sid, **{"OS-EXT-SRV-ATTR:host": "cn-brought2", "status": "ACTIVE"})
     assert bindings() == {("cn-brought2", None)}
+    # a late report of the host it left cannot take it back
+    r = raw_http(api.port, "PUT", f"/agent/v1/resources/server/{sid}",
+                 {"Authorization": f"Bearer {api.agent_token}", "Content-Type": "application/json"},
+                 json.dumps({"status": "BUILD", "OS-EXT-SRV-ATTR:host": "cn-brought"}).encode())
+    assert r.status == 409, (r.status, r.body)
+    assert show(api, api.token(), sid)["OS-EXT-SRV-ATTR:host"] == "cn-brought2"
+    assert bindings() == {("cn-brought2", None)}
 
     st, _, _ = nova(api, "DELETE", f"/servers/{sid}", token=t["token"])
     assert st == 204
