@@ -285,6 +285,13 @@ def netns_of(pid):
     return os.readlink(f"/proc/{pid}/ns/net")
 
 
+def on_br0(state, netenv):
+    """The driver's apply arguments for SUBNET_ID served on br0 of the host namespace at
+    10.77.0.2, and the directory of its files."""
+    return ({"op": "apply", "state_dir": str(state), "netns": netenv["host"], "ifname": "br0",
+             "server_ip": "10.77.0.2"}, state / "dhcp" / SUBNET_ID)
+
+
 def test_dhcp_serves_static_leases(driver_bin, netenv, dirs):
     state, tmp = dirs
     subnet = {"id": SUBNET_ID, "cidr": "10.77.0.0/24", "gateway_ip": "10.77.0.1",
@@ -293,9 +300,7 @@ def test_dhcp_serves_static_leases(driver_bin, netenv, dirs):
     dhcp_port = {"id": "dhcp", "mac_address": "fa:16:3e:5a:00:ff",
                  "fixed_ips": [{"subnet_id": SUBNET_ID, "ip_address": "10.77.0.2"}]}
     ports = [dhcp_port, port("p1", MAC1, "10.77.0.11")]
-    args = {"op": "apply", "state_dir": str(state), "netns": netenv["host"], "ifname": "br0",
-            "server_ip": "10.77.0.2"}
-    files = state / "dhcp" / SUBNET_ID
+    args, files = on_br0(state, netenv)
     drv = Driver(driver_bin)
     try:
         a = drv.cmd(**args, subnet=subnet, ports=ports)
@@ -395,9 +400,7 @@ def test_nameless_ports_keep_their_leases(driver_bin, netenv, dirs):
     subnet = {"id": SUBNET_ID, "cidr": "10.77.0.0/24", "gateway_ip": "10.77.0.1",
               "ip_version": 4, "enable_dhcp": True, "dns_domain": domain}
     ports = [port("p1", MAC1, "10.77.0.11")]
-    args = {"op": "apply", "state_dir": str(state), "netns": netenv["host"], "ifname": "br0",
-            "server_ip": "10.77.0.2"}
-    files = state / "dhcp" / SUBNET_ID
+    args, files = on_br0(state, netenv)
     drv = Driver(driver_bin)
     try:
         a = drv.cmd(**args, subnet=subnet, ports=ports)
