@@ -4,6 +4,7 @@
  * and bindings; updates that re-allocate fixed_ips; deletion that frees the addresses and
  * unlinks floating IPs. Routers and floating IPs (network_l3.c) make their own ports through
  * neu_port_new(). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -145,14 +146,114 @@ bool neu_dns_domain_ok(const char *s)
     return n == 0 || s[n - 1] != '-';
 }
 
+/* The IPv4 address a as a number, or false. */
+static bool dns_ip4(const char *s, uint32_t *a)
+{
+    struct in_addr in;
+    if (inet_pton(AF_INET, s, &in) != 1)
+        return false;
+    *a = ntohl(in.s_addr);
+    return true;
+}
+
+/* One named port of a network, as sov-net's DHCP servers weigh names. */
+typedef struct DnsClaim {
+    const char *port, *device, *project, *since, *name;
+    uint32_t ip; /* its lowest IPv4 address */
+} DnsClaim;
+
+/* by name, then the oldest port (created_at; unknown ones after), then the lower address */
+static int claim_order(const void *a, const void *b)
+{
+    const DnsClaim *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    if (!c && (*x->since || *y->since))
+        c = !*x->since ? 1 : !*y->since ? -1 : strcmp(x->since, y->since);
+    return c ? c : (x->ip > y->ip) - (x->ip < y->ip);
+}
+
+static bool claim_same_owner(const DnsClaim *a, const DnsClaim *b)
+{
+    return strcmp(a->port, b->port) == 0 ||
+           (*a->device && strcmp(a->device, b->device) == 0 && strcmp(a->project, b->project) == 0);
+}
+
+/* The ports of network net_id whose dns_name their DHCP server does not give them (the rule of
+ * sov-net's dhcp.c): a dns_name that is the default name host-a-b-c-d of another port's
+ * address, or that an older port of another owner (another device, or another project) on the
+ * network also has. Returns port id -> true; names are compared lower-cased, and only ports
+ * with an IPv4 address and a DHCP lease take part (DNS names are A records). */
+static json_t *dns_losers(Api *a, const char *net_id)
+{
+    json_t *ports = neu_list_of(a, "port", NULL, net_id), *losers = json_object(), *p, *f;
+    json_t *defaults = json_object(), *names = json_array();
+    size_t n = json_array_size(ports), i, j;
+    DnsClaim *v = calloc(n ? n : 1, sizeof(*v));
+    size_t k = 0;
+    json_array_foreach(ports, i, p)
+    {
+        const char *owner = neu_s(p, "device_owner");
+        if (strncmp(owner, "network:", 8) == 0 && strcmp(owner, "network:router_interface") != 0 &&
+            strcmp(owner, "network:dhcp") != 0)
+            continue; /* gateways and floating IPs: no DHCP, no name */
+        uint32_t ip = 0, lo = UINT32_MAX;
+        json_array_foreach(json_object_get(p, "fixed_ips"), j, f)
+        {
+            if (!dns_ip4(neu_s(f, "ip_address"), &ip))
+                continue;
+            char def[40];
+            snprintf(def, sizeof(def), "host-%u-%u-%u-%u", ip >> 24, (ip >> 16) & 255,
+                     (ip >> 8) & 255, ip & 255);
+            json_object_set_new(defaults, def, json_string(neu_s(p, "id")));
+            lo = ip < lo ? ip : lo;
+        }
+        const char *dn = neu_s(p, "dns_name");
+        if (!v || !*dn || lo == UINT32_MAX)
+            continue;
+        char low[64];
+        size_t m = strlen(dn) < sizeof(low) ? strlen(dn) : sizeof(low) - 1;
+        for (size_t c = 0; c < m; c++)
+            low[c] = dn[c] >= 'A' && dn[c] <= 'Z' ? (char)(dn[c] - 'A' + 'a') : dn[c];
+        low[m] = '\0';
+        json_array_append_new(names, json_string(low)); /* owns the lower-cased copy */
+        v[k++] = (DnsClaim){neu_s(p, "id"),
+                            neu_s(p, "device_id"),
+                            neu_s(p, "project_id"),
+                            neu_s(p, "created_at"),
+                            json_string_value(json_array_get(names, json_array_size(names) - 1)),
+                            lo};
+    }
+    size_t kept = 0;
+    for (i = 0; i < k; i++) { /* another port's default name: the port's own default */
+        const char *holder = json_string_value(json_object_get(defaults, v[i].name));
+        if (holder && strcmp(holder, v[i].port) != 0)
+            json_object_set_new(losers, v[i].port, json_true());
+        else
+            v[kept++] = v[i];
+    }
+    qsort(v, kept, sizeof(*v), claim_order);
+    for (i = 1, j = 0; i < kept; i++) {
+        if (strcmp(v[i].name, v[j].name) == 0 && !claim_same_owner(&v[i], &v[j]))
+            json_object_set_new(losers, v[i].port, json_true());
+        else
+            j = i;
+    }
+    free(v);
+    json_decref(names);
+    json_decref(defaults);
+    json_decref(ports);
+    return losers;
+}
+
 /* The answer's dns_assignment: one {hostname, ip_address, fqdn} per fixed IP, with the host
- * name sov-net's DHCP server gives it (dns_name, else host-<address, '-' for '.' and ':'>)
- * in the network's dns_domain, else [network] dns_domain. domains caches network id -> domain. */
-static void port_dns_out(Api *a, json_t *port, json_t *domains)
+ * name sov-net's DHCP server gives it (dns_name unless another port holds it, see dns_losers;
+ * else host-<address, '-' for '.' and ':'>) in the network's dns_domain, else [network]
+ * dns_domain. nets caches network id -> {domain, losers}. */
+static void port_dns_out(Api *a, json_t *port, json_t *nets)
 {
     const char *net_id = neu_s(port, "network_id");
-    json_t *dom = json_object_get(domains, net_id), *net = NULL, *f;
-    if (!dom) {
+    json_t *cached = json_object_get(nets, net_id), *net = NULL, *f;
+    if (!cached) {
         const char *d = "";
         if (api_store_get(a->store, "network", net_id, &net, NULL, 0) == 0)
             d = neu_s(net, "dns_domain");
@@ -165,13 +266,15 @@ static void port_dns_out(Api *a, json_t *port, json_t *domains)
                 buf[n] = d[n] >= 'A' && d[n] <= 'Z' ? (char)(d[n] - 'A' + 'a') : d[n];
         n -= n > 0 && buf[n - 1] == '.';
         buf[n] = '\0';
-        dom = json_string(buf);
-        json_object_set_new(domains, net_id, dom);
+        cached = json_pack("{s:s,s:o}", "domain", buf, "losers", dns_losers(a, net_id));
+        json_object_set_new(nets, net_id, cached);
         json_decref(net);
     }
     if (!json_is_string(json_object_get(port, "dns_name")))
         json_object_set_new(port, "dns_name", json_string(""));
     const char *dn = neu_s(port, "dns_name");
+    if (json_object_get(json_object_get(cached, "losers"), neu_s(port, "id")))
+        dn = "";
     json_t *arr = json_array();
     size_t i;
     json_array_foreach(json_object_get(port, "fixed_ips"), i, f)
@@ -183,7 +286,7 @@ static void port_dns_out(Api *a, json_t *port, json_t *domains)
             *h = *h == '.' || *h == ':'   ? '-'
                  : *h >= 'A' && *h <= 'Z' ? (char)(*h - 'A' + 'a')
                                           : *h;
-        snprintf(fqdn, sizeof(fqdn), "%s.%s.", host, json_string_value(dom));
+        snprintf(fqdn, sizeof(fqdn), "%s.%s.", host, neu_s(cached, "domain"));
         json_array_append_new(
             arr, json_pack("{s:s,s:s,s:s}", "hostname", host, "ip_address", ip, "fqdn", fqdn));
     }
@@ -394,9 +497,9 @@ json_t *neu_port_get(Api *a, const char *id)
 /* Answers with port (its reference is handed over) and its dns_assignment. */
 static void port_reply(ApiCall *c, int status, json_t *port)
 {
-    json_t *domains = json_object();
-    port_dns_out(c->api, port, domains);
-    json_decref(domains);
+    json_t *nets = json_object();
+    port_dns_out(c->api, port, nets);
+    json_decref(nets);
     neu_reply_doc(c, status, &neu_port, port);
 }
 
@@ -405,10 +508,10 @@ static void h_port_list(SovHttpReq *req, void *ud)
     ApiCall *c = neu_begin(req, ud, API_NEED_READ);
     if (!c)
         return;
-    json_t *arr = neu_list_visible(c, &neu_port), *domains = json_object(), *p;
+    json_t *arr = neu_list_visible(c, &neu_port), *nets = json_object(), *p;
     size_t i;
-    json_array_foreach(arr, i, p) port_dns_out(c->api, p, domains);
-    json_decref(domains);
+    json_array_foreach(arr, i, p) port_dns_out(c->api, p, nets);
+    json_decref(nets);
     neu_reply_list(c, &neu_port, arr);
 }
 

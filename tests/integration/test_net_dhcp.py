@@ -640,6 +640,21 @@ def test_dns_end_to_end(api, start_net, netns, tmp_path):
         # (and the DHCP port still answers the ports' names)
         assert lookup(vm, "web2.example.test", dhcp_ip)["web2.example.test"] == [ip1]
 
+        # names in use: a later port of another device asking for web2, and one asking for
+        # p2's default name, get their own default names, in the API as in DNS
+        p5 = os_("port", "create", "--network", "vpc", "--dns-name", "WEB2", "p5")
+        p6 = os_("port", "create", "--network", "vpc", "--dns-name", h2, "p6")
+        ip5, ip6 = p5["fixed_ips"][0]["ip_address"], p6["fixed_ips"][0]["ip_address"]
+        h5, h6 = "host-" + ip5.replace(".", "-"), "host-" + ip6.replace(".", "-")
+        assert p5["dns_assignment"][0]["hostname"] == h5, p5
+        assert os_("port", "show", "p6")["dns_assignment"][0]["fqdn"] == f"{h6}.example.test."
+        assert os_("port", "show", "p1")["dns_assignment"][0]["hostname"] == "web2"
+        wait_for(lambda: lookup(vm, ip6, dhcp_ip), 30, "p6's name")
+        assert lookup(vm, ip5, dhcp_ip)["ptr"] == [f"{h5}.example.test"]
+        assert lookup(vm, ip6, dhcp_ip)["ptr"] == [f"{h6}.example.test"]
+        assert lookup(vm, "web2.example.test", dhcp_ip)["web2.example.test"] == [ip1]
+        assert lookup(vm, f"{h2}.example.test", dhcp_ip)[f"{h2}.example.test"] == [ip2]
+
         # p1 deleted: its lease is released, so its name goes from DNS and its address, given
         # to a new port with another MAC, leases to that port at once
         leases = pathlib.Path(f"/run/sov-net/{prefix}/dhcp/{sub['id']}/leases")
@@ -654,8 +669,10 @@ def test_dns_end_to_end(api, start_net, netns, tmp_path):
         got = lease_in(host, vm2, p4, tmp_path)
         assert got["ip"] == ip1 and got["hostname"] == "web4", got
         ns_run(vm2, "ip", "addr", "add", f"{ip1}/24", "dev", "vi" + hex12(p4["id"]))
-        assert lookup(vm2, "web2.example.test", dhcp_ip) is None
         assert lookup(vm2, "web4.example.test", dhcp_ip)["web4.example.test"] == [ip1]
+        # web2 went with p1: p5 has it now
+        assert os_("port", "show", "p5")["dns_assignment"][0]["hostname"] == "web2"
+        assert lookup(vm2, "web2.example.test", dhcp_ip)["web2.example.test"] == [ip5]
     finally:
         upstream.kill()
         upstream.wait()
