@@ -107,38 +107,40 @@ static void check_conf(const SovBuf *conf)
     }
 }
 
-/* hosts: mac,ip[,fqdn] */
-static void check_hosts(const SovBuf *hosts)
+/* Each line of b, cut at sep into at most three fields (the last one keeps any further sep),
+ * must please ok. */
+typedef bool LineFn(const char *const f[3], const size_t n[3], int count);
+static void check_lines(const SovBuf *b, char sep, LineFn *ok)
 {
-    if (!lines_clean(hosts))
+    if (!lines_clean(b))
         abort();
-    for (const char *l = hosts->ptr; l && *l;) {
-        const char *end = strchr(l, '\n');
-        const char *c1 = memchr(l, ',', (size_t)(end - l));
-        const char *c2 = c1 ? memchr(c1 + 1, ',', (size_t)(end - c1 - 1)) : NULL;
-        if (!c1 || !is_mac(l, (size_t)(c1 - l)) ||
-            !is_ip4(c1 + 1, (size_t)((c2 ? c2 : end) - c1 - 1)) ||
-            (c2 && (!is_name(c2 + 1, (size_t)(end - c2 - 1)) ||
-                    !memchr(c2 + 1, '.', (size_t)(end - c2 - 1)))))
+    for (const char *l = b->ptr; l && *l;) {
+        const char *end = strchr(l, '\n'), *f[3] = {l, NULL, NULL};
+        size_t n[3] = {0};
+        int count = 1;
+        for (const char *p = l; p < end; p++)
+            if (*p == sep && count < 3) {
+                n[count - 1] = (size_t)(p - f[count - 1]);
+                f[count++] = p + 1;
+            }
+        n[count - 1] = (size_t)(end - f[count - 1]);
+        if (!ok(f, n, count))
             abort();
         l = end + 1;
     }
 }
 
-/* names: ip fqdn label */
-static void check_names(const SovBuf *names)
+/* hosts: mac,ip[,fqdn] */
+static bool hosts_line(const char *const f[3], const size_t n[3], int count)
 {
-    if (!lines_clean(names))
-        abort();
-    for (const char *l = names->ptr; l && *l;) {
-        const char *end = strchr(l, '\n');
-        const char *s1 = memchr(l, ' ', (size_t)(end - l));
-        const char *s2 = s1 ? memchr(s1 + 1, ' ', (size_t)(end - s1 - 1)) : NULL;
-        if (!s2 || !is_ip4(l, (size_t)(s1 - l)) || !is_name(s1 + 1, (size_t)(s2 - s1 - 1)) ||
-            !is_name(s2 + 1, (size_t)(end - s2 - 1)))
-            abort();
-        l = end + 1;
-    }
+    return count >= 2 && is_mac(f[0], n[0]) && is_ip4(f[1], n[1]) &&
+           (count == 2 || (is_name(f[2], n[2]) && memchr(f[2], '.', n[2])));
+}
+
+/* names: ip fqdn label */
+static bool names_line(const char *const f[3], const size_t n[3], int count)
+{
+    return count == 3 && is_ip4(f[0], n[0]) && is_name(f[1], n[1]) && is_name(f[2], n[2]);
 }
 
 static void check_leases(const char *text)
@@ -187,8 +189,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (r == 0) {
         check_conf(&conf);
-        check_hosts(&hosts);
-        check_names(&names);
+        check_lines(&hosts, ',', hosts_line);
+        check_lines(&names, ' ', names_line);
     }
     const char *leases = json_string_value(json_object_get(doc, "leases"));
     if (leases)
