@@ -132,6 +132,7 @@ static void put_object_headers(S3Req *r, const S3Object *o)
     if (strcmp(o->storage_class, "STANDARD") != 0)
         sov_http_resp_header(r->http, "x-amz-storage-class", sov_str(o->storage_class));
     s3_restore_headers(r, o);
+    s3_expiration_header(r, o);
     json_t *tags = json_object_get(meta, "_tags");
     if (json_object_size(tags)) {
         char n[24];

@@ -11,7 +11,6 @@
 #include "s3.h"
 #include "sov/log.h"
 
-#define LC_MAX_TRANS 8
 #define LC_BATCH     1000 /* index rows read per step, and so at most the actions of a write op */
 #define LC_TIER_DAYS 30   /* INTELLIGENT_TIERING: days without a write or read before archiving */
 
@@ -49,24 +48,6 @@ typedef struct LcAccess {
     char version[40];
     int64_t ms;
 } LcAccess;
-
-typedef struct LcTrans {
-    int64_t days, date, newer; /* -1: none (newer: 0) */
-    char cls[24];
-} LcTrans;
-
-/* One enabled rule, compiled from the stored document (which it borrows strings from). */
-typedef struct LcRule {
-    const char *prefix;
-    size_t prefix_len;
-    json_t *tags;   /* [[key, value]...] */
-    int64_t gt, lt; /* size bounds, -1: none */
-    int64_t exp_days, exp_date;
-    bool exp_marker;
-    LcTrans tr[LC_MAX_TRANS], nctr[LC_MAX_TRANS];
-    size_t ntr, nnctr;
-    int64_t nc_days, nc_newer, abort_days;
-} LcRule;
 
 typedef struct LcBucket {
     char name[S3_MAX_BUCKET + 1];
@@ -156,7 +137,7 @@ static size_t trans_compile(json_t *arr, LcTrans *out)
     return n;
 }
 
-static void rule_compile(json_t *j, LcRule *r)
+void s3_lc_rule_compile(json_t *j, LcRule *r)
 {
     json_t *f = json_object_get(j, "filter"), *exp = json_object_get(j, "expiration");
     json_t *nc = json_object_get(j, "noncurrent_expiration");
@@ -229,7 +210,7 @@ static int buckets_load(LcWorker *lw)
             if (!st || strcmp(st, "Enabled") != 0)
                 continue;
             LcRule *r = &b->rules[b->nrules++];
-            rule_compile(rule, r);
+            s3_lc_rule_compile(rule, r);
             b->need_tags |= json_array_size(r->tags) > 0;
             b->uploads |= r->abort_days >= 0;
             b->objects |= r->exp_days >= 0 || r->exp_date >= 0 || r->exp_marker || r->ntr ||
@@ -246,8 +227,8 @@ static int buckets_load(LcWorker *lw)
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
-static bool rule_matches(const LcRule *r, const char *key, size_t klen, int64_t size, json_t *tags,
-                         bool marker)
+bool s3_lc_rule_matches(const LcRule *r, const char *key, size_t klen, int64_t size, json_t *tags,
+                        bool marker)
 {
     if (klen < r->prefix_len || memcmp(key, r->prefix, r->prefix_len) != 0)
         return false;
@@ -272,7 +253,7 @@ static bool due(const LcWorker *lw, int64_t days, int64_t date, int64_t since_ms
 {
     if (date >= 0)
         return lw->now_ms >= date;
-    return days >= 0 && lw->now_ms >= since_ms + days * lw->day_ms;
+    return days >= 0 && lw->now_ms >= s3_lifecycle_due_ms(since_ms, days, lw->day_ms);
 }
 
 static void act_add(LcWorker *lw, int type, const char *bucket, const char *key, size_t klen,
@@ -323,7 +304,7 @@ static void group_decide(LcWorker *lw, const LcBucket *b)
         if (row->latest && marker) {
             for (size_t k = 0; k < b->nrules && n == 1 && !expire; k++) {
                 const LcRule *r = &b->rules[k];
-                expire = rule_matches(r, key, klen, 0, NULL, true) &&
+                expire = s3_lc_rule_matches(r, key, klen, 0, NULL, true) &&
                          (r->exp_marker || due(lw, r->exp_days, -1, row->mtime));
             }
             if (expire)
@@ -334,7 +315,7 @@ static void group_decide(LcWorker *lw, const LcBucket *b)
         int64_t since = row->latest ? row->mtime : i + 1 < n ? lw->rows[i + 1].mtime : row->mtime;
         for (size_t k = 0; k < b->nrules; k++) {
             const LcRule *r = &b->rules[k];
-            if (!rule_matches(r, key, klen, row->size, row->tags, marker))
+            if (!s3_lc_rule_matches(r, key, klen, row->size, row->tags, marker))
                 continue;
             if (row->latest)
                 expire |= due(lw, r->exp_days, r->exp_date, row->mtime);
@@ -447,7 +428,7 @@ static int step_uploads(LcWorker *lw, const LcBucket *b, bool *ret_end)
         nread++;
         for (size_t k = 0; k < b->nrules; k++) {
             const LcRule *r = &b->rules[k];
-            if (r->abort_days >= 0 && rule_matches(r, key, klen, 0, NULL, true) &&
+            if (r->abort_days >= 0 && s3_lc_rule_matches(r, key, klen, 0, NULL, true) &&
                 due(lw, r->abort_days, -1, initiated)) {
                 act_add(lw, ACT_ABORT_UPLOAD, b->name, key, klen, id, initiated, NULL, b->doc);
                 break;

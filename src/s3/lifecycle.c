@@ -761,6 +761,50 @@ void s3_restore_headers(S3Req *r, const S3Object *o)
         sov_http_resp_header(r->http, "x-amz-archive-status", SOV_STR("ARCHIVE_ACCESS"));
 }
 
+void s3_expiration_header(S3Req *r, const S3Object *o)
+{
+    json_t *doc = NULL, *rule;
+    if (!r->bucket_config || o->delete_marker || s3_param(r, "versionId") ||
+        s3_bucket_config_get(s3_loop_db(r->loop), o->bucket, "lifecycle", &doc) < 0 || !doc)
+        return;
+    json_t *meta = o->meta_json ? json_loads(o->meta_json, 0, NULL) : NULL;
+    int64_t day_ms = r->srv->cfg.lifecycle_day_seconds * 1000, best = -1;
+    const char *best_id = "";
+    size_t i;
+    json_array_foreach(json_object_get(doc, "rules"), i, rule)
+    {
+        const char *st = json_string_value(json_object_get(rule, "status"));
+        LcRule c;
+        if (!st || strcmp(st, "Enabled") != 0)
+            continue;
+        s3_lc_rule_compile(rule, &c);
+        if ((c.exp_days < 0 && c.exp_date < 0) ||
+            !s3_lc_rule_matches(&c, o->key, strlen(o->key), (int64_t)o->size,
+                                json_object_get(meta, "_tags"), false))
+            continue;
+        int64_t at =
+            c.exp_date >= 0 ? c.exp_date : s3_lifecycle_due_ms(o->mtime_ms, c.exp_days, day_ms);
+        if (best < 0 || at < best) {
+            best = at;
+            best_id = json_string_value(json_object_get(rule, "id"));
+            best_id = best_id ? best_id : "";
+        }
+    }
+    if (best >= 0) {
+        /* the id inside a quoted header parameter: printable, no quote or backslash */
+        char date[40], id[256], v[336];
+        size_t n = 0;
+        for (const char *p = best_id; *p && n + 1 < sizeof(id); p++)
+            id[n++] = *p < 0x20 || *p > 0x7e || *p == '"' || *p == '\\' ? '_' : *p;
+        id[n] = '\0';
+        s3_format_http_date(best, date);
+        snprintf(v, sizeof(v), "expiry-date=\"%s\", rule-id=\"%s\"", date, id);
+        sov_http_resp_header(r->http, "x-amz-expiration", sov_str(v));
+    }
+    json_decref(meta);
+    json_decref(doc);
+}
+
 typedef struct RestoreState {
     int64_t now_ms, days_ms;
     bool was_restored;

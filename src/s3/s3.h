@@ -252,6 +252,7 @@ typedef struct S3Req {
     S3AuthResult auth;
     const S3Key *key;      /* the authenticated key (its account); NULL for an anonymous request */
     char bucket_owner[64]; /* the bucket's owner, once s3_require_bucket passed */
+    bool bucket_config;    /* and whether it has any configuration (policy, lifecycle...) */
     /* s3_access_check left the decision to the object's ACL: s3_access_object decides once
      * the object's metadata is read */
     bool object_acl_pending;
@@ -410,6 +411,9 @@ void s3_object_restore(S3Req *r);   /* POST ?restore */
 int s3_restore_check(S3Req *r, const S3Object *o);
 /* x-amz-restore on GET/HEAD of a restored or restoring object. */
 void s3_restore_headers(S3Req *r, const S3Object *o);
+/* x-amz-expiration on a GET or HEAD of the current version: when the earliest enabled lifecycle
+ * Expiration (Days or Date) whose filter takes the object falls due, and that rule's id. */
+void s3_expiration_header(S3Req *r, const S3Object *o);
 /* Starts the lifecycle worker on loop (the daemon's main loop: a timer every
  * cfg.lifecycle_interval seconds, its own S3Loop for reads and writer completions); stop ends
  * it before the store closes. */

@@ -4,6 +4,8 @@ through boto3 and the aws CLI, validation errors as AWS answers them), and the l
 acting on a daemon whose days last a second (expiration by prefix, tag and size, transitions to
 GLACIER then RestoreObject, aborting incomplete multipart uploads, noncurrent versions and
 expired delete markers of a versioned bucket). Every wait polls with a deadline."""
+import datetime
+import email.utils
 import json
 import re
 import subprocess
@@ -255,6 +257,45 @@ def test_expiration_by_prefix_tag_and_size(start_s3):
     assert actions(s3, "expire") >= len(gone)
     if not tags_work:
         pytest.skip("object tagging (x-amz-tagging on PUT) is not stored yet: tag filter untested")
+
+
+def test_expiration_header_names_the_rule_and_day(s3):
+    """x-amz-expiration (boto3's Expiration) on HEAD and GET: the earliest enabled Expiration
+    rule that takes the object, with real days its day rounded up to midnight UTC as AWS does
+    (and as the worker acts); nothing for a key no enabled rule takes."""
+    c = s3.client()
+    c.create_bucket(Bucket="hdr")
+    c.put_object(Bucket="hdr", Key="logs/a", Body=b"x")
+    c.put_object(Bucket="hdr", Key="logs/tmp", Body=b"x", Tagging="class=tmp")
+    c.put_object(Bucket="hdr", Key="other", Body=b"x")
+    assert "Expiration" not in c.head_object(Bucket="hdr", Key="logs/a")
+    c.put_bucket_lifecycle_configuration(Bucket="hdr", LifecycleConfiguration={"Rules": [
+        {"ID": "logs", "Filter": {"Prefix": "logs/"}, "Status": "Enabled",
+         "Expiration": {"Days": 3}},
+        {"ID": 'tmp "q"', "Filter": {"Tag": {"Key": "class", "Value": "tmp"}},
+         "Status": "Enabled", "Expiration": {"Days": 1}},
+        {"ID": "later", "Filter": {"Prefix": "logs/a"}, "Status": "Enabled",
+         "Expiration": {"Date": "2100-01-01T00:00:00Z"}},
+        {"ID": "off", "Filter": {"Prefix": "other"}, "Status": "Disabled",
+         "Expiration": {"Days": 1}}]})
+
+    def due(mod, days):
+        """The midnights after mod + days (mod is whole seconds: at midnight, either one)."""
+        at = mod.astimezone(datetime.timezone.utc) + datetime.timedelta(days=days)
+        day = at.replace(hour=0, minute=0, second=0, microsecond=0)
+        nxt = day + datetime.timedelta(days=1)
+        return {email.utils.format_datetime(d, usegmt=True) for d in
+                ((day, nxt) if at == day else (nxt,))}
+
+    for key, days, rule in (("logs/a", 3, "logs"), ("logs/tmp", 1, "tmp _q_")):
+        for h in (c.head_object(Bucket="hdr", Key=key), c.get_object(Bucket="hdr", Key=key)):
+            m = re.fullmatch(r'expiry-date="([^"]+)", rule-id="([^"]*)"', h["Expiration"])
+            assert m and m.group(2) == rule, h["Expiration"]
+            assert m.group(1) in due(h["LastModified"], days), (h["Expiration"],
+                                                                h["LastModified"])
+    assert "Expiration" not in c.head_object(Bucket="hdr", Key="other")
+    c.delete_bucket_lifecycle(Bucket="hdr")
+    assert "Expiration" not in c.head_object(Bucket="hdr", Key="logs/a")
 
 
 def object_tags(c, bucket, key):
