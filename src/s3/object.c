@@ -516,6 +516,12 @@ static void put_done(S3WriteOp *w, int status)
     sov_http_resp_header(r->http, "ETag", sov_str(etag));
     if (op->version[0])
         sov_http_resp_header(r->http, "x-amz-version-id", sov_str(op->version));
+    S3Object o = {.bucket = r->bucket,
+                  .key = r->key_name,
+                  .size = op->expect,
+                  .mtime_ms = op->now_ms,
+                  .meta_json = op->meta};
+    s3_expiration_header(r, &o);
     s3_sse_headers(r, &op->sse);
     s3_reply_empty(r, 200);
 }

@@ -260,7 +260,7 @@ def test_expiration_by_prefix_tag_and_size(start_s3):
 
 
 def test_expiration_header_names_the_rule_and_day(s3):
-    """x-amz-expiration (boto3's Expiration) on HEAD and GET: the earliest enabled Expiration
+    """x-amz-expiration (boto3's Expiration) on HEAD, GET and PUT: the earliest enabled Expiration
     rule that takes the object, with real days its day rounded up to midnight UTC as AWS does
     (and as the worker acts); nothing for a key no enabled rule takes."""
     c = s3.client()
@@ -294,6 +294,9 @@ def test_expiration_header_names_the_rule_and_day(s3):
             assert m.group(1) in due(h["LastModified"], days), (h["Expiration"],
                                                                 h["LastModified"])
     assert "Expiration" not in c.head_object(Bucket="hdr", Key="other")
+    put = c.put_object(Bucket="hdr", Key="logs/new", Body=b"x")
+    head = c.head_object(Bucket="hdr", Key="logs/new")
+    assert put["Expiration"] == head["Expiration"] and 'rule-id="logs"' in put["Expiration"]
     c.delete_bucket_lifecycle(Bucket="hdr")
     assert "Expiration" not in c.head_object(Bucket="hdr", Key="logs/a")
 
