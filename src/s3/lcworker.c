@@ -11,8 +11,10 @@
 #include "s3.h"
 #include "sov/log.h"
 
-#define LC_BATCH     1000 /* index rows read per step, and so at most the actions of a write op */
-#define LC_TIER_DAYS 30   /* INTELLIGENT_TIERING: days without a write or read before archiving */
+#define LC_BATCH 1000 /* index rows read per step, and so at most the actions of a write op */
+/* INTELLIGENT_TIERING: days without a write or read before archiving (not a lifecycle rule: no
+ * rounding to midnight) */
+#define LC_TIER_DAYS 30
 
 /* ---- the lifecycle worker ----
  * One pass at a time on the main loop. A pass lists the buckets with enabled rules, then for
@@ -481,7 +483,7 @@ static int step_sweep(LcWorker *lw, bool *ret_end)
         int64_t last;
         if (strcmp(cls, "INTELLIGENT_TIERING") == 0 && sqlite3_column_int(s, 6) == 0 && meta &&
             !strstr(meta, "\"_tier\":\"archive\"") &&
-            due(lw, LC_TIER_DAYS, -1, last = tier_since(meta, mtime)))
+            lw->now_ms >= (last = tier_since(meta, mtime)) + LC_TIER_DAYS * lw->day_ms)
             act_add(lw, ACT_ARCHIVE_TIER, bucket, key, klen, version, last, NULL, NULL);
         sov_buf_reset(&lw->c1);
         sov_buf_puts(&lw->c1, bucket);
