@@ -302,10 +302,11 @@ struct Api {
     int audit_fd;
     uint8_t audit_head[32]; /* hash of the last audit entry */
     uint64_t audit_seq;
-    void *identity; /* identity.c: token cache */
-    void *agents;   /* agent.c: waiters */
-    void *block;    /* volume.c: reconciler */
-    void *image;    /* image.c: uploads */
+    void *identity;   /* identity.c: token cache */
+    void *agents;     /* agent.c: waiters */
+    void *block;      /* volume.c: reconciler */
+    void *image;      /* image.c: uploads */
+    json_t *port_dns; /* network_port.c: network id -> {rev, losers} (who lost a DNS name) */
 };
 
 /* Route registration of each part. */

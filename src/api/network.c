@@ -1461,4 +1461,6 @@ int api_network_start(Api *a, SovBuf *err)
 
 void api_network_stop(Api *a)
 {
+    json_decref(a->port_dns);
+    a->port_dns = NULL;
 }

@@ -146,20 +146,21 @@ bool neu_dns_domain_ok(const char *s)
     return n == 0 || s[n - 1] != '-';
 }
 
-/* The IPv4 address a as a number, or false. */
-static bool dns_ip4(const char *s, uint32_t *a)
+/* The IPv4 address s as a number in *ret_a, or false. */
+static bool dns_ip4(const char *s, uint32_t *ret_a)
 {
     struct in_addr in;
     if (inet_pton(AF_INET, s, &in) != 1)
         return false;
-    *a = ntohl(in.s_addr);
+    *ret_a = ntohl(in.s_addr);
     return true;
 }
 
 /* One named port of a network, as sov-net's DHCP servers weigh names. */
 typedef struct DnsClaim {
-    const char *port, *device, *project, *since, *name;
-    uint32_t ip; /* its lowest IPv4 address */
+    const char *port, *device, *project, *since;
+    char name[64]; /* its dns_name, lower-cased */
+    uint32_t ip;   /* its lowest IPv4 address */
 } DnsClaim;
 
 /* by name, then the oldest port (created_at; unknown ones after), then the lower address */
@@ -179,14 +180,15 @@ static bool claim_same_owner(const DnsClaim *a, const DnsClaim *b)
 }
 
 /* The ports of network net_id whose dns_name their DHCP server does not give them (the rule of
- * sov-net's dhcp.c): a dns_name that is the default name host-a-b-c-d of another port's
- * address, or that an older port of another owner (another device, or another project) on the
- * network also has. Returns port id -> true; names are compared lower-cased, and only ports
- * with an IPv4 address and a DHCP lease take part (DNS names are A records). */
+ * sov-net's dhcp.c, names_unique): a dns_name that is the default name host-a-b-c-d of another
+ * port's address, or that a port created earlier (the lower address when created in the same
+ * second) of another owner (another device, or another project) on the network also has.
+ * Returns port id -> true; names are compared lower-cased, and only ports with an IPv4 address
+ * take part (DNS names are A records). */
 static json_t *dns_losers(Api *a, const char *net_id)
 {
     json_t *ports = neu_list_of(a, "port", NULL, net_id), *losers = json_object(), *p, *f;
-    json_t *defaults = json_object(), *names = json_array();
+    json_t *defaults = json_object();
     size_t n = json_array_size(ports), i, j;
     DnsClaim *v = calloc(n ? n : 1, sizeof(*v));
     size_t k = 0;
@@ -210,18 +212,15 @@ static json_t *dns_losers(Api *a, const char *net_id)
         const char *dn = neu_s(p, "dns_name");
         if (!v || !*dn || lo == UINT32_MAX)
             continue;
-        char low[64];
-        size_t m = strlen(dn) < sizeof(low) ? strlen(dn) : sizeof(low) - 1;
-        for (size_t c = 0; c < m; c++)
-            low[c] = dn[c] >= 'A' && dn[c] <= 'Z' ? (char)(dn[c] - 'A' + 'a') : dn[c];
-        low[m] = '\0';
-        json_array_append_new(names, json_string(low)); /* owns the lower-cased copy */
-        v[k++] = (DnsClaim){neu_s(p, "id"),
-                            neu_s(p, "device_id"),
-                            neu_s(p, "project_id"),
-                            neu_s(p, "created_at"),
-                            json_string_value(json_array_get(names, json_array_size(names) - 1)),
-                            lo};
+        DnsClaim *c = &v[k++];
+        *c = (DnsClaim){neu_s(p, "id"),
+                        neu_s(p, "device_id"),
+                        neu_s(p, "project_id"),
+                        neu_s(p, "created_at"),
+                        "",
+                        lo};
+        for (size_t m = 0; dn[m] && m + 1 < sizeof(c->name); m++)
+            c->name[m] = dn[m] >= 'A' && dn[m] <= 'Z' ? (char)(dn[m] - 'A' + 'a') : dn[m];
     }
     size_t kept = 0;
     for (i = 0; i < k; i++) { /* another port's default name: the port's own default */
@@ -239,21 +238,38 @@ static json_t *dns_losers(Api *a, const char *net_id)
             j = i;
     }
     free(v);
-    json_decref(names);
     json_decref(defaults);
     json_decref(ports);
     return losers;
 }
 
+/* dns_losers of a network, kept in a->port_dns while no port changes (a show or a list reads
+ * the network's ports once, not once per request). */
+static json_t *dns_losers_cached(Api *a, const char *net_id)
+{
+    uint64_t rev = api_store_kind_rev(a->store, "port", true);
+    json_t *e = json_object_get(a->port_dns, net_id);
+    if (e && (uint64_t)json_integer_value(json_object_get(e, "rev")) == rev)
+        return json_object_get(e, "losers");
+    if (!a->port_dns || json_object_size(a->port_dns) >= 1024) {
+        json_decref(a->port_dns);
+        a->port_dns = json_object();
+    }
+    e = json_pack("{s:I,s:o}", "rev", (json_int_t)rev, "losers", dns_losers(a, net_id));
+    if (json_object_set_new(a->port_dns, net_id, e) < 0)
+        return NULL;
+    return json_object_get(e, "losers");
+}
+
 /* The answer's dns_assignment: one {hostname, ip_address, fqdn} per fixed IP, with the host
- * name sov-net's DHCP server gives it (dns_name unless another port holds it, see dns_losers;
- * else host-<address, '-' for '.' and ':'>) in the network's dns_domain, else [network]
- * dns_domain. nets caches network id -> {domain, losers}. */
+ * name sov-net's DHCP server gives it (dns_name unless another port holds it, see dns_losers,
+ * or the name would not fit a 253-byte FQDN; else host-<address, '-' for '.' and ':'>) in the
+ * network's dns_domain, else [network] dns_domain. nets caches network id -> domain. */
 static void port_dns_out(Api *a, json_t *port, json_t *nets)
 {
     const char *net_id = neu_s(port, "network_id");
-    json_t *cached = json_object_get(nets, net_id), *net = NULL, *f;
-    if (!cached) {
+    json_t *dom = json_object_get(nets, net_id), *net = NULL, *f;
+    if (!dom) {
         const char *d = "";
         if (api_store_get(a->store, "network", net_id, &net, NULL, 0) == 0)
             d = neu_s(net, "dns_domain");
@@ -266,14 +282,16 @@ static void port_dns_out(Api *a, json_t *port, json_t *nets)
                 buf[n] = d[n] >= 'A' && d[n] <= 'Z' ? (char)(d[n] - 'A' + 'a') : d[n];
         n -= n > 0 && buf[n - 1] == '.';
         buf[n] = '\0';
-        cached = json_pack("{s:s,s:o}", "domain", buf, "losers", dns_losers(a, net_id));
-        json_object_set_new(nets, net_id, cached);
+        dom = json_string(buf);
+        json_object_set_new(nets, net_id, dom);
         json_decref(net);
     }
     if (!json_is_string(json_object_get(port, "dns_name")))
         json_object_set_new(port, "dns_name", json_string(""));
-    const char *dn = neu_s(port, "dns_name");
-    if (json_object_get(json_object_get(cached, "losers"), neu_s(port, "id")))
+    const char *dn = neu_s(port, "dns_name"), *domain = json_string_value(dom);
+    domain = domain ? domain : "";
+    if (*dn && (strlen(dn) + 1 + strlen(domain) > 253 ||
+                json_object_get(dns_losers_cached(a, net_id), neu_s(port, "id"))))
         dn = "";
     json_t *arr = json_array();
     size_t i;
@@ -286,7 +304,7 @@ static void port_dns_out(Api *a, json_t *port, json_t *nets)
             *h = *h == '.' || *h == ':'   ? '-'
                  : *h >= 'A' && *h <= 'Z' ? (char)(*h - 'A' + 'a')
                                           : *h;
-        snprintf(fqdn, sizeof(fqdn), "%s.%s.", host, neu_s(cached, "domain"));
+        snprintf(fqdn, sizeof(fqdn), "%s.%s.", host, domain);
         json_array_append_new(
             arr, json_pack("{s:s,s:s,s:s}", "hostname", host, "ip_address", ip, "fqdn", fqdn));
     }

@@ -668,3 +668,34 @@ def test_the_clouds_dns_domain(start_api, tmp_path):
     r = subprocess.run([str(BIN / "sov-api"), "--config", str(bad), "--check-config"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "dns_domain" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_dns_name_in_use(api):
+    """dns_assignment names what sov-net's DNS answers: the ports of one device share a name,
+    a port of another device asking for it later gets its own host-... name, and gets the name
+    once the holders are gone; a name that is another port's host-... name is taken only once
+    no port has that address."""
+    os_ = api.openstack
+    os_("network", "create", "dn")
+    os_("subnet", "create", "--network", "dn", "--subnet-range", "10.4.0.0/24", "dn-v4")
+
+    def port(name, ip, dns, device):
+        return os_("port", "create", "--network", "dn", "--fixed-ip", f"ip-address={ip}",
+                   "--dns-name", dns, "--device", device, name)
+
+    def host(name):
+        return os_("port", "show", name)["dns_assignment"][0]["hostname"]
+
+    port("c1", "10.4.0.11", "app", "srv1")
+    port("c2", "10.4.0.12", "App", "srv1")
+    port("e1", "10.4.0.13", "app", "srv2")
+    port("h1", "10.4.0.14", "host-10-4-0-11", "srv3")
+    assert [host(n) for n in ("c1", "c2", "e1", "h1")] == [
+        "app", "app", "host-10-4-0-13", "host-10-4-0-14"]
+    st, doc, _ = api.request("GET", "/network/v2.0/ports?name=e1&name=c2", token=api.token())
+    assert st == 200 and sorted((p["name"], p["dns_assignment"][0]["hostname"])
+                                for p in doc["ports"]) == [("c2", "app"), ("e1", "host-10-4-0-13")]
+    # the holders gone (and 10.4.0.11 with c1), both names are free
+    os_("port", "delete", "c1", "c2", fmt=False)
+    assert host("e1") == "app"
+    assert host("h1") == "host-10-4-0-11"

@@ -640,8 +640,8 @@ def test_dns_end_to_end(api, start_net, netns, tmp_path):
         # (and the DHCP port still answers the ports' names)
         assert lookup(vm, "web2.example.test", dhcp_ip)["web2.example.test"] == [ip1]
 
-        # names in use: a later port of another device asking for web2, and one asking for
-        # p2's default name, get their own default names, in the API as in DNS
+        # names in use: a port created after p1 (neither has a device) asking for web2, and
+        # one asking for p2's default name, get their own default names, in the API as in DNS
         p5 = os_("port", "create", "--network", "vpc", "--dns-name", "WEB2", "p5")
         p6 = os_("port", "create", "--network", "vpc", "--dns-name", h2, "p6")
         ip5, ip6 = p5["fixed_ips"][0]["ip_address"], p6["fixed_ips"][0]["ip_address"]
