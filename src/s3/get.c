@@ -971,6 +971,7 @@ static void copy_done(S3WriteOp *w, int status)
         sov_http_resp_header(r->http, "x-amz-version-id", sov_str(op->version));
     if (strcmp(op->src.version, "null") != 0)
         sov_http_resp_header(r->http, "x-amz-copy-source-version-id", sov_str(op->src.version));
+    s3_expiration_header(r, &op->dst);
     s3_sse_headers(r, &op->dst_sse);
     s3_reply_xml(r, 200, &doc);
     sov_buf_release(&doc);

@@ -448,6 +448,8 @@ typedef struct CompleteOp {
     char bad_part[64];
     char version[40]; /* set when the bucket has a versioning state */
     char *meta;       /* the object's metadata (its "_sse" gives the response headers) */
+    uint64_t size;    /* the completed object's size and time (for x-amz-expiration) */
+    int64_t mtime_ms;
 } CompleteOp;
 
 static int complete_apply(sqlite3 *db, S3WriteOp *w)
@@ -550,6 +552,8 @@ static int complete_apply(sqlite3 *db, S3WriteOp *w)
     }
     free(op->meta);
     op->meta = strdup(o.meta_json);
+    op->size = o.size;
+    op->mtime_ms = o.mtime_ms;
     if ((rc = s3_meta_check_bucket(db, w, r->bucket, r->bucket_owner)) < 0 ||
         (rc = s3_meta_put_version(db, w, &o)) < 0)
         goto out;
@@ -610,6 +614,12 @@ static void complete_done(S3WriteOp *w, int status)
         sov_xml_close(&x);
         if (op->version[0])
             sov_http_resp_header(r->http, "x-amz-version-id", sov_str(op->version));
+        S3Object o = {.bucket = r->bucket,
+                      .key = r->key_name,
+                      .size = op->size,
+                      .mtime_ms = op->mtime_ms,
+                      .meta_json = op->meta};
+        s3_expiration_header(r, &o);
         s3_sse_meta_headers(r, op->meta);
         s3_reply_xml(r, 200, &doc);
         sov_buf_release(&doc);

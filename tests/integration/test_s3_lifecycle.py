@@ -260,9 +260,9 @@ def test_expiration_by_prefix_tag_and_size(start_s3):
 
 
 def test_expiration_header_names_the_rule_and_day(s3):
-    """x-amz-expiration (boto3's Expiration) on HEAD, GET and PUT: the earliest enabled Expiration
-    rule that takes the object, with real days its day rounded up to midnight UTC as AWS does
-    (and as the worker acts); nothing for a key no enabled rule takes."""
+    """x-amz-expiration (boto3's Expiration) on HEAD, GET, PUT, copy and complete: the earliest
+    enabled Expiration rule that takes the object, with real days its day rounded up to midnight
+    UTC as AWS does (and as the worker acts); nothing for a key no enabled rule takes."""
     c = s3.client()
     c.create_bucket(Bucket="hdr")
     c.put_object(Bucket="hdr", Key="logs/a", Body=b"x")
@@ -297,6 +297,18 @@ def test_expiration_header_names_the_rule_and_day(s3):
     put = c.put_object(Bucket="hdr", Key="logs/new", Body=b"x")
     head = c.head_object(Bucket="hdr", Key="logs/new")
     assert put["Expiration"] == head["Expiration"] and 'rule-id="logs"' in put["Expiration"]
+    copy = c.copy_object(Bucket="hdr", Key="logs/copy",
+                         CopySource={"Bucket": "hdr", "Key": "other"})
+    head = c.head_object(Bucket="hdr", Key="logs/copy")
+    assert copy["Expiration"] == head["Expiration"] and 'rule-id="logs"' in copy["Expiration"]
+    assert "Expiration" not in c.copy_object(Bucket="hdr", Key="other2",
+                                             CopySource={"Bucket": "hdr", "Key": "logs/a"})
+    up = c.create_multipart_upload(Bucket="hdr", Key="logs/mp")["UploadId"]
+    part = c.upload_part(Bucket="hdr", Key="logs/mp", UploadId=up, PartNumber=1, Body=b"y")
+    done = c.complete_multipart_upload(Bucket="hdr", Key="logs/mp", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    head = c.head_object(Bucket="hdr", Key="logs/mp")
+    assert done["Expiration"] == head["Expiration"] and 'rule-id="logs"' in done["Expiration"]
     c.delete_bucket_lifecycle(Bucket="hdr")
     assert "Expiration" not in c.head_object(Bucket="hdr", Key="logs/a")
 
