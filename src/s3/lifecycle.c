@@ -16,7 +16,6 @@
 #include "sov/xml.h"
 
 #define LC_MAX_RULES    1000
-#define LC_MAX_TRANS    8
 #define LC_MAX_TAGS     10
 #define LC_MAX_ID       255
 #define LC_MAX_NEWER    100
@@ -764,7 +763,7 @@ void s3_restore_headers(S3Req *r, const S3Object *o)
 void s3_expiration_header(S3Req *r, const S3Object *o)
 {
     json_t *doc = NULL, *rule;
-    if (!r->bucket_config || o->delete_marker || s3_param(r, "versionId") ||
+    if (!r->bucket_lifecycle || o->delete_marker || o->noncurrent ||
         s3_bucket_config_get(s3_loop_db(r->loop), o->bucket, "lifecycle", &doc) < 0 || !doc)
         return;
     json_t *meta = o->meta_json ? json_loads(o->meta_json, 0, NULL) : NULL;
@@ -790,12 +789,21 @@ void s3_expiration_header(S3Req *r, const S3Object *o)
             best_id = best_id ? best_id : "";
         }
     }
-    if (best >= 0) {
-        /* the id inside a quoted header parameter: printable, no quote or backslash */
-        char date[40], id[256], v[336];
+    /* an RFC 1123 date has four digits of year: a rule further out than 9999 says nothing */
+    if (best >= 0 && best <= INT64_C(253402300799999)) {
+        /* the id URL-encoded, as AWS does (all but unreserved characters) */
+        char date[40], id[3 * LC_MAX_ID + 1], v[sizeof(id) + 80];
         size_t n = 0;
-        for (const char *p = best_id; *p && n + 1 < sizeof(id); p++)
-            id[n++] = *p < 0x20 || *p > 0x7e || *p == '"' || *p == '\\' ? '_' : *p;
+        for (const unsigned char *p = (const unsigned char *)best_id; *p && n + 3 < sizeof(id);
+             p++) {
+            if ((*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z') ||
+                strchr("-_.~", *p)) {
+                id[n++] = (char)*p;
+            } else {
+                snprintf(id + n, 4, "%%%02X", *p);
+                n += 3;
+            }
+        }
         id[n] = '\0';
         s3_format_http_date(best, date);
         snprintf(v, sizeof(v), "expiry-date=\"%s\", rule-id=\"%s\"", date, id);

@@ -324,7 +324,7 @@ int s3_require_bucket(S3Req *r, S3Bucket *ret)
     if ((rc = s3_access_check(r, ret)) < 0)
         return rc;
     snprintf(r->bucket_owner, sizeof(r->bucket_owner), "%s", ret->owner);
-    r->bucket_config = !ret->no_config;
+    r->bucket_lifecycle = ret->lifecycle;
     return 0;
 }
 

@@ -99,6 +99,7 @@ typedef struct S3Object {
     int64_t mtime_ms;
     char storage_class[24];
     bool delete_marker; /* a versioned bucket's marker of a deletion (no data) */
+    bool noncurrent;    /* a version that is not the key's latest (read by version id) */
     int64_t seq;        /* order of the key's versions (set by s3_meta_put_version) */
     char *meta_json;    /* {"content-type":..., "x-amz-meta-x":...} */
     /* Data: inline bytes (size bytes, crc32 inline_crc) or segments. */
@@ -198,6 +199,7 @@ typedef struct S3Bucket {
     int64_t created_ms;
     char versioning[16]; /* "", "Enabled" or "Suspended" */
     bool no_config;      /* buckets.config is empty: no policy, ACL, CORS... to read */
+    bool lifecycle;      /* buckets.config may hold a lifecycle configuration */
 } S3Bucket;
 int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret);
 /* The current version (-ENOENT when the key has none or it is a delete marker). */
@@ -252,7 +254,7 @@ typedef struct S3Req {
     S3AuthResult auth;
     const S3Key *key;      /* the authenticated key (its account); NULL for an anonymous request */
     char bucket_owner[64]; /* the bucket's owner, once s3_require_bucket passed */
-    bool bucket_config;    /* and whether it has any configuration (policy, lifecycle...) */
+    bool bucket_lifecycle; /* and whether it may have a lifecycle configuration */
     /* s3_access_check left the decision to the object's ACL: s3_access_object decides once
      * the object's metadata is read */
     bool object_acl_pending;

@@ -750,8 +750,8 @@ uint64_t s3_inline_stored_len(const S3Object *o)
 
 int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret)
 {
-    static const char sql[] =
-        "SELECT owner, region, created_ms, versioning, config = '{}' FROM buckets WHERE name=?";
+    static const char sql[] = "SELECT owner, region, created_ms, versioning, config = '{}',"
+                              " instr(config, '\"lifecycle\"') > 0 FROM buckets WHERE name=?";
     sqlite3_stmt *s = cached_stmt(db, sql);
     int r = -ENOENT;
     if (!s)
@@ -767,6 +767,7 @@ int s3_bucket_get(sqlite3 *db, const char *name, S3Bucket *ret)
         snprintf(ret->versioning, sizeof(ret->versioning), "%s",
                  (const char *)sqlite3_column_text(s, 3));
         ret->no_config = sqlite3_column_int(s, 4) != 0;
+        ret->lifecycle = sqlite3_column_int(s, 5) != 0;
         r = 0;
     } else if (rc != SQLITE_DONE) {
         r = -EIO;
@@ -790,10 +791,12 @@ int s3_object_get_version(sqlite3 *db, const char *bucket, const char *key, cons
 {
     static const char sql_latest[] =
         "SELECT version, size, etag, mtime_ms, storage_class, meta, inline,"
-        " inline_crc, layout, kind FROM objects WHERE bucket=?1 AND key=?2 AND is_latest=1";
+        " inline_crc, layout, kind, is_latest FROM objects WHERE bucket=?1 AND key=?2"
+        " AND is_latest=1";
     static const char sql_version[] =
         "SELECT version, size, etag, mtime_ms, storage_class, meta, inline,"
-        " inline_crc, layout, kind FROM objects WHERE bucket=?1 AND key=?2 AND version=?3";
+        " inline_crc, layout, kind, is_latest FROM objects WHERE bucket=?1 AND key=?2"
+        " AND version=?3";
     sqlite3_stmt *s = cached_stmt(db, version ? sql_version : sql_latest);
     int r = -ENOENT;
     if (!s)
@@ -815,6 +818,7 @@ int s3_object_get_version(sqlite3 *db, const char *bucket, const char *key, cons
                  (const char *)sqlite3_column_text(s, 4));
         o->meta_json = strdup((const char *)sqlite3_column_text(s, 5));
         o->delete_marker = sqlite3_column_int(s, 9) == 1;
+        o->noncurrent = sqlite3_column_int(s, 10) == 0;
         r = 0;
         if (o->delete_marker) {
             o->is_inline = true;

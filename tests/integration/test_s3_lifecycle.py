@@ -277,7 +277,9 @@ def test_expiration_header_names_the_rule_and_day(s3):
         {"ID": "later", "Filter": {"Prefix": "logs/a"}, "Status": "Enabled",
          "Expiration": {"Date": "2100-01-01T00:00:00Z"}},
         {"ID": "off", "Filter": {"Prefix": "other"}, "Status": "Disabled",
-         "Expiration": {"Days": 1}}]})
+         "Expiration": {"Days": 1}},
+        {"ID": "far", "Filter": {"Prefix": "far/"}, "Status": "Enabled",
+         "Expiration": {"Days": 2**31 - 1}}]})
 
     def due(mod, days):
         """The midnights after mod + days (mod is whole seconds: at midnight, either one)."""
@@ -287,13 +289,15 @@ def test_expiration_header_names_the_rule_and_day(s3):
         return {email.utils.format_datetime(d, usegmt=True) for d in
                 ((day, nxt) if at == day else (nxt,))}
 
-    for key, days, rule in (("logs/a", 3, "logs"), ("logs/tmp", 1, "tmp _q_")):
+    for key, days, rule in (("logs/a", 3, "logs"), ("logs/tmp", 1, "tmp%20%22q%22")):
         for h in (c.head_object(Bucket="hdr", Key=key), c.get_object(Bucket="hdr", Key=key)):
             m = re.fullmatch(r'expiry-date="([^"]+)", rule-id="([^"]*)"', h["Expiration"])
             assert m and m.group(2) == rule, h["Expiration"]
             assert m.group(1) in due(h["LastModified"], days), (h["Expiration"],
                                                                 h["LastModified"])
     assert "Expiration" not in c.head_object(Bucket="hdr", Key="other")
+    # past the year 9999 there is no RFC 1123 date to give
+    assert "Expiration" not in c.put_object(Bucket="hdr", Key="far/x", Body=b"x")
     put = c.put_object(Bucket="hdr", Key="logs/new", Body=b"x")
     head = c.head_object(Bucket="hdr", Key="logs/new")
     assert put["Expiration"] == head["Expiration"] and 'rule-id="logs"' in put["Expiration"]
@@ -309,6 +313,13 @@ def test_expiration_header_names_the_rule_and_day(s3):
         "Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
     head = c.head_object(Bucket="hdr", Key="logs/mp")
     assert done["Expiration"] == head["Expiration"] and 'rule-id="logs"' in done["Expiration"]
+    # by version id: the current version says it, a noncurrent one (its own rules) does not
+    c.put_bucket_versioning(Bucket="hdr", VersioningConfiguration={"Status": "Enabled"})
+    v1 = c.put_object(Bucket="hdr", Key="logs/v", Body=b"1")["VersionId"]
+    v2 = c.put_object(Bucket="hdr", Key="logs/v", Body=b"2")["VersionId"]
+    assert 'rule-id="logs"' in c.head_object(Bucket="hdr", Key="logs/v",
+                                             VersionId=v2)["Expiration"]
+    assert "Expiration" not in c.get_object(Bucket="hdr", Key="logs/v", VersionId=v1)
     c.delete_bucket_lifecycle(Bucket="hdr")
     assert "Expiration" not in c.head_object(Bucket="hdr", Key="logs/a")
 
