@@ -35,8 +35,11 @@ static int proto_num(const char *p)
     for (size_t i = 0; i < ELEMENTSOF(protocols); i++)
         if (!strcasecmp(p, protocols[i].name))
             return protocols[i].num;
+    /* digits only: no sign or blanks (strtol's), which sov-net's reading would not take */
+    if (strspn(p, "0123456789") != strlen(p) || strlen(p) > 3)
+        return -2;
     long n = strtol(p, &end, 10);
-    return *end || n < 0 || n > 255 || strlen(p) > 3 ? -2 : (int)n;
+    return n > 255 ? -2 : (int)n;
 }
 
 static bool proto_has_ports(int n)
