@@ -233,7 +233,7 @@ static void apply_done(uv_work_t *req, int status)
             report(n, key, s);
     }
     sov_gauge_set(n->m_ports, ports);
-    if (r >= 0)
+    if (r >= 0 && !n->stopping) /* a pass ending after SIGTERM starts no DHCP server */
         dhcp_converge(n, a->dhcp);
     json_decref(a->snapshot);
     json_decref(a->statuses);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* sov-net: the per-host network agent. The /healthz and /metrics listener and the agent API
- * client run on the main loop; realisations run on the thread pool. On SIGTERM it stops and
- * leaves the datapath as it is: a restarted sov-net finds it right and changes nothing. */
+ * client run on the main loop; realisations run on the thread pool. On SIGTERM it stops its
+ * DHCP servers (their leases stay on disk) and leaves the rest of the datapath as it is: a
+ * restarted sov-net finds that right and changes nothing, and starts the DHCP servers again. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -21,6 +21,7 @@
 #include "nl.h"
 #include "sg.h"
 #include "sov/log.h"
+#include "vni.h"
 
 #define OUT_MAX (16u << 20)
 
@@ -197,18 +198,19 @@ static int in_ns(const Ctx *x, const char *ns, char *const cmd[], const char *in
 
 /* ---- names and addresses ---- */
 
-/* The first 12 hex digits of a resource id, or false when it has fewer. */
+/* The first 12 hex digits of a resource id (lower-case hex digits and '-', at most 64), or
+ * false when it is not one or has fewer. */
 static bool hex12(const char *id, char out[13])
 {
     int k = 0;
-    for (const char *p = id; *p && k < 12; p++) {
-        if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))
+    size_t n = strlen(id);
+    if (n > 64 || strspn(id, "0123456789abcdef-") != n)
+        return false;
+    for (const char *p = id; *p && k < 12; p++)
+        if (*p != '-')
             out[k++] = *p;
-        else if (*p != '-')
-            return false;
-    }
     out[k] = '\0';
-    return k == 12 && strlen(id) <= 64;
+    return k == 12;
 }
 
 static bool owned_link(const char *name)
@@ -223,19 +225,24 @@ static bool owned_link(const char *name)
     return strspn(name + pre, "0123456789abcdef") == 12;
 }
 
-/* "a.b.c.d/len" of a CIDR with host bits allowed; false when not IPv4. */
+/* "a.b.c.d/len" of a CIDR with host bits allowed; false when not exactly that (IPv4, a
+ * prefix length of one or two digits up to 32). */
 static bool cidr4(const char *cidr, char *net, size_t n, int *len)
 {
     char buf[64];
+    if (strlen(cidr) >= sizeof(buf))
+        return false;
     snprintf(buf, sizeof(buf), "%s", cidr);
     char *slash = strchr(buf, '/');
     if (!slash)
         return false;
     *slash = '\0';
-    char *end;
-    long l = strtol(slash + 1, &end, 10);
+    size_t digits = strspn(slash + 1, "0123456789");
+    if (digits < 1 || digits > 2 || slash[1 + digits])
+        return false;
+    long l = strtol(slash + 1, NULL, 10);
     struct in_addr a;
-    if (*end || l < 0 || l > 32 || inet_pton(AF_INET, buf, &a) != 1)
+    if (l > 32 || inet_pton(AF_INET, buf, &a) != 1)
         return false;
     *len = (int)l;
     snprintf(net, n, "%s", buf);
@@ -273,15 +280,6 @@ static json_t *port_subnet(const Ctx *x, const json_t *port, const char **addr)
         }
     }
     return NULL;
-}
-
-/* A subnet's VXLAN network identifier: its id's first 24 bits (1..16777214). */
-static json_int_t vni_of(const char h[13])
-{
-    char six[7];
-    memcpy(six, h, 6);
-    six[6] = '\0';
-    return (json_int_t)(strtoul(six, NULL, 16) % 16777214) + 1;
 }
 
 static void router_ns(const Ctx *x, const char *rid12, char *out, size_t n)
@@ -350,6 +348,7 @@ typedef struct Want {
         *links; /* name -> {"kind": bridge|veth|tap, "master": br, "peer": name, "peer_ns": ns} */
     json_t *routers; /* router id -> {"ns", "legs": {ifname: [addr/len...]}, "gw": ip, "routes",
                         "snat": [cidrs], "inner": [cidrs], "fips": [[fip, fixed]], "qg": name} */
+    SovBuf up;       /* "link set <instance device> up" lines, run once its filtering is loaded */
 } Want;
 
 static void want_link(Want *w, const char *name, const char *kind, const char *master,
@@ -386,18 +385,23 @@ static void plan(Ctx *x, Want *w)
     json_t *v;
     char h[13], name[32], peer[32], br[32], net[64], leg[64];
     int len;
+    json_t *vnis = ip4(x->cfg->tunnel_ip) ? net_vni_plan(json_object_get(x->res, "subnet")) : NULL;
     json_array_foreach(json_object_get(x->res, "subnet"), i, v)
     {
         if (!hex12(jstr(v, "id"), h) || !cidr4(jstr(v, "cidr"), net, sizeof(net), &len))
             continue;
         snprintf(br, sizeof(br), "sb%s", h);
         want_link(w, br, "bridge", NULL, NULL, NULL);
-        if (ip4(x->cfg->tunnel_ip)) { /* VNI: the id's first 24 bits, 0 avoided */
+        if (ip4(x->cfg->tunnel_ip)) {
+            json_t *vni = json_object_get(vnis, jstr(v, "id"));
             snprintf(name, sizeof(name), "vx%s", h);
             want_link(w, name, "vxlan", br, NULL, NULL);
-            json_object_set_new(json_object_get(w->links, name), "vni", json_integer(vni_of(h)));
+            json_object_set_new(
+                json_object_get(w->links, name), "vni",
+                json_integer(vni ? json_integer_value(vni) : net_vni_first(jstr(v, "id"))));
         }
     }
+    json_decref(vnis);
     if (x->cfg->l3)
         json_array_foreach(json_object_get(x->res, "router"), i, v) router_want(x, w, v);
     json_array_foreach(json_object_get(x->res, "port"), i, v)
@@ -525,6 +529,7 @@ static unsigned gso_size(const NetConfig *cfg)
 static int apply_host(Ctx *x, Want *w)
 {
     SovBuf b = SOV_BUF_INIT;
+    json_t *vnis = json_object(), *l;
     const char *name;
     json_t *spec;
     int r = 0;
@@ -537,6 +542,25 @@ static int apply_host(Ctx *x, Want *w)
             (r = ip(x, NULL, NULL, NULL, "netns", "add", ns, NULL)) < 0)
             goto out;
     }
+    /* the VNIs of the VXLAN devices there are (one whose subnet's VNI moved is made again) */
+    if (ip4(x->cfg->tunnel_ip)) {
+        SovBuf out;
+        sov_buf_init(&out, OUT_MAX);
+        r = ip(x, x->cfg->netns, NULL, &out, "-d", "-j", "link", "show", "type", "vxlan", NULL);
+        json_t *arr = r == 0 && out.len ? json_loadb(out.ptr, out.len, 0, NULL) : NULL;
+        size_t i;
+        sov_buf_release(&out);
+        if (r < 0)
+            goto out;
+        json_array_foreach(arr, i, l)
+        {
+            json_t *id =
+                json_object_get(json_object_get(json_object_get(l, "linkinfo"), "info_data"), "id");
+            if (*jstr(l, "ifname") && json_is_integer(id))
+                json_object_set(vnis, jstr(l, "ifname"), id);
+        }
+        json_decref(arr);
+    }
     /* bridges before what goes on them */
     for (int pass = 0; pass < 2; pass++)
         json_object_foreach(w->links, name, spec)
@@ -546,6 +570,11 @@ static int apply_host(Ctx *x, Want *w)
             if (bridge != (pass == 0))
                 continue;
             json_t *have = json_object_get(x->host_links, name);
+            json_t *vni = json_object_get(vnis, name);
+            if (have && vni && !json_equal(vni, json_object_get(spec, "vni"))) {
+                sov_buf_printf(&b, "link del %s\n", name);
+                have = NULL;
+            }
             if (!have) {
                 if (bridge)
                     sov_buf_printf(&b, "link add %s type bridge\n", name);
@@ -566,8 +595,11 @@ static int apply_host(Ctx *x, Want *w)
             const char *master = jstr(spec, "master");
             if (*master && (!have || strcmp(jstr(have, "master"), master) != 0))
                 sov_buf_printf(&b, "link set %s master %s\n", name, master);
+            /* an instance's device carries traffic only once the security groups that
+             * filter it are loaded: a pass that cannot load them leaves it down (fail closed) */
+            bool inst = strcmp(kind, "tap") == 0 || strncmp(name, "vp", 2) == 0;
             if (!have || !link_up(have))
-                sov_buf_printf(&b, "link set %s up\n", name);
+                sov_buf_printf(inst ? &w->up : &b, "link set %s up\n", name);
         }
     /* what is no longer wanted (a veth's peer goes with it) */
     json_object_foreach(x->host_links, name, spec)
@@ -584,6 +616,7 @@ static int apply_host(Ctx *x, Want *w)
     }
     r = ip_batch(x, x->cfg->netns, &b);
 out:
+    json_decref(vnis);
     sov_buf_release(&b);
     return r;
 }
@@ -670,8 +703,14 @@ static int apply_sg(Ctx *x, Want *w)
                                json_object_get(x->res, "security_group_rule"), &script, x->err)
                   : sov_buf_puts(&script, "table inet sov_sg\ndelete table inet sov_sg\n"
                                           "table bridge sov_sg\ndelete table bridge sov_sg\n");
-    if (r > 0)
+    if (r > 0) { /* rules left out: the rest of the datapath goes on */
+        char n[24];
+        snprintf(n, sizeof(n), "%d", r);
+        const char *kv[] = {"left_out", n, "why", x->err->ptr ? x->err->ptr : "", NULL};
+        sov_logv_kv(SOV_LOG_WARN, NULL, 0, "security group rules left out", kv);
+        sov_buf_reset(x->err);
         r = 0;
+    }
     json_decref(ports);
     char path[SOV_CONF_STR_MAX + 32];
     snprintf(path, sizeof(path), "%s/sg-applied.nft", x->cfg->state_dir);
@@ -855,8 +894,15 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
     SovBuf out;
     sov_buf_init(&out, OUT_MAX);
     r = ip(x, ns, NULL, &out, "-j", "addr", "show", NULL);
-    json_t *addrs = r == 0 && out.len ? json_loadb(out.ptr, out.len, 0, NULL) : json_array();
+    json_t *addrs = r < 0 ? NULL : out.len ? json_loadb(out.ptr, out.len, 0, NULL) : json_array();
     sov_buf_release(&out);
+    if (!json_is_array(addrs)) { /* not knowing the addresses, change none of them */
+        if (r >= 0)
+            sov_buf_printf(x->err, "unreadable addresses in %s", ns);
+        json_decref(addrs);
+        json_decref(links);
+        return r < 0 ? r : -EIO;
+    }
     SovBuf b = SOV_BUF_INIT;
     json_t *lo = json_object_get(links, "lo");
     if (lo && !link_up(lo))
@@ -1026,7 +1072,7 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t
         goto out;
     if (ip4(cfg->tunnel_ip) && (r = apply_fdb(&x, &w)) < 0)
         goto out;
-    if ((r = apply_sg(&x, &w)) < 0)
+    if ((r = apply_sg(&x, &w)) < 0 || (r = ip_batch(&x, cfg->netns, &w.up)) < 0)
         goto out;
     const char *rid, *name;
     json_t *rw, *v;
@@ -1130,6 +1176,7 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t
 out:
     json_decref(w.links);
     json_decref(w.routers);
+    sov_buf_release(&w.up);
     json_decref(x.host_links);
     json_decref(x.netns);
     return r;

@@ -146,6 +146,7 @@ typedef struct SgCtx {
     size_t n_members, cap_members;
     SgBox *boxes;
     size_t n_boxes, cap_boxes;
+    size_t skipped; /* rules (or overlapping elements) left out, the first reasons in err */
 } SgCtx;
 
 static int grow(void **p, size_t *cap, size_t need, size_t size)
@@ -796,6 +797,21 @@ static int parse_rule(SgCtx *c, json_t *rule, size_t i)
     return 0;
 }
 
+/* Counts a rule or element left out; the first few reasons stay in err, "; " apart. */
+#define SG_MAX_REASONS 4
+static void skip(SgCtx *c, size_t mark)
+{
+    if (++c->skipped > SG_MAX_REASONS) {
+        c->err->len = mark; /* enough said: the count tells the rest */
+        if (c->err->ptr)
+            c->err->ptr[mark] = '\0';
+    } else {
+        sov_buf_puts(c->err, "; ");
+    }
+}
+
+/* A rule that does not validate is left out rather than failing the compile: rules only allow,
+ * so the rule's traffic stays dropped, and no other port's filtering is held up by it. */
 static int parse_rules(SgCtx *c, json_t *rules)
 {
     if (!json_is_array(rules))
@@ -804,8 +820,11 @@ static int parse_rules(SgCtx *c, json_t *rules)
     if (n > SG_MAX_RULES)
         return fail(c->err, -E2BIG, "rules", n, "more than %d", SG_MAX_RULES);
     for (size_t i = 0; i < n; i++) {
+        size_t mark = c->err->len;
         int r = parse_rule(c, json_array_get(rules, i), i);
-        if (r < 0)
+        if (r == -EINVAL)
+            skip(c, mark);
+        else if (r < 0)
             return r;
     }
     return 0;
@@ -857,6 +876,21 @@ static int assign_layers(SgCtx *c)
 {
     if (c->n_boxes)
         qsort(c->boxes, c->n_boxes, sizeof(SgBox), box_cmp);
+    /* Boxes of one protocol and the same addresses whose ports overlap or touch are one range
+     * (rules only allow, so the union is what they say): many rules sliding over each other's
+     * ports then need no layers. Sorted by port_lo, so the merged list stays sorted. */
+    size_t kept = 0;
+    for (size_t i = 0; i < c->n_boxes; i++) {
+        SgBox *p = kept ? &c->boxes[kept - 1] : NULL, *b = &c->boxes[i];
+        if (p && same_bucket(p, b) && p->lo == b->lo && p->hi == b->hi &&
+            p->proto_lo == p->proto_hi && b->proto_lo == p->proto_lo &&
+            b->proto_hi == p->proto_hi && (unsigned)b->port_lo <= (unsigned)p->port_hi + 1) {
+            p->port_hi = SOV_MAX(p->port_hi, b->port_hi);
+            continue;
+        }
+        c->boxes[kept++] = *b;
+    }
+    c->n_boxes = kept;
     _cleanup_free_ uint64_t *forbid = calloc(c->n_boxes ? c->n_boxes : 1, sizeof(uint64_t));
     _cleanup_free_ size_t *run_end = calloc(c->n_boxes ? c->n_boxes : 1, sizeof(size_t));
     if (!forbid || !run_end)
@@ -872,8 +906,14 @@ static int assign_layers(SgCtx *c)
         SgBox *a = &c->boxes[i];
         if (a->layer < 0)
             continue;
-        if (forbid[i] == UINT64_MAX)
-            return fail(c->err, -E2BIG, "rules", i, "more than 64 overlapping rules in a group");
+        if (forbid[i] == UINT64_MAX) { /* left out (less allowed), not the whole compile */
+            size_t mark = c->err->len;
+            fail(c->err, -E2BIG, "element", i, "more than 64 overlapping rules in group %s",
+                 c->groups[a->group].id);
+            skip(c, mark);
+            a->layer = -1;
+            continue;
+        }
         a->layer = __builtin_ctzll(~forbid[i]);
         for (size_t j = i + 1; j < c->n_boxes; j++) {
             SgBox *b = &c->boxes[j];
@@ -1261,6 +1301,8 @@ int sg_compile(json_t *ports, json_t *groups, json_t *rules, SovBuf *out, SovBuf
         r = c.r;
         if (r < 0)
             sov_buf_printf(err, "script too large");
+        else
+            r = (int)SOV_MIN(c.skipped, (size_t)INT32_MAX);
     }
     free(c.ports);
     free(c.groups);

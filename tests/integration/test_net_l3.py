@@ -335,7 +335,7 @@ def test_vxlan_between_two_hosts_and_same_cidr_in_two_projects(api, start_net, n
     other = api.make_project("other")
     osb = lambda *a, **kw: api.openstack(*a, env=other["env"], **kw)  # noqa: E731
     osb("network", "create", "red")
-    osb("subnet", "create", "--network", "red", "--subnet-range", "10.0.5.0/24", "red-v4")
+    red = osb("subnet", "create", "--network", "red", "--subnet-range", "10.0.5.0/24", "red-v4")
     pc = osb("port", "create", "--network", "red", "--fixed-ip",
              f"ip-address={pb['fixed_ips'][0]['ip_address']}", "pc")
     for p, env in ((pa, None), (pb, None), (pc, other["env"])):
@@ -353,6 +353,22 @@ def test_vxlan_between_two_hosts_and_same_cidr_in_two_projects(api, start_net, n
     assert not ping(c, ip_a)
     assert ip_b == pc["fixed_ips"][0]["ip_address"]
     assert ping(a, ip_b)
+
+    # a subnet's VNI: its id's first 24 bits, the same on both hosts, another for red
+    def vni(ns, dev):
+        doc = json.loads(sh("ip", "-n", ns, "-d", "-j", "link", "show", "dev", dev).stdout)
+        return doc[0]["linkinfo"]["info_data"]["id"]
+    first = int(hex12(sub["id"])[:6], 16) % 16777214 + 1
+    assert vni(h1, vx) == vni(h2, vx) == first
+    assert vni(h1, "vx" + hex12(red["id"])) != first
+    # a VXLAN device with another VNI (made by hand) is made again by the next pass
+    sh("ip", "-n", h1, "link", "del", vx)
+    sh("ip", "-n", h1, "link", "add", vx, "type", "vxlan", "id", str(first % 16777214 + 1),
+       "local", "10.99.0.1", "dstport", "4789")
+    sh("ip", "-n", h1, "link", "set", vx, "master", "sb" + hex12(sub["id"]), "up")
+    os_("port", "create", "--network", "blue", "--host", "net1", "pd")  # a change: a pass
+    wait_for(lambda: vni(h1, vx) == first, "the VNI put back")
+    assert wait_for(lambda: ping(a, ip_b), "a -> b over VXLAN again")
 
 
 GSO_ATTRS = {41: "gso_max_size", 63: "gso_ipv4_max_size", 58: "gro_max_size",
