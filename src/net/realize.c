@@ -783,36 +783,38 @@ static int apply_fdb(Ctx *x, Want *w)
     int r = run(*x->cfg->netns ? nsargv : argv, NULL, 0, &out, x->err);
     json_t *fdb = r == 0 && out.len ? json_loadb(out.ptr, out.len, 0, NULL) : json_array();
     sov_buf_release(&out);
+    /* the flooding entries there are ("<dev> <dst>") and the peers wanted: each looked up
+     * once, not scanned per device and peer (the dump holds every learned MAC too) */
+    json_t *flood = json_object(), *want = json_object(), *e, *p, *spec;
     const char *name;
-    json_t *spec, *e, *p;
+    char key[96];
+    json_array_foreach(peers, i, p) json_object_set(want, json_string_value(p), json_true());
+    json_array_foreach(fdb, i, e)
+    {
+        if (strcmp(jstr(e, "mac"), "00:00:00:00:00:00") != 0 || !*jstr(e, "dst"))
+            continue;
+        snprintf(key, sizeof(key), "%s %s", jstr(e, "ifname"), jstr(e, "dst"));
+        json_object_set(flood, key, json_true());
+        spec = json_object_get(w->links, jstr(e, "ifname"));
+        if (spec && strcmp(jstr(spec, "kind"), "vxlan") == 0 &&
+            !json_object_get(want, jstr(e, "dst")))
+            sov_buf_printf(&b, "fdb del 00:00:00:00:00:00 dev %s dst %s\n", jstr(e, "ifname"),
+                           jstr(e, "dst"));
+    }
     json_object_foreach(w->links, name, spec)
     {
         if (strcmp(jstr(spec, "kind"), "vxlan") != 0)
             continue;
-        size_t k;
-        json_array_foreach(peers, k, p)
+        const char *peer;
+        json_object_foreach(want, peer, p) /* (each peer once) */
         {
-            bool have = false;
-            json_array_foreach(fdb, i, e) have =
-                have || (strcmp(jstr(e, "ifname"), name) == 0 &&
-                         strcmp(jstr(e, "mac"), "00:00:00:00:00:00") == 0 &&
-                         json_equal(json_object_get(e, "dst"), p));
-            if (!have)
-                sov_buf_printf(&b, "fdb append 00:00:00:00:00:00 dev %s dst %s\n", name,
-                               json_string_value(p));
-        }
-        json_array_foreach(fdb, i, e)
-        {
-            bool keep = false;
-            if (strcmp(jstr(e, "ifname"), name) != 0 ||
-                strcmp(jstr(e, "mac"), "00:00:00:00:00:00") != 0 || !*jstr(e, "dst"))
-                continue;
-            json_array_foreach(peers, k, p) keep = keep || json_equal(json_object_get(e, "dst"), p);
-            if (!keep)
-                sov_buf_printf(&b, "fdb del 00:00:00:00:00:00 dev %s dst %s\n", name,
-                               jstr(e, "dst"));
+            snprintf(key, sizeof(key), "%s %s", name, peer);
+            if (!json_object_get(flood, key))
+                sov_buf_printf(&b, "fdb append 00:00:00:00:00:00 dev %s dst %s\n", name, peer);
         }
     }
+    json_decref(flood);
+    json_decref(want);
     if (r == 0 && b.len) {
         char *bargv[] = {(char *)x->cfg->bridge, "-batch", "-", NULL};
         char *bnsargv[] = {
