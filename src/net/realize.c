@@ -528,7 +528,8 @@ static unsigned gso_size(const NetConfig *cfg)
 
 static int apply_host(Ctx *x, Want *w)
 {
-    SovBuf b = SOV_BUF_INIT;
+    /* deletions run first: a VNI or name they free may be what an addition takes */
+    SovBuf b = SOV_BUF_INIT, del = SOV_BUF_INIT;
     json_t *vnis = json_object(), *l;
     const char *name;
     json_t *spec;
@@ -572,7 +573,7 @@ static int apply_host(Ctx *x, Want *w)
             json_t *have = json_object_get(x->host_links, name);
             json_t *vni = json_object_get(vnis, name);
             if (have && vni && !json_equal(vni, json_object_get(spec, "vni"))) {
-                sov_buf_printf(&b, "link del %s\n", name);
+                sov_buf_printf(&del, "link del %s\n", name);
                 have = NULL;
             }
             if (!have) {
@@ -612,11 +613,13 @@ static int apply_host(Ctx *x, Want *w)
             if (json_object_get(x->host_links, vp))
                 continue; /* goes with its pair */
         }
-        sov_buf_printf(&b, "link del %s\n", name);
+        sov_buf_printf(&del, "link del %s\n", name);
     }
-    r = ip_batch(x, x->cfg->netns, &b);
+    if ((r = ip_batch(x, x->cfg->netns, &del)) == 0)
+        r = ip_batch(x, x->cfg->netns, &b);
 out:
     json_decref(vnis);
+    sov_buf_release(&del);
     sov_buf_release(&b);
     return r;
 }

@@ -33,8 +33,10 @@
  * prefix x protocol range x port range); a remote group rule becomes one element per member IP
  * (fixed IPs of all ports carrying that group). So 10,000 rules are 10,000 set elements behind
  * the same few rules. The kernel refuses overlapping elements in one set, so boxes are sorted,
+ * boxes of one protocol and the same addresses whose ports overlap or touch merge into one,
  * boxes inside another box are dropped and partially overlapping ones go to a second (third..)
- * set of the same kind ("layers", at most 64 per group, direction, family and kind).
+ * set of the same kind ("layers", at most 64 per group, direction, family and kind; an element
+ * past that is left out and counted, as is a rule that does not validate).
  *
  * Allowed address pairs (Neutron's allowed_address_pairs: an IP or CIDR with an optional MAC,
  * by default the port's) widen what a port may send: the source checks are lookups of the pair
@@ -487,6 +489,24 @@ static int check_devs(SgCtx *c)
     return 0;
 }
 
+/* Counts a port, rule or element left out; the first few reasons stay in err, "; " after
+ * each (sg_compile trims the last). */
+#define SG_MAX_REASONS 4
+static void skip(SgCtx *c, size_t mark)
+{
+    if (++c->skipped > SG_MAX_REASONS) {
+        c->err->len = mark; /* enough said: the count tells the rest */
+        if (c->err->ptr)
+            c->err->ptr[mark] = '\0';
+    } else {
+        sov_buf_puts(c->err, "; ");
+    }
+}
+
+static int parse_port(SgCtx *c, json_t *p, size_t i, uint32_t *n_local);
+
+/* A port of another host (no "_dev") that does not validate is left out: it only narrows the
+ * members of its groups. One of this host's fails the compile. */
 static int parse_ports(SgCtx *c, json_t *ports)
 {
     if (!json_is_array(ports))
@@ -500,57 +520,70 @@ static int parse_ports(SgCtx *c, json_t *ports)
     uint32_t n_local = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *p = json_array_get(ports, i);
-        SgPort *port = &c->ports[i];
-        const char *mac = NULL, *owner = NULL;
-        bool secured = true;
-        if (!json_is_object(p))
-            return fail(c->err, -EINVAL, "port", i, "must be an object");
-        int r = sov_json_get_string(p, "id", true, SG_MAX_ID_LEN, &port->id, c->err);
-        if (r >= 0)
-            r = sov_json_get_string(p, "mac_address", false, 17, &mac, c->err);
-        if (r >= 0)
-            r = sov_json_get_string(p, "device_owner", false, 255, &owner, c->err);
-        if (r >= 0)
-            r = sov_json_get_string(p, "_dev", false, SG_MAX_IFNAME_LEN, &port->dev, c->err);
-        if (r >= 0)
-            r = sov_json_get_string(p, "_bridge", false, SG_MAX_IFNAME_LEN, &port->bridge, c->err);
-        if (r >= 0)
-            r = sov_json_get_bool(p, "port_security_enabled", false, &secured, c->err);
-        if (r < 0)
-            return located(c->err, r, "port", i);
-        if (!id_valid(port->id))
-            return fail(c->err, -EINVAL, "port", i, "invalid id");
-        if (mac && !mac_parse(mac, port->mac))
-            return fail(c->err, -EINVAL, "port", i, "invalid mac_address");
-        port->has_mac = mac != NULL;
-        if (port->dev && !ifname_valid(port->dev))
-            return fail(c->err, -EINVAL, "port", i, "invalid _dev");
-        if (port->bridge && !ifname_valid(port->bridge))
-            return fail(c->err, -EINVAL, "port", i, "invalid _bridge");
-        if (!port->dev)
-            port->bridge = NULL;
-        r = parse_port_ips(c, p, port, i);
-        if (r >= 0)
-            r = parse_port_pairs(c, p, port, i);
-        if (r >= 0)
-            r = parse_port_groups(c, p, port, i);
-        if (r < 0)
+        size_t mark = c->err->len;
+        int r = parse_port(c, p, i, &n_local);
+        if ((r == -EINVAL || r == -E2BIG) && !json_object_get(p, "_dev")) {
+            c->ports[i] = (SgPort){.id = ""};
+            skip(c, mark);
+        } else if (r < 0) {
             return r;
-        port->filtered = port->dev && secured && !(owner && strncmp(owner, "network:", 8) == 0);
-        if (port->filtered) {
-            if (!port->has_mac)
-                return fail(c->err, -EINVAL, "port", i, "'mac_address' is required");
-            if (++n_local > SG_MAX_LOCAL_PORTS)
-                return fail(c->err, -E2BIG, "ports", n, "more than %d on this host",
-                            SG_MAX_LOCAL_PORTS);
-            port->num = n_local;
-            for (size_t k = 0; k < port->n_grps; k++)
-                if (c->pgroups[port->grp_off + k] != UINT32_MAX)
-                    c->groups[c->pgroups[port->grp_off + k]].used = true;
         }
     }
     c->n_ports = n;
     return check_devs(c);
+}
+
+static int parse_port(SgCtx *c, json_t *p, size_t i, uint32_t *n_local)
+{
+    SgPort *port = &c->ports[i];
+    const char *mac = NULL, *owner = NULL;
+    bool secured = true;
+    if (!json_is_object(p))
+        return fail(c->err, -EINVAL, "port", i, "must be an object");
+    int r = sov_json_get_string(p, "id", true, SG_MAX_ID_LEN, &port->id, c->err);
+    if (r >= 0)
+        r = sov_json_get_string(p, "mac_address", false, 17, &mac, c->err);
+    if (r >= 0)
+        r = sov_json_get_string(p, "device_owner", false, 255, &owner, c->err);
+    if (r >= 0)
+        r = sov_json_get_string(p, "_dev", false, SG_MAX_IFNAME_LEN, &port->dev, c->err);
+    if (r >= 0)
+        r = sov_json_get_string(p, "_bridge", false, SG_MAX_IFNAME_LEN, &port->bridge, c->err);
+    if (r >= 0)
+        r = sov_json_get_bool(p, "port_security_enabled", false, &secured, c->err);
+    if (r < 0)
+        return located(c->err, r, "port", i);
+    if (!id_valid(port->id))
+        return fail(c->err, -EINVAL, "port", i, "invalid id");
+    if (mac && !mac_parse(mac, port->mac))
+        return fail(c->err, -EINVAL, "port", i, "invalid mac_address");
+    port->has_mac = mac != NULL;
+    if (port->dev && !ifname_valid(port->dev))
+        return fail(c->err, -EINVAL, "port", i, "invalid _dev");
+    if (port->bridge && !ifname_valid(port->bridge))
+        return fail(c->err, -EINVAL, "port", i, "invalid _bridge");
+    if (!port->dev)
+        port->bridge = NULL;
+    r = parse_port_ips(c, p, port, i);
+    if (r >= 0)
+        r = parse_port_pairs(c, p, port, i);
+    if (r >= 0)
+        r = parse_port_groups(c, p, port, i);
+    if (r < 0)
+        return r;
+    port->filtered = port->dev && secured && !(owner && strncmp(owner, "network:", 8) == 0);
+    if (port->filtered) {
+        if (!port->has_mac)
+            return fail(c->err, -EINVAL, "port", i, "'mac_address' is required");
+        if (++*n_local > SG_MAX_LOCAL_PORTS)
+            return fail(c->err, -E2BIG, "ports", i, "more than %d on this host",
+                        SG_MAX_LOCAL_PORTS);
+        port->num = *n_local;
+        for (size_t k = 0; k < port->n_grps; k++)
+            if (c->pgroups[port->grp_off + k] != UINT32_MAX)
+                c->groups[c->pgroups[port->grp_off + k]].used = true;
+    }
+    return 0;
 }
 
 static int member_cmp(const void *a, const void *b)
@@ -797,19 +830,6 @@ static int parse_rule(SgCtx *c, json_t *rule, size_t i)
     return 0;
 }
 
-/* Counts a rule or element left out; the first few reasons stay in err, "; " apart. */
-#define SG_MAX_REASONS 4
-static void skip(SgCtx *c, size_t mark)
-{
-    if (++c->skipped > SG_MAX_REASONS) {
-        c->err->len = mark; /* enough said: the count tells the rest */
-        if (c->err->ptr)
-            c->err->ptr[mark] = '\0';
-    } else {
-        sov_buf_puts(c->err, "; ");
-    }
-}
-
 /* A rule that does not validate is left out rather than failing the compile: rules only allow,
  * so the rule's traffic stays dropped, and no other port's filtering is held up by it. */
 static int parse_rules(SgCtx *c, json_t *rules)
@@ -908,8 +928,10 @@ static int assign_layers(SgCtx *c)
             continue;
         if (forbid[i] == UINT64_MAX) { /* left out (less allowed), not the whole compile */
             size_t mark = c->err->len;
-            fail(c->err, -E2BIG, "element", i, "more than 64 overlapping rules in group %s",
-                 c->groups[a->group].id);
+            sov_buf_printf(c->err,
+                           "group %s: more than 64 partially overlapping rules of one direction, "
+                           "family and kind (one element left out)",
+                           c->groups[a->group].id);
             skip(c, mark);
             a->layer = -1;
             continue;
@@ -1303,6 +1325,10 @@ int sg_compile(json_t *ports, json_t *groups, json_t *rules, SovBuf *out, SovBuf
             sov_buf_printf(err, "script too large");
         else
             r = (int)SOV_MIN(c.skipped, (size_t)INT32_MAX);
+        if (r > 0 && err->len >= 2 && !strcmp(err->ptr + err->len - 2, "; ")) {
+            err->len -= 2;
+            err->ptr[err->len] = '\0';
+        }
     }
     free(c.ports);
     free(c.groups);

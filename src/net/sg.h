@@ -10,7 +10,8 @@
 
 #include "sov/buf.h"
 
-/* Bounds on what one compile accepts; past them sg_compile() fails with -E2BIG. */
+/* Bounds on what one compile accepts; past them sg_compile() fails with -E2BIG (past the
+ * per-port ones, a port of another host is left out instead). */
 #define SG_MAX_PORTS       65536 /* ports listed, on any host (remote group members) */
 #define SG_MAX_LOCAL_PORTS 4096  /* filtered ports with "_dev" (a 16-bit mark half each) */
 #define SG_MAX_GROUPS      16384
@@ -26,9 +27,11 @@
  * (fixed_ips, allowed_address_pairs, security_groups, ...), those of this host carrying "_dev"
  * (the host-side device on the bridge) and, for a conntrack zone per bridge, "_bridge" (that
  * bridge's name: pass it, or two subnets with the same CIDR on one host share conntrack
- * entries); groups: security_group documents; rules: security_group_rule documents. Returns 0,
- * or <0 (-EINVAL bad input, -E2BIG past a bound, -ENOMEM) with a reason appended to err; out
- * may then hold a partial script. */
+ * entries); groups: security_group documents; rules: security_group_rule documents. A rule, or
+ * a port of another host, that does not validate is left out, and so is a set element past 64
+ * partially overlapping ones (rules only allow: what they leave out stays dropped). Returns 0,
+ * the number left out (>0) with the first reasons in err, or <0 (-EINVAL bad input, -E2BIG
+ * past a bound, -ENOMEM) with a reason appended to err; out may then hold a partial script. */
 int sg_compile(json_t *ports, json_t *groups, json_t *rules, SovBuf *out, SovBuf *err);
 
 #endif
