@@ -706,11 +706,11 @@ static int apply_sg(Ctx *x, Want *w)
                                json_object_get(x->res, "security_group_rule"), &script, x->err)
                   : sov_buf_puts(&script, "table inet sov_sg\ndelete table inet sov_sg\n"
                                           "table bridge sov_sg\ndelete table bridge sov_sg\n");
-    if (r > 0) { /* rules left out: the rest of the datapath goes on */
+    if (r > 0) { /* rules, elements or other hosts' ports left out: the rest goes on */
         char n[24];
         snprintf(n, sizeof(n), "%d", r);
         const char *kv[] = {"left_out", n, "why", x->err->ptr ? x->err->ptr : "", NULL};
-        sov_logv_kv(SOV_LOG_WARN, NULL, 0, "security group rules left out", kv);
+        sov_logv_kv(SOV_LOG_WARN, NULL, 0, "security group rules or ports left out", kv);
         sov_buf_reset(x->err);
         r = 0;
     }

@@ -148,7 +148,8 @@ typedef struct SgCtx {
     size_t n_members, cap_members;
     SgBox *boxes;
     size_t n_boxes, cap_boxes;
-    size_t skipped; /* rules (or overlapping elements) left out, the first reasons in err */
+    size_t skipped; /* rules, set elements or other hosts' ports left out, the first reasons in
+                     * err */
 } SgCtx;
 
 static int grow(void **p, size_t *cap, size_t need, size_t size)
@@ -522,7 +523,8 @@ static int parse_ports(SgCtx *c, json_t *ports)
         json_t *p = json_array_get(ports, i);
         size_t mark = c->err->len;
         int r = parse_port(c, p, i, &n_local);
-        if ((r == -EINVAL || r == -E2BIG) && !json_object_get(p, "_dev")) {
+        json_t *dev = json_object_get(p, "_dev");
+        if ((r == -EINVAL || r == -E2BIG) && (!dev || json_is_null(dev))) {
             c->ports[i] = (SgPort){.id = ""};
             skip(c, mark);
         } else if (r < 0) {

@@ -13,9 +13,9 @@ json_int_t net_vni_first(const char *id);
  * Oldest subnet first (created_at, then id), each takes its first choice or, when one before it
  * holds that, the next free one: two subnets never share a VNI (and so never an L2 segment
  * across hosts). A subnet's VNI depends only on the subnets before it, so a new subnet moves
- * none (unless made in the same second as one whose id sorts after its own), and a VNI moves
- * only when a subnet before it that held its first choice is deleted. Subnets without a usable
- * id are left out. */
+ * none (unless made in the same second as one whose id sorts after its own); deleting a subnet
+ * can move the VNI of any later one whose first choice was taken (not always back to its first
+ * choice). Subnets without a usable id are left out. */
 json_t *net_vni_plan(json_t *subnets);
 
 #endif
