@@ -415,9 +415,11 @@ static void plan(Ctx *x, Want *w)
         cidr4(jstr(sn, "cidr"), net, sizeof(net), &len);
         const char *bound = jstr(v, "binding:host_id");
         const char *to = jstr(json_object_get(v, "binding:profile"), "migrating_to");
-        if (*bound && strcmp(bound, x->cfg->host) != 0 && strncmp(owner, "network:", 8) != 0 &&
-            strcmp(to, x->cfg->host) != 0)
-            continue; /* another host's instance (unless it is live-migrating here) */
+        /* another host's instance (unless it is live-migrating here); one bound nowhere is the
+         * network host's (where [net] l3 is on), not on every host's bridge with one MAC */
+        if ((*bound ? strcmp(bound, x->cfg->host) != 0 : !x->cfg->l3) &&
+            strncmp(owner, "network:", 8) != 0 && strcmp(to, x->cfg->host) != 0)
+            continue;
         if (strcmp(owner, "network:router_interface") == 0) {
             json_t *router = x->cfg->l3 ? find(x, "router", jstr(v, "device_id")) : NULL;
             json_t *rw = router ? router_want(x, w, router) : NULL;
@@ -1161,7 +1163,7 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t
         json_t *spec = json_object_get(w.links, dev), *have = json_object_get(x.host_links, dev);
         const char *bound = jstr(v, "binding:host_id");
         if ((*bound && strcmp(bound, cfg->host) != 0) ||
-            (!cfg->l3 && strncmp(owner, "network:", 8) == 0))
+            (!cfg->l3 && (strncmp(owner, "network:", 8) == 0 || !*bound)))
             continue; /* another host reports it */
         status(statuses, "port", jstr(v, "id"),
                spec && have && strcmp(jstr(have, "master"), jstr(spec, "master")) == 0 ? "ACTIVE"

@@ -369,6 +369,15 @@ def test_vxlan_between_two_hosts_and_same_cidr_in_two_projects(api, start_net, n
     os_("port", "create", "--network", "blue", "--host", "net1", "pd")  # a change: a pass
     wait_for(lambda: vni(h1, vx) == first, "the VNI put back")
     assert wait_for(lambda: ping(a, ip_b), "a -> b over VXLAN again")
+    # a port bound to no host is the network host's (h1, l3 on), not on every host's bridge;
+    # once h2 reports a port made after it, h2 has seen the unbound one too
+    pu = os_("port", "create", "--network", "blue", "pu")
+    pe = os_("port", "create", "--network", "blue", "--host", "net2", "pe")
+    for p in (pu, pe):
+        wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", "port ACTIVE")
+    assert "vp" + hex12(pu["id"]) in sh("ip", "-n", h1, "-o", "link").stdout
+    assert "vp" + hex12(pe["id"]) in sh("ip", "-n", h2, "-o", "link").stdout
+    assert "vp" + hex12(pu["id"]) not in sh("ip", "-n", h2, "-o", "link").stdout
 
 
 GSO_ATTRS = {41: "gso_max_size", 63: "gso_ipv4_max_size", 58: "gro_max_size",
