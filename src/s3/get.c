@@ -132,7 +132,7 @@ static void put_object_headers(S3Req *r, const S3Object *o)
     if (strcmp(o->storage_class, "STANDARD") != 0)
         sov_http_resp_header(r->http, "x-amz-storage-class", sov_str(o->storage_class));
     s3_restore_headers(r, o);
-    s3_expiration_header(r, o);
+    s3_expiration_header(r, o, meta);
     json_t *tags = json_object_get(meta, "_tags");
     if (json_object_size(tags)) {
         char n[24];
@@ -971,7 +971,7 @@ static void copy_done(S3WriteOp *w, int status)
         sov_http_resp_header(r->http, "x-amz-version-id", sov_str(op->version));
     if (strcmp(op->src.version, "null") != 0)
         sov_http_resp_header(r->http, "x-amz-copy-source-version-id", sov_str(op->src.version));
-    s3_expiration_header(r, &op->dst);
+    s3_expiration_header(r, &op->dst, NULL);
     s3_sse_headers(r, &op->dst_sse);
     s3_reply_xml(r, 200, &doc);
     sov_buf_release(&doc);

@@ -760,13 +760,14 @@ void s3_restore_headers(S3Req *r, const S3Object *o)
         sov_http_resp_header(r->http, "x-amz-archive-status", SOV_STR("ARCHIVE_ACCESS"));
 }
 
-void s3_expiration_header(S3Req *r, const S3Object *o)
+void s3_expiration_header(S3Req *r, const S3Object *o, json_t *meta)
 {
-    json_t *doc = NULL, *rule;
+    json_t *doc = NULL, *rule, *parsed = NULL;
     if (!r->bucket_lifecycle || o->delete_marker || o->noncurrent ||
         s3_bucket_config_get(s3_loop_db(r->loop), o->bucket, "lifecycle", &doc) < 0 || !doc)
         return;
-    json_t *meta = o->meta_json ? json_loads(o->meta_json, 0, NULL) : NULL;
+    if (!meta && o->meta_json)
+        meta = parsed = json_loads(o->meta_json, 0, NULL);
     int64_t day_ms = r->srv->cfg.lifecycle_day_seconds * 1000, best = -1;
     const char *best_id = "";
     size_t i;
@@ -791,25 +792,16 @@ void s3_expiration_header(S3Req *r, const S3Object *o)
     }
     /* an RFC 1123 date has four digits of year: a rule further out than 9999 says nothing */
     if (best >= 0 && best <= INT64_C(253402300799999)) {
-        /* the id URL-encoded, as AWS does (all but unreserved characters) */
-        char date[40], id[3 * LC_MAX_ID + 1], v[sizeof(id) + 80];
-        size_t n = 0;
-        for (const unsigned char *p = (const unsigned char *)best_id; *p && n + 3 < sizeof(id);
-             p++) {
-            if ((*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z') ||
-                strchr("-_.~", *p)) {
-                id[n++] = (char)*p;
-            } else {
-                snprintf(id + n, 4, "%%%02X", *p);
-                n += 3;
-            }
-        }
-        id[n] = '\0';
+        /* the id URL-encoded, as AWS does */
+        char date[40];
+        SovBuf v = SOV_BUF_INIT;
         s3_format_http_date(best, date);
-        snprintf(v, sizeof(v), "expiry-date=\"%s\", rule-id=\"%s\"", date, id);
-        sov_http_resp_header(r->http, "x-amz-expiration", sov_str(v));
+        if (sov_buf_printf(&v, "expiry-date=\"%s\", rule-id=\"", date) >= 0 &&
+            s3_uri_encode(&v, sov_str(best_id), false) >= 0 && sov_buf_puts(&v, "\"") >= 0)
+            sov_http_resp_header(r->http, "x-amz-expiration", sov_str(v.ptr));
+        sov_buf_release(&v);
     }
-    json_decref(meta);
+    json_decref(parsed);
     json_decref(doc);
 }
 

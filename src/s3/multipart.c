@@ -619,7 +619,7 @@ static void complete_done(S3WriteOp *w, int status)
                       .size = op->size,
                       .mtime_ms = op->mtime_ms,
                       .meta_json = op->meta};
-        s3_expiration_header(r, &o);
+        s3_expiration_header(r, &o, NULL);
         s3_sse_meta_headers(r, op->meta);
         s3_reply_xml(r, 200, &doc);
         sov_buf_release(&doc);

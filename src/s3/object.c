@@ -521,7 +521,7 @@ static void put_done(S3WriteOp *w, int status)
                   .size = op->expect,
                   .mtime_ms = op->now_ms,
                   .meta_json = op->meta};
-    s3_expiration_header(r, &o);
+    s3_expiration_header(r, &o, NULL);
     s3_sse_headers(r, &op->sse);
     s3_reply_empty(r, 200);
 }

@@ -413,10 +413,11 @@ void s3_object_restore(S3Req *r);   /* POST ?restore */
 int s3_restore_check(S3Req *r, const S3Object *o);
 /* x-amz-restore on GET/HEAD of a restored or restoring object. */
 void s3_restore_headers(S3Req *r, const S3Object *o);
-/* x-amz-expiration on a PUT, GET or HEAD of the current version: when the earliest enabled
- * lifecycle Expiration (Days or Date) whose filter takes the object falls due, and that rule's
- * id. Reads the bucket's configuration on r's loop. */
-void s3_expiration_header(S3Req *r, const S3Object *o);
+/* x-amz-expiration on a PUT, copy, completion, GET or HEAD of the current version: when the
+ * earliest enabled lifecycle Expiration (Days or Date) whose filter takes the object falls due,
+ * and that rule's id. Reads the bucket's configuration on r's loop; meta is o's metadata when
+ * the caller has it parsed (NULL: read from o->meta_json). */
+void s3_expiration_header(S3Req *r, const S3Object *o, json_t *meta);
 /* Starts the lifecycle worker on loop (the daemon's main loop: a timer every
  * cfg.lifecycle_interval seconds, its own S3Loop for reads and writer completions); stop ends
  * it before the store closes. */
