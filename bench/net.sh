@@ -48,6 +48,15 @@ net_pid=
 cleanup() {
     stop_pid "$net_pid"
     stop_pid "$sov_pid"
+    # the DHCP servers sov-net leaves serving when it stops (the next sov-net would adopt them)
+    local pidf pid
+    for pidf in "/run/sov-net/$tag"/dhcp/*/pid; do
+        [[ -f $pidf ]] || continue
+        pid=$(<"$pidf")
+        tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null |
+            grep -qxF -- "--conf-file=${pidf%/pid}/conf" && kill -KILL "$pid"
+    done
+    rm -rf "/run/sov-net/$tag"
     for ns in $(ip netns list | awk '{ print $1 }'); do
         [[ $ns == "$tag"* ]] && ip netns del "$ns" 2>/dev/null
     done

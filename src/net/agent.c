@@ -193,6 +193,10 @@ static void dhcp_converge(Net *n, json_t *want)
             log_warn("DHCP for subnet %s: %s", sid, err.ptr ? err.ptr : "failed");
         sov_buf_release(&err);
     }
+    if (!n->dhcp_swept) { /* what an earlier agent left for subnets gone since */
+        dhcp_sweep(n->dhcp_dir, want);
+        n->dhcp_swept = true;
+    }
     for (DhcpSlot **pp = &n->dhcp; *pp;) {
         DhcpSlot *sl = *pp;
         if (json_object_get(want, sl->subnet) && sl->d) {
@@ -358,9 +362,9 @@ void agent_start(Net *n)
 void agent_stop(Net *n)
 {
     n->stopping = true;
-    for (DhcpSlot *sl = n->dhcp, *next; sl; sl = next) { /* the next sov-net starts its own */
+    for (DhcpSlot *sl = n->dhcp, *next; sl; sl = next) { /* serving on: the next agent adopts */
         next = sl->next;
-        dhcp_stop(sl->d);
+        dhcp_detach(sl->d);
         free(sl);
     }
     n->dhcp = NULL;

@@ -3,7 +3,8 @@
  * subnet from the Neutron documents (every value validated first, so nothing a tenant typed can
  * add a line to a dnsmasq file), runs dnsmasq inside the subnet's namespace as a child of the
  * agent, re-reads hosts and names with SIGHUP when ports change, restarts it when the subnet
- * changes and, with backoff, when it dies. */
+ * changes and, with backoff, when it dies. An agent that exits leaves its dnsmasqs serving; the
+ * next one adopts each that still runs the config it would write (watched through a pidfd). */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "dhcp.h"
@@ -32,18 +34,22 @@
 #define DHCP_CLID_MAX       (255u * 3u) /* a client id as dnsmasq's lease file writes it */
 #define DHCP_LEASES_MAX     (8u << 20)  /* the lease file we read */
 
-/* One supervised dnsmasq. Invariants: proc != NULL exactly while a child runs (pid is its pid);
- * handles counts the open libuv handles (the timer once loop is set, proc until its close
- * callback), and the struct is freed only when stopping and handles is 0. While proc runs the
- * timer is the SIGKILL grace period (if a kill was sent), otherwise the restart backoff. conf
- * and hosts hold what the files on disk hold. */
+/* One supervised dnsmasq. Invariants: proc != NULL exactly while a child runs, watch != NULL
+ * exactly while an adopted dnsmasq (an earlier agent's, watched through pidfd) runs, never both;
+ * pid is the running one's. handles counts the open libuv handles (the timer once loop is set,
+ * proc and watch until their close callbacks), and the struct is freed only when stopping and
+ * handles is 0. While a dnsmasq runs the timer is the SIGKILL grace period (if a kill was sent),
+ * otherwise the restart backoff. conf and hosts hold what the files on disk hold; the file
+ * conf.running is the config the running dnsmasq was started with (absent while that is not
+ * known to be conf). */
 struct Dhcp {
     char *ip_bin, *dnsmasq_bin, *user, *dns_upstream, *dns_domain;
     unsigned lease_s;
     uv_loop_t *loop;
     uv_timer_t timer;
     uv_process_t *proc;
-    int pid;
+    uv_poll_t *watch;
+    int pid, pidfd;
     int handles;
     unsigned fails;
     uint64_t started_ms;
@@ -692,12 +698,13 @@ static int write_file(const Dhcp *d, const char *name, const char *text, SovBuf 
     return r;
 }
 
-/* A dnsmasq left by an agent that died: it still holds the interface's DHCP socket. */
-static void kill_stale(Dhcp *d)
+/* The pid of the dnsmasq serving d->dir (its pid file names a live process started with this
+ * directory's --conf-file), else 0. */
+static pid_t dnsmasq_of(const Dhcp *d)
 {
-    char p[PATH_MAX], buf[4096];
+    char p[PATH_MAX], buf[4096], want[PATH_MAX + 16];
     if (path_in(d, "pid", p, sizeof(p)) < 0)
-        return;
+        return 0;
     FILE *f = fopen(p, "re");
     long pid = 0;
     if (f) {
@@ -706,23 +713,78 @@ static void kill_stale(Dhcp *d)
         fclose(f);
     }
     if (pid <= 1 || pid > INT_MAX)
-        return;
+        return 0;
     snprintf(p, sizeof(p), "/proc/%ld/cmdline", pid);
     int fd = open(p, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return;
+        return 0;
     ssize_t n = read(fd, buf, sizeof(buf) - 1);
     close(fd);
     if (n <= 0)
-        return;
-    for (ssize_t i = 0; i < n; i++)
-        if (buf[i] == '\0')
-            buf[i] = ' ';
+        return 0;
     buf[n] = '\0';
-    char want[PATH_MAX + 16];
     snprintf(want, sizeof(want), "--conf-file=%s/conf", d->dir);
-    if (strstr(buf, want))
-        kill((pid_t)pid, SIGKILL);
+    for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1)
+        if (strcmp(buf + i, want) == 0)
+            return (pid_t)pid;
+    return 0;
+}
+
+/* A dnsmasq left by an earlier agent that is not adopted: it still holds the interface's DHCP
+ * socket. */
+static void kill_stale(const Dhcp *d)
+{
+    pid_t pid = dnsmasq_of(d);
+    if (pid > 0)
+        kill(pid, SIGKILL);
+}
+
+/* Whether file name in d's directory holds exactly text. */
+static bool file_is(const Dhcp *d, const char *name, const char *text)
+{
+    char p[PATH_MAX];
+    if (path_in(d, name, p, sizeof(p)) < 0)
+        return false;
+    FILE *f = fopen(p, "re");
+    if (!f)
+        return false;
+    size_t len = strlen(text), i = 0;
+    int c;
+    bool same = true;
+    while (same && (c = getc(f)) != EOF)
+        same = i < len && (char)c == text[i++];
+    fclose(f);
+    return same && i == len;
+}
+
+/* Whether process pid lives in network namespace netns (NULL: the agent's own). */
+static bool in_netns(pid_t pid, const char *netns)
+{
+    char p[PATH_MAX], q[PATH_MAX];
+    struct stat a, b;
+    snprintf(p, sizeof(p), "/proc/%d/ns/net", (int)pid);
+    if (netns)
+        snprintf(q, sizeof(q), "/run/netns/%s", netns);
+    else
+        snprintf(q, sizeof(q), "/proc/self/ns/net");
+    return stat(p, &a) == 0 && stat(q, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* An earlier agent's dnsmasq that d can keep: it serves d->dir, in netns, started with conf.
+ * Returns a pidfd of it (its pid in *pid), or -1. */
+static int adoptable(const Dhcp *d, const char *conf, const char *netns, pid_t *pid)
+{
+    pid_t p = dnsmasq_of(d);
+    if (p <= 0 || !file_is(d, "conf.running", conf))
+        return -1;
+    int fd = (int)syscall(SYS_pidfd_open, p, 0);
+    /* checked again with the pidfd open: the pid is still that dnsmasq, not a later process */
+    if (fd >= 0 && (dnsmasq_of(d) != p || !in_netns(p, netns))) {
+        close(fd);
+        fd = -1;
+    }
+    *pid = p;
+    return fd;
 }
 
 /* ---- leases no port has any more ----
@@ -841,9 +903,11 @@ static void release_next(Dhcp *d);
 static void handle_closed(uv_handle_t *h);
 
 /* Starts cmd (NULL-ended) inside d's namespace (ip netns exec) as a child on d's loop, its
- * stdout and stderr to out_fd (-1: nowhere), exit_cb when it ends. NULL with *rc < 0 when it
- * cannot start. */
-static uv_process_t *run_child(Dhcp *d, char *const cmd[], int out_fd, uv_exit_cb exit_cb, int *rc)
+ * stdout and stderr to out_fd (-1: nowhere), exit_cb when it ends; in a session of its own when
+ * detached (no signal to the agent's process group reaches it). NULL with *rc < 0 when it cannot
+ * start. */
+static uv_process_t *run_child(Dhcp *d, char *const cmd[], int out_fd, uv_exit_cb exit_cb,
+                               bool detached, int *rc)
 {
     char *args[16];
     int n = 0;
@@ -865,7 +929,8 @@ static uv_process_t *run_child(Dhcp *d, char *const cmd[], int out_fd, uv_exit_c
                               .exit_cb = exit_cb,
                               .cwd = "/",
                               .stdio = stdio,
-                              .stdio_count = 3};
+                              .stdio_count = 3,
+                              .flags = detached ? UV_PROCESS_DETACHED : 0};
     uv_process_t *p = calloc(1, sizeof(*p));
     *rc = p ? 0 : -ENOMEM;
     if (!p)
@@ -902,7 +967,7 @@ static void release_next(Dhcp *d)
     d->releases = r->next;
     char *args[] = {d->release_bin, d->ifname, r->ip, r->mac, *r->clid ? r->clid : NULL, NULL};
     int rc;
-    d->releasing = run_child(d, args, -1, release_exit, &rc);
+    d->releasing = run_child(d, args, -1, release_exit, false, &rc);
     free(r);
     if (!d->releasing) {
         const char *kv[] = {"dir", d->dir, "cmd", d->release_bin, NULL};
@@ -974,15 +1039,22 @@ static void handle_closed(uv_handle_t *h)
 static void restart_cb(uv_timer_t *t)
 {
     Dhcp *d = t->data;
-    if (!d->stopping && !d->proc)
+    if (!d->stopping && !d->proc && !d->watch)
         spawn(d);
+}
+
+/* Sends sig to the running dnsmasq, a child or an adopted one. */
+static void signal_dnsmasq(Dhcp *d, int sig)
+{
+    if (d->proc)
+        uv_process_kill(d->proc, sig);
+    else if (d->watch)
+        syscall(SYS_pidfd_send_signal, d->pidfd, sig, NULL, 0);
 }
 
 static void grace_cb(uv_timer_t *t)
 {
-    Dhcp *d = t->data;
-    if (d->proc)
-        uv_process_kill(d->proc, SIGKILL);
+    signal_dnsmasq(t->data, SIGKILL);
 }
 
 static void schedule_restart(Dhcp *d)
@@ -993,17 +1065,23 @@ static void schedule_restart(Dhcp *d)
     uv_timer_start(&d->timer, restart_cb, ms, 0);
 }
 
-static void exit_cb(uv_process_t *p, int64_t status, int sig)
+/* Stops watching an adopted dnsmasq (it ended, or the agent lets go of it). */
+static void unwatch(Dhcp *d)
 {
-    Dhcp *d = p->data;
-    char pid[16], st[24], sg[16];
+    uv_close((uv_handle_t *)d->watch, handle_closed); /* out of epoll before the close */
+    close(d->pidfd);
+    d->watch = NULL;
+    d->pidfd = -1;
+}
+
+/* The running dnsmasq ended (st: its exit status, "unknown" for an adopted one). */
+static void ended(Dhcp *d, const char *st, int sig)
+{
+    char pid[16], sg[16];
     snprintf(pid, sizeof(pid), "%d", d->pid);
-    snprintf(st, sizeof(st), "%lld", (long long)status);
     snprintf(sg, sizeof(sg), "%d", sig);
-    d->proc = NULL;
     d->pid = 0;
     d->killing = false;
-    uv_close((uv_handle_t *)p, handle_closed);
     uv_timer_stop(&d->timer);
     if (d->stopping) {
         remove_files(d);
@@ -1023,6 +1101,47 @@ static void exit_cb(uv_process_t *p, int64_t status, int sig)
     schedule_restart(d);
 }
 
+static void exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+    Dhcp *d = p->data;
+    char st[24];
+    snprintf(st, sizeof(st), "%lld", (long long)status);
+    d->proc = NULL;
+    uv_close((uv_handle_t *)p, handle_closed);
+    ended(d, st, sig);
+}
+
+/* The pidfd of an adopted dnsmasq reads ready: it ended. */
+static void watch_cb(uv_poll_t *w, int status, int events)
+{
+    (void)status;
+    (void)events;
+    Dhcp *d = w->data;
+    unwatch(d);
+    ended(d, "unknown", 0);
+}
+
+/* Keeps the earlier agent's dnsmasq pid (pidfd open on it) as d's running one. */
+static int watch(Dhcp *d, int pidfd, pid_t pid)
+{
+    uv_poll_t *w = calloc(1, sizeof(*w));
+    int r = w ? uv_poll_init(d->loop, w, pidfd) : -ENOMEM;
+    if (r < 0) {
+        free(w);
+        close(pidfd);
+        return r;
+    }
+    w->data = d;
+    d->handles++;
+    d->watch = w;
+    d->pidfd = pidfd;
+    d->pid = (int)pid;
+    d->started_ms = uv_now(d->loop);
+    if ((r = uv_poll_start(w, UV_READABLE, watch_cb)) < 0)
+        unwatch(d);
+    return r;
+}
+
 static void spawn(Dhcp *d)
 {
     char conf[PATH_MAX + 16], logp[PATH_MAX];
@@ -1032,7 +1151,7 @@ static void spawn(Dhcp *d)
     prune_leases(d);
     char *args[] = {d->dnsmasq_bin, (char *)"--keep-in-foreground", conf, NULL};
     int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644), r;
-    uv_process_t *p = run_child(d, args, logfd, exit_cb, &r);
+    uv_process_t *p = run_child(d, args, logfd, exit_cb, true, &r);
     if (logfd >= 0)
         close(logfd);
     if (!p) {
@@ -1044,15 +1163,24 @@ static void spawn(Dhcp *d)
     d->proc = p;
     d->pid = p->pid;
     d->started_ms = uv_now(d->loop);
+    char cr[PATH_MAX]; /* the next agent keeps this dnsmasq while its config stays this one */
+    int w = path_in(d, "conf.running", cr, sizeof(cr));
+    if (w == 0)
+        w = sov_write_file_atomic(cr, d->conf, strlen(d->conf));
+    if (w < 0) {
+        const char *kv[] = {"dir", d->dir, NULL};
+        sov_logv_kv(SOV_LOG_WARN, NULL, w,
+                    "cannot write conf.running; a restarted agent will restart this dnsmasq", kv);
+    }
 }
 
 /* Ends the running dnsmasq; exit_cb decides what comes next. */
 static void terminate(Dhcp *d)
 {
-    if (!d->proc || d->killing)
+    if ((!d->proc && !d->watch) || d->killing)
         return;
     d->killing = true;
-    uv_process_kill(d->proc, SIGTERM);
+    signal_dnsmasq(d, SIGTERM);
     uv_timer_start(&d->timer, grace_cb, DHCP_GRACE_MS, 0);
 }
 
@@ -1081,6 +1209,7 @@ Dhcp *dhcp_new(const DhcpOpts *o)
     Dhcp *d = calloc(1, sizeof(*d));
     if (!d)
         return NULL;
+    d->pidfd = -1;
     d->lease_s = lease;
     d->ip_bin = strdup(o->ip ? o->ip : "ip");
     d->dnsmasq_bin = strdup(o->dnsmasq ? o->dnsmasq : "dnsmasq");
@@ -1208,6 +1337,15 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
             d->names = strdup("");
     }
     hosts_changed = hosts_changed || names_changed;
+    /* a first apply keeps the earlier agent's dnsmasq when it runs this very config */
+    pid_t apid = 0;
+    int pidfd = r == 0 && !d->loop ? adoptable(d, conf.ptr, netns, &apid) : -1;
+    char cr[PATH_MAX];
+    if (r == 0 && conf_changed && pidfd < 0 && path_in(d, "conf.running", cr, sizeof(cr)) == 0 &&
+        unlink(cr) < 0 && errno != ENOENT) {
+        seterr(err, "cannot remove %s: %s", cr, strerror(errno));
+        r = -errno;
+    }
     if (r == 0 && conf_changed && (r = write_file(d, "conf", conf.ptr, err)) == 0) {
         free(d->conf);
         d->conf = sov_buf_steal(&conf);
@@ -1222,6 +1360,8 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
             seterr(err, "out of memory");
             r = -ENOMEM;
         }
+        if (pidfd >= 0)
+            close(pidfd);
         if (created) {
             remove_files(d);
             d->stopping = true;
@@ -1234,10 +1374,16 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
         uv_timer_init(loop, &d->timer);
         d->timer.data = d;
         d->handles++;
-        kill_stale(d);
-        spawn(d);
+        if (pidfd >= 0 && watch(d, pidfd, apid) == 0) {
+            /* it reads the hosts and names just written, and ends leases gone meanwhile */
+            signal_dnsmasq(d, SIGHUP);
+            release_stale(d);
+        } else {
+            kill_stale(d);
+            spawn(d);
+        }
     } else if (conf_changed) {
-        if (d->proc) {
+        if (d->proc || d->watch) {
             d->restart_pending = true;
             terminate(d);
         } else {
@@ -1245,10 +1391,10 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
             d->fails = 0;
             spawn(d);
         }
-    } else if (hosts_changed && d->proc && !d->restart_pending) {
+    } else if (hosts_changed && (d->proc || d->watch) && !d->restart_pending) {
         /* a SIGHUP that lands before dnsmasq handles it (right after the spawn) ends it: the
          * restart then reads the new hosts file all the same */
-        uv_process_kill(d->proc, SIGHUP);
+        signal_dnsmasq(d, SIGHUP);
         release_stale(d);
     }
     *io = d;
@@ -1260,9 +1406,9 @@ void dhcp_stop(Dhcp *d)
     if (!d || d->stopping)
         return;
     d->stopping = true;
-    if (d->proc) {
+    if (d->proc || d->watch) {
         d->killing = false;
-        terminate(d); /* exit_cb removes the files and closes the timer */
+        terminate(d); /* ended() removes the files and closes the timer */
         return;
     }
     remove_files(d);
@@ -1271,12 +1417,54 @@ void dhcp_stop(Dhcp *d)
     maybe_free(d);
 }
 
+void dhcp_detach(Dhcp *d)
+{
+    if (!d || d->stopping)
+        return;
+    d->stopping = true;
+    if (d->proc) { /* closing the handle neither signals nor waits for the child */
+        uv_close((uv_handle_t *)d->proc, handle_closed);
+        d->proc = NULL;
+    }
+    if (d->watch)
+        unwatch(d);
+    if (d->releasing) {
+        uv_close((uv_handle_t *)d->releasing, handle_closed);
+        d->releasing = NULL;
+    }
+    if (d->loop)
+        uv_close((uv_handle_t *)&d->timer, handle_closed);
+    maybe_free(d);
+}
+
+void dhcp_sweep(const char *state_dir, json_t *keep)
+{
+    char dir[PATH_MAX];
+    if (!state_dir || snprintf(dir, sizeof(dir), "%s/dhcp", state_dir) >= (int)sizeof(dir))
+        return;
+    DIR *dd = opendir(dir);
+    if (!dd)
+        return;
+    struct dirent *e;
+    while ((e = readdir(dd))) {
+        char sub[PATH_MAX];
+        if (!plain_name(e->d_name, DHCP_ID_MAX) || e->d_name[0] == '.' ||
+            json_object_get(keep, e->d_name) ||
+            snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name) >= (int)sizeof(sub))
+            continue;
+        Dhcp gone = {.dir = sub};
+        kill_stale(&gone);
+        remove_files(&gone);
+    }
+    closedir(dd);
+}
+
 bool dhcp_running(const Dhcp *d)
 {
-    return d && d->proc && !d->stopping;
+    return d && (d->proc || d->watch) && !d->stopping;
 }
 
 int dhcp_pid(const Dhcp *d)
 {
-    return d && d->proc ? d->pid : 0;
+    return d && (d->proc || d->watch) ? d->pid : 0;
 }

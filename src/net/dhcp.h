@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* DHCP and DNS for sov-net: one dnsmasq per IPv4 subnet with DHCP enabled, started inside the
- * subnet's network namespace and supervised on the agent's libuv loop. Every port on the
+ * subnet's network namespace and supervised on the agent's libuv loop; it outlives the agent
+ * (dhcp_detach) and the next agent adopts it. Every port on the
  * subnet gets a static lease (its MAC to its fixed IP, with its host name); nobody else gets an
  * address. dnsmasq also answers DNS on the server address: A and PTR records of every port
  * (dns_name, else host-a-b-c-d, in the network's dns_domain), other names forwarded to the
@@ -63,9 +64,12 @@ Dhcp *dhcp_new(const DhcpOpts *o);
  * ip_address}], dns_name); each port with an address on this subnet gets a static lease and a
  * DNS name; ports on other subnets are skipped. Without dns_nameservers, DHCP hands out
  * server_ip as the DNS server. Files live in state_dir/dhcp/<subnet id>/ (conf, hosts, names,
- * leases, pid, log), written atomically. A change of ports (or of their names) rewrites hosts
- * and names and sends SIGHUP; a change of anything
- * else restarts dnsmasq; a dnsmasq that dies is restarted with backoff. enable_dhcp false stops
+ * leases, pid, log, conf.running), written atomically. A change of ports (or of their names)
+ * rewrites hosts and names and sends SIGHUP; a change of anything else restarts dnsmasq; a
+ * dnsmasq that dies is restarted with backoff. The first apply of a Dhcp keeps a dnsmasq an
+ * earlier agent left in state_dir when it was started with the config about to be written and
+ * runs in netns (it gets a SIGHUP for the hosts and names, and leases no port has are
+ * released); any other dnsmasq left there is killed and a new one started. enable_dhcp false stops
  * and frees *io and sets it to NULL. Returns 0, or <0 with a reason in err, leaving what ran
  * before running. A dnsmasq that cannot be started is retried with backoff like one that died
  * (dhcp_running() says whether one runs). */
@@ -75,6 +79,14 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
 /* Stops dnsmasq (SIGTERM, SIGKILL after a grace period), removes its files and frees d once its
  * handles are closed (run the loop to finish). Accepts NULL. */
 void dhcp_stop(Dhcp *d);
+
+/* Lets go of d's dnsmasq without stopping it and keeps its files, for the next agent to adopt
+ * (the agent exits); frees d once its handles are closed. Accepts NULL. */
+void dhcp_detach(Dhcp *d);
+
+/* Kills the dnsmasq of every subnet directory in state_dir/dhcp whose subnet id is no key of
+ * keep and removes the directory: what an earlier agent left for subnets gone since. */
+void dhcp_sweep(const char *state_dir, json_t *keep);
 
 /* Whether its dnsmasq is running (for status/metrics). Accepts NULL. */
 bool dhcp_running(const Dhcp *d);

@@ -438,8 +438,9 @@ def alive(pid):
 
 def test_two_subnets_one_namespace_and_agent_crash(driver_bin, netenv, dirs):
     """Two dnsmasqs share the host namespace (one per bridge); an agent that dies leaves them
-    running, and the next agent replaces them instead of failing to bind. A port deleted while
-    no agent ran loses its lease with the restart: its address is the next port's at once."""
+    serving, and the next agent keeps the one whose config is unchanged (same process; a port
+    deleted while no agent ran loses its lease at once, so its address is the next port's) and
+    replaces the one whose config changed instead of failing to bind."""
     state, tmp = dirs
     nets = [
         dict(slot=0, ifname="br0", server_ip="10.77.0.2",
@@ -473,28 +474,30 @@ def test_two_subnets_one_namespace_and_agent_crash(driver_bin, netenv, dirs):
         assert all(alive(pid) for pid in old)
 
         drv = Driver(driver_bin)
-        new = []
         nets[0]["ports"] = [port("p2", MAC2, "10.77.0.11")]  # p1 gone, its address moved
-        for n in nets:
-            a = drv.cmd(**common, **n)
-            assert a["rc"] == 0, a
-        for n, pid in zip(nets, old):
-            wait_for(lambda: not alive(pid), what="the stale dnsmasq to be killed")
-            st = wait_for(lambda: (lambda s: s if s["running"] and proc_comm(s["pid"]) ==
-                                   "dnsmasq" else None)(drv.cmd(op="status", slot=n["slot"])),
-                          what="the new dnsmasq")
-            new.append(st["pid"])
-        assert not set(new) & set(old)
+        nets[1]["subnet"]["dns_nameservers"] = ["8.8.4.4"]  # the second subnet changed
+        a = drv.cmd(**common, **nets[0])
+        assert a["rc"] == 0 and a["running"] and a["pid"] == old[0], a  # kept
+        a = drv.cmd(**common, **nets[1])
+        assert a["rc"] == 0, a
+        wait_for(lambda: not alive(old[1]), what="the stale dnsmasq to be killed")
+        st = wait_for(lambda: (lambda s: s if s["running"] and proc_comm(s["pid"]) ==
+                               "dnsmasq" else None)(drv.cmd(op="status", slot=1)),
+                      what="the new dnsmasq")
+        new = st["pid"]
+        assert new != old[1] and alive(old[0])
+        leases = state / "dhcp" / SUBNET_ID / "leases"
+        wait_for(lambda: MAC1 not in leases.read_text(), what="p1's lease released")
         got = udhcpc(netenv["c2"], tmp, "c2-new")
         assert got and got["ip"] == "10.77.0.11", got
-        assert MAC1 not in (state / "dhcp" / SUBNET_ID / "leases").read_text()
         got = udhcpc(netenv["c3"], tmp, "c3-new")
-        assert got and got["ip"] == "10.78.0.13", got
+        assert got and got["ip"] == "10.78.0.13" and got["dns"] == "8.8.4.4", got
+        assert drv.cmd(op="status", slot=0)["pid"] == old[0]
 
         assert drv.close() == 0  # stops both
         assert not (state / "dhcp" / SUBNET_ID).exists()
         assert not (state / "dhcp" / SUBNET2_ID).exists()
-        assert not any(alive(pid) for pid in new)
+        assert not alive(old[0]) and not alive(new)
     finally:
         drv.close()
 
@@ -676,6 +679,48 @@ def test_dns_end_to_end(api, start_net, netns, tmp_path):
     finally:
         upstream.kill()
         upstream.wait()
+
+
+def test_dhcp_outlives_agent_restart(api, start_net, netns, tmp_path):
+    """sov-net stopped (SIGTERM) leaves its dnsmasqs serving: the instance renews its lease and
+    resolves names while no agent runs. The restarted agent keeps the dnsmasq of a subnet that
+    did not change (same process, which learns a rename made meanwhile) and ends the one of a
+    subnet deleted meanwhile, files and all."""
+    host = netns("host")
+    prefix = f"t{PID}"
+    net = start_net(api, host, prefix)
+    os_ = api.openstack
+    os_("network", "create", "n1")
+    sub = os_("subnet", "create", "--network", "n1", "--subnet-range", "10.0.9.0/24", "s1")
+    os_("network", "create", "n2")
+    sub2 = os_("subnet", "create", "--network", "n2", "--subnet-range", "10.0.8.0/24", "s2")
+    p = os_("port", "create", "--network", "n1", "--dns-name", "web1", "p")
+    ip = p["fixed_ips"][0]["ip_address"]
+    wait_for(lambda: os_("port", "show", p["id"])["status"] == "ACTIVE", 60, "port ACTIVE")
+    pid = wait_for(lambda: dnsmasq_pid(prefix, sub["id"]), 30, "s1's dnsmasq")
+    pid2 = wait_for(lambda: dnsmasq_pid(prefix, sub2["id"]), 30, "s2's dnsmasq")
+    vm = netns("vm")
+    got = lease_in(host, vm, p, tmp_path)
+    vi = "vi" + hex12(p["id"])
+    assert got["ip"] == ip and got["hostname"] == "web1", got
+    server = got["dns"]
+    ns_run(vm, "ip", "addr", "add", f"{ip}/24", "dev", vi)
+    wait_for(lambda: lookup(vm, "web1.openstacklocal", server), 30, "web1")
+
+    assert net.stop() == 0
+    assert alive(pid) and alive(pid2)
+    got = udhcpc(vm, tmp_path, "vm-agentless", tries=3, ifname=vi)
+    assert got and got["ip"] == ip, got
+    assert lookup(vm, "web1.openstacklocal", server)["web1.openstacklocal"] == [ip]
+    os_("port", "set", "--dns-name", "web2", "p", fmt=False)
+    os_("subnet", "delete", "s2", fmt=False)
+
+    net.start()
+    s2dir = pathlib.Path(f"/run/sov-net/{prefix}/dhcp/{sub2['id']}")
+    wait_for(lambda: not alive(pid2) and not s2dir.exists(), 60, "s2's dnsmasq ended")
+    wait_for(lambda: lookup(vm, "web2.openstacklocal", server), 30, "the new name")
+    assert lookup(vm, "web1.openstacklocal", server) is None
+    assert dnsmasq_pid(prefix, sub["id"]) == pid and alive(pid)
 
 
 def test_dns_refused_without_upstream(api, start_net, netns, tmp_path):

@@ -9,7 +9,9 @@ group allows it) but never a private address, and removal leaving no namespace, 
 polls against a deadline."""
 import json
 import os
+import pathlib
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -65,9 +67,26 @@ def netns():
             sh("ip", "netns", "del", ns, check=False)
 
 
+def reap_dhcp(prefix):
+    """Ends the dnsmasqs a stopped sov-net left serving (they outlive the agent, as guests do)
+    and removes their files."""
+    base = pathlib.Path(f"/run/sov-net/{prefix}")
+    for pidf in base.glob("dhcp/*/pid"):
+        try:
+            pid = int(pidf.read_text())
+            args = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if f"--conf-file={pidf.parent}/conf".encode() in args:
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture
 def start_net(tmp_path):
-    started = []
+    """start(api, host_ns, prefix, ...) -> a running sov-net; at the end each is stopped and
+    the DHCP servers it left are ended."""
+    started, prefixes = [], set()
 
     def start(api, host_ns, prefix, host="net1", extra=""):
         cfg = tmp_path / f"net-{len(started)}.ini"
@@ -78,12 +97,15 @@ def start_net(tmp_path):
             f"host = {host}\nnetns = {host_ns}\nprefix = {prefix}\n"
             f"state_dir = {tmp_path / ('net-state-' + host)}\nresync = 2s\n{extra}")
         started.append(d)
+        prefixes.add(prefix)
         return d.start()
 
     yield start
     for d in started:
         if d.alive():
             d.stop()
+    for prefix in prefixes:
+        reap_dhcp(prefix)
 
 
 def passes(d):

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -518,6 +519,7 @@ static const char fake_dnsmasq[] =
     "trap 'echo hup >> \"$d/hups\"' HUP\n"
     "trap 'kill $s 2>/dev/null; exit 0' TERM\n"
     "echo $$ > \"$d/fakepid.tmp\" && mv \"$d/fakepid.tmp\" \"$d/fakepid\"\n"
+    "echo $$ > \"$d/pid\"\n" /* as dnsmasq's pid-file */
     "while :; do sleep 5 & s=$!; wait $s; kill $s 2>/dev/null; done\n";
 
 static int setup(void **state)
@@ -675,6 +677,121 @@ static void test_supervise(void **state)
     sov_buf_release(&err);
 }
 
+/* Whether pid ended (gone, or a zombie: a detached child nobody reaps until the test does). */
+static bool ended_pid(long pid)
+{
+    char p[64], st[256];
+    snprintf(p, sizeof(p), "/proc/%ld/stat", pid);
+    FILE *fp = fopen(p, "r");
+    if (!fp)
+        return true;
+    size_t n = fread(st, 1, sizeof(st) - 1, fp);
+    fclose(fp);
+    st[n] = '\0';
+    char *r = strrchr(st, ')');
+    return !r || r[2] == 'Z' || r[2] == 'X';
+}
+
+static bool pid_ended(Fix *f, const void *arg)
+{
+    (void)f;
+    return ended_pid(*(const long *)arg);
+}
+
+/* Runs the loop until it has no handles left (a detached or stopped Dhcp closed them all). */
+static bool loop_idle(Fix *f, const void *arg)
+{
+    (void)arg;
+    return !uv_loop_alive(&f->loop);
+}
+
+/* An agent that exits (dhcp_detach) leaves its dnsmasq serving; the next one adopts it when it
+ * runs the config it would write (same pid, a SIGHUP for the hosts, watched: it is restarted
+ * when it dies) and replaces it otherwise; dhcp_sweep ends what serves a subnet gone since. */
+static void test_adopt(void **state)
+{
+    Fix *f = *state;
+    DhcpOpts o = {.dnsmasq = f->script};
+    Dhcp *d = dhcp_new(&o);
+    json_t *s = subnet_doc(), *p = ports_doc();
+    SovBuf err = SOV_BUF_INIT;
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    long pid = dhcp_pid(d);
+    assert_true(run_until(f, fake_pid_is, &pid));
+    dhcp_detach(d);
+    assert_true(run_until(f, loop_idle, NULL));
+    assert_false(ended_pid(pid));
+    assert_int_equal(read_long(f, "pid"), pid);
+
+    /* the same documents: kept, and told to re-read its hosts */
+    d = dhcp_new(&o);
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    assert_true(dhcp_running(d));
+    assert_int_equal(dhcp_pid(d), pid);
+    int one = 1;
+    assert_true(run_until(f, hups_at_least, &one));
+    /* a new port: SIGHUP through the pidfd, same process */
+    json_array_append_new(p, port_doc("p5", "fa:16:3e:00:00:0e", SUBNET, "10.20.0.12"));
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    int two = 2;
+    assert_true(run_until(f, hups_at_least, &two));
+    assert_int_equal(dhcp_pid(d), pid);
+    assert_int_equal(count_lines(f, "hosts"), 3);
+
+    /* it dies: restarted as a child of this agent */
+    kill((pid_t)pid, SIGKILL);
+    assert_true(run_until(f, fake_pid_not, &pid));
+    assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid); /* the earlier "agent" reaps it */
+    pid = read_long(f, "fakepid");
+    assert_int_equal(dhcp_pid(d), pid);
+    dhcp_detach(d);
+    assert_true(run_until(f, loop_idle, NULL));
+
+    /* a new gateway while no agent ran: the left dnsmasq is replaced */
+    json_object_set_new(s, "gateway_ip", json_string("10.20.0.254"));
+    d = dhcp_new(&o);
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    assert_true(dhcp_pid(d) != pid);
+    assert_true(run_until(f, pid_ended, &pid));
+    assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid);
+    pid = dhcp_pid(d);
+    assert_true(run_until(f, fake_pid_is, &pid));
+    /* a config written but its dnsmasq not restarted yet when the agent went (conf.running is
+     * gone first): not adopted */
+    dhcp_detach(d);
+    assert_true(run_until(f, loop_idle, NULL));
+    char cr[300];
+    snprintf(cr, sizeof(cr), "%s/conf.running", f->sub);
+    assert_int_equal(unlink(cr), 0);
+    d = dhcp_new(&o);
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    assert_true(dhcp_pid(d) != pid);
+    assert_true(run_until(f, pid_ended, &pid));
+    assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid);
+    pid = dhcp_pid(d);
+    assert_true(run_until(f, fake_pid_is, &pid));
+    assert_int_equal(access(cr, F_OK), 0);
+
+    /* the subnet went while no agent ran: the sweep ends its dnsmasq and removes its files; a
+     * subnet the agent keeps is left alone */
+    dhcp_detach(d);
+    assert_true(run_until(f, loop_idle, NULL));
+    json_t *keep = json_pack("{s:{}}", SUBNET);
+    dhcp_sweep(f->dir, keep);
+    assert_false(ended_pid(pid));
+    assert_int_equal(access(f->sub, F_OK), 0);
+    json_decref(keep);
+    keep = json_object();
+    dhcp_sweep(f->dir, keep);
+    assert_true(run_until(f, pid_ended, &pid));
+    assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid);
+    assert_true(run_until(f, dir_gone, NULL));
+    json_decref(keep);
+    json_decref(s);
+    json_decref(p);
+    sov_buf_release(&err);
+}
+
 /* A dnsmasq that ignores SIGTERM is killed after the grace period, and the files still go. */
 static void test_stop_escalates(void **state)
 {
@@ -752,6 +869,7 @@ int main(void)
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_dns),
         cmocka_unit_test_setup_teardown(test_supervise, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_escalates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_binary, setup, teardown),
     };
