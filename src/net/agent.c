@@ -193,10 +193,7 @@ static void dhcp_converge(Net *n, json_t *want)
             log_warn("DHCP for subnet %s: %s", sid, err.ptr ? err.ptr : "failed");
         sov_buf_release(&err);
     }
-    if (!n->dhcp_swept) { /* what an earlier agent left for subnets gone since */
-        dhcp_sweep(n->dhcp_dir, want);
-        n->dhcp_swept = true;
-    }
+    dhcp_sweep(n->dhcp_dir, want); /* what an earlier agent left for subnets gone since */
     for (DhcpSlot **pp = &n->dhcp; *pp;) {
         DhcpSlot *sl = *pp;
         if (json_object_get(want, sl->subnet) && sl->d) {

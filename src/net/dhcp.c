@@ -730,13 +730,30 @@ static pid_t dnsmasq_of(const Dhcp *d)
     return 0;
 }
 
+/* A pidfd of the dnsmasq serving d->dir (its pid in *pid), checked again with the pidfd open
+ * (the pid is still that dnsmasq, not a later process); -1 when none. */
+static int dnsmasq_fd(const Dhcp *d, pid_t *pid)
+{
+    pid_t p = dnsmasq_of(d);
+    int fd = p > 0 ? (int)syscall(SYS_pidfd_open, p, 0) : -1;
+    if (fd >= 0 && dnsmasq_of(d) != p) {
+        close(fd);
+        fd = -1;
+    }
+    *pid = p;
+    return fd;
+}
+
 /* A dnsmasq left by an earlier agent that is not adopted: it still holds the interface's DHCP
  * socket. */
 static void kill_stale(const Dhcp *d)
 {
-    pid_t pid = dnsmasq_of(d);
-    if (pid > 0)
-        kill(pid, SIGKILL);
+    pid_t pid;
+    int fd = dnsmasq_fd(d, &pid);
+    if (fd >= 0) {
+        syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+        close(fd);
+    }
 }
 
 /* Whether file name in d's directory holds exactly text. */
@@ -770,20 +787,23 @@ static bool in_netns(pid_t pid, const char *netns)
     return stat(p, &a) == 0 && stat(q, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
-/* An earlier agent's dnsmasq that d can keep: it serves d->dir, in netns, started with conf.
- * Returns a pidfd of it (its pid in *pid), or -1. */
+/* An earlier agent's dnsmasq that d can keep: it serves d->dir, in netns, started with conf,
+ * from a binary not replaced since (an upgraded dnsmasq is restarted). Returns a pidfd of it
+ * (its pid in *pid), or -1. */
 static int adoptable(const Dhcp *d, const char *conf, const char *netns, pid_t *pid)
 {
-    pid_t p = dnsmasq_of(d);
-    if (p <= 0 || !file_is(d, "conf.running", conf))
+    char p[64], exe[PATH_MAX];
+    if (!file_is(d, "conf.running", conf))
         return -1;
-    int fd = (int)syscall(SYS_pidfd_open, p, 0);
-    /* checked again with the pidfd open: the pid is still that dnsmasq, not a later process */
-    if (fd >= 0 && (dnsmasq_of(d) != p || !in_netns(p, netns))) {
+    int fd = dnsmasq_fd(d, pid);
+    snprintf(p, sizeof(p), "/proc/%d/exe", (int)*pid);
+    ssize_t n = fd >= 0 ? readlink(p, exe, sizeof(exe) - 1) : -1;
+    if (n >= 0)
+        exe[n] = '\0';
+    if (fd >= 0 && (n < 0 || strstr(exe, " (deleted)") || !in_netns(*pid, netns))) {
         close(fd);
         fd = -1;
     }
-    *pid = p;
     return fd;
 }
 
@@ -1403,9 +1423,12 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
 
 void dhcp_stop(Dhcp *d)
 {
+    char cr[PATH_MAX];
     if (!d || d->stopping)
         return;
     d->stopping = true;
+    if (d->dir && path_in(d, "conf.running", cr, sizeof(cr)) == 0)
+        unlink(cr); /* a dnsmasq on its way out is nobody's to adopt */
     if (d->proc || d->watch) {
         d->killing = false;
         terminate(d); /* ended() removes the files and closes the timer */

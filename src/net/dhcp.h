@@ -84,8 +84,9 @@ void dhcp_stop(Dhcp *d);
  * (the agent exits); frees d once its handles are closed. Accepts NULL. */
 void dhcp_detach(Dhcp *d);
 
-/* Kills the dnsmasq of every subnet directory in state_dir/dhcp whose subnet id is no key of
- * keep and removes the directory: what an earlier agent left for subnets gone since. */
+/* Kills the dnsmasq of every subnet directory in state_dir (absolute)/dhcp whose subnet id is
+ * no key of keep and removes the directory: what an earlier agent left for subnets gone since,
+ * or a first dhcp_apply that failed left running. */
 void dhcp_sweep(const char *state_dir, json_t *keep);
 
 /* Whether its dnsmasq is running (for status/metrics). Accepts NULL. */

@@ -74,7 +74,6 @@ typedef struct Net {
     char host[64];
     uint64_t rev;
     bool registered, watch_busy, stopping;
-    bool dhcp_swept; /* the first DHCP pass removed what an earlier agent left for gone subnets */
     unsigned backoff_ms;
     uint64_t heartbeat_ms;
     uv_timer_t heartbeat, watch_retry, resync;

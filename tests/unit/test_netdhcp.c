@@ -518,8 +518,8 @@ static const char fake_dnsmasq[] =
     "[ \"$1\" = --keep-in-foreground ] || exit 3\n"
     "trap 'echo hup >> \"$d/hups\"' HUP\n"
     "trap 'kill $s 2>/dev/null; exit 0' TERM\n"
+    "echo $$ > \"$d/pid\"\n" /* as dnsmasq's pid-file, before fakepid (what tests wait for) */
     "echo $$ > \"$d/fakepid.tmp\" && mv \"$d/fakepid.tmp\" \"$d/fakepid\"\n"
-    "echo $$ > \"$d/pid\"\n" /* as dnsmasq's pid-file */
     "while :; do sleep 5 & s=$!; wait $s; kill $s 2>/dev/null; done\n";
 
 static int setup(void **state)
@@ -787,6 +787,26 @@ static void test_adopt(void **state)
     assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid);
     assert_true(run_until(f, dir_gone, NULL));
     json_decref(keep);
+
+    /* a dnsmasq whose binary was replaced since (an upgrade) is restarted, not kept */
+    char cmd[700], sh[200];
+    snprintf(sh, sizeof(sh), "%s/sh-old", f->dir);
+    snprintf(cmd, sizeof(cmd), "cp /bin/sh '%s' && sed -i '1s|.*|#!%s|' '%s'", sh, sh, f->script);
+    assert_int_equal(system(cmd), 0);
+    d = dhcp_new(&o);
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    pid = dhcp_pid(d);
+    assert_true(run_until(f, fake_pid_is, &pid));
+    dhcp_detach(d);
+    assert_true(run_until(f, loop_idle, NULL));
+    assert_int_equal(unlink(sh), 0);
+    d = dhcp_new(&o);
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    assert_true(dhcp_pid(d) != pid);
+    assert_true(run_until(f, pid_ended, &pid));
+    assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid);
+    dhcp_stop(d);
+    assert_true(run_until(f, dir_gone, NULL));
     json_decref(s);
     json_decref(p);
     sov_buf_release(&err);
