@@ -705,6 +705,28 @@ static bool loop_idle(Fix *f, const void *arg)
     return !uv_loop_alive(&f->loop);
 }
 
+/* The agent holding d exits (dhcp_detach) and the next one applies s and p: its Dhcp. */
+static Dhcp *next_agent(Fix *f, Dhcp *d, const DhcpOpts *o, json_t *s, json_t *p)
+{
+    SovBuf err = SOV_BUF_INIT;
+    dhcp_detach(d);
+    assert_true(run_until(f, loop_idle, NULL));
+    d = dhcp_new(o);
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    sov_buf_release(&err);
+    return d;
+}
+
+/* d did not keep the dnsmasq *pid: it ended (reaped here, its parent's place) and *pid becomes
+ * d's own. */
+static void replaced(Fix *f, const Dhcp *d, long *pid)
+{
+    assert_true(dhcp_pid(d) != *pid);
+    assert_true(run_until(f, pid_ended, pid));
+    assert_int_equal(waitpid((pid_t)*pid, NULL, 0), *pid);
+    *pid = dhcp_pid(d);
+}
+
 /* An agent that exits (dhcp_detach) leaves its dnsmasq serving; the next one adopts it when it
  * runs the config it would write (same pid, a SIGHUP for the hosts, watched: it is restarted
  * when it dies) and replaces it otherwise; dhcp_sweep ends what serves a subnet gone since. */
@@ -718,16 +740,12 @@ static void test_adopt(void **state)
     assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
     long pid = dhcp_pid(d);
     assert_true(run_until(f, fake_pid_is, &pid));
-    dhcp_detach(d);
-    assert_true(run_until(f, loop_idle, NULL));
-    assert_false(ended_pid(pid));
-    assert_int_equal(read_long(f, "pid"), pid);
 
     /* the same documents: kept, and told to re-read its hosts */
-    d = dhcp_new(&o);
-    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    d = next_agent(f, d, &o, s, p);
     assert_true(dhcp_running(d));
     assert_int_equal(dhcp_pid(d), pid);
+    assert_int_equal(read_long(f, "pid"), pid);
     int one = 1;
     assert_true(run_until(f, hups_at_least, &one));
     /* a new port: SIGHUP through the pidfd, same process */
@@ -744,31 +762,19 @@ static void test_adopt(void **state)
     assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid); /* the earlier "agent" reaps it */
     pid = read_long(f, "fakepid");
     assert_int_equal(dhcp_pid(d), pid);
-    dhcp_detach(d);
-    assert_true(run_until(f, loop_idle, NULL));
 
     /* a new gateway while no agent ran: the left dnsmasq is replaced */
     json_object_set_new(s, "gateway_ip", json_string("10.20.0.254"));
-    d = dhcp_new(&o);
-    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
-    assert_true(dhcp_pid(d) != pid);
-    assert_true(run_until(f, pid_ended, &pid));
-    assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid);
-    pid = dhcp_pid(d);
+    d = next_agent(f, d, &o, s, p);
+    replaced(f, d, &pid);
     assert_true(run_until(f, fake_pid_is, &pid));
     /* a config written but its dnsmasq not restarted yet when the agent went (conf.running is
      * gone first): not adopted */
-    dhcp_detach(d);
-    assert_true(run_until(f, loop_idle, NULL));
     char cr[300];
     snprintf(cr, sizeof(cr), "%s/conf.running", f->sub);
     assert_int_equal(unlink(cr), 0);
-    d = dhcp_new(&o);
-    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
-    assert_true(dhcp_pid(d) != pid);
-    assert_true(run_until(f, pid_ended, &pid));
-    assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid);
-    pid = dhcp_pid(d);
+    d = next_agent(f, d, &o, s, p);
+    replaced(f, d, &pid);
     assert_true(run_until(f, fake_pid_is, &pid));
     assert_int_equal(access(cr, F_OK), 0);
 
@@ -797,14 +803,9 @@ static void test_adopt(void **state)
     assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
     pid = dhcp_pid(d);
     assert_true(run_until(f, fake_pid_is, &pid));
-    dhcp_detach(d);
-    assert_true(run_until(f, loop_idle, NULL));
     assert_int_equal(unlink(sh), 0);
-    d = dhcp_new(&o);
-    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
-    assert_true(dhcp_pid(d) != pid);
-    assert_true(run_until(f, pid_ended, &pid));
-    assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid);
+    d = next_agent(f, d, &o, s, p);
+    replaced(f, d, &pid);
     dhcp_stop(d);
     assert_true(run_until(f, dir_gone, NULL));
     json_decref(s);
