@@ -6,8 +6,8 @@
  * whose every line is a comment or one of the options sov-net writes, a hosts file of
  * "mac,ip[,fqdn]" lines and a names file of "ip fqdn label" lines, all printable ASCII (so no
  * input can add a line or an option). Each line of "leases" goes through lease_line(), which
- * must yield a canonical MAC, a dotted-quad address and an empty or hex client id. The module
- * is included for its statics, as the unit test does. */
+ * must yield a canonical MAC, a dotted-quad address and an empty or hex client id. dhcp.c is
+ * included for lease_line, a static, as the unit test does; dhcpconf.c is linked. */
 #include <arpa/inet.h>
 #include <stdint.h>
 #include <stdlib.h>

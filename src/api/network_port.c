@@ -180,7 +180,7 @@ static bool claim_same_owner(const DnsClaim *a, const DnsClaim *b)
 }
 
 /* The ports of network net_id whose dns_name their DHCP server does not give them (the rule of
- * sov-net's dhcp.c, names_unique): a dns_name that is the default name host-a-b-c-d of another
+ * sov-net's dhcpconf.c, names_unique): a dns_name that is the default name host-a-b-c-d of another
  * port's address, or that a port created earlier (the lower address when created in the same
  * second) of another owner (another device, or another project) on the network also has.
  * Returns port id -> true; names are compared lower-cased, and only ports with an IPv4 address

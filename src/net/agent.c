@@ -193,7 +193,14 @@ static void dhcp_converge(Net *n, json_t *want)
             log_warn("DHCP for subnet %s: %s", sid, err.ptr ? err.ptr : "failed");
         sov_buf_release(&err);
     }
-    dhcp_sweep(n->dhcp_dir, want); /* what an earlier agent left for subnets gone since */
+    /* what an earlier agent (or a first apply that failed) left for subnets gone since; the
+     * slots stopped below end their own dnsmasq */
+    json_t *keep = json_copy(want);
+    for (DhcpSlot *sl = n->dhcp; sl && keep; sl = sl->next)
+        json_object_set_new(keep, sl->subnet, json_true());
+    if (keep)
+        dhcp_sweep(n->dhcp_dir, keep);
+    json_decref(keep);
     for (DhcpSlot **pp = &n->dhcp; *pp;) {
         DhcpSlot *sl = *pp;
         if (json_object_get(want, sl->subnet) && sl->d) {

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "dhcp.h"
-#include "dhcpconf.h"
+#include "dhcp-int.h"
 #include "sov/daemon.h"
 #include "sov/log.h"
 
@@ -66,9 +66,10 @@ static int path_in(const Dhcp *d, const char *name, char *out, size_t n)
     return snprintf(out, n, "%s/%s", d->dir, name) >= (int)n ? -ENAMETOOLONG : 0;
 }
 
-static void remove_files(Dhcp *d)
+/* Removes the files of a subnet's directory dir (NULL: none) and the directory. */
+static void remove_files(const char *dir)
 {
-    DIR *dd = d->dir ? opendir(d->dir) : NULL;
+    DIR *dd = dir ? opendir(dir) : NULL;
     if (!dd)
         return;
     struct dirent *e;
@@ -76,7 +77,7 @@ static void remove_files(Dhcp *d)
         if (e->d_type == DT_REG || e->d_type == DT_UNKNOWN)
             unlinkat(dirfd(dd), e->d_name, 0);
     closedir(dd);
-    rmdir(d->dir);
+    rmdir(dir);
 }
 
 /* dnsmasq re-reads the hosts file as the user it dropped to: without user=root every directory
@@ -113,12 +114,12 @@ static int write_file(const Dhcp *d, const char *name, const char *text, SovBuf 
     return r;
 }
 
-/* The pid of the dnsmasq serving d->dir (its pid file names a live process started with this
- * directory's --conf-file), else 0. */
-static pid_t dnsmasq_of(const Dhcp *d)
+/* The pid of the dnsmasq serving subnet directory dir (its pid file names a live process
+ * started with this directory's --conf-file), else 0. */
+static pid_t dnsmasq_of(const char *dir)
 {
     char p[PATH_MAX], buf[4096], want[PATH_MAX + 16];
-    if (path_in(d, "pid", p, sizeof(p)) < 0)
+    if (snprintf(p, sizeof(p), "%s/pid", dir) >= (int)sizeof(p))
         return 0;
     FILE *f = fopen(p, "re");
     long pid = 0;
@@ -138,20 +139,20 @@ static pid_t dnsmasq_of(const Dhcp *d)
     if (n <= 0)
         return 0;
     buf[n] = '\0';
-    snprintf(want, sizeof(want), "--conf-file=%s/conf", d->dir);
+    snprintf(want, sizeof(want), "--conf-file=%s/conf", dir);
     for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1)
         if (strcmp(buf + i, want) == 0)
             return (pid_t)pid;
     return 0;
 }
 
-/* A pidfd of the dnsmasq serving d->dir (its pid in *pid), checked again with the pidfd open
- * (the pid is still that dnsmasq, not a later process); -1 when none. */
-static int dnsmasq_fd(const Dhcp *d, pid_t *pid)
+/* A pidfd of the dnsmasq serving dir (its pid in *pid), checked again with the pidfd open (the
+ * pid is still that dnsmasq, not a later process); -1 when none. */
+static int dnsmasq_fd(const char *dir, pid_t *pid)
 {
-    pid_t p = dnsmasq_of(d);
+    pid_t p = dnsmasq_of(dir);
     int fd = p > 0 ? (int)syscall(SYS_pidfd_open, p, 0) : -1;
-    if (fd >= 0 && dnsmasq_of(d) != p) {
+    if (fd >= 0 && dnsmasq_of(dir) != p) {
         close(fd);
         fd = -1;
     }
@@ -159,12 +160,12 @@ static int dnsmasq_fd(const Dhcp *d, pid_t *pid)
     return fd;
 }
 
-/* A dnsmasq left by an earlier agent that is not adopted: it still holds the interface's DHCP
- * socket. */
-static void kill_stale(const Dhcp *d)
+/* A dnsmasq of dir left by an earlier agent that is not adopted: it still holds the
+ * interface's DHCP socket. */
+static void kill_stale(const char *dir)
 {
     pid_t pid;
-    int fd = dnsmasq_fd(d, &pid);
+    int fd = dir ? dnsmasq_fd(dir, &pid) : -1;
     if (fd >= 0) {
         syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
         close(fd);
@@ -210,7 +211,7 @@ static int adoptable(const Dhcp *d, const char *conf, const char *netns, pid_t *
     char p[64], exe[PATH_MAX];
     if (!file_is(d, "conf.running", conf))
         return -1;
-    int fd = dnsmasq_fd(d, pid);
+    int fd = dnsmasq_fd(d->dir, pid);
     snprintf(p, sizeof(p), "/proc/%d/exe", (int)*pid);
     ssize_t n = fd >= 0 ? readlink(p, exe, sizeof(exe) - 1) : -1;
     if (n >= 0)
@@ -519,7 +520,7 @@ static void ended(Dhcp *d, const char *st, int sig)
     d->killing = false;
     uv_timer_stop(&d->timer);
     if (d->stopping) {
-        remove_files(d);
+        remove_files(d->dir);
         uv_close((uv_handle_t *)&d->timer, handle_closed);
         return;
     }
@@ -620,13 +621,6 @@ static void terminate(Dhcp *d)
 }
 
 /* ---- API ---- */
-
-bool dhcp_dns_ok(const char *dns_upstream, const char *dns_domain)
-{
-    char dom[DHCP_FQDN_MAX + 1];
-    return dhcp_upstream_ok(dns_upstream, NULL) &&
-           (!dns_domain || !*dns_domain || dhcp_domain_norm(dns_domain, dom));
-}
 
 Dhcp *dhcp_new(const DhcpOpts *o)
 {
@@ -798,7 +792,7 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
         if (pidfd >= 0)
             close(pidfd);
         if (created) {
-            remove_files(d);
+            remove_files(d->dir);
             d->stopping = true;
             maybe_free(d);
         }
@@ -814,7 +808,7 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
             signal_dnsmasq(d, SIGHUP);
             release_stale(d);
         } else {
-            kill_stale(d);
+            kill_stale(d->dir);
             spawn(d);
         }
     } else if (conf_changed) {
@@ -849,7 +843,8 @@ void dhcp_stop(Dhcp *d)
         terminate(d); /* ended() removes the files and closes the timer */
         return;
     }
-    remove_files(d);
+    kill_stale(d->dir); /* one an earlier agent left, when a first apply failed */
+    remove_files(d->dir);
     if (d->loop)
         uv_close((uv_handle_t *)&d->timer, handle_closed);
     maybe_free(d);
@@ -890,9 +885,8 @@ void dhcp_sweep(const char *state_dir, json_t *keep)
             json_object_get(keep, e->d_name) ||
             snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name) >= (int)sizeof(sub))
             continue;
-        Dhcp gone = {.dir = sub};
-        kill_stale(&gone);
-        remove_files(&gone);
+        kill_stale(sub);
+        remove_files(sub);
     }
     closedir(dd);
 }

@@ -68,16 +68,18 @@ Dhcp *dhcp_new(const DhcpOpts *o);
  * rewrites hosts and names and sends SIGHUP; a change of anything else restarts dnsmasq; a
  * dnsmasq that dies is restarted with backoff. The first apply of a Dhcp keeps a dnsmasq an
  * earlier agent left in state_dir when it was started with the config about to be written and
- * runs in netns (it gets a SIGHUP for the hosts and names, and leases no port has are
- * released); any other dnsmasq left there is killed and a new one started. enable_dhcp false stops
+ * runs in netns from a dnsmasq binary not replaced since (it gets a SIGHUP for the hosts and
+ * names, and leases no port has are released); any other dnsmasq left there is killed and a new
+ * one started. enable_dhcp false stops
  * and frees *io and sets it to NULL. Returns 0, or <0 with a reason in err, leaving what ran
  * before running. A dnsmasq that cannot be started is retried with backoff like one that died
  * (dhcp_running() says whether one runs). */
 int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const char *ifname,
                const char *server_ip, json_t *subnet, json_t *ports, Dhcp **io, SovBuf *err);
 
-/* Stops dnsmasq (SIGTERM, SIGKILL after a grace period), removes its files and frees d once its
- * handles are closed (run the loop to finish). Accepts NULL. */
+/* Stops d's dnsmasq (SIGTERM, SIGKILL after a grace period), or kills the one an earlier agent
+ * left when d never started its own; removes its files and frees d once its handles are closed
+ * (run the loop to finish). Accepts NULL. */
 void dhcp_stop(Dhcp *d);
 
 /* Lets go of d's dnsmasq without stopping it and keeps its files, for the next agent to adopt

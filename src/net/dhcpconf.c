@@ -2,7 +2,7 @@
 /* sov-net's dnsmasq files from Neutron documents: validates every value first (so nothing a
  * tenant typed can add a line or an option to a dnsmasq file) and renders the config, the DHCP
  * hosts file and the DNS names file (dhcp_render, dhcp.h), plus the checks and parsers dhcp.c
- * shares (dhcpconf.h). */
+ * shares (dhcp-int.h). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "dhcp.h"
-#include "dhcpconf.h"
+#include "dhcp-int.h"
 
 #define DHCP_FIXED_IPS_MAX 64u
 #define DHCP_CACHE_SIZE    128u /* dnsmasq's DNS cache: names of one subnet and a few upstream */
@@ -104,7 +104,6 @@ static bool host_in(uint32_t a, uint32_t net, int plen)
     return (a & m) == net && a != net && a != (net | ~m);
 }
 
-/* xx:xx:xx:xx:xx:xx, unicast and not all zero; written lower case into out. */
 int dhcp_parse_mac(const char *s, char out[18])
 {
     if (!s || strlen(s) != 17)
@@ -155,8 +154,6 @@ static bool dns_label(const char *s, size_t n, char *out)
     return true;
 }
 
-/* A domain name: labels joined by '.', at most 253 characters once one trailing dot is
- * dropped; written lower case into out. */
 bool dhcp_domain_norm(const char *s, char out[DHCP_FQDN_MAX + 1])
 {
     size_t n = s ? strlen(s) : 0;
@@ -180,8 +177,6 @@ bool dhcp_domain_norm(const char *s, char out[DHCP_FQDN_MAX + 1])
     return true;
 }
 
-/* "ip,ip": at most DHCP_DNS_MAX IPv4 addresses, each written normalised into out (if not
- * NULL) as a server= line. "" is no resolver. */
 bool dhcp_upstream_ok(const char *s, SovBuf *out)
 {
     unsigned n = 0;
@@ -472,6 +467,13 @@ static int render_routes(json_t *routes, const char *gw, uint32_t net, int plen,
     int r = sov_buf_printf(conf, "dhcp-option=option:classless-static-route%s\n", v.ptr);
     sov_buf_release(&v);
     return r < 0 ? -ENOMEM : 0;
+}
+
+bool dhcp_dns_ok(const char *dns_upstream, const char *dns_domain)
+{
+    char dom[DHCP_FQDN_MAX + 1];
+    return dhcp_upstream_ok(dns_upstream, NULL) &&
+           (!dns_domain || !*dns_domain || dhcp_domain_norm(dns_domain, dom));
 }
 
 int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json_t *subnet,

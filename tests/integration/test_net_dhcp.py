@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """sov-net's DHCP and DNS (src/net/dhcp.c) with a real dnsmasq and real clients: a namespace
 "host" holds a bridge that dnsmasq serves, and client namespaces hang off it by veth pairs.
-A small C driver (built here from dhcp.c and core) runs dhcp_apply() on a libuv loop and takes
+A small C driver (built here from dhcp.c, dhcpconf.c and core) runs dhcp_apply() on a libuv loop and takes
 JSON commands on stdin; busybox udhcpc in the clients must get exactly the static address,
 router, DNS servers, domain, host name and routes of its port; a MAC without a port gets
 nothing; a new port is served after the SIGHUP path; a killed dnsmasq comes back; stop removes
-process and files. End to end, sov-api and sov-net (driven by the openstack CLI) serve an
+process and files; an agent that dies leaves its dnsmasqs serving and the next one keeps them
+(or replaces one whose subnet changed), and a stopped sov-net does likewise. End to end, sov-api and sov-net (driven by the openstack CLI) serve an
 instance namespace its lease with the DHCP port as DNS server, and busybox nslookup resolves the
 ports' names (dns_name, else host-a-b-c-d, in the network's dns_domain) both ways; a renamed
 port is answered by the same dnsmasq, a bad dns_name is refused, unknown names are refused, a
@@ -167,7 +168,8 @@ def driver_bin(tmp_path_factory):
     sh("cc", "-std=gnu17", "-D_GNU_SOURCE", "-Wall", "-Werror", "-Wno-unused-parameter",
        "-include", str(ROOT / "src/core/include/sov/banned.h"),
        "-I", str(ROOT / "src/core/include"), "-I", str(ROOT / "src/net"),
-       "-o", str(out), str(d / "driver.c"), str(ROOT / "src/net/dhcp.c"), str(core),
+       "-o", str(out), str(d / "driver.c"), str(ROOT / "src/net/dhcp.c"),
+       str(ROOT / "src/net/dhcpconf.c"), str(core),
        str(llhttp), *libs, "-lpthread", "-lm", timeout=120)
     return out
 

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* sov-net's DHCP module (src/net/dhcp.c, included for its statics): the dnsmasq config and
- * hosts file rendered from Neutron documents, hostile documents refused before they reach a
- * file, and the supervision (start, SIGHUP on port changes, restart on subnet changes and on
- * death, stop removing everything) run against a fake dnsmasq script, so no root is needed. */
+/* sov-net's DHCP module (src/net/dhcp.c, included for its statics, and dhcpconf.c): the
+ * dnsmasq config and hosts file rendered from Neutron documents, hostile documents refused
+ * before they reach a file, and the supervision (start, SIGHUP on port changes, restart on
+ * subnet changes and on death, stop removing everything, adoption by the next agent, the sweep
+ * of what serves gone subnets) run against a fake dnsmasq script, so no root is needed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -813,6 +814,58 @@ static void test_adopt(void **state)
     sov_buf_release(&err);
 }
 
+/* A first apply that fails leaves the earlier agent's dnsmasq alone; when the subnet then goes,
+ * dhcp_stop ends it if the apply got as far as the subnet's directory, dhcp_sweep if not. */
+static void test_failed_first_apply(void **state)
+{
+    Fix *f = *state;
+    DhcpOpts o = {.dnsmasq = f->script};
+    Dhcp *d = dhcp_new(&o);
+    json_t *s = subnet_doc(), *p = ports_doc();
+    SovBuf err = SOV_BUF_INIT;
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    long pid = dhcp_pid(d);
+    assert_true(run_until(f, fake_pid_is, &pid));
+    dhcp_detach(d);
+    assert_true(run_until(f, loop_idle, NULL));
+
+    /* refused before the directory (a gateway outside the subnet) */
+    json_object_set_new(s, "gateway_ip", json_string("192.0.2.1"));
+    d = dhcp_new(&o);
+    assert_true(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err) < 0);
+    dhcp_stop(d);
+    assert_true(run_until(f, loop_idle, NULL));
+    assert_false(ended_pid(pid));
+    json_t *keep = json_object();
+    dhcp_sweep(f->dir, keep);
+    assert_true(run_until(f, pid_ended, &pid));
+    assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid);
+    assert_true(run_until(f, dir_gone, NULL));
+
+    /* refused at the files (the hosts file cannot be replaced) */
+    json_object_set_new(s, "gateway_ip", json_string("10.20.0.1"));
+    d = dhcp_new(&o);
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    pid = dhcp_pid(d);
+    assert_true(run_until(f, fake_pid_is, &pid));
+    dhcp_detach(d);
+    assert_true(run_until(f, loop_idle, NULL));
+    char h[300];
+    snprintf(h, sizeof(h), "%s/hosts", f->sub);
+    assert_int_equal(unlink(h), 0);
+    assert_int_equal(mkdir(h, 0755), 0);
+    d = dhcp_new(&o);
+    assert_true(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err) < 0);
+    assert_false(ended_pid(pid));
+    dhcp_stop(d);
+    assert_true(run_until(f, pid_ended, &pid));
+    assert_int_equal(waitpid((pid_t)pid, NULL, 0), pid);
+    json_decref(keep);
+    json_decref(s);
+    json_decref(p);
+    sov_buf_release(&err);
+}
+
 /* A dnsmasq that ignores SIGTERM is killed after the grace period, and the files still go. */
 static void test_stop_escalates(void **state)
 {
@@ -891,6 +944,7 @@ int main(void)
         cmocka_unit_test(test_dns),
         cmocka_unit_test_setup_teardown(test_supervise, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_first_apply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_escalates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_binary, setup, teardown),
     };

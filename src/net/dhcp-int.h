@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* sov-net's DHCP module, inside: the limits and the checks and parsers that dhcpconf.c (the
- * dnsmasq files) and dhcp.c (the dnsmasq processes and their lease files) share. */
-#ifndef SOV_NET_DHCPCONF_H
-#define SOV_NET_DHCPCONF_H
+/* sov-net's DHCP module (dhcp.h), inside: the limits and the checks and parsers that
+ * dhcpconf.c (the dnsmasq files) and dhcp.c (the dnsmasq processes and their lease files)
+ * share. */
+#ifndef SOV_NET_DHCP_INT_H
+#define SOV_NET_DHCP_INT_H
 
 #include <jansson.h>
 #include <stdbool.h>
