@@ -706,6 +706,18 @@ static bool loop_idle(Fix *f, const void *arg)
     return !uv_loop_alive(&f->loop);
 }
 
+/* A first agent's Dhcp serving s and p, its fake dnsmasq running (pid in *pid). */
+static Dhcp *first_agent(Fix *f, const DhcpOpts *o, json_t *s, json_t *p, long *pid)
+{
+    SovBuf err = SOV_BUF_INIT;
+    Dhcp *d = dhcp_new(o);
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    sov_buf_release(&err);
+    *pid = dhcp_pid(d);
+    assert_true(run_until(f, fake_pid_is, pid));
+    return d;
+}
+
 /* The agent holding d exits (dhcp_detach) and the next one applies s and p: its Dhcp. */
 static Dhcp *next_agent(Fix *f, Dhcp *d, const DhcpOpts *o, json_t *s, json_t *p)
 {
@@ -735,12 +747,10 @@ static void test_adopt(void **state)
 {
     Fix *f = *state;
     DhcpOpts o = {.dnsmasq = f->script};
-    Dhcp *d = dhcp_new(&o);
     json_t *s = subnet_doc(), *p = ports_doc();
     SovBuf err = SOV_BUF_INIT;
-    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
-    long pid = dhcp_pid(d);
-    assert_true(run_until(f, fake_pid_is, &pid));
+    long pid;
+    Dhcp *d = first_agent(f, &o, s, p, &pid);
 
     /* the same documents: kept, and told to re-read its hosts */
     d = next_agent(f, d, &o, s, p);
@@ -800,10 +810,7 @@ static void test_adopt(void **state)
     snprintf(sh, sizeof(sh), "%s/sh-old", f->dir);
     snprintf(cmd, sizeof(cmd), "cp /bin/sh '%s' && sed -i '1s|.*|#!%s|' '%s'", sh, sh, f->script);
     assert_int_equal(system(cmd), 0);
-    d = dhcp_new(&o);
-    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
-    pid = dhcp_pid(d);
-    assert_true(run_until(f, fake_pid_is, &pid));
+    d = first_agent(f, &o, s, p, &pid);
     assert_int_equal(unlink(sh), 0);
     d = next_agent(f, d, &o, s, p);
     replaced(f, d, &pid);
@@ -820,12 +827,10 @@ static void test_failed_first_apply(void **state)
 {
     Fix *f = *state;
     DhcpOpts o = {.dnsmasq = f->script};
-    Dhcp *d = dhcp_new(&o);
     json_t *s = subnet_doc(), *p = ports_doc();
     SovBuf err = SOV_BUF_INIT;
-    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
-    long pid = dhcp_pid(d);
-    assert_true(run_until(f, fake_pid_is, &pid));
+    long pid;
+    Dhcp *d = first_agent(f, &o, s, p, &pid);
     dhcp_detach(d);
     assert_true(run_until(f, loop_idle, NULL));
 
@@ -844,10 +849,7 @@ static void test_failed_first_apply(void **state)
 
     /* refused at the files (the hosts file cannot be replaced) */
     json_object_set_new(s, "gateway_ip", json_string("10.20.0.1"));
-    d = dhcp_new(&o);
-    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
-    pid = dhcp_pid(d);
-    assert_true(run_until(f, fake_pid_is, &pid));
+    d = first_agent(f, &o, s, p, &pid);
     dhcp_detach(d);
     assert_true(run_until(f, loop_idle, NULL));
     char h[300];
