@@ -47,6 +47,10 @@ struct Dhcp {
     unsigned fails;
     uint64_t started_ms;
     bool stopping, restart_pending, killing;
+    /* stopping, its dnsmasq still to end, while a newer Dhcp took over dir: the end leaves the
+     * files to the newer one */
+    bool dir_taken;
+    struct Dhcp *next_stopping; /* in stopping_list while its dnsmasq is being ended */
     char *dir, *netns, *conf, *hosts, *names;
     /* leases no port has any more, released one dhcp_release at a time */
     char *release_bin, *ifname;
@@ -439,10 +443,32 @@ static void release_stale(Dhcp *d)
 
 static void spawn(Dhcp *d);
 
+/* The Dhcps whose dnsmasq dhcp_stop is ending (all on the agent's one loop): a first apply for
+ * the same subnet within the grace period takes the directory over. */
+static Dhcp *stopping_list;
+
+static void unlist_stopping(Dhcp *d)
+{
+    for (Dhcp **pp = &stopping_list; *pp; pp = &(*pp)->next_stopping)
+        if (*pp == d) {
+            *pp = d->next_stopping;
+            break;
+        }
+}
+
+/* A first apply of dir: a Dhcp still ending the dnsmasq it ran there leaves its files alone. */
+static void take_dir(const char *dir)
+{
+    for (Dhcp *o = stopping_list; o; o = o->next_stopping)
+        if (strcmp(o->dir, dir) == 0)
+            o->dir_taken = true;
+}
+
 static void maybe_free(Dhcp *d)
 {
     if (!d->stopping || d->handles > 0)
         return;
+    unlist_stopping(d);
     free(d->ip_bin);
     free(d->dnsmasq_bin);
     free(d->user);
@@ -520,7 +546,9 @@ static void ended(Dhcp *d, const char *st, int sig)
     d->killing = false;
     uv_timer_stop(&d->timer);
     if (d->stopping) {
-        remove_files(d->dir);
+        unlist_stopping(d);
+        if (!d->dir_taken)
+            remove_files(d->dir);
         uv_close((uv_handle_t *)&d->timer, handle_closed);
         return;
     }
@@ -718,6 +746,7 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
     if (r == 0)
         r = dhcp_render(dir.ptr, ifname, server_ip, subnet, ports, &o, &conf, &hosts, &names, err);
     if (r == 0 && !d->dir) {
+        take_dir(dir.ptr);
         char *slash = strrchr(dir.ptr, '/'); /* state_dir/dhcp first */
         *slash = '\0';
         r = mkdir(dir.ptr, 0755) < 0 && errno != EEXIST ? -errno : 0;
@@ -840,7 +869,9 @@ void dhcp_stop(Dhcp *d)
         unlink(cr); /* a dnsmasq on its way out is nobody's to adopt */
     if (d->proc || d->watch) {
         d->killing = false;
-        terminate(d); /* ended() removes the files and closes the timer */
+        d->next_stopping = stopping_list;
+        stopping_list = d;
+        terminate(d); /* ended() removes the files (unless taken over) and closes the timer */
         return;
     }
     kill_stale(d->dir); /* one an earlier agent left, when a first apply failed */

@@ -79,7 +79,8 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
 
 /* Stops d's dnsmasq (SIGTERM, SIGKILL after a grace period), or kills the one an earlier agent
  * left when d never started its own; removes its files and frees d once its handles are closed
- * (run the loop to finish). Accepts NULL. */
+ * (run the loop to finish). A first dhcp_apply for the same subnet before that takes the files
+ * over (and kills the old dnsmasq): they stay. Accepts NULL. */
 void dhcp_stop(Dhcp *d);
 
 /* Lets go of d's dnsmasq without stopping it and keeps its files, for the next agent to adopt

@@ -868,6 +868,51 @@ static void test_failed_first_apply(void **state)
     sov_buf_release(&err);
 }
 
+/* Whether pid is gone from /proc (libuv reaped it, so its exit callback ran). */
+static bool reaped(Fix *f, const void *arg)
+{
+    (void)f;
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/%ld", *(const long *)arg);
+    return access(p, F_OK) != 0;
+}
+
+/* DHCP turned off and on again within the stop grace period: the new server takes the subnet's
+ * directory over, and the old one's end leaves the new one's files alone. */
+static void test_retake(void **state)
+{
+    Fix *f = *state;
+    DhcpOpts o = {.dnsmasq = f->script};
+    json_t *s = subnet_doc(), *p = ports_doc();
+    SovBuf err = SOV_BUF_INIT;
+    long old;
+    Dhcp *d = first_agent(f, &o, s, p, &old);
+    dhcp_stop(d); /* SIGTERM sent; its end is handled on a later loop turn */
+    d = dhcp_new(&o);
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    long pid = dhcp_pid(d);
+    assert_int_not_equal(pid, old);
+    assert_true(run_until(f, reaped, &old));
+    assert_true(run_until(f, fake_pid_is, &pid));
+    assert_true(dhcp_running(d));
+    assert_int_equal(count_lines(f, "hosts"), 2);
+    assert_int_equal(read_long(f, "pid"), pid);
+
+    /* later changes still reach the files and the server */
+    json_array_append_new(p, port_doc("p5", "fa:16:3e:00:00:0e", SUBNET, "10.20.0.12"));
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    int one = 1;
+    assert_true(run_until(f, hups_at_least, &one));
+    assert_int_equal(count_lines(f, "hosts"), 3);
+    assert_int_equal(dhcp_pid(d), pid);
+
+    dhcp_stop(d);
+    assert_true(run_until(f, dir_gone, NULL));
+    json_decref(s);
+    json_decref(p);
+    sov_buf_release(&err);
+}
+
 /* A dnsmasq that ignores SIGTERM is killed after the grace period, and the files still go. */
 static void test_stop_escalates(void **state)
 {
@@ -947,6 +992,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_supervise, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_first_apply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_escalates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_binary, setup, teardown),
     };
