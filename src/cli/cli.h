@@ -97,7 +97,6 @@ int cli_config_listen(const Cli *c, const char *name, char *host, size_t hostlen
 int cli_config_port(const Cli *c, const char *name, int def);
 
 /* Processes. */
-bool cli_pid_alive(pid_t pid);
 /* True when pid runs svc's binary with this data directory's config: a stale pid file that
  * points at an unrelated process never matches. */
 bool cli_pid_is_service(const Cli *c, const CliService *svc, pid_t pid);

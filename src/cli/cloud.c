@@ -222,76 +222,13 @@ int cli_config_port(const Cli *c, const char *name, int def)
     return port;
 }
 
-/* The single-letter state from /proc/PID/stat, or 0 when the process does not exist. */
-static char proc_state(pid_t pid)
-{
-    char p[64], buf[512], *rp;
-    ssize_t n;
-    int fd;
-
-    snprintf(p, sizeof(p), "/proc/%ld/stat", (long)pid);
-    fd = open(p, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    /* "pid (comm) S ...": comm may hold anything, so look after its last ')'. */
-    rp = strrchr(buf, ')');
-    if (!rp || rp[1] != ' ' || rp[2] == '\0')
-        return 0;
-    return rp[2];
-}
-
-bool cli_pid_alive(pid_t pid)
-{
-    char s;
-
-    if (pid <= 0)
-        return false;
-    if (kill(pid, 0) < 0 && errno != EPERM)
-        return false;
-    /* A zombie is gone for our purposes, whether or not its parent has reaped it yet. */
-    s = proc_state(pid);
-    return s != 0 && s != 'Z' && s != 'X';
-}
-
 bool cli_pid_is_service(const Cli *c, const CliService *svc, pid_t pid)
 {
-    char p[64], cfg[PATH_MAX];
-    SovBuf cmd = SOV_BUF_INIT;
-    const char *arg, *end, *base;
-    bool is_binary = false, has_config = false;
-    size_t i = 0;
+    char cfg[PATH_MAX];
 
-    if (pid <= 0 || cli_path(c, cfg, sizeof(cfg), "etc/%s.ini", svc->name) < 0)
-        return false;
-    snprintf(p, sizeof(p), "/proc/%ld/cmdline", (long)pid);
-    if (cli_file_read(p, 64 * 1024, &cmd) < 0) {
-        sov_buf_release(&cmd);
-        return false;
-    }
-    /* cmdline is argv, each argument NUL-terminated: argv[0] must name the binary and the
-     * arguments must include this data directory's config (`--config PATH`). */
-    arg = cmd.ptr;
-    end = cmd.ptr + cmd.len;
-    while (arg < end) {
-        size_t n = strnlen(arg, (size_t)(end - arg));
-        if (i == 0) {
-            base = memrchr(arg, '/', n);
-            base = base ? base + 1 : arg;
-            is_binary = strlen(svc->binary) == (size_t)(arg + n - base) &&
-                        memcmp(base, svc->binary, (size_t)(arg + n - base)) == 0;
-        } else if (n == strlen(cfg) && memcmp(arg, cfg, n) == 0) {
-            has_config = true;
-        }
-        arg += n + 1;
-        i++;
-    }
-    sov_buf_release(&cmd);
-    return is_binary && has_config && cli_pid_alive(pid);
+    /* argv[0] names the binary and the arguments hold this data directory's config */
+    return cli_path(c, cfg, sizeof(cfg), "etc/%s.ini", svc->name) == 0 &&
+           sov_proc_matches(pid, svc->binary, cfg);
 }
 
 bool cli_health_ok(const char *host, int port, unsigned timeout_ms)

@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "sov/crypto.h"
+#include "sov/daemon.h"
 
 #define START_TIMEOUT_MS 15000u
 #define STOP_TIMEOUT_MS  20000u
@@ -418,7 +419,7 @@ static int service_stop_pid(const Cli *c, const CliService *svc, pid_t pid, bool
         for (;;) {
             if (own_child)
                 waitpid(pid, NULL, WNOHANG);
-            if (!cli_pid_alive(pid))
+            if (!sov_pid_alive(pid))
                 return 0;
             if (cli_now_ms() >= deadline)
                 break;
@@ -446,7 +447,7 @@ static int service_wait_healthy(const Cli *c, const CliService *svc, pid_t pid, 
     if (cli_config_listen(c, svc->name, host, sizeof(host), &cfg_port) < 0)
         snprintf(host, sizeof(host), "127.0.0.1");
     for (;;) {
-        if (own_child ? waitpid(pid, &status, WNOHANG) == pid : !cli_pid_alive(pid)) {
+        if (own_child ? waitpid(pid, &status, WNOHANG) == pid : !sov_pid_alive(pid)) {
             if (!own_child)
                 fprintf(stderr, "sov: %s (%s, pid %ld) exited\n", svc->name, svc->binary,
                         (long)pid);

@@ -881,44 +881,18 @@ static int server_spawn(Server *s)
     return 0;
 }
 
-/* Alive and not a zombie (an adopted QEMU is not our child: its reaper may be slow). */
-static bool pid_alive(pid_t pid)
-{
-    char path[64], buf[256];
-    if (kill(pid, 0) < 0 && errno == ESRCH)
-        return false;
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    if (read_small(path, buf, sizeof(buf)) < 0)
-        return false;
-    const char *p = strrchr(buf, ')');
-    return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
-}
-
 /* A QEMU left by a previous agent: its pid file names a live process whose command line
  * carries this server's -name. */
 static void try_adopt(Server *s)
 {
-    char path[600], buf[64];
+    char path[600], buf[64], want[96];
     path_in(s, "qemu.pid", path, sizeof(path));
-    if (read_small(path, buf, sizeof(buf)) < 0)
+    pid_t pid = sov_pidfile_read(path);
+    snprintf(want, sizeof(want), "sov-%s", s->id); /* its -name */
+    if (!sov_proc_matches(pid, NULL, want))
         return;
-    long pid = strtol(buf, NULL, 10);
-    snprintf(buf, sizeof(buf), "%ld", pid);
-    if (pid <= 1 || !pid_alive((pid_t)pid))
-        return;
-    char cmdline[4096], want[96], cpath[64];
-    snprintf(cpath, sizeof(cpath), "/proc/%ld/cmdline", pid);
-    int fd = open(cpath, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    ssize_t n = read(fd, cmdline, sizeof(cmdline) - 1);
-    close(fd);
-    if (n <= 0)
-        return;
-    snprintf(want, sizeof(want), "sov-%s", s->id);
-    if (!memmem(cmdline, (size_t)n, want, strlen(want) + 1))
-        return;
-    s->pid = (pid_t)pid;
+    snprintf(buf, sizeof(buf), "%ld", (long)pid);
+    s->pid = pid;
     s->child = false;
     s->phase = PHASE_RUNNING;
     struct stat st;
@@ -1129,7 +1103,7 @@ bool server_needs_report(const Server *s)
  * new console output. */
 void server_tick(Server *s)
 {
-    if (s->pid > 0 && !s->child && !pid_alive(s->pid)) {
+    if (s->pid > 0 && !s->child && !sov_pid_alive(s->pid)) {
         process_gone(s);
         return;
     }

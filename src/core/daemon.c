@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Worker threads with a loop each, signals on the main loop, pid files. */
+#include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -228,6 +231,85 @@ int sov_pidfile_write(const char *path)
     char buf[32];
     int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
     return sov_write_file_atomic(path, buf, (size_t)n);
+}
+
+pid_t sov_pidfile_read(const char *path)
+{
+    char buf[32];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0 || (size_t)n == sizeof(buf) - 1) /* nothing, or more than a pid */
+        return 0;
+    buf[n] = '\0';
+    const char *a = buf + strspn(buf, " \t\n");
+    char *end;
+    errno = 0;
+    long v = isdigit((unsigned char)*a) ? strtol(a, &end, 10) : 0;
+    if (v <= 1 || v > INT_MAX || errno || end[strspn(end, " \t\n")] != '\0')
+        return 0;
+    return (pid_t)v;
+}
+
+/* The state letter of /proc/<pid>/stat ("pid (comm) S ..."; comm may hold anything, so it is
+ * the one after the last ')'), 0 when there is no such process. */
+static char proc_state(pid_t pid)
+{
+    char p[64], buf[512];
+    snprintf(p, sizeof(p), "/proc/%ld/stat", (long)pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *r = strrchr(buf, ')');
+    return r && r[1] == ' ' ? r[2] : 0;
+}
+
+bool sov_pid_alive(pid_t pid)
+{
+    char st = pid > 0 ? proc_state(pid) : 0;
+    return st != 0 && st != 'Z' && st != 'X';
+}
+
+bool sov_proc_matches(pid_t pid, const char *argv0, const char *arg)
+{
+    enum { CMDLINE_MAX = 64 * 1024 };
+    char p[64];
+    if (!sov_pid_alive(pid))
+        return false;
+    snprintf(p, sizeof(p), "/proc/%ld/cmdline", (long)pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    char *buf = malloc(CMDLINE_MAX + 1);
+    size_t len = 0;
+    ssize_t n = 0;
+    while (buf && len < CMDLINE_MAX && (n = read(fd, buf + len, CMDLINE_MAX - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    if (!buf || n < 0 || len == 0) {
+        free(buf);
+        return false;
+    }
+    buf[len] = '\0'; /* each argument ends in a NUL; a cut-off last one ends here */
+    bool name_ok = true, arg_ok = arg == NULL;
+    size_t i = 0;
+    for (const char *a = buf; a < buf + len; a += strlen(a) + 1, i++) {
+        if (i == 0 && argv0) {
+            const char *base = strrchr(a, '/');
+            name_ok = strcmp(base ? base + 1 : a, argv0) == 0;
+        } else if (i > 0 && arg && strcmp(a, arg) == 0) {
+            arg_ok = true;
+        }
+    }
+    free(buf);
+    return name_ok && arg_ok;
 }
 
 unsigned sov_cpu_count(void)

@@ -122,32 +122,12 @@ static int write_file(const Dhcp *d, const char *name, const char *text, SovBuf 
  * started with this directory's --conf-file), else 0. */
 static pid_t dnsmasq_of(const char *dir)
 {
-    char p[PATH_MAX], buf[4096], want[PATH_MAX + 16];
-    if (snprintf(p, sizeof(p), "%s/pid", dir) >= (int)sizeof(p))
+    char p[PATH_MAX], want[PATH_MAX + 16];
+    if (snprintf(p, sizeof(p), "%s/pid", dir) >= (int)sizeof(p) ||
+        snprintf(want, sizeof(want), "--conf-file=%s/conf", dir) >= (int)sizeof(want))
         return 0;
-    FILE *f = fopen(p, "re");
-    long pid = 0;
-    if (f) {
-        if (fscanf(f, "%ld", &pid) != 1)
-            pid = 0;
-        fclose(f);
-    }
-    if (pid <= 1 || pid > INT_MAX)
-        return 0;
-    snprintf(p, sizeof(p), "/proc/%ld/cmdline", pid);
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    snprintf(want, sizeof(want), "--conf-file=%s/conf", dir);
-    for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1)
-        if (strcmp(buf + i, want) == 0)
-            return (pid_t)pid;
-    return 0;
+    pid_t pid = sov_pidfile_read(p);
+    return sov_proc_matches(pid, NULL, want) ? pid : 0;
 }
 
 /* A pidfd of the dnsmasq serving dir (its pid in *pid), checked again with the pidfd open (the

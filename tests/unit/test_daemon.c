@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sov/conf.h"
@@ -362,6 +364,82 @@ static void test_pidfile(void **state)
     assert_int_equal(count_entries(), 1);
 }
 
+/* sov_pidfile_read takes one decimal pid > 1 with blanks around it, nothing else. */
+static void test_pidfile_read(void **state)
+{
+    static const struct {
+        const char *text;
+        long want;
+    } cases[] = {
+        {"4242\n", 4242},
+        {"  77 \n\n", 77},
+        {"4242", 4242},
+        {"", 0},
+        {"\n", 0},
+        {"1\n", 0},
+        {"0\n", 0},
+        {"-5\n", 0},
+        {"12abc\n", 0},
+        {"abc\n", 0},
+        {"+12\n", 0},
+        {"12 13\n", 0},
+        {"2147483648\n", 0},
+        {"99999999999999999999\n", 0},
+        {"123                                                 \n", 0}, /* longer than a pid */
+    };
+    char path[128];
+    snprintf(path, sizeof(path), "%s/x.pid", tmpdir);
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        assert_int_equal(sov_write_file_atomic(path, cases[i].text, strlen(cases[i].text)), 0);
+        assert_int_equal((long)sov_pidfile_read(path), cases[i].want);
+    }
+    assert_int_equal(sov_pidfile_write(path), 0);
+    assert_int_equal(sov_pidfile_read(path), getpid());
+    unlink(path);
+    assert_int_equal(sov_pidfile_read(path), 0); /* missing */
+}
+
+/* sov_proc_matches and sov_pid_alive against a child with a known command line, before and
+ * after it ends (a zombie, then reaped). */
+static void test_proc_matches(void **state)
+{
+    (void)state;
+    int pfd[2]; /* close-on-exec: EOF once the child's exec is done */
+    assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setpgid(0, 0); /* its sleep goes with it */
+        execl("/bin/sh", "sh", "-c", "sleep 60; :", "sov-marker-0", "--conf-file=/x/conf",
+              (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    char c;
+    assert_int_equal(read(pfd[0], &c, 1), 0);
+    close(pfd[0]);
+    assert_true(sov_proc_matches(pid, "sh", "--conf-file=/x/conf"));
+    assert_true(sov_pid_alive(pid));
+    assert_true(sov_proc_matches(pid, NULL, "sov-marker-0"));
+    assert_true(sov_proc_matches(pid, "sh", NULL));
+    assert_false(sov_proc_matches(pid, "bash", "sov-marker-0")); /* another binary */
+    assert_false(sov_proc_matches(pid, NULL, "sov-marker"));     /* a prefix is not the arg */
+    assert_false(sov_proc_matches(pid, NULL, "--conf-file=/x/con"));
+    assert_false(sov_proc_matches(pid, NULL, "sh")); /* argv[0] is no argument */
+    assert_false(sov_proc_matches(pid, NULL, "/x/conf"));
+    assert_int_equal(kill(-pid, SIGKILL), 0);
+    siginfo_t si;
+    assert_int_equal(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0); /* a zombie now */
+    assert_false(sov_pid_alive(pid));
+    assert_false(sov_proc_matches(pid, "sh", "sov-marker-0"));
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    assert_false(sov_pid_alive(pid));
+    assert_false(sov_proc_matches(pid, NULL, NULL));
+    assert_false(sov_pid_alive(0));
+    assert_false(sov_pid_alive(-1));
+    assert_true(sov_pid_alive(getpid()));
+}
+
 typedef struct LoadCfg {
     char listen[SOV_CONF_STR_MAX];
     char level[SOV_CONF_STR_MAX];
@@ -609,6 +687,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_file_atomic, make_tmpdir, remove_tmpdir),
         cmocka_unit_test_setup_teardown(test_write_file_atomic_errors, make_tmpdir, remove_tmpdir),
         cmocka_unit_test_setup_teardown(test_pidfile, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_pidfile_read, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test(test_proc_matches),
         cmocka_unit_test_setup_teardown(test_daemon_load, make_tmpdir, remove_tmpdir),
         cmocka_unit_test(test_listen_tcp),
         cmocka_unit_test(test_listen_tcp_errors),

@@ -38,6 +38,20 @@ void sov_signals_close(SovSignals *s);
 /* Writes the pid file atomically (temp file, fsync, rename). */
 int sov_pidfile_write(const char *path);
 
+/* The process a pid file names: its pid when the file holds one decimal number > 1 (blanks
+ * around it allowed), else 0 (missing, unreadable, anything else). */
+pid_t sov_pidfile_read(const char *path);
+
+/* Whether pid is a live process: it exists and is no zombie (one whose parent has yet to reap
+ * it is gone all the same). */
+bool sov_pid_alive(pid_t pid);
+
+/* Whether pid is a live process (not a zombie) whose argv[0] has the base name argv0 (NULL: any)
+ * and one of whose later arguments is exactly arg (NULL: none needed); only the first 64 KiB of
+ * its command line are looked at. What a daemon checks before it adopts or signals the process
+ * a pid file names, which may by now be another one. */
+bool sov_proc_matches(pid_t pid, const char *argv0, const char *arg);
+
 /* Number of online CPUs (at least 1). */
 unsigned sov_cpu_count(void);
 
