@@ -70,17 +70,28 @@ static bool class_known(const char *c)
     return false;
 }
 
+static bool stopping(S3Drives *d)
+{
+    return __atomic_load_n(&d->stop, __ATOMIC_ACQUIRE);
+}
+
+void s3_drives_stop(S3Drives *d)
+{
+    if (!d)
+        return;
+    uv_mutex_lock(&d->mu);
+    __atomic_store_n(&d->stop, true, __ATOMIC_RELEASE);
+    uv_cond_signal(&d->cv);
+    uv_mutex_unlock(&d->mu);
+}
+
 void s3_drives_close(S3Drives *d)
 {
     if (!d)
         return;
-    if (d->started) {
-        uv_mutex_lock(&d->mu);
-        d->stop = true;
-        uv_cond_signal(&d->cv);
-        uv_mutex_unlock(&d->mu);
+    s3_drives_stop(d);
+    if (d->started)
         uv_thread_join(&d->thread);
-    }
     while (d->head) {
         HealItem *h = d->head;
         d->head = h->next;
@@ -132,15 +143,15 @@ static int heal_layouts(S3Drives *d, sqlite3 *db, const char *sql, S3HealStats *
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
         return -EIO;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    int rc = SQLITE_DONE;
+    while (!stopping(d) && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         S3Segment *segs;
         uint32_t n;
         if (sqlite3_column_type(s, 0) != SQLITE_BLOB ||
             s3_layout_decode(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), &segs,
                              &n) < 0)
             continue;
-        for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < n && !stopping(d); i++) {
             if (!segs[i].ec_k)
                 continue;
             EcGeom g = {segs[i].ec_k, segs[i].ec_m, segs[i].ec_block};
@@ -149,7 +160,7 @@ static int heal_layouts(S3Drives *d, sqlite3 *db, const char *sql, S3HealStats *
         s3_segments_free(segs, n);
     }
     sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? 0 : -EIO;
+    return stopping(d) ? -ECANCELED : rc == SQLITE_DONE ? 0 : -EIO;
 }
 
 int s3_drives_heal_all(S3Drives *d, S3HealStats *ret)
@@ -162,16 +173,17 @@ int s3_drives_heal_all(S3Drives *d, S3HealStats *ret)
         return -EIO;
     }
     sqlite3_busy_timeout(db, 5000);
-    uv_mutex_lock(&d->pass_mu);
+    uv_mutex_lock(&d->pass_mu); /* a pass asked for while the store stops ends at once */
     int rc = heal_layouts(d, db, "SELECT layout FROM objects WHERE layout IS NOT NULL", ret);
     if (rc == 0)
         rc = heal_layouts(d, db, "SELECT layout FROM parts", ret);
     uv_mutex_unlock(&d->pass_mu);
     sqlite3_close(db);
     sov_counter_add(d->m_passes, 1);
-    log_info("scrub: %" PRIu64 " erasure-coded segments, %" PRIu64 " damaged shards, %" PRIu64
+    log_info("scrub%s: %" PRIu64 " erasure-coded segments, %" PRIu64 " damaged shards, %" PRIu64
              " rewritten, %" PRIu64 " lost",
-             ret->segments, ret->damaged, ret->healed, ret->lost);
+             rc == -ECANCELED ? " cut short (stopping)" : "", ret->segments, ret->damaged,
+             ret->healed, ret->lost);
     return rc;
 }
 
@@ -181,7 +193,7 @@ static void healer_main(void *arg)
     uint64_t next =
         d->scrub_interval ? uv_hrtime() + (uint64_t)d->scrub_interval * 1000000000ull : UINT64_MAX;
     uv_mutex_lock(&d->mu);
-    while (!d->stop) {
+    while (!stopping(d)) {
         if (d->head) {
             HealItem *h = d->head;
             d->head = h->next;

@@ -421,6 +421,7 @@ int main(int argc, char **argv)
             return 1;
     }
     uv_run(loop, UV_RUN_DEFAULT);
+    s3_store_stop(d.srv.store); /* a scrub or heal pass must not hold the workers' drain */
     sov_workers_stop(d.workers);
     s3_lifecycle_stop(&d.srv);
     s3_store_close(d.srv.store);

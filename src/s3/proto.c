@@ -871,13 +871,19 @@ static void heal_after(uv_work_t *w, int status)
 {
     HealJob *j = w->data;
     char body[256];
+    bool stopped = status == 0 && j->status == -ECANCELED;
     int n = snprintf(body, sizeof(body),
                      "{\"segments\": %" PRIu64 ", \"damaged\": %" PRIu64 ", \"healed\": %" PRIu64
                      ", \"lost\": %" PRIu64 ", \"error\": %s}\n",
                      j->st.segments, j->st.damaged, j->st.healed, j->st.lost,
-                     status < 0 || j->status < 0 ? "\"the metadata could not be read\"" : "null");
-    sov_http_respond(j->req, status < 0 || j->status < 0 ? 500 : 200, "application/json", body,
-                     (size_t)n);
+                     stopped                       ? "\"the daemon is stopping: pass cut short\""
+                     : status < 0 || j->status < 0 ? "\"the metadata could not be read\""
+                                                   : "null");
+    sov_http_respond(j->req,
+                     stopped                       ? 503
+                     : status < 0 || j->status < 0 ? 500
+                                                   : 200,
+                     "application/json", body, (size_t)n);
     sov_http_req_unref(j->req);
     free(j);
 }

@@ -145,10 +145,15 @@ typedef struct S3HealStats {
     uint64_t segments, damaged, healed, lost;
 } S3HealStats;
 int s3_store_heal_all(S3Store *st, S3HealStats *ret);
+/* The daemon stops (SIGTERM): the healer thread ends and a pass that runs (the background scrub
+ * or an operator's heal) ends after the segment it is on, returning -ECANCELED; later passes
+ * return -ECANCELED at once. Writes and reads go on until s3_store_close. */
+void s3_store_stop(S3Store *st);
 
 /* The store's drives (drives.c; used by store.c only). */
 typedef struct S3Drives S3Drives;
 int s3_drives_open(const S3StoreConfig *cfg, const char *db_path, S3Drives **ret, SovBuf *err);
+void s3_drives_stop(S3Drives *d);
 void s3_drives_close(S3Drives *d);
 const EcSet *s3_drives_set(const S3Drives *d);
 void s3_drives_geom(const S3Drives *d, const char *cls, EcGeom *ret);

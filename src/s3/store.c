@@ -255,6 +255,12 @@ void s3_store_heal_later(S3Store *st, const S3Segment *seg)
         s3_drives_heal_later(st->drives, seg);
 }
 
+void s3_store_stop(S3Store *st)
+{
+    if (st)
+        s3_drives_stop(st->drives);
+}
+
 int s3_store_heal_all(S3Store *st, S3HealStats *ret)
 {
     memset(ret, 0, sizeof(*ret));

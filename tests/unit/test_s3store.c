@@ -177,11 +177,83 @@ static void test_group_commit_and_sweep(void **st)
     assert_int_equal(system(cmd), 0);
 }
 
+/* s3_store_stop (what SIGTERM does) ends a heal pass between segments: a pass that runs ends
+ * early and later ones return at once, -ECANCELED. */
+static void test_heal_pass_stops(void **st)
+{
+    char drives[3 * 600], d[600];
+    SovBuf err = SOV_BUF_INIT, b = SOV_BUF_INIT;
+    S3Store *store;
+    uv_loop_t loop;
+    int done = 0;
+
+    snprintf(dir, sizeof(dir), "/tmp/sov-s3store-XXXXXX"); /* the template, once more */
+    assert_non_null(mkdtemp(dir));
+    size_t off = 0;
+    for (int i = 0; i < 3; i++) {
+        snprintf(d, sizeof(d), "%s/d%d", dir, i);
+        assert_int_equal(mkdir(d, 0750), 0);
+        off += (size_t)snprintf(drives + off, sizeof(drives) - off, "%s%s", i ? "," : "", d);
+    }
+    S3StoreConfig cfg = {.data_dir = dir, .drives = drives, .ec = "2+1", .scrub_interval = 0};
+    assert_int_equal(s3_store_open(&cfg, &store, &err), 0);
+    uv_loop_init(&loop);
+    S3Loop *l = s3_loop_new(store, &loop);
+    assert_non_null(l);
+    /* three objects of one erasure-coded segment each (their shards were never written) */
+    S3Segment seg = {.file = "0123456789abcdef0123456789abcde0",
+                     .size = 5,
+                     .ec_k = 2,
+                     .ec_m = 1,
+                     .ec_block = EC_BLOCK_DEFAULT}; /* its CRCs live in the shards */
+    assert_int_equal(s3_layout_encode(&seg, 1, &b), 0);
+    char hex[2 * 512 + 1];
+    assert_true(b.len < 512);
+    for (size_t i = 0; i < b.len; i++)
+        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)b.ptr[i]);
+    TestOp ops[3];
+    char sqls[3][2048];
+    for (int i = 0; i < 3; i++) {
+        snprintf(sqls[i], sizeof(sqls[i]),
+                 "INSERT INTO objects(bucket, key, version, is_latest, size, etag, mtime_ms,"
+                 " storage_class, meta, layout) VALUES('b', 'k%d', 'null', 1, 5, 'e', 1,"
+                 " 'STANDARD', '{}', x'%s')",
+                 i, hex);
+        ops[i] = (TestOp){.sql = sqls[i], .done_count = &done};
+        ops[i].w.apply = op_apply;
+        ops[i].w.done = op_done;
+        ops[i].w.loop = l;
+        s3_store_submit(store, &ops[i].w);
+    }
+    while (done < 3)
+        uv_run(&loop, UV_RUN_ONCE);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ops[i].status, 0);
+
+    S3HealStats hs;
+    assert_int_equal(s3_store_heal_all(store, &hs), 0);
+    assert_int_equal(hs.segments, 3);
+    s3_store_stop(store);
+    assert_int_equal(s3_store_heal_all(store, &hs), -ECANCELED);
+    assert_int_equal(hs.segments, 0);
+
+    s3_loop_close(l);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    s3_store_close(store);
+    sov_buf_release(&err);
+    sov_buf_release(&b);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layout_roundtrip),
         cmocka_unit_test(test_group_commit_and_sweep),
+        cmocka_unit_test(test_heal_pass_stops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
