@@ -7,6 +7,7 @@
  * pidfd). */
 #include <dirent.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 
 #include "dhcp.h"
 #include "dhcp-int.h"
+#include "sov/crypto.h"
 #include "sov/daemon.h"
 #include "sov/log.h"
 
@@ -47,10 +49,10 @@ struct Dhcp {
     unsigned fails;
     uint64_t started_ms;
     bool stopping, restart_pending, killing;
-    /* stopping, its dnsmasq still to end, while a newer Dhcp took over dir: the end leaves the
-     * files to the newer one */
-    bool dir_taken;
-    struct Dhcp *next_stopping; /* in stopping_list while its dnsmasq is being ended */
+    /* a token of this Dhcp, written to the file owner by its first apply: a later Dhcp of the
+     * same subnet (DHCP off and on again while this one's dnsmasq is still ending) writes its
+     * own, and this one's end then leaves the files to it */
+    char owner[40];
     char *dir, *netns, *conf, *hosts, *names;
     /* leases no port has any more, released one dhcp_release at a time */
     char *release_bin, *ifname;
@@ -423,32 +425,10 @@ static void release_stale(Dhcp *d)
 
 static void spawn(Dhcp *d);
 
-/* The Dhcps whose dnsmasq dhcp_stop is ending (all on the agent's one loop): a first apply for
- * the same subnet within the grace period takes the directory over. */
-static Dhcp *stopping_list;
-
-static void unlist_stopping(Dhcp *d)
-{
-    for (Dhcp **pp = &stopping_list; *pp; pp = &(*pp)->next_stopping)
-        if (*pp == d) {
-            *pp = d->next_stopping;
-            break;
-        }
-}
-
-/* A first apply of dir: a Dhcp still ending the dnsmasq it ran there leaves its files alone. */
-static void take_dir(const char *dir)
-{
-    for (Dhcp *o = stopping_list; o; o = o->next_stopping)
-        if (strcmp(o->dir, dir) == 0)
-            o->dir_taken = true;
-}
-
 static void maybe_free(Dhcp *d)
 {
     if (!d->stopping || d->handles > 0)
         return;
-    unlist_stopping(d);
     free(d->ip_bin);
     free(d->dnsmasq_bin);
     free(d->user);
@@ -526,8 +506,7 @@ static void ended(Dhcp *d, const char *st, int sig)
     d->killing = false;
     uv_timer_stop(&d->timer);
     if (d->stopping) {
-        unlist_stopping(d);
-        if (!d->dir_taken)
+        if (file_is(d, "owner", d->owner)) /* else a newer Dhcp took the directory over */
             remove_files(d->dir);
         uv_close((uv_handle_t *)&d->timer, handle_closed);
         return;
@@ -726,7 +705,6 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
     if (r == 0)
         r = dhcp_render(dir.ptr, ifname, server_ip, subnet, ports, &o, &conf, &hosts, &names, err);
     if (r == 0 && !d->dir) {
-        take_dir(dir.ptr);
         char *slash = strrchr(dir.ptr, '/'); /* state_dir/dhcp first */
         *slash = '\0';
         r = mkdir(dir.ptr, 0755) < 0 && errno != EEXIST ? -errno : 0;
@@ -752,6 +730,17 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
     }
     if (!d->dir)
         d->dir = sov_buf_steal(&dir);
+    if (!d->owner[0]) { /* the directory is this Dhcp's from now on */
+        uint64_t tok[2];
+        if (sov_random_bytes(tok, sizeof(tok)) < 0) {
+            dhcp_seterr(err, "no random token");
+            r = -EIO;
+        } else {
+            snprintf(d->owner, sizeof(d->owner), "%016" PRIx64 "%016" PRIx64 "\n", tok[0], tok[1]);
+            if ((r = write_file(d, "owner", d->owner, err)) < 0)
+                d->owner[0] = '\0';
+        }
+    }
     sov_buf_release(&dir);
     if (str_differs(d->ifname, ifname)) {
         free(d->ifname);
@@ -761,7 +750,8 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
     bool hosts_changed = !d->hosts || strcmp(d->hosts, hosts.ptr ? hosts.ptr : "") != 0;
     bool names_changed = !d->names || strcmp(d->names, names.ptr ? names.ptr : "") != 0;
     /* hosts and names first: a dnsmasq that starts on the new config reads them too */
-    if (hosts_changed && (r = write_file(d, "hosts", hosts.ptr ? hosts.ptr : "", err)) == 0) {
+    if (r == 0 && hosts_changed &&
+        (r = write_file(d, "hosts", hosts.ptr ? hosts.ptr : "", err)) == 0) {
         free(d->hosts);
         d->hosts = sov_buf_steal(&hosts);
         if (!d->hosts)
@@ -849,8 +839,6 @@ void dhcp_stop(Dhcp *d)
         unlink(cr); /* a dnsmasq on its way out is nobody's to adopt */
     if (d->proc || d->watch) {
         d->killing = false;
-        d->next_stopping = stopping_list;
-        stopping_list = d;
         terminate(d); /* ended() removes the files (unless taken over) and closes the timer */
         return;
     }

@@ -64,7 +64,7 @@ Dhcp *dhcp_new(const DhcpOpts *o);
  * ip_address}], dns_name); each port with an address on this subnet gets a static lease and a
  * DNS name; ports on other subnets are skipped. Without dns_nameservers, DHCP hands out
  * server_ip as the DNS server. Files live in state_dir/dhcp/<subnet id>/ (conf, hosts, names,
- * leases, pid, log, conf.running), written atomically. A change of ports (or of their names)
+ * leases, pid, log, conf.running, owner), written atomically. A change of ports (or of their names)
  * rewrites hosts and names and sends SIGHUP; a change of anything else restarts dnsmasq; a
  * dnsmasq that dies is restarted with backoff. The first apply of a Dhcp keeps a dnsmasq an
  * earlier agent left in state_dir when it was started with the config about to be written and

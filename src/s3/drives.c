@@ -179,7 +179,8 @@ int s3_drives_heal_all(S3Drives *d, S3HealStats *ret)
         rc = heal_layouts(d, db, "SELECT layout FROM parts", ret);
     uv_mutex_unlock(&d->pass_mu);
     sqlite3_close(db);
-    sov_counter_add(d->m_passes, 1);
+    if (rc == 0)
+        sov_counter_add(d->m_passes, 1); /* complete ones only */
     log_info("scrub%s: %" PRIu64 " erasure-coded segments, %" PRIu64 " damaged shards, %" PRIu64
              " rewritten, %" PRIu64 " lost",
              rc == -ECANCELED ? " cut short (stopping)" : "", ret->segments, ret->damaged,

@@ -404,19 +404,21 @@ static void test_pidfile_read(void **state)
 static void test_proc_matches(void **state)
 {
     (void)state;
-    int pfd[2]; /* close-on-exec: EOF once the child's exec is done */
+    int pfd[2]; /* the shell writes a line to it once it runs (its command line is set) */
     assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         setpgid(0, 0); /* its sleep goes with it */
-        execl("/bin/sh", "sh", "-c", "sleep 60; :", "sov-marker-0", "--conf-file=/x/conf",
-              (char *)NULL);
+        if (dup2(pfd[1], 3) != 3)
+            _exit(126);
+        execl("/bin/sh", "sh", "-c", "echo >&3; exec 3>&-; sleep 60; :", "sov-marker-0",
+              "--conf-file=/x/conf", (char *)NULL);
         _exit(127);
     }
     close(pfd[1]);
     char c;
-    assert_int_equal(read(pfd[0], &c, 1), 0);
+    assert_int_equal(read(pfd[0], &c, 1), 1);
     close(pfd[0]);
     assert_true(sov_proc_matches(pid, "sh", "--conf-file=/x/conf"));
     assert_true(sov_pid_alive(pid));

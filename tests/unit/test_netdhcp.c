@@ -622,6 +622,19 @@ static bool dir_gone(Fix *f, const void *arg)
     return access(f->sub, F_OK) != 0 && !uv_loop_alive(&f->loop);
 }
 
+/* Port p5 joins the subnet: the hosts file gets its line and the running dnsmasq its first
+ * SIGHUP. */
+static void add_port(Fix *f, Dhcp *d, json_t *s, json_t *p)
+{
+    SovBuf err = SOV_BUF_INIT;
+    json_array_append_new(p, port_doc("p5", "fa:16:3e:00:00:0e", SUBNET, "10.20.0.12"));
+    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
+    sov_buf_release(&err);
+    int one = 1;
+    assert_true(run_until(f, hups_at_least, &one));
+    assert_int_equal(count_lines(f, "hosts"), 3);
+}
+
 static void test_supervise(void **state)
 {
     Fix *f = *state;
@@ -641,11 +654,7 @@ static void test_supervise(void **state)
     assert_int_equal(dhcp_pid(d), pid);
 
     /* a new port: the hosts file grows and dnsmasq gets SIGHUP, not a restart */
-    json_array_append_new(p, port_doc("p5", "fa:16:3e:00:00:0e", SUBNET, "10.20.0.12"));
-    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
-    int one = 1;
-    assert_true(run_until(f, hups_at_least, &one));
-    assert_int_equal(count_lines(f, "hosts"), 3);
+    add_port(f, d, s, p);
     assert_int_equal(dhcp_pid(d), pid);
 
     /* a new gateway: restart */
@@ -899,11 +908,7 @@ static void test_retake(void **state)
     assert_int_equal(read_long(f, "pid"), pid);
 
     /* later changes still reach the files and the server */
-    json_array_append_new(p, port_doc("p5", "fa:16:3e:00:00:0e", SUBNET, "10.20.0.12"));
-    assert_int_equal(dhcp_apply(&f->loop, f->dir, NULL, "br0", "10.20.0.2", s, p, &d, &err), 0);
-    int one = 1;
-    assert_true(run_until(f, hups_at_least, &one));
-    assert_int_equal(count_lines(f, "hosts"), 3);
+    add_port(f, d, s, p);
     assert_int_equal(dhcp_pid(d), pid);
 
     dhcp_stop(d);

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -177,8 +179,20 @@ static void test_group_commit_and_sweep(void **st)
     assert_int_equal(system(cmd), 0);
 }
 
+typedef struct HealRun {
+    S3Store *store;
+    S3HealStats st;
+    int rc;
+} HealRun;
+
+static void heal_thread(void *arg)
+{
+    HealRun *h = arg;
+    h->rc = s3_store_heal_all(h->store, &h->st);
+}
+
 /* s3_store_stop (what SIGTERM does) ends a heal pass between segments: a pass that runs ends
- * early and later ones return at once, -ECANCELED. */
+ * after the segment it is on and later ones return at once, -ECANCELED. */
 static void test_heal_pass_stops(void **st)
 {
     char drives[3 * 600], d[600];
@@ -200,13 +214,15 @@ static void test_heal_pass_stops(void **st)
     uv_loop_init(&loop);
     S3Loop *l = s3_loop_new(store, &loop);
     assert_non_null(l);
-    /* three objects of one erasure-coded segment each (their shards were never written) */
+    /* three objects of two erasure-coded segments each, all of one data file whose shards were
+     * never written */
     S3Segment seg = {.file = "0123456789abcdef0123456789abcde0",
                      .size = 5,
                      .ec_k = 2,
                      .ec_m = 1,
                      .ec_block = EC_BLOCK_DEFAULT}; /* its CRCs live in the shards */
-    assert_int_equal(s3_layout_encode(&seg, 1, &b), 0);
+    S3Segment segs[2] = {seg, seg};
+    assert_int_equal(s3_layout_encode(segs, 2, &b), 0);
     char hex[2 * 512 + 1];
     assert_true(b.len < 512);
     for (size_t i = 0; i < b.len; i++)
@@ -232,8 +248,30 @@ static void test_heal_pass_stops(void **st)
 
     S3HealStats hs;
     assert_int_equal(s3_store_heal_all(store, &hs), 0);
-    assert_int_equal(hs.segments, 3);
+    assert_int_equal(hs.segments, 6);
+
+    /* shard 0 of that file a FIFO: a pass blocks opening it until the test opens the other end,
+     * stops the store and lets the read go on (to EOF, a damaged shard) */
+    char fifo[PATH_MAX], parent[PATH_MAX];
+    assert_int_equal(ec_shard_path(s3_store_ecset(store), seg.file, 0, fifo, sizeof(fifo)), 0);
+    snprintf(parent, sizeof(parent), "%s", fifo);
+    *strrchr(parent, '/') = '\0';
+    *strrchr(parent, '/') = '\0';
+    mkdir(parent, 0750); /* <drive>/ec, then <drive>/ec/01 */
+    snprintf(parent, sizeof(parent), "%s", fifo);
+    *strrchr(parent, '/') = '\0';
+    mkdir(parent, 0750);
+    assert_int_equal(mkfifo(fifo, 0640), 0);
+    HealRun run = {.store = store};
+    uv_thread_t t;
+    assert_int_equal(uv_thread_create(&t, heal_thread, &run), 0);
+    int wfd = open(fifo, O_WRONLY | O_CLOEXEC); /* returns once the pass opened it */
+    assert_true(wfd >= 0);
     s3_store_stop(store);
+    close(wfd);
+    assert_int_equal(uv_thread_join(&t), 0);
+    assert_int_equal(run.rc, -ECANCELED);
+    assert_int_equal(run.st.segments, 1); /* not the object's second segment, nor the others */
     assert_int_equal(s3_store_heal_all(store, &hs), -ECANCELED);
     assert_int_equal(hs.segments, 0);
 
