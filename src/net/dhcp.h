@@ -25,6 +25,8 @@ typedef struct Dhcp Dhcp; /* one dnsmasq per subnet */
 #define DHCP_NET_PORTS_MAX   16384u /* ports of the network, for DNS names */
 #define DHCP_DNS_MAX         8u
 #define DHCP_ROUTES_MAX      32u
+#define DHCP_MTU_MIN         68u /* the interface MTU handed out (option 26) */
+#define DHCP_MTU_MAX         65535u
 #define DHCP_DOMAIN_DEFAULT  "openstacklocal" /* Neutron's default dns_domain */
 
 /* What the agent's config decides; a zeroed struct means the defaults. */
@@ -58,7 +60,8 @@ Dhcp *dhcp_new(const DhcpOpts *o);
 
 /* Starts/updates DHCP for subnet (Neutron subnet doc: id, cidr, gateway_ip, dns_nameservers,
  * host_routes, enable_dhcp, ip_version 4 only, plus the network's dns_domain, which replaces
- * the default domain when it is a valid domain name) serving on interface ifname inside network
+ * the default domain when it is a valid domain name, and the network's mtu, handed out to every
+ * client when present) serving on interface ifname inside network
  * namespace netns (NULL or "": the agent's own), where the caller gave ifname the address
  * server_ip in the subnet. ports: array of Neutron port docs (mac_address, fixed_ips[{subnet_id,
  * ip_address}], dns_name); each port with an address on this subnet gets a static lease and a

@@ -514,6 +514,13 @@ int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json
         dhcp_seterr(err, "subnet %s: gateway_ip is not a host address of it", id);
         return -EINVAL;
     }
+    json_t *mtu = json_object_get(subnet, "mtu");
+    if (mtu && (!json_is_integer(mtu) || json_integer_value(mtu) < DHCP_MTU_MIN ||
+                json_integer_value(mtu) > DHCP_MTU_MAX)) {
+        dhcp_seterr(err, "subnet %s: mtu must be an integer from %u to %u", id, DHCP_MTU_MIN,
+                    DHCP_MTU_MAX);
+        return -EINVAL;
+    }
     json_t *dns = json_object_get(subnet, "dns_nameservers");
     if ((dns && !json_is_array(dns)) || json_array_size(dns) > DHCP_DNS_MAX) {
         dhcp_seterr(err, "subnet %s: dns_nameservers must be a list of at most %u addresses", id,
@@ -559,6 +566,10 @@ int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json
                    DHCP_PORTS_MAX, nets, mask, lease, dir, dir, dir, dir, domain);
     if (gw)
         sov_buf_printf(conf, "dhcp-option=option:router,%s\n", gws);
+    /* sent whether or not asked for (busybox udhcpc does not ask), as Neutron's */
+    if (mtu)
+        sov_buf_printf(conf, "dhcp-option-force=option:mtu,%lld\n",
+                       (long long)json_integer_value(mtu));
     if (json_array_size(dns) == 0) {
         char sips[16];
         dhcp_ip4_str(sip, sips);

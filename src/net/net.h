@@ -59,6 +59,12 @@ typedef struct NetConfig {
     SovHttpLimitsConf http;
 } NetConfig;
 
+/* A network's MTU (its Neutron `mtu`): what its bridge ports, VXLAN devices and router and DHCP
+ * legs get and DHCP hands out; room for VXLAN's 50 bytes on a 1500-byte underlay by default. */
+#define NET_MTU_DEFAULT 1450
+#define NET_MTU_MIN     68
+#define NET_MTU_MAX     9000
+
 typedef struct Dhcp Dhcp;
 typedef struct DhcpSlot {
     char subnet[65];

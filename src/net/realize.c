@@ -344,17 +344,21 @@ static bool link_up(const json_t *l)
 /* ---- the host namespace: bridges and ports ---- */
 
 typedef struct Want {
-    json_t
-        *links; /* name -> {"kind": bridge|veth|tap, "master": br, "peer": name, "peer_ns": ns} */
-    json_t *routers; /* router id -> {"ns", "legs": {ifname: [addr/len...]}, "gw": ip, "routes",
-                        "snat": [cidrs], "inner": [cidrs], "fips": [[fip, fixed]], "qg": name} */
+    /* name -> {"kind": bridge|veth|tap|vxlan, "master": br, "peer": name, "peer_ns": ns,
+     * "mtu": n (not for bridges: theirs is their ports' least)} */
+    json_t *links;
+    json_t *routers; /* router id -> {"ns", "legs": {ifname: [addr/len...]}, "mtu": {ifname: n},
+                        "gw": ip, "routes", "snat": [cidrs], "inner": [cidrs], "fips":
+                        [[fip, fixed]], "qg": name} */
     SovBuf up;       /* "link set <instance device> up" lines, run once its filtering is loaded */
 } Want;
 
 static void want_link(Want *w, const char *name, const char *kind, const char *master,
-                      const char *peer, const char *peer_ns)
+                      const char *peer, const char *peer_ns, int mtu)
 {
     json_t *o = json_pack("{s:s}", "kind", kind);
+    if (mtu)
+        json_object_set_new(o, "mtu", json_integer(mtu));
     if (master)
         json_object_set_new(o, "master", json_string(master));
     if (peer)
@@ -373,10 +377,26 @@ static json_t *router_want(Ctx *x, Want *w, json_t *router)
     if (o)
         return o;
     router_ns(x, r12, ns, sizeof(ns));
-    o = json_pack("{s:s,s:{},s:[],s:[],s:[],s:[]}", "ns", ns, "legs", "routes", "snat", "fips",
-                  "inner");
+    o = json_pack("{s:s,s:{},s:{},s:[],s:[],s:[],s:[]}", "ns", ns, "legs", "mtu", "routes", "snat",
+                  "fips", "inner");
     json_object_set_new(w->routers, jstr(router, "id"), o);
     return o;
+}
+
+/* The MTU of a subnet's network (its Neutron document's, NET_MTU_DEFAULT when that has none in
+ * range). */
+static int net_mtu(const Ctx *x, const json_t *subnet)
+{
+    json_t *n = find(x, "network", jstr(subnet, "network_id"));
+    json_int_t m = json_integer_value(json_object_get(n, "mtu"));
+    return m >= NET_MTU_MIN && m <= NET_MTU_MAX ? (int)m : NET_MTU_DEFAULT;
+}
+
+/* A leg of a router or DHCP namespace: its addresses and MTU. */
+static void want_leg(json_t *rw, const char *leg, const char *addr, int mtu)
+{
+    json_object_set_new(json_object_get(rw, "legs"), leg, json_pack("[s]", addr));
+    json_object_set_new(json_object_get(rw, "mtu"), leg, json_integer(mtu));
 }
 
 static void plan(Ctx *x, Want *w)
@@ -391,11 +411,11 @@ static void plan(Ctx *x, Want *w)
         if (!hex12(jstr(v, "id"), h) || !cidr4(jstr(v, "cidr"), net, sizeof(net), &len))
             continue;
         snprintf(br, sizeof(br), "sb%s", h);
-        want_link(w, br, "bridge", NULL, NULL, NULL);
+        want_link(w, br, "bridge", NULL, NULL, NULL, 0);
         if (ip4(x->cfg->tunnel_ip)) {
             json_t *vni = json_object_get(vnis, jstr(v, "id"));
             snprintf(name, sizeof(name), "vx%s", h);
-            want_link(w, name, "vxlan", br, NULL, NULL);
+            want_link(w, name, "vxlan", br, NULL, NULL, net_mtu(x, v));
             json_object_set_new(
                 json_object_get(w->links, name), "vni",
                 json_integer(vni ? json_integer_value(vni) : net_vni_first(jstr(v, "id"))));
@@ -413,6 +433,7 @@ static void plan(Ctx *x, Want *w)
             continue;
         snprintf(br, sizeof(br), "sb%s", s12);
         cidr4(jstr(sn, "cidr"), net, sizeof(net), &len);
+        int mtu = net_mtu(x, sn);
         const char *bound = jstr(v, "binding:host_id");
         const char *to = jstr(json_object_get(v, "binding:profile"), "migrating_to");
         /* another host's instance (unless it is live-migrating here); one bound nowhere is the
@@ -427,9 +448,9 @@ static void plan(Ctx *x, Want *w)
                 continue;
             snprintf(name, sizeof(name), "pr%s", h);
             snprintf(peer, sizeof(peer), "qr%s", h);
-            want_link(w, name, "veth", br, peer, jstr(rw, "ns"));
+            want_link(w, name, "veth", br, peer, jstr(rw, "ns"), mtu);
             snprintf(leg, sizeof(leg), "%s/%d", addr, len);
-            json_object_set_new(json_object_get(rw, "legs"), peer, json_pack("[s]", leg));
+            want_leg(rw, peer, leg, mtu);
             json_array_append_new(json_object_get(rw, "snat"), json_string(jstr(sn, "cidr")));
             json_array_append_new(json_object_get(rw, "inner"), json_string(jstr(sn, "cidr")));
         } else if (strcmp(owner, "network:dhcp") == 0) {
@@ -442,11 +463,12 @@ static void plan(Ctx *x, Want *w)
             snprintf(ns, sizeof(ns), "%.16sd-%s", x->cfg->prefix, s12);
             snprintf(name, sizeof(name), "pd%s", h);
             snprintf(peer, sizeof(peer), "dh%s", h);
-            want_link(w, name, "veth", br, peer, ns);
+            want_link(w, name, "veth", br, peer, ns, mtu);
             snprintf(leg, sizeof(leg), "%s/%d", addr, len);
-            json_t *d = json_pack("{s:s,s:s,s:{s:[s]},s:[],s:[],s:[],s:s,s:s,s:O}", "ns", ns,
-                                  "kind", "dhcp", "legs", peer, leg, "routes", "snat", "fips",
-                                  "ifname", peer, "server_ip", addr, "subnet", sn);
+            json_t *d = json_pack("{s:s,s:s,s:{},s:{},s:[],s:[],s:[],s:s,s:s,s:O}", "ns", ns,
+                                  "kind", "dhcp", "legs", "mtu", "routes", "snat", "fips", "ifname",
+                                  peer, "server_ip", addr, "subnet", sn);
+            want_leg(d, peer, leg, mtu);
             /* a default route through the subnet's router: dnsmasq forwards the names it does
              * not know to [net] dns_upstream through the router's SNAT, like Neutron's */
             const char *gw = jstr(sn, "gateway_ip");
@@ -458,11 +480,11 @@ static void plan(Ctx *x, Want *w)
             continue; /* gateways and floating IPs are the router's */
         } else if (strncmp(owner, "compute:", 8) == 0) {
             snprintf(name, sizeof(name), "tap%s", h);
-            want_link(w, name, "tap", br, NULL, NULL);
+            want_link(w, name, "tap", br, NULL, NULL, mtu);
         } else {
             snprintf(name, sizeof(name), "vp%s", h);
             snprintf(peer, sizeof(peer), "vi%s", h);
-            want_link(w, name, "veth", br, peer, NULL);
+            want_link(w, name, "veth", br, peer, NULL, mtu);
         }
     }
     /* external gateways */
@@ -480,9 +502,10 @@ static void plan(Ctx *x, Want *w)
         snprintf(name, sizeof(name), "pg%s", r12);
         snprintf(peer, sizeof(peer), "qg%s", r12);
         snprintf(br, sizeof(br), "sb%s", s12);
-        want_link(w, name, "veth", br, peer, jstr(rw, "ns"));
+        int mtu = net_mtu(x, sn);
+        want_link(w, name, "veth", br, peer, jstr(rw, "ns"), mtu);
         snprintf(leg, sizeof(leg), "%s/%d", jstr(fx, "ip_address"), len);
-        json_object_set_new(json_object_get(rw, "legs"), peer, json_pack("[s]", leg));
+        want_leg(rw, peer, leg, mtu);
         json_object_set_new(rw, "qg", json_string(peer));
         json_object_set_new(rw, "gwip", json_string(jstr(fx, "ip_address")));
         if (ip4(jstr(sn, "gateway_ip")))
@@ -578,23 +601,35 @@ static int apply_host(Ctx *x, Want *w)
                 sov_buf_printf(&del, "link del %s\n", name);
                 have = NULL;
             }
+            long long mtu = json_integer_value(json_object_get(spec, "mtu"));
             if (!have) {
                 if (bridge)
                     sov_buf_printf(&b, "link add %s type bridge\n", name);
                 else if (strcmp(kind, "tap") == 0)
-                    sov_buf_printf(&b, "tuntap add dev %s mode tap\n", name);
+                    sov_buf_printf(&b, "tuntap add dev %s mode tap\nlink set %s mtu %lld\n", name,
+                                   name, mtu);
                 else if (strcmp(kind, "vxlan") == 0)
-                    sov_buf_printf(&b, "link add %s type vxlan id %lld local %s dstport 4789\n",
-                                   name,
-                                   (long long)json_integer_value(json_object_get(spec, "vni")),
-                                   x->cfg->tunnel_ip);
+                    sov_buf_printf(
+                        &b, "link add %s mtu %lld type vxlan id %lld local %s dstport 4789\n", name,
+                        mtu, (long long)json_integer_value(json_object_get(spec, "vni")),
+                        x->cfg->tunnel_ip);
                 else if (*jstr(spec, "peer_ns"))
-                    sov_buf_printf(&b, "link add %s type veth peer name %s netns %s\n", name,
-                                   jstr(spec, "peer"), jstr(spec, "peer_ns"));
+                    sov_buf_printf(
+                        &b, "link add %s mtu %lld type veth peer name %s mtu %lld netns %s\n", name,
+                        mtu, jstr(spec, "peer"), mtu, jstr(spec, "peer_ns"));
                 else
-                    sov_buf_printf(&b, "link add %s type veth peer name %s\n", name,
-                                   jstr(spec, "peer"));
+                    sov_buf_printf(&b, "link add %s mtu %lld type veth peer name %s mtu %lld\n",
+                                   name, mtu, jstr(spec, "peer"), mtu);
+            } else if (!bridge &&
+                       json_integer_value(json_object_get(have, "mtu")) != (json_int_t)mtu) {
+                sov_buf_printf(&b, "link set %s mtu %lld\n", name, mtu); /* the network's changed */
             }
+            /* an instance end not yet in its instance's namespace follows its pair */
+            json_t *vi = strncmp(name, "vp", 2) == 0 && have
+                             ? json_object_get(x->host_links, jstr(spec, "peer"))
+                             : NULL;
+            if (vi && json_integer_value(json_object_get(vi, "mtu")) != (json_int_t)mtu)
+                sov_buf_printf(&b, "link set %s mtu %lld\n", jstr(spec, "peer"), mtu);
             const char *master = jstr(spec, "master");
             if (*master && (!have || strcmp(jstr(have, "master"), master) != 0))
                 sov_buf_printf(&b, "link set %s master %s\n", name, master);
@@ -921,6 +956,9 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
         json_t *have = json_object_get(links, leg);
         if (!have)
             continue; /* created with its peer in the host namespace */
+        json_int_t mtu = json_integer_value(json_object_get(json_object_get(rw, "mtu"), leg));
+        if (mtu && json_integer_value(json_object_get(have, "mtu")) != mtu)
+            sov_buf_printf(&b, "link set %s mtu %lld\n", leg, (long long)mtu);
         if (!link_up(have))
             sov_buf_printf(&b, "link set %s up\n", leg);
         /* addresses: add the missing, drop the unwanted */
@@ -1118,6 +1156,8 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t
         json_t *sd = json_copy(sn), *nw = find(&x, "network", jstr(sn, "network_id"));
         if (sd && json_is_string(json_object_get(nw, "dns_domain")))
             json_object_set(sd, "dns_domain", json_object_get(nw, "dns_domain"));
+        if (sd) /* handed to the clients: the MTU their devices must take */
+            json_object_set_new(sd, "mtu", json_integer(net_mtu(&x, sn)));
         json_object_set_new(dhcp, jstr(sn, "id"),
                             json_pack("{s:s,s:s,s:s,s:o,s:o}", "netns", jstr(rw, "ns"), "ifname",
                                       jstr(rw, "ifname"), "server_ip", jstr(rw, "server_ip"),

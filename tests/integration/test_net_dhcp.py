@@ -16,6 +16,7 @@ creates is removed at the end."""
 import json
 import os
 import pathlib
+import re
 import secrets
 import select
 import shutil
@@ -136,6 +137,7 @@ UDHCPC_SCRIPT = """#!/bin/sh
 [ "$1" = bound ] || exit 0
 printf 'ip=%s\\nsubnet=%s\\nrouter=%s\\ndns=%s\\nstaticroutes=%s\\nlease=%s\\ndomain=%s\\nhostname=%s\\n' \\
     "$ip" "$subnet" "$router" "$dns" "$staticroutes" "$lease" "$domain" "$hostname" > "$UDHCPC_OUT"
+printf 'mtu=%s\\n' "$mtu" >> "$UDHCPC_OUT"
 """
 
 
@@ -595,6 +597,10 @@ def test_dns_end_to_end(api, start_net, netns, tmp_path):
         assert got["ip"] == ip1 and got["router"] == "10.0.1.1", got
         assert got["dns"].split() == [dhcp_ip], got
         assert got["domain"] == "example.test" and got["hostname"] == "web1", got
+        # the network's MTU (1450: room for VXLAN), on the port's devices and in the lease
+        assert got["mtu"] == "1450", got
+        for ns, dev in ((vm, vi), (host, "vp" + hex12(p1["id"]))):
+            assert f" mtu 1450 " in sh("ip", "-n", ns, "link", "show", dev).stdout
         ns_run(vm, "ip", "addr", "add", f"{ip1}/24", "dev", vi)
         ns_run(vm, "ip", "route", "add", "default", "via", "10.0.1.1")
 
@@ -644,6 +650,22 @@ def test_dns_end_to_end(api, start_net, netns, tmp_path):
         assert got["domain"] == "example.test" and got["hostname"] == "web2"
         # (and the DHCP port still answers the ports' names)
         assert lookup(vm, "web2.example.test", dhcp_ip)["web2.example.test"] == [ip1]
+
+        # the network's MTU changed: the port's host end and the router's and DHCP server's
+        # legs follow, and the next lease tells the instance
+        os_("network", "set", "--mtu", "1400", "vpc", fmt=False)
+        legs = ((host, "vp" + hex12(p1["id"])),
+                (f"{prefix}r-{hex12(os_('router', 'show', 'r1')['id'])}", "qr"),
+                (f"{prefix}d-{hex12(sub['id'])}", "dh"))
+
+        def mtus():
+            out = [sh("ip", "-n", ns, "-o", "link", "show").stdout for ns, _ in legs]
+            return [re.findall(rf": {dev}[0-9a-f]*[@:].* mtu (\d+) ", o)
+                    for o, (_, dev) in zip(out, legs)]
+        wait_for(lambda: all(m == ["1400"] for m in mtus()), 30, "the legs at 1400")
+        got = wait_for(lambda: (lambda g: g if g and g["mtu"] == "1400" else None)(
+            udhcpc(vm, tmp_path, "vm-mtu", tries=2, ifname=vi)), 60, "the new MTU in a lease")
+        assert got["ip"] == ip1, got
 
         # names in use: a port created after p1 (neither has a device) asking for web2, and
         # one asking for p2's default name, get their own default names, in the API as in DNS

@@ -10,6 +10,7 @@ polls against a deadline."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -158,6 +159,59 @@ def seen_as(server_ns, client_ns, addr):
     finally:
         srv.kill()
         srv.wait()
+
+
+UDP_SERVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 8082)); s.settimeout(10)
+print("ready", flush=True)
+n = 0
+try:
+    while n < int(sys.argv[1]):
+        n += len(s.recv(65536)) == 1472
+except OSError:
+    pass
+print(n)
+"""
+
+
+def datagrams(server_ns, client_ns, addr, count):
+    """How many of count 1,472-byte UDP datagrams (a 1,500-byte IP packet each, may be
+    fragmented: DF off) client_ns sends to addr:8082 arrive whole in server_ns."""
+    srv = subprocess.Popen(["ip", "netns", "exec", server_ns, "/usr/bin/python3", "-c",
+                            UDP_SERVER, str(count)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        ns_run(client_ns, "/usr/bin/python3", "-c",
+               "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
+               "s.setsockopt(socket.IPPROTO_IP, 10, 0);"  # IP_MTU_DISCOVER: IP_PMTUDISC_DONT
+               "[s.sendto(b'x' * 1472, (sys.argv[1], 8082)) for _ in range(int(sys.argv[2]))]",
+               addr, str(count))
+        out, _ = srv.communicate(timeout=30)
+        return int(out.split()[-1])
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def frag_creates(ns):
+    """IP fragments namespace ns has made (its /proc/net/snmp Ip FragCreates)."""
+    lines = [l.split() for l in ns_run(ns, "cat", "/proc/net/snmp").stdout.splitlines()
+             if l.startswith("Ip:")]
+    return int(dict(zip(lines[0], lines[1]))["FragCreates"])
+
+
+def count_fragments_in(ns, dev):
+    """From now on, counts the IPv4 fragments that reach namespace ns on dev, before any
+    reassembly (a table of the test's own); returns a function that reads the count."""
+    for cmd in (("add", "table", "ip", "frag_probe"),
+                ("add", "chain", "ip", "frag_probe", "in",
+                 "{ type filter hook prerouting priority -450; }"),
+                ("add", "rule", "ip", "frag_probe", "in", "iifname", dev, "ip", "frag-off",
+                 "&", "0x3fff", "!=", "0", "counter")):
+        ns_run(ns, "nft", *cmd)
+    return lambda: int(re.search(r"counter packets (\d+)",
+                                 ns_run(ns, "nft", "list", "table", "ip", "frag_probe").stdout)[1])
 
 
 LISTENER = r"""
@@ -371,6 +425,14 @@ def test_vxlan_between_two_hosts_and_same_cidr_in_two_projects(api, start_net, n
     assert vx in sh("ip", "-n", h1, "-o", "link").stdout
     assert wait_for(lambda: ping(a, ip_b), "a -> b over VXLAN")
     assert ping(b, ip_a)
+    # the network's MTU (1450: room for VXLAN's 50 bytes) on the devices of both hosts
+    tun = "vx" + hex12(sub["id"])
+    for ns, dev in ((h1, tun), (h2, tun), (h1, "vp" + hex12(pa["id"])), (a, "vi" + hex12(pa["id"]))):
+        assert " mtu 1450 " in sh("ip", "-n", ns, "link", "show", dev).stdout, (ns, dev)
+    # (a full-size packet is cut by the instance, to the MTU it was given, not by the underlay)
+    underlay_frags, cut = count_fragments_in(h2, "u0"), frag_creates(a)
+    assert datagrams(b, a, ip_b, 20) == 20
+    assert frag_creates(a) > cut and underlay_frags() == 0
     # red has the same addresses on another bridge and VNI: a reaches b, c reaches nothing
     assert not ping(c, ip_a)
     assert ip_b == pc["fixed_ips"][0]["ip_address"]

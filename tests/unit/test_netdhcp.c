@@ -87,6 +87,7 @@ static void test_render(void **state)
         if (!strstr(conf.ptr, want[i]))
             fail_msg("missing %s in\n%s", want[i], conf.ptr);
     assert_null(strstr(conf.ptr, "classless"));
+    assert_null(strstr(conf.ptr, "option:mtu")); /* none without the network's */
     assert_null(strstr(conf.ptr, "user="));
     assert_null(strstr(conf.ptr, "port=0")); /* DNS on */
     assert_null(strstr(conf.ptr, "server="));
@@ -106,6 +107,12 @@ static void test_render(void **state)
     assert_int_equal(render(s, rev, NULL, &conf2, &hosts2, &err), 0);
     assert_string_equal(hosts.ptr, hosts2.ptr);
     assert_string_equal(conf.ptr, conf2.ptr);
+
+    /* the network's MTU goes to every client, asked for or not */
+    json_object_set_new(s, "mtu", json_integer(1450));
+    assert_int_equal(render(s, p, NULL, &conf, &hosts, &err), 0);
+    assert_non_null(strstr(conf.ptr, "\ndhcp-option-force=option:mtu,1450\n"));
+    json_object_del(s, "mtu");
 
     /* options: lease time and user; no gateway, no DNS; no ports at all */
     DhcpOpts o = {.lease_s = 600, .user = "dnsmasq"};
@@ -192,6 +199,11 @@ static void test_hostile(void **state)
         {"host_routes", "[{\"destination\":\"1.0.0.0/8,2.0.0.0/8\",\"nexthop\":\"10.20.0.9\"}]"},
         {"host_routes", "[{\"destination\":\"1.0.0.0/8\"}]"},
         {"host_routes", "{}"},
+        {"mtu", "67"},
+        {"mtu", "65536"},
+        {"mtu", "\"1450\""},
+        {"mtu", "1450.5"},
+        {"mtu", "null"},
         {"ports", "{}"},
         {"ports", "[7]"},
         {"ports", "[{\"id\":\"q\",\"mac_address\":\"fa:16:3e:00:00:01\",\"fixed_ips\":{}}]"},
