@@ -19,8 +19,14 @@
 #include "ipam.h"
 #include "network-int.h"
 
-#define MTU_DEFAULT 1450
-#define MAX_TAGS    50
+#define MAX_TAGS 50
+
+/* A network's MTU: room for VXLAN's 50 bytes on a 1500-byte underlay; an external network
+ * meets the operator's uplink (a router fragments or answers "fragmentation needed" between the
+ * two, as Neutron's flat external networks). */
+#define MTU_DEFAULT          1450
+#define MTU_EXTERNAL_DEFAULT 1500
+#define MTU_MAX              9000
 
 #define FOUND "could not be found."
 const NeuKind neu_network = {"network",         "network", "networks", "networks",
@@ -891,7 +897,7 @@ static bool net_apply(ApiCall *c, json_t *b, json_t *doc)
         !neu_admin_only(c, b, "provider:physical_network") ||
         !neu_admin_only(c, b, "provider:segmentation_id") || !neu_copy_std(c, b, doc) ||
         !neu_copy_bools(c, b, doc, bools) || !neu_copy_strs(c, b, doc, provider, 64) ||
-        !neu_get_int(c, b, "mtu", 68, MTU_DEFAULT, &mtu) ||
+        !neu_get_int(c, b, "mtu", 68, MTU_MAX, &mtu) ||
         !neu_get_int(c, b, "provider:segmentation_id", 0, 16777215, &seg) ||
         !neu_get_str(c, b, "dns_domain", 255, false, &dns) ||
         !neu_str_array(c, b, "availability_zone_hints", 8, 64) ||
@@ -966,6 +972,8 @@ static void h_net_create(SovHttpReq *req, void *ud)
         json_decref(doc);
         return;
     }
+    if (!json_object_get(b, "mtu") && json_is_true(json_object_get(doc, "router:external")))
+        json_object_set_new(doc, "mtu", json_integer(MTU_EXTERNAL_DEFAULT));
     snprintf(c->target, sizeof(c->target), "%s", id);
     int r = neu_doc_put(c->api, &neu_network, doc, true);
     if (r < 0) {

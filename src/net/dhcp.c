@@ -704,7 +704,7 @@ int dhcp_apply(uv_loop_t *loop, const char *state_dir, const char *netns, const 
     }
     if (r == 0)
         r = dhcp_render(dir.ptr, ifname, server_ip, subnet, ports, &o, &conf, &hosts, &names, err);
-    if (r == 0 && !d->dir) {
+    if (r == 0 && !d->owner[0]) {            /* until the first apply got as far as its token */
         char *slash = strrchr(dir.ptr, '/'); /* state_dir/dhcp first */
         *slash = '\0';
         r = mkdir(dir.ptr, 0755) < 0 && errno != EEXIST ? -errno : 0;

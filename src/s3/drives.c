@@ -378,8 +378,11 @@ int s3_drives_open(const S3StoreConfig *cfg, const char *db_path, S3Drives **ret
         s3_drives_close(d);
         return rc;
     }
-    d->set = (EcSet){
-        .drives = (const char *const *)d->paths, .ndrives = d->n, .ops = NULL, .fsync = cfg->fsync};
+    d->set = (EcSet){.drives = (const char *const *)d->paths,
+                     .ndrives = d->n,
+                     .ops = cfg->ec_ops,
+                     .ops_ud = cfg->ec_ops_ud,
+                     .fsync = cfg->fsync};
     snprintf(d->db_path, sizeof(d->db_path), "%s", db_path);
     d->scrub_interval = cfg->scrub_interval;
     d->m_healed = sov_metrics_counter("sov_s3_ec_shards_healed_total",

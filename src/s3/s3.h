@@ -126,6 +126,8 @@ typedef struct S3StoreConfig {
     const char *ec;
     const char *class_ec;
     int64_t scrub_interval; /* seconds between background scrubs of every shard; 0: none */
+    const EcOps *ec_ops;    /* tests: the drives' system calls (NULL: the real ones) */
+    void *ec_ops_ud;
 } S3StoreConfig;
 
 int s3_store_open(const S3StoreConfig *cfg, S3Store **ret, SovBuf *err);

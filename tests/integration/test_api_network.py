@@ -86,7 +86,7 @@ def test_seed_vpc_with_the_cli(api, acme):
     st, doc, _ = post(api, tok, "/networks", "network", {"name": "x", "router:external": True})
     assert st == 403 and neutron_error(doc)[0] == "PolicyNotAuthorized"
     ext = api.openstack("network", "create", "--external", "ext")
-    assert ext["router:external"] is True
+    assert ext["router:external"] is True and ext["mtu"] == 1500  # an uplink's, not VXLAN's
     api.openstack("subnet", "create", "--network", "ext", "--subnet-range", "203.0.113.0/24",
                   "--no-dhcp", "ext-sub")
     assert {n["Name"] for n in os_("network", "list")} == {"vpc", "ext"}
@@ -565,7 +565,8 @@ def test_hostile_input(api, acme):
         (json.dumps({"network": {"name": "x" * 300}}).encode(), "HTTPBadRequest"),
         (json.dumps({"network": {"admin_state_up": "maybe"}}).encode(), "HTTPBadRequest"),
         (json.dumps({"network": {"mtu": "big"}}).encode(), "HTTPBadRequest"),
-        (json.dumps({"network": {"mtu": 9000}}).encode(), "HTTPBadRequest"),
+        (json.dumps({"network": {"mtu": 9001}}).encode(), "HTTPBadRequest"),
+        (json.dumps({"network": {"mtu": 67}}).encode(), "HTTPBadRequest"),
         (json.dumps({"network": {"colour": "red"}}).encode(), "HTTPBadRequest"),
         (json.dumps({"network": {"name": "a", "project_id": "0" * 32}}).encode(), "HTTPBadRequest"),
     ]

@@ -600,7 +600,7 @@ def test_dns_end_to_end(api, start_net, netns, tmp_path):
         # the network's MTU (1450: room for VXLAN), on the port's devices and in the lease
         assert got["mtu"] == "1450", got
         for ns, dev in ((vm, vi), (host, "vp" + hex12(p1["id"]))):
-            assert f" mtu 1450 " in sh("ip", "-n", ns, "link", "show", dev).stdout
+            assert " mtu 1450 " in sh("ip", "-n", ns, "link", "show", dev).stdout
         ns_run(vm, "ip", "addr", "add", f"{ip1}/24", "dev", vi)
         ns_run(vm, "ip", "route", "add", "default", "via", "10.0.1.1")
 

@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -183,12 +181,31 @@ typedef struct HealRun {
     S3Store *store;
     S3HealStats st;
     int rc;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int opened;   /* shard opens the pass began */
+    bool release; /* the test lets the first one go on */
 } HealRun;
 
 static void heal_thread(void *arg)
 {
     HealRun *h = arg;
     h->rc = s3_store_heal_all(h->store, &h->st);
+}
+
+/* The drives' open: the first one of a pass waits until the test releases it; each then finds
+ * no shard. */
+static int gated_open(void *ud, const char *path, int flags, mode_t mode)
+{
+    HealRun *h = ud;
+    (void)path, (void)flags, (void)mode;
+    uv_mutex_lock(&h->mu);
+    h->opened++;
+    uv_cond_signal(&h->cv);
+    while (!h->release)
+        uv_cond_wait(&h->cv, &h->mu);
+    uv_mutex_unlock(&h->mu);
+    return -ENOENT;
 }
 
 /* s3_store_stop (what SIGTERM does) ends a heal pass between segments: a pass that runs ends
@@ -200,6 +217,11 @@ static void test_heal_pass_stops(void **st)
     S3Store *store;
     uv_loop_t loop;
     int done = 0;
+    HealRun run = {.release = true};
+    EcOps gated = ec_ops_posix;
+    gated.open = gated_open;
+    uv_mutex_init(&run.mu);
+    uv_cond_init(&run.cv);
 
     snprintf(dir, sizeof(dir), "/tmp/sov-s3store-XXXXXX"); /* the template, once more */
     assert_non_null(mkdtemp(dir));
@@ -209,8 +231,14 @@ static void test_heal_pass_stops(void **st)
         assert_int_equal(mkdir(d, 0750), 0);
         off += (size_t)snprintf(drives + off, sizeof(drives) - off, "%s%s", i ? "," : "", d);
     }
-    S3StoreConfig cfg = {.data_dir = dir, .drives = drives, .ec = "2+1", .scrub_interval = 0};
+    S3StoreConfig cfg = {.data_dir = dir,
+                         .drives = drives,
+                         .ec = "2+1",
+                         .scrub_interval = 0,
+                         .ec_ops = &gated,
+                         .ec_ops_ud = &run};
     assert_int_equal(s3_store_open(&cfg, &store, &err), 0);
+    run.store = store;
     uv_loop_init(&loop);
     S3Loop *l = s3_loop_new(store, &loop);
     assert_non_null(l);
@@ -250,25 +278,20 @@ static void test_heal_pass_stops(void **st)
     assert_int_equal(s3_store_heal_all(store, &hs), 0);
     assert_int_equal(hs.segments, 6);
 
-    /* shard 0 of that file a FIFO: a pass blocks opening it until the test opens the other end,
-     * stops the store and lets the read go on (to EOF, a damaged shard) */
-    char fifo[PATH_MAX], parent[PATH_MAX];
-    assert_int_equal(ec_shard_path(s3_store_ecset(store), seg.file, 0, fifo, sizeof(fifo)), 0);
-    snprintf(parent, sizeof(parent), "%s", fifo);
-    *strrchr(parent, '/') = '\0';
-    *strrchr(parent, '/') = '\0';
-    mkdir(parent, 0750); /* <drive>/ec, then <drive>/ec/01 */
-    snprintf(parent, sizeof(parent), "%s", fifo);
-    *strrchr(parent, '/') = '\0';
-    mkdir(parent, 0750);
-    assert_int_equal(mkfifo(fifo, 0640), 0);
-    HealRun run = {.store = store};
+    /* a pass held in its first shard open while the store stops */
+    run.release = false;
+    run.opened = 0; /* the first pass's opens went through */
     uv_thread_t t;
     assert_int_equal(uv_thread_create(&t, heal_thread, &run), 0);
-    int wfd = open(fifo, O_WRONLY | O_CLOEXEC); /* returns once the pass opened it */
-    assert_true(wfd >= 0);
+    uv_mutex_lock(&run.mu);
+    while (run.opened == 0)
+        uv_cond_wait(&run.cv, &run.mu);
+    uv_mutex_unlock(&run.mu);
     s3_store_stop(store);
-    close(wfd);
+    uv_mutex_lock(&run.mu);
+    run.release = true;
+    uv_cond_broadcast(&run.cv);
+    uv_mutex_unlock(&run.mu);
     assert_int_equal(uv_thread_join(&t), 0);
     assert_int_equal(run.rc, -ECANCELED);
     assert_int_equal(run.st.segments, 1); /* not the object's second segment, nor the others */
@@ -279,6 +302,8 @@ static void test_heal_pass_stops(void **st)
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     s3_store_close(store);
+    uv_mutex_destroy(&run.mu);
+    uv_cond_destroy(&run.cv);
     sov_buf_release(&err);
     sov_buf_release(&b);
     char cmd[600];
