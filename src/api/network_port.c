@@ -104,12 +104,8 @@ static bool port_dns_name(ApiCall *c, json_t *b, json_t *doc)
     if (!v)
         return true;
     const char *s = json_is_null(v) ? "" : json_string_value(v);
-    size_t n = s ? strlen(s) : 0;
-    bool ok = s && n <= 63 && (n == 0 || (s[0] != '-' && s[n - 1] != '-'));
-    for (size_t i = 0; ok && i < n; i++)
-        ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-             (s[i] >= '0' && s[i] <= '9') || s[i] == '-';
-    if (!ok) {
+    char label[SOV_DNS_LABEL_MAX + 1];
+    if (!s || (*s && !sov_dns_label_norm(s, strlen(s), label))) {
         neu_invalid(c, "dns_name",
                     "'%.80s' is not a valid host name: 1-63 letters, digits or '-', neither "
                     "first nor last a '-'",
@@ -120,30 +116,11 @@ static bool port_dns_name(ApiCall *c, json_t *b, json_t *doc)
     return true;
 }
 
-/* A network's dns_domain as sov-net's DHCP servers take it: "" (none) or labels of 1-63
- * letters, digits or '-' (neither first nor last) joined by '.', at most 253 characters
- * before one optional trailing '.'. */
+/* A network's dns_domain as sov-net's DHCP servers take it: "" (none) or a DNS name. */
 bool neu_dns_domain_ok(const char *s)
 {
-    size_t n = strlen(s), len = 0;
-    if (n > 0 && s[n - 1] == '.')
-        n--;
-    if (n > 253 || (n == 0 && s[0]))
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '.') {
-            if (len == 0 || s[i - 1] == '-')
-                return false;
-            len = 0;
-        } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                   (ch >= '0' && ch <= '9') || (ch == '-' && len > 0)) {
-            if (++len > 63)
-                return false;
-        } else
-            return false;
-    }
-    return n == 0 || s[n - 1] != '-';
+    char norm[SOV_DNS_NAME_MAX + 1];
+    return !s[0] || sov_dns_name_norm(s, norm);
 }
 
 /* The IPv4 address s as a number in *ret_a, or false. */

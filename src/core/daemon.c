@@ -339,6 +339,45 @@ bool sov_name_ok(const char *s)
     return true;
 }
 
+bool sov_dns_label_norm(const char *s, size_t n, char *out)
+{
+    if (n == 0 || n > SOV_DNS_LABEL_MAX || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+            return false;
+        out[i] = c;
+    }
+    out[n] = '\0';
+    return true;
+}
+
+bool sov_dns_name_norm(const char *s, char out[SOV_DNS_NAME_MAX + 1])
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n > 0 && s[n - 1] == '.')
+        n--;
+    if (n == 0 || n > SOV_DNS_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n;) {
+        const char *dot = memchr(s + i, '.', n - i);
+        size_t len = dot ? (size_t)(dot - (s + i)) : n - i;
+        if (!sov_dns_label_norm(s + i, len, out + i))
+            return false;
+        i += len;
+        if (dot) {
+            out[i++] = '.';
+            if (i == n)
+                return false; /* "a..": an empty label */
+        }
+    }
+    out[n] = '\0';
+    return true;
+}
+
 int sov_parse_hostport(const char *s, char *host, size_t n, int *ret_port)
 {
     const char *colon;

@@ -11,12 +11,13 @@
 #include <stdint.h>
 
 #include "sov/buf.h"
+#include "sov/daemon.h"
 #include "sov/macro.h"
 
 #define DHCP_ID_MAX    64u
 #define DHCP_NAME_MAX  64u
-#define DHCP_LABEL_MAX 63u
-#define DHCP_FQDN_MAX  253u
+#define DHCP_LABEL_MAX SOV_DNS_LABEL_MAX /* DNS names: sov_dns_name_norm */
+#define DHCP_FQDN_MAX  SOV_DNS_NAME_MAX
 #define DHCP_CLID_MAX  (255u * 3u) /* a client id as dnsmasq's lease file writes it */
 
 /* Replaces err's text (err may be NULL). */
@@ -35,9 +36,6 @@ void dhcp_ip4_str(uint32_t a, char out[16]);
 int dhcp_parse_mac(const char *s, char out[18]);
 /* The string member k of o, NULL when absent or not a string. */
 const char *dhcp_jstr(json_t *o, const char *k);
-/* A domain name: labels joined by '.', at most 253 characters once one trailing dot is
- * dropped; written lower case into out. */
-bool dhcp_domain_norm(const char *s, char out[DHCP_FQDN_MAX + 1]);
 /* "ip,ip": at most DHCP_DNS_MAX IPv4 addresses, each written normalised into out (if not
  * NULL) as a server= line. "" is no resolver. */
 bool dhcp_upstream_ok(const char *s, SovBuf *out);

@@ -620,7 +620,7 @@ Dhcp *dhcp_new(const DhcpOpts *o)
     char norm[DHCP_FQDN_MAX + 1];
     if (lease < DHCP_LEASE_MIN_S || lease > DHCP_LEASE_MAX_S ||
         (o->user && !dhcp_plain_name(o->user, 32)) || !dhcp_upstream_ok(up, NULL) ||
-        !dhcp_domain_norm(dom, norm))
+        !sov_dns_name_norm(dom, norm))
         return NULL;
     Dhcp *d = calloc(1, sizeof(*d));
     if (!d)

@@ -136,47 +136,6 @@ const char *dhcp_jstr(json_t *o, const char *k)
     return json_string_value(json_object_get(o, k));
 }
 
-/* One RFC 1123 label of n characters: 1-63 letters, digits or '-', neither first nor last a
- * '-'; written lower case into out (n + 1 bytes). */
-static bool dns_label(const char *s, size_t n, char *out)
-{
-    if (n == 0 || n > DHCP_LABEL_MAX || s[0] == '-' || s[n - 1] == '-')
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (char)(c - 'A' + 'a');
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-            return false;
-        out[i] = c;
-    }
-    out[n] = '\0';
-    return true;
-}
-
-bool dhcp_domain_norm(const char *s, char out[DHCP_FQDN_MAX + 1])
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n > 0 && s[n - 1] == '.')
-        n--;
-    if (n == 0 || n > DHCP_FQDN_MAX)
-        return false;
-    for (size_t i = 0; i < n;) {
-        const char *dot = memchr(s + i, '.', n - i);
-        size_t len = dot ? (size_t)(dot - (s + i)) : n - i;
-        if (!dns_label(s + i, len, out + i))
-            return false;
-        i += len;
-        if (dot) {
-            out[i++] = '.';
-            if (i == n)
-                return false; /* "a..": an empty label */
-        }
-    }
-    out[n] = '\0';
-    return true;
-}
-
 bool dhcp_upstream_ok(const char *s, SovBuf *out)
 {
     unsigned n = 0;
@@ -369,7 +328,7 @@ static int render_hosts(const char *subnet_id, uint32_t net, int plen, json_t *p
             e->lease = here;
             leased = leased || here;
             leases += here;
-            if (dn && dns_label(dn, strlen(dn), e->host) &&
+            if (dn && sov_dns_label_norm(dn, strlen(dn), e->host) &&
                 strlen(e->host) + 1 + strlen(domain) <= DHCP_FQDN_MAX)
                 e->named = true;
             else
@@ -473,7 +432,7 @@ bool dhcp_dns_ok(const char *dns_upstream, const char *dns_domain)
 {
     char dom[DHCP_FQDN_MAX + 1];
     return dhcp_upstream_ok(dns_upstream, NULL) &&
-           (!dns_domain || !*dns_domain || dhcp_domain_norm(dns_domain, dom));
+           (!dns_domain || !*dns_domain || sov_dns_name_norm(dns_domain, dom));
 }
 
 int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json_t *subnet,
@@ -531,15 +490,15 @@ int dhcp_render(const char *dir, const char *ifname, const char *server_ip, json
     const char *def_domain = o && o->dns_domain ? o->dns_domain : DHCP_DOMAIN_DEFAULT;
     char domain[DHCP_FQDN_MAX + 1];
     if (lease < DHCP_LEASE_MIN_S || lease > DHCP_LEASE_MAX_S ||
-        (o && o->user && !dhcp_plain_name(o->user, 32)) || !dhcp_domain_norm(def_domain, domain) ||
+        (o && o->user && !dhcp_plain_name(o->user, 32)) || !sov_dns_name_norm(def_domain, domain) ||
         !dhcp_upstream_ok(o ? o->dns_upstream : NULL, NULL)) {
         dhcp_seterr(err, "bad DHCP options (lease time, user, DNS domain or upstream resolvers)");
         return -EINVAL;
     }
     /* the network's dns_domain when it is a domain name (sov-api takes any string) */
     const char *nd = dhcp_jstr(subnet, "dns_domain");
-    if (nd && *nd && !dhcp_domain_norm(nd, domain))
-        dhcp_domain_norm(def_domain, domain); /* the failed try left a part in domain */
+    if (nd && *nd && !sov_dns_name_norm(nd, domain))
+        sov_dns_name_norm(def_domain, domain); /* the failed try left a part in domain */
     char nets[16], mask[16], gws[16];
     dhcp_ip4_str(net, nets);
     dhcp_ip4_str(prefix_mask(plen), mask);

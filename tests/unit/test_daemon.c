@@ -77,6 +77,43 @@ static void test_parse_http_url_and_names(void **state)
     assert_false(sov_name_ok("x/y"));
 }
 
+/* DNS labels and names: RFC 1123 syntax, lower-cased, one trailing dot dropped. */
+static void test_dns_names(void **state)
+{
+    (void)state;
+    char out[SOV_DNS_NAME_MAX + 1], l64[70], n254[300];
+    assert_true(sov_dns_name_norm("Web-1.Example.TEST.", out));
+    assert_string_equal(out, "web-1.example.test");
+    assert_true(sov_dns_name_norm("a", out));
+    assert_string_equal(out, "a");
+    static const char *const bad[] = {"",    ".",   "a..", "a..b", ".a",    "-a.b", "a-.b",
+                                      "a_b", "a b", "a/b", "é.x",  "a.b..", NULL};
+    for (size_t i = 0; bad[i]; i++)
+        assert_false(sov_dns_name_norm(bad[i], out));
+    assert_false(sov_dns_name_norm(NULL, out));
+    memset(l64, 'a', 64);
+    l64[64] = '\0';
+    assert_false(sov_dns_name_norm(l64, out)); /* a 64-character label */
+    assert_false(sov_dns_label_norm(l64, 64, out));
+    assert_true(sov_dns_label_norm(l64, 63, out));
+    /* 253 characters (and a trailing dot) are a name, 254 are not */
+    for (size_t i = 0; i < 254; i++)
+        n254[i] = i % 4 == 3 ? '.' : 'b';
+    n254[253] = '\0';
+    assert_true(sov_dns_name_norm(n254, out));
+    assert_int_equal(strlen(out), 253);
+    n254[253] = '.';
+    n254[254] = '\0';
+    assert_true(sov_dns_name_norm(n254, out));
+    n254[253] = 'b';
+    assert_false(sov_dns_name_norm(n254, out));
+    assert_true(sov_dns_label_norm("Db-1", 4, out));
+    assert_string_equal(out, "db-1");
+    assert_false(sov_dns_label_norm("", 0, out));
+    assert_false(sov_dns_label_norm("-a", 2, out));
+    assert_false(sov_dns_label_norm("a.b", 3, out));
+}
+
 static void test_parse_hostport_bad(void **state)
 {
     static const char *const bad[] = {
@@ -682,6 +719,7 @@ int main(void)
         cmocka_unit_test(test_parse_hostport),
         cmocka_unit_test(test_parse_hostport_bad),
         cmocka_unit_test(test_parse_http_url_and_names),
+        cmocka_unit_test(test_dns_names),
         cmocka_unit_test(test_regression_hostport_lenient_port),
         cmocka_unit_test(test_daemon_args),
         cmocka_unit_test(test_daemon_args_errors),

@@ -97,6 +97,15 @@ int sov_parse_http_url(const char *url, char *host, size_t n, int *ret_port);
 /* Whether s is a name agents use for hosts, zones and namespaces: letters, digits, '-', '_',
  * '.' (the empty string included; callers check emptiness themselves). */
 bool sov_name_ok(const char *s);
+/* DNS names (RFC 1123): a label is 1-SOV_DNS_LABEL_MAX letters, digits or '-', neither first
+ * nor last a '-'; a name is labels joined by '.', at most SOV_DNS_NAME_MAX characters before one
+ * optional trailing '.'. sov_dns_label_norm checks the n characters at s and writes them lower
+ * case into out (n + 1 bytes); sov_dns_name_norm does that for a whole name, without the
+ * trailing dot ("" is no name). */
+#define SOV_DNS_LABEL_MAX 63u
+#define SOV_DNS_NAME_MAX  253u
+bool sov_dns_label_norm(const char *s, size_t n, char *out);
+bool sov_dns_name_norm(const char *s, char out[SOV_DNS_NAME_MAX + 1]);
 /* fsync of a directory, and of the directory holding path (trailing '/' ignored): what makes
  * a create or rename in it durable. 0 or -errno. */
 int sov_fsync_dir(const char *dir);
