@@ -250,15 +250,11 @@ static void port_dns_out(Api *a, json_t *port, json_t *nets)
         const char *d = "";
         if (api_store_get(a->store, "network", net_id, &net, NULL, 0) == 0)
             d = neu_s(net, "dns_domain");
-        char buf[256];
-        size_t n = strlen(d) < sizeof(buf) ? strlen(d) : 0;
-        for (size_t i = 0; i < n; i++)
-            buf[i] = d[i] >= 'A' && d[i] <= 'Z' ? (char)(d[i] - 'A' + 'a') : d[i];
-        if (!n) /* the cloud's own ([network] dns_domain, checked at start) */
-            for (d = a->cfg.dns_domain; n + 1 < sizeof(buf) && d[n]; n++)
-                buf[n] = d[n] >= 'A' && d[n] <= 'Z' ? (char)(d[n] - 'A' + 'a') : d[n];
-        n -= n > 0 && buf[n - 1] == '.';
-        buf[n] = '\0';
+        /* the network's when it is a DNS name (as sov-net's DHCP servers take it), else the
+         * cloud's ([network] dns_domain, checked at start) */
+        char buf[SOV_DNS_NAME_MAX + 1];
+        if (!sov_dns_name_norm(d, buf) && !sov_dns_name_norm(a->cfg.dns_domain, buf))
+            buf[0] = '\0';
         dom = json_string(buf);
         json_object_set_new(nets, net_id, dom);
         json_decref(net);

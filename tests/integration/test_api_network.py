@@ -667,6 +667,12 @@ def test_the_clouds_dns_domain(start_api, tmp_path):
                       "p1")
     assert p["dns_assignment"] == [{"hostname": "host-10-3-0-9", "ip_address": "10.3.0.9",
                                     "fqdn": "host-10-3-0-9.cloud.example."}]
+    # a network's dns_domain is a DNS name as sov-net's DHCP servers take it, or refused
+    tok = api.token()
+    for bad in ("example.org..", "-a.example", "a_b.example", "x" * 64 + ".example", "."):
+        st, doc, _ = api.request("POST", N + "/networks", {"network": {"dns_domain": bad}},
+                                 token=tok)
+        assert st == 400 and "dns_domain" in neutron_error(doc)[1], (bad, st, doc)
     bad = tmp_path / "bad.ini"
     bad.write_text(api.cfg.read_text().replace("Cloud.Example.", "not a domain"))
     r = subprocess.run([str(BIN / "sov-api"), "--config", str(bad), "--check-config"],

@@ -96,6 +96,10 @@ static void test_dns_names(void **state)
     assert_false(sov_dns_name_norm(l64, out)); /* a 64-character label */
     assert_false(sov_dns_label_norm(l64, 64, out));
     assert_true(sov_dns_label_norm(l64, 63, out));
+    memcpy(l64 + 63, ".b", 3); /* a 63-character label, then another */
+    assert_true(sov_dns_name_norm(l64, out));
+    assert_int_equal(strlen(out), 65);
+    assert_false(sov_dns_name_norm("a.b-", out));
     /* 253 characters (and a trailing dot) are a name, 254 are not */
     for (size_t i = 0; i < 254; i++)
         n254[i] = i % 4 == 3 ? '.' : 'b';
