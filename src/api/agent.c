@@ -77,15 +77,7 @@ static bool host_up(Api *a, json_t *h)
 static bool valid_name(const char *s, size_t max)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > max)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '-' || ch == '_' || ch == '.'))
-            return false;
-    }
-    return true;
+    return n > 0 && n <= max && sov_name_ok(s);
 }
 
 /* ---- hosts ---- */

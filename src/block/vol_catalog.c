@@ -45,15 +45,7 @@ static bool name_valid(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
 
-    if (n == 0 || n > VOL_NAME_MAX || s[0] == '.')
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
+    return n > 0 && n <= VOL_NAME_MAX && s[0] != '.' && sov_name_ok(s);
 }
 
 static int64_t now_ms(void)

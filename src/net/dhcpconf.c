@@ -30,15 +30,8 @@ void dhcp_seterr(SovBuf *err, const char *fmt, ...)
 bool dhcp_plain_name(const char *s, size_t max)
 {
     size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > max || s[0] == '-' || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.'))
-            return false;
-    }
-    return true;
+    return n > 0 && n <= max && s[0] != '-' && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 &&
+           sov_name_ok(s);
 }
 
 bool dhcp_safe_path(const char *s)
