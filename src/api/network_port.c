@@ -14,28 +14,18 @@
 #include "ipam.h"
 #include "network-int.h"
 #include "sov/crypto.h"
+#include "sov/mac.h"
 
 #define MAX_ADDRESS_PAIR 10
 
 /* Lower-case colon form of a unicast MAC, or false. */
 static bool mac_parse(const char *s, char out[18])
 {
-    unsigned b[6];
-    char sep[5], end;
-    if (!s || strlen(s) != 17 ||
-        sscanf(s, "%2x%c%2x%c%2x%c%2x%c%2x%c%2x%c", &b[0], &sep[0], &b[1], &sep[1], &b[2], &sep[2],
-               &b[3], &sep[3], &b[4], &sep[4], &b[5], &end) != 11)
+    uint8_t b[6];
+    static const uint8_t zero[6];
+    if (!sov_mac_parse(s, b) || (b[0] & 1) || memcmp(b, zero, 6) == 0)
         return false;
-    for (int i = 0; i < 5; i++)
-        if (sep[i] != ':' && sep[i] != '-')
-            return false;
-    for (int i = 0; i < 17; i++)
-        if (i % 3 != 2 && !strchr("0123456789abcdefABCDEF", s[i]))
-            return false;
-    if ((b[0] & 1) || (b[0] | b[1] | b[2] | b[3] | b[4] | b[5]) == 0)
-        return false;
-    snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", (uint8_t)b[0], (uint8_t)b[1], (uint8_t)b[2],
-             (uint8_t)b[3], (uint8_t)b[4], (uint8_t)b[5]);
+    sov_mac_format(b, out);
     return true;
 }
 

@@ -70,6 +70,7 @@
 
 #include "sg.h"
 #include "sov/json.h"
+#include "sov/mac.h"
 #include "sov/macro.h"
 
 __extension__ typedef unsigned __int128 SgAddr;
@@ -206,36 +207,6 @@ static bool ifname_valid(const char *s)
         if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'z') ||
               (s[i] >= 'A' && s[i] <= 'Z') || s[i] == '_' || s[i] == '-'))
             return false;
-    return true;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static void mac_format(const uint8_t mac[6], char buf[18])
-{
-    snprintf(buf, 18, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4],
-             mac[5]);
-}
-
-static bool mac_parse(const char *s, uint8_t mac[6])
-{
-    if (strlen(s) != 17)
-        return false;
-    for (int i = 0; i < 6; i++) {
-        int h = hexval(s[i * 3]), l = hexval(s[i * 3 + 1]);
-        if (h < 0 || l < 0 || (i < 5 && s[i * 3 + 2] != ':'))
-            return false;
-        mac[i] = (uint8_t)(h << 4 | l);
-    }
     return true;
 }
 
@@ -456,7 +427,8 @@ static int parse_port_pairs(SgCtx *c, json_t *p, SgPort *port, size_t i)
             return fail(c->err, -EINVAL, "port", i, "invalid allowed_address_pairs ip_address");
         pair.ip.addr &= ~host_mask(pair.ip.fam, pair.plen);
         static const uint8_t zero[6];
-        if (mac && (!mac_parse(mac, pair.mac) || (pair.mac[0] & 1) || !memcmp(pair.mac, zero, 6)))
+        if (mac &&
+            (!sov_mac_parse(mac, pair.mac) || (pair.mac[0] & 1) || !memcmp(pair.mac, zero, 6)))
             return fail(c->err, -EINVAL, "port", i, "invalid allowed_address_pairs mac_address");
         if (!mac)
             memcpy(pair.mac, port->mac, sizeof(pair.mac));
@@ -557,7 +529,7 @@ static int parse_port(SgCtx *c, json_t *p, size_t i, uint32_t *n_local)
         return located(c->err, r, "port", i);
     if (!id_valid(port->id))
         return fail(c->err, -EINVAL, "port", i, "invalid id");
-    if (mac && !mac_parse(mac, port->mac))
+    if (mac && !sov_mac_parse(mac, port->mac))
         return fail(c->err, -EINVAL, "port", i, "invalid mac_address");
     port->has_mac = mac != NULL;
     if (port->dev && !ifname_valid(port->dev))
@@ -1112,7 +1084,7 @@ static void emit_srcs(SgCtx *c, const char *match, uint8_t fam, const SgSrc *v, 
         if (v[i].dropped)
             continue;
         char mac[18], addr[INET6_ADDRSTRLEN];
-        mac_format(v[i].mac, mac);
+        sov_mac_format(v[i].mac, mac);
         addr_format(fam, v[i].addr, addr, sizeof(addr));
         emit(c, "%s %s . ", first ? "" : ",", mac);
         if (arp)
@@ -1130,7 +1102,7 @@ static void emit_port_from(SgCtx *c, const SgPort *p)
 {
     SgSrc v[SG_MAX_SRCS];
     char mac[18];
-    mac_format(p->mac, mac);
+    sov_mac_format(p->mac, mac);
     emit(c, "  chain p%u_from { # port %s dev %s\n    meta mark set 0x%08x\n", p->num, p->id,
          p->dev, p->num);
     bool other = false; /* a pair with another MAC */
@@ -1148,7 +1120,7 @@ static void emit_port_from(SgCtx *c, const SgPort *p)
             if (seen)
                 continue;
             char pm[18];
-            mac_format(m, pm);
+            sov_mac_format(m, pm);
             emit(c, ", %s", pm);
         }
         emit(c, " } drop\n");

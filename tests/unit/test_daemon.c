@@ -24,6 +24,7 @@
 
 #include "sov/conf.h"
 #include "sov/daemon.h"
+#include "sov/mac.h"
 #include "sov/http.h"
 #include "sov/log.h"
 #include "sov/macro.h"
@@ -75,6 +76,31 @@ static void test_parse_http_url_and_names(void **state)
     assert_false(sov_name_ok("a b"));
     assert_false(sov_name_ok("../x"));
     assert_false(sov_name_ok("x/y"));
+}
+
+/* MAC addresses: six hex pairs joined by one kind of separator; written back lower-case. */
+static void test_mac(void **state)
+{
+    (void)state;
+    uint8_t m[6];
+    char out[18];
+    assert_true(sov_mac_parse("FA:16:3e:0A:b1:ff", m));
+    sov_mac_format(m, out);
+    assert_string_equal(out, "fa:16:3e:0a:b1:ff");
+    assert_true(sov_mac_parse("fa-16-3e-0a-b1-ff", m));
+    assert_int_equal(m[5], 0xff);
+    static const char *const bad[] = {"",
+                                      "fa:16:3e:0a:b1",
+                                      "fa:16:3e:0a:b1:ff:",
+                                      "fa:16-3e:0a:b1:ff",
+                                      "fa:16:3e:0a:b1:fg",
+                                      "fa.16.3e.0a.b1.ff",
+                                      " a:16:3e:0a:b1:ff",
+                                      "fa:16:3e:0a:b1:f",
+                                      NULL};
+    for (size_t i = 0; bad[i]; i++)
+        assert_false(sov_mac_parse(bad[i], m));
+    assert_false(sov_mac_parse(NULL, m));
 }
 
 /* DNS labels and names: RFC 1123 syntax, lower-cased, one trailing dot dropped. */
@@ -724,6 +750,7 @@ int main(void)
         cmocka_unit_test(test_parse_hostport_bad),
         cmocka_unit_test(test_parse_http_url_and_names),
         cmocka_unit_test(test_dns_names),
+        cmocka_unit_test(test_mac),
         cmocka_unit_test(test_regression_hostport_lenient_port),
         cmocka_unit_test(test_daemon_args),
         cmocka_unit_test(test_daemon_args_errors),

@@ -306,7 +306,7 @@ static const struct {
     {"id", "7"},
     {"mac_address", "\"02:00:00:00:00\""},
     {"mac_address", "\"02:00:00:00:00:0g\""},
-    {"mac_address", "\"02-00-00-00-00-01\""},
+    {"mac_address", "\"02:00-00:00:00:01\""},
     {"mac_address", "null"}, /* required on a filtered local port */
     {"fixed_ips", "[{\"ip_address\":\"10.0.0.300\"}]"},
     {"fixed_ips", "[{\"ip_address\":\"10.0.0.1/24\"}]"},
