@@ -13,7 +13,14 @@
  *   GET  /agent/v1/images/{id}/file          the data itself
  * Hosts are documents of kind "host" (id = host name); a host silent for three heartbeat
  * periods is down and gets no new servers. The scheduler places a server on the up compute
- * host of its zone with the most free memory that has room for its vCPUs, RAM and GPUs. */
+ * host of its zone with the most free memory that has room for its vCPUs, RAM and GPUs.
+ * One network host with [net] l3 on at a time is the l3 host ("l3_active" in its document, and
+ * in the answer to its heartbeat): it alone realises routers, DHCP servers and ports bound to no
+ * host, which would otherwise answer for the same addresses from several hosts on a shared VXLAN
+ * segment. The first to register holds the role while it heartbeats; once it has been silent for
+ * three periods (counted from this sov-api's start too, so a restart of sov-api hands nothing
+ * over) the next network host with l3 on to register takes it, and the old one, when it reports
+ * again, learns it stands by and removes what it realised. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -44,6 +51,11 @@ typedef struct Agents {
     uv_timer_t kick; /* answers waiters after a commit, outside the committing handler */
     bool kick_armed;
     bool stopping;
+    /* the l3 role: when each host last reported, on the loop's monotonic clock (a step of the
+     * wall clock moves no role), and when this sov-api started (hosts it has not heard from
+     * yet count as heard then) */
+    json_t *heard; /* host -> uv_now() */
+    uint64_t started;
 } Agents;
 
 /* Agent calls carry the agent token; admins with a Keystone token may read. */
@@ -68,10 +80,79 @@ static ApiCall *agent_begin(Api *a, SovHttpReq *req)
     return c;
 }
 
-static bool host_up(Api *a, json_t *h)
+bool api_host_up(Api *a, json_t *h)
 {
     int64_t seen = json_integer_value(json_object_get(h, "last_seen_ms"));
     return api_now_ms() - seen <= 3 * (int64_t)a->cfg.heartbeat_ms;
+}
+
+/* Whether host document h is a network host that asks for the l3 role ([net] l3). */
+static bool l3_wanted(json_t *h)
+{
+    return strcmp(api_jstr(h, "kind"), "network") == 0 &&
+           json_is_true(json_object_get(json_object_get(h, "info"), "l3"));
+}
+
+/* Whether host document h has reported to this sov-api within three heartbeat periods of now
+ * (periods before it started do not count: it cannot know what happened in them). */
+static bool l3_holder_heard(Api *a, json_t *h)
+{
+    Agents *ag = a->agents;
+    json_t *t = json_object_get(ag->heard, api_jstr(h, "host"));
+    uint64_t seen = t ? (uint64_t)json_integer_value(t) : ag->started;
+    return uv_now(a->loop) - seen <= 3 * a->cfg.heartbeat_ms;
+}
+
+/* Sets doc's "l3_active" (see the top of this file); old is the host's stored document or NULL.
+ * A holder silent too long loses the role here, to the registering host. */
+static int l3_elect(Api *a, json_t *doc, json_t *old)
+{
+    bool active = false;
+    if (l3_wanted(doc)) {
+        active = json_is_true(json_object_get(old, "l3_active"));
+        ApiListQuery q = {.kind = "host", .parent = "network"};
+        json_t *hosts, *h;
+        size_t i;
+        if (!active) {
+            int r = api_store_list(a->store, &q, &hosts);
+            if (r < 0)
+                return r;
+            active = true;
+            json_array_foreach(hosts, i, h)
+            {
+                const char *name = api_jstr(h, "host");
+                if (strcmp(name, api_jstr(doc, "host")) == 0 ||
+                    !json_is_true(json_object_get(h, "l3_active")))
+                    continue;
+                if (l3_holder_heard(a, h) && l3_wanted(h)) {
+                    active = false;
+                    continue;
+                }
+                /* the old holder stands by from now on (it learns so when it reports again) */
+                json_object_set_new(h, "l3_active", json_false());
+                ApiDocMeta m = {.kind = "host",
+                                .id = name,
+                                .name = name,
+                                .status = "up",
+                                .host = name,
+                                .parent = api_jstr(h, "kind")};
+                if ((r = api_store_update(a->store, &m, h)) < 0) {
+                    json_decref(hosts);
+                    return r;
+                }
+                log_warn("network host %s has not reported for %" PRIu64
+                         " ms: it no longer holds the l3 role",
+                         name, 3 * a->cfg.heartbeat_ms);
+            }
+            json_decref(hosts);
+            if (active)
+                log_info("network host %s holds the l3 role (routers, DHCP, unbound ports)",
+                         api_jstr(doc, "host"));
+        }
+    }
+    if (strcmp(api_jstr(doc, "kind"), "network") == 0)
+        json_object_set_new(doc, "l3_active", json_boolean(active));
+    return 0;
 }
 
 static bool valid_name(const char *s, size_t max)
@@ -127,18 +208,34 @@ static void h_register(SovHttpReq *req, void *ud)
     json_t *info = json_object_get(b, "info");
     if (json_is_object(info) && json_object_size(info) <= 32)
         json_object_set(doc, "info", info);
-    json_t *old;
+    json_t *old = NULL;
     bool exists = api_store_get(a->store, "host", host, &old, NULL, 0) == 0;
-    if (exists) {
-        json_t *reg = json_object_get(old, "registered_ms");
-        json_object_set(doc, "registered_ms", reg);
-        json_decref(old);
-    } else
+    if (exists)
+        json_object_set(doc, "registered_ms", json_object_get(old, "registered_ms"));
+    else
         json_object_set_new(doc, "registered_ms", json_integer(api_now_ms()));
+    json_object_set_new(((Agents *)a->agents)->heard, host,
+                        json_integer((json_int_t)uv_now(a->loop)));
+    /* a role that moves leaves one holder and goes to the other in one transaction */
+    int r = api_store_begin(a->store);
+    if (r == 0)
+        r = l3_elect(a, doc, exists ? old : NULL);
+    if (exists)
+        json_decref(old);
+    if (r < 0) {
+        api_store_rollback(a->store);
+        json_decref(doc);
+        api_fault(c, 500, NULL, "cannot record the host: %s", strerror(-r));
+        return;
+    }
     ApiDocMeta m = {
         .kind = "host", .id = host, .name = host, .status = "up", .host = host, .parent = kind};
     snprintf(c->target, sizeof(c->target), "%s", host);
-    int r = exists ? api_store_update(a->store, &m, doc) : api_store_insert(a->store, &m, doc);
+    r = exists ? api_store_update(a->store, &m, doc) : api_store_insert(a->store, &m, doc);
+    if (r == 0)
+        r = api_store_commit(a->store);
+    else
+        api_store_rollback(a->store);
     if (r < 0) {
         json_decref(doc);
         api_fault(c, 500, NULL, "cannot record the host: %s", strerror(-r));
@@ -169,7 +266,7 @@ static void h_hosts(SovHttpReq *req, void *ud)
     size_t i;
     json_t *v;
     json_array_foreach(arr, i, v)
-        json_object_set_new(v, "status", json_string(host_up(a, v) ? "up" : "down"));
+        json_object_set_new(v, "status", json_string(api_host_up(a, v) ? "up" : "down"));
     api_reply(c, 200, json_pack("{s:o}", "hosts", arr));
 }
 
@@ -194,7 +291,7 @@ static json_t *hypervisor_view(Api *a, json_t *h, size_t idx, bool detail)
         json_decref(servers);
     }
     json_t *v = json_pack("{s:I,s:s,s:s,s:s}", "id", (json_int_t)idx + 1, "hypervisor_hostname",
-                          name, "state", host_up(a, h) ? "up" : "down", "status", "enabled");
+                          name, "state", api_host_up(a, h) ? "up" : "down", "status", "enabled");
     if (detail) {
         json_t *info = json_object_get(h, "info");
         const char *accel = api_jstr(info, "accel");
@@ -703,7 +800,7 @@ int api_schedule(Api *a, const char *zone, int64_t vcpus, int64_t ram_mb, int64_
     json_t *h;
     json_array_foreach(hosts, i, h)
     {
-        if (!host_up(a, h) || (zone && *zone && strcmp(api_jstr(h, "zone"), zone) != 0))
+        if (!api_host_up(a, h) || (zone && *zone && strcmp(api_jstr(h, "zone"), zone) != 0))
             continue;
         const char *name = api_jstr(h, "host");
         if (exclude && strcmp(name, exclude) == 0)
@@ -744,6 +841,11 @@ int api_agent_start(Api *a, SovBuf *err)
     if (!ag)
         return -ENOMEM;
     ag->api = a;
+    ag->started = uv_now(a->loop);
+    if (!(ag->heard = json_object())) {
+        free(ag);
+        return -ENOMEM;
+    }
     uv_timer_init(a->loop, &ag->kick);
     ag->kick.data = ag;
     uv_unref((uv_handle_t *)&ag->kick);
@@ -765,6 +867,8 @@ void api_agent_stop(Api *a)
     while (ag->head) /* long-polls answer now, so a graceful stop does not wait for them */
         waiter_finish(ag, ag->head);
     a->agents = NULL;
+    json_decref(ag->heard);
+    ag->heard = NULL;
     uv_close((uv_handle_t *)&ag->kick, kick_closed);
 }
 

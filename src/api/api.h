@@ -267,6 +267,8 @@ void api_compute_release_volumes(Api *a, const char *project, json_t *server);
 int api_compute_ports_migrating(Api *a, json_t *server, const char *to, const char *host);
 /* Wakes agents long-polling on a change of any of these kinds. Called by the store on commit. */
 void api_agents_notify(Api *a);
+/* agent.c: whether host document h has reported within three heartbeat periods. */
+bool api_host_up(Api *a, json_t *h);
 
 /* ---- volumes through sov-block (volume.c) ---- */
 /* Runs the block reconciler now (after a change) instead of at its next tick. */

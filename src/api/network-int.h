@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* What the files of the Neutron API share: network.c (these helpers, version documents,
  * extensions, quotas, networks, subnets), network_port.c (ports), network_l3.c (routers and
- * floating IPs), secgroup.c (security groups and rules); ipam.c manages the addresses.
+ * floating IPs), network_agent.c (agents), secgroup.c (security groups and rules); ipam.c manages
+ * the addresses.
  *
  * Every resource is one store document of its kind, kept in the shape Neutron returns (with
  * project_id/tenant_id, created_at/updated_at and revision_number), so a GET is a read and
@@ -131,6 +132,10 @@ json_t *neu_port_get(Api *a, const char *id);
 /* ---- routers and floating IPs (network_l3.c) ---- */
 
 void neu_l3_routes(Api *a);
+
+/* ---- agents: the network hosts as Neutron agents (network_agent.c) ---- */
+
+void neu_agent_routes(Api *a);
 
 /* ---- security groups (secgroup.c) ---- */
 

@@ -710,6 +710,9 @@ static const char *const extensions[][2] = {
     {"standard-attr-timestamp", "Resource timestamps"},
     {"standard-attr-revisions", "Resource revision numbers"},
     {"pagination", "Pagination support"},
+    {"agent", "agent"},
+    {"l3_agent_scheduler", "L3 Agent Scheduler"},
+    {"dhcp_agent_scheduler", "DHCP Agent Scheduler"},
 };
 
 static json_t *extension_json(size_t i)
@@ -1459,6 +1462,7 @@ void api_network_routes(Api *a)
         sov_router_add(a->router, routes[i].method, routes[i].path, 0, routes[i].h, a);
     neu_port_routes(a);
     neu_l3_routes(a);
+    neu_agent_routes(a);
     neu_secgroup_routes(a);
 }
 

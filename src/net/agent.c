@@ -32,6 +32,7 @@ typedef struct Call {
 typedef struct Apply {
     uv_work_t w;
     Net *n;
+    NetConfig cfg; /* n's, with l3 off while this host stands by (n->l3_active) */
     json_t *snapshot, *statuses, *dhcp;
     int r;
     uint64_t ns; /* how long the pass took */
@@ -139,7 +140,7 @@ static void apply_work(uv_work_t *req)
 {
     Apply *a = (Apply *)req;
     uint64_t t0 = uv_hrtime();
-    a->r = net_realize(&a->n->cfg, a->snapshot, a->statuses, a->dhcp, &a->err);
+    a->r = net_realize(&a->cfg, a->snapshot, a->statuses, a->dhcp, &a->err);
     a->ns = uv_hrtime() - t0;
 }
 
@@ -279,6 +280,8 @@ static void apply_start(Net *n)
     if (!a)
         return;
     a->n = n;
+    a->cfg = n->cfg;
+    a->cfg.l3 = n->cfg.l3 && n->l3_active;
     a->snapshot = json_deep_copy(n->snapshot);
     a->statuses = json_object();
     a->dhcp = json_object();
@@ -302,18 +305,48 @@ static void resync_cb(uv_timer_t *t)
     apply_start(n);
 }
 
+/* A heartbeat's answer: sov-api's heartbeat period, and whether this host holds the l3 role
+ * (sov-api's agent.c: routers, DHCP servers and unbound ports are realised on one network host
+ * with [net] l3 on at a time); a change of role starts a pass. */
+static void registered(Net *n, json_t *doc)
+{
+    json_int_t hb = json_integer_value(json_object_get(doc, "heartbeat_ms"));
+    if (hb >= 1000 && (uint64_t)hb != n->heartbeat_ms && !n->stopping) {
+        n->heartbeat_ms = (uint64_t)hb;
+        uv_timer_start(&n->heartbeat, heartbeat_cb, n->heartbeat_ms / 2, n->heartbeat_ms / 2);
+    }
+    /* a sov-api that knows no l3 role (older) leaves [net] l3 to decide, as it did */
+    json_t *la = json_object_get(json_object_get(doc, "host"), "l3_active");
+    bool active = la ? json_is_true(la) : true;
+    if (n->cfg.l3 && active != n->l3_active)
+        log_info("%s the l3 role: %s", active ? "this host holds" : "another network host holds",
+                 active ? "routers, DHCP servers and unbound ports are realised here"
+                        : "this host realises only the ports bound to it");
+    bool changed = active != n->l3_active;
+    n->l3_active = active;
+    if (changed && n->registered) {
+        n->dirty = true;
+        apply_start(n);
+    }
+    if (!n->registered) {
+        n->registered = true;
+        log_info("registered with sov-api as network host %s.net", n->host);
+        watch(n);
+    }
+}
+
 static void on_done(SovHttpClientReq *r, int err, void *ud)
 {
     Call *k = ud;
     Net *n = k->n;
     if (k->kind == 0) {
-        if (err < 0 || k->status != 200)
+        json_t *doc = NULL;
+        if (err < 0 || k->status != 200 ||
+            sov_json_parse_object((SovStr){k->body.ptr, k->body.len}, RESP_MAX, &doc, NULL) < 0)
             log_warn("registration failed: err=%d status=%d", err, k->status);
-        else if (!n->registered) {
-            n->registered = true;
-            log_info("registered with sov-api as network host %s.net", n->host);
-            watch(n);
-        }
+        else
+            registered(n, doc);
+        json_decref(doc);
     } else if (k->kind == 1) {
         n->watch_busy = false;
         json_t *doc = NULL;

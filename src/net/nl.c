@@ -2,11 +2,18 @@
 /* sov-net: rtnetlink for what Debian 12's `ip` cannot set, the GSO/GRO size limits of devices
  * (IFLA_GSO_IPV4_MAX_SIZE and IFLA_GRO_IPV4_MAX_SIZE arrived with Linux 6.3, after iproute2
  * 6.1). A socket is opened inside the wanted namespace (setns on this thread and back), one
- * dump reads every device there, and only devices whose limits differ get an RTM_NEWLINK. */
+ * dump reads every device there, and only devices whose limits differ get an RTM_NEWLINK.
+ * And gratuitous ARP, which Debian 12 has no tool for but busybox's. */
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <sys/ioctl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,14 +42,14 @@ static void seterr(SovBuf *err, const char *what, int e)
         sov_buf_printf(err, "netlink: %s: %s", what, strerror(e));
 }
 
-/* A NETLINK_ROUTE socket in namespace ns (NULL or "": this thread's). */
-static int open_in(const char *ns, SovBuf *err)
+/* A socket(domain, type, proto) in namespace ns (NULL or "": this thread's). */
+static int open_in(const char *ns, int domain, int type, int proto, SovBuf *err)
 {
     if (!ns || !*ns) {
-        int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+        int s = socket(domain, type | SOCK_CLOEXEC, proto), e = errno;
         if (s < 0)
-            seterr(err, "socket", errno);
-        return s < 0 ? -errno : s;
+            seterr(err, "socket", e);
+        return s < 0 ? -e : s;
     }
     char path[300];
     if (snprintf(path, sizeof(path), "/run/netns/%s", ns) >= (int)sizeof(path) || strchr(ns, '/')) {
@@ -62,7 +69,7 @@ static int open_in(const char *ns, SovBuf *err)
     if (setns(target, CLONE_NEWNET) < 0) {
         e = errno;
     } else {
-        s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+        s = socket(domain, type | SOCK_CLOEXEC, proto);
         e = s < 0 ? errno : 0;
         if (setns(self, CLONE_NEWNET) < 0) {
             /* this pool thread would go on in the wrong namespace: nothing sane is left */
@@ -184,7 +191,7 @@ static void scan_link(struct nlmsghdr *h, void *ud)
 
 int nl_converge_gso(const char *ns, const char *const *prefixes, unsigned size, SovBuf *err)
 {
-    int s = open_in(ns, err);
+    int s = open_in(ns, AF_NETLINK, SOCK_RAW, NETLINK_ROUTE, err);
     if (s < 0)
         return s;
     Scan sc = {.prefixes = prefixes, .want = size, .v = calloc(NL_MAX_CHANGES, sizeof(Change))};
@@ -237,4 +244,52 @@ int nl_converge_gso(const char *ns, const char *const *prefixes, unsigned size, 
     free(sc.v);
     close(s);
     return r < 0 ? r : changed;
+}
+
+int nl_announce(const char *ns, const char *ifname, const char *addr, SovBuf *err)
+{
+    struct in_addr ip;
+    struct ifreq ifr = {0};
+    if (inet_pton(AF_INET, addr, &ip) != 1 || strlen(ifname) >= sizeof(ifr.ifr_name)) {
+        seterr(err, "announcing an address", EINVAL);
+        return -EINVAL;
+    }
+    int s = open_in(ns, AF_PACKET, SOCK_DGRAM, 0, err); /* protocol 0: it sends, receives none */
+    if (s < 0)
+        return s;
+    int r = 0;
+    memcpy(ifr.ifr_name, ifname, strlen(ifname) + 1);
+    struct sockaddr_ll to = {
+        .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ARP), .sll_halen = ETH_ALEN};
+    struct {
+        struct arphdr h;
+        uint8_t sha[ETH_ALEN], spa[4], tha[ETH_ALEN], tpa[4];
+    } __attribute__((packed)) arp = {.h = {.ar_hrd = htons(ARPHRD_ETHER),
+                                           .ar_pro = htons(ETH_P_IP),
+                                           .ar_hln = ETH_ALEN,
+                                           .ar_pln = 4,
+                                           .ar_op = htons(ARPOP_REQUEST)}};
+    if (ioctl(s, SIOCGIFINDEX, &ifr) < 0) {
+        r = -errno;
+        seterr(err, ifname, errno);
+        goto out;
+    }
+    to.sll_ifindex = ifr.ifr_ifindex;
+    if (ioctl(s, SIOCGIFHWADDR, &ifr) < 0) {
+        r = -errno;
+        seterr(err, ifname, errno);
+        goto out;
+    }
+    /* a request for its own address, from it, to everyone (RFC 5227's announcement) */
+    memcpy(arp.sha, ifr.ifr_hwaddr.sa_data, ETH_ALEN);
+    memcpy(arp.spa, &ip, 4);
+    memcpy(arp.tpa, &ip, 4);
+    memset(to.sll_addr, 0xff, ETH_ALEN);
+    if (sendto(s, &arp, sizeof(arp), 0, (struct sockaddr *)&to, sizeof(to)) < 0) {
+        r = -errno;
+        seterr(err, "sending gratuitous ARP", errno);
+    }
+out:
+    close(s);
+    return r;
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* sov-net's bit of raw rtnetlink: the GSO/GRO size limits of its devices. */
+/* sov-net's bit of raw rtnetlink: the GSO/GRO size limits of its devices; gratuitous ARP. */
 #ifndef SOV_NET_NL_H
 #define SOV_NET_NL_H
 
@@ -15,5 +15,10 @@
  * devices already there are not touched. Returns how many it changed, or <0 with a reason in
  * err. */
 int nl_converge_gso(const char *ns, const char *const *prefixes, unsigned size, SovBuf *err);
+
+/* In namespace ns (as above), announces IPv4 address addr of device ifname with one gratuitous
+ * ARP request, so switches and neighbours learn where it is now (a router that moved hosts).
+ * 0, or <0 with a reason in err. */
+int nl_announce(const char *ns, const char *ifname, const char *addr, SovBuf *err);
 
 #endif

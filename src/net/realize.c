@@ -21,6 +21,7 @@
 #include "nl.h"
 #include "sg.h"
 #include "sov/log.h"
+#include "sov/mac.h"
 #include "vni.h"
 
 #define OUT_MAX (16u << 20)
@@ -377,8 +378,8 @@ static json_t *router_want(Ctx *x, Want *w, json_t *router)
     if (o)
         return o;
     router_ns(x, r12, ns, sizeof(ns));
-    o = json_pack("{s:s,s:{},s:{},s:[],s:[],s:[],s:[]}", "ns", ns, "legs", "mtu", "routes", "snat",
-                  "fips", "inner");
+    o = json_pack("{s:s,s:{},s:{},s:{},s:[],s:[],s:[],s:[]}", "ns", ns, "legs", "mtu", "mac",
+                  "routes", "snat", "fips", "inner");
     json_object_set_new(w->routers, jstr(router, "id"), o);
     return o;
 }
@@ -392,11 +393,19 @@ static int net_mtu(const Ctx *x, const json_t *subnet)
     return m >= NET_MTU_MIN && m <= NET_MTU_MAX ? (int)m : NET_MTU_DEFAULT;
 }
 
-/* A leg of a router or DHCP namespace: its addresses and MTU. */
-static void want_leg(json_t *rw, const char *leg, const char *addr, int mtu)
+/* A leg of a router or DHCP namespace: its addresses, MTU and its port's MAC (Neutron's
+ * mac_address is what the leg answers with, and so stays the same when the leg moves hosts). */
+static void want_leg(json_t *rw, const char *leg, const char *addr, int mtu, const char *mac)
 {
+    uint8_t m[6];
+    char canon[18];
     json_object_set_new(json_object_get(rw, "legs"), leg, json_pack("[s]", addr));
     json_object_set_new(json_object_get(rw, "mtu"), leg, json_integer(mtu));
+    static const uint8_t zero[6];
+    if (sov_mac_parse(mac, m) && !(m[0] & 1) && memcmp(m, zero, 6) != 0) {
+        sov_mac_format(m, canon);
+        json_object_set_new(json_object_get(rw, "mac"), leg, json_string(canon));
+    }
 }
 
 static void plan(Ctx *x, Want *w)
@@ -450,7 +459,7 @@ static void plan(Ctx *x, Want *w)
             snprintf(peer, sizeof(peer), "qr%s", h);
             want_link(w, name, "veth", br, peer, jstr(rw, "ns"), mtu);
             snprintf(leg, sizeof(leg), "%s/%d", addr, len);
-            want_leg(rw, peer, leg, mtu);
+            want_leg(rw, peer, leg, mtu, jstr(v, "mac_address"));
             json_array_append_new(json_object_get(rw, "snat"), json_string(jstr(sn, "cidr")));
             json_array_append_new(json_object_get(rw, "inner"), json_string(jstr(sn, "cidr")));
         } else if (strcmp(owner, "network:dhcp") == 0) {
@@ -465,10 +474,10 @@ static void plan(Ctx *x, Want *w)
             snprintf(peer, sizeof(peer), "dh%s", h);
             want_link(w, name, "veth", br, peer, ns, mtu);
             snprintf(leg, sizeof(leg), "%s/%d", addr, len);
-            json_t *d = json_pack("{s:s,s:s,s:{},s:{},s:[],s:[],s:[],s:s,s:s,s:O}", "ns", ns,
-                                  "kind", "dhcp", "legs", "mtu", "routes", "snat", "fips", "ifname",
-                                  peer, "server_ip", addr, "subnet", sn);
-            want_leg(d, peer, leg, mtu);
+            json_t *d = json_pack("{s:s,s:s,s:{},s:{},s:{},s:[],s:[],s:[],s:s,s:s,s:O}", "ns", ns,
+                                  "kind", "dhcp", "legs", "mtu", "mac", "routes", "snat", "fips",
+                                  "ifname", peer, "server_ip", addr, "subnet", sn);
+            want_leg(d, peer, leg, mtu, jstr(v, "mac_address"));
             /* a default route through the subnet's router: dnsmasq forwards the names it does
              * not know to [net] dns_upstream through the router's SNAT, like Neutron's */
             const char *gw = jstr(sn, "gateway_ip");
@@ -505,7 +514,8 @@ static void plan(Ctx *x, Want *w)
         int mtu = net_mtu(x, sn);
         want_link(w, name, "veth", br, peer, jstr(rw, "ns"), mtu);
         snprintf(leg, sizeof(leg), "%s/%d", jstr(fx, "ip_address"), len);
-        want_leg(rw, peer, leg, mtu);
+        json_t *gp = find(x, "port", jstr(v, "_gw_port"));
+        want_leg(rw, peer, leg, mtu, jstr(gp, "mac_address"));
         json_object_set_new(rw, "qg", json_string(peer));
         json_object_set_new(rw, "gwip", json_string(jstr(fx, "ip_address")));
         if (ip4(jstr(sn, "gateway_ip")))
@@ -946,6 +956,7 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
         return r < 0 ? r : -EIO;
     }
     SovBuf b = SOV_BUF_INIT;
+    json_t *announce = json_array(); /* [leg, address]: added, or on a leg whose MAC changed */
     json_t *lo = json_object_get(links, "lo");
     if (lo && !link_up(lo))
         sov_buf_printf(&b, "link set lo up\n");
@@ -959,6 +970,10 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
         json_int_t mtu = json_integer_value(json_object_get(json_object_get(rw, "mtu"), leg));
         if (mtu && json_integer_value(json_object_get(have, "mtu")) != mtu)
             sov_buf_printf(&b, "link set %s mtu %lld\n", leg, (long long)mtu);
+        const char *mac = jstr(json_object_get(rw, "mac"), leg);
+        bool moved = *mac && strcmp(jstr(have, "address"), mac) != 0;
+        if (moved)
+            sov_buf_printf(&b, "link set %s address %s\n", leg, mac);
         if (!link_up(have))
             sov_buf_printf(&b, "link set %s up\n", leg);
         /* addresses: add the missing, drop the unwanted */
@@ -979,6 +994,12 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
             json_array_foreach(cur, k, ai) found = found || json_equal(a, ai);
             if (!found)
                 sov_buf_printf(&b, "addr add %s dev %s\n", json_string_value(a), leg);
+            if (!found || moved) { /* neighbours learn where (and which MAC) it is now */
+                char host[64];
+                snprintf(host, sizeof(host), "%s", json_string_value(a));
+                host[strcspn(host, "/")] = '\0';
+                json_array_append_new(announce, json_pack("[s,s]", leg, host));
+            }
         }
         json_array_foreach(cur, k, ai)
         {
@@ -1003,6 +1024,19 @@ static int apply_router(Ctx *x, const char *rid, json_t *rw)
     sov_buf_release(&b);
     json_decref(addrs);
     json_decref(links);
+    /* an address new here may have been elsewhere a moment ago (the l3 role moved to this host):
+     * neighbours and bridges (over VXLAN too) learn where it is now instead of when their ARP
+     * entries age out; best effort, as ARP itself */
+    json_t *an;
+    json_array_foreach(announce, i, an)
+    {
+        SovBuf e = SOV_BUF_INIT;
+        if (r == 0 && nl_announce(ns, json_string_value(json_array_get(an, 0)),
+                                  json_string_value(json_array_get(an, 1)), &e) < 0)
+            log_warn("%s: %s", ns, e.ptr ? e.ptr : "gratuitous ARP failed");
+        sov_buf_release(&e);
+    }
+    json_decref(announce);
     static const char *const legs[] = {"qr", "qg", "dh", NULL};
     if (r == 0 && (r = nl_converge_gso(ns, legs, gso_size(x->cfg), x->err)) > 0)
         r = 0;

@@ -6,9 +6,10 @@ isolation, IP exhaustion, delete-order refusals, quotas and hostile input. Every
 checked to have changed nothing."""
 import json
 import subprocess
+import time
 
 import pytest
-from conftest import BIN
+from conftest import BIN, raw_http
 
 N = "/network/v2.0"
 
@@ -709,3 +710,86 @@ def test_dns_name_in_use(api):
     os_("port", "delete", "c1", "c2", fmt=False)
     assert host("e1") == "app"
     assert host("h1") == "host-10-4-0-11"
+
+
+def register_network_host(api, host, l3):
+    """A heartbeat of network host <host>.net (as sov-net sends it); whether it holds the l3
+    role."""
+    r = raw_http(api.port, "POST", "/agent/v1/hosts",
+                 {"Authorization": f"Bearer {api.agent_token}", "Content-Type": "application/json"},
+                 json.dumps({"host": host + ".net", "kind": "network",
+                             "info": {"tunnel_ip": "", "l3": l3}}).encode())
+    assert r.status == 200, r.body
+    return json.loads(r.body)["host"]["l3_active"]
+
+
+def test_l3_role_moves_after_silence_not_after_a_restart(start_api):
+    """The l3 holder silent for three heartbeat periods: a network host with l3 off never takes
+    the role, the next one with l3 on does, and the old holder is told it stands by. A restart of
+    sov-api moves nothing: the holder counts as heard at the start."""
+    api = start_api("heartbeat = 1s\n")  # [agent]
+    register = lambda host, l3: register_network_host(api, host, l3)  # noqa: E731
+    assert register("n1", True) is True
+    deadline = time.monotonic() + 30
+    while not register("n2", True):
+        assert register("n3", False) is False
+        assert time.monotonic() < deadline, "n2 never took the l3 role"
+        time.sleep(0.2)
+    assert register("n1", True) is False
+    api.restart()
+    assert register("n1", True) is False
+    assert register("n2", True) is True
+    roles = {a["Host"]: a["Alive"] for a in api.openstack("network", "agent", "list",
+                                                           "--agent-type", "l3")}
+    assert set(roles) == {"n1", "n2"}
+
+
+def test_network_hosts_as_agents(api, acme):
+    """Network hosts registering through the agent API: the first with l3 on holds the l3 role,
+    a second stands by, one with l3 off never takes it; Neutron's agent API (admin only) shows a
+    Linux bridge agent per host and an L3 and a DHCP agent per l3 host, and which of them hosts
+    a router and a network's DHCP."""
+    register = lambda host, l3: register_network_host(api, host, l3)  # noqa: E731
+    assert register("n1", True) is True
+    assert register("n2", True) is False
+    assert register("n3", False) is False
+    assert register("n1", True) is True  # its heartbeats keep it
+    os_ = api.openstack
+    agents = os_("network", "agent", "list")
+    assert sorted((a["Host"], a["Agent Type"], a["Binary"]) for a in agents) == [
+        ("n1", "DHCP agent", "neutron-dhcp-agent"), ("n1", "L3 agent", "neutron-l3-agent"),
+        ("n1", "Linux bridge agent", "neutron-linuxbridge-agent"),
+        ("n2", "DHCP agent", "neutron-dhcp-agent"), ("n2", "L3 agent", "neutron-l3-agent"),
+        ("n2", "Linux bridge agent", "neutron-linuxbridge-agent"),
+        ("n3", "Linux bridge agent", "neutron-linuxbridge-agent")]
+    assert all(a["Alive"] for a in agents)
+    assert [a["Host"] for a in os_("network", "agent", "list", "--agent-type", "l3")] == [
+        "n1", "n2"]
+    one = os_("network", "agent", "show", agents[1]["ID"])
+    assert one["host"] == "n1" and one["agent_type"] == "L3 agent"
+    assert one["configuration"]["l3_active"] is True
+    # ids stay the same (derived from host and type)
+    assert [a["ID"] for a in os_("network", "agent", "list")] == [a["ID"] for a in agents]
+    os_("network", "create", "an")
+    os_("subnet", "create", "--network", "an", "--subnet-range", "10.6.0.0/24", "an-v4")
+    os_("router", "create", "ar")
+    assert [a["Host"] for a in os_("network", "agent", "list", "--router", "ar")] == ["n1"]
+    assert [a["Host"] for a in os_("network", "agent", "list", "--network", "an")] == ["n1"]
+    l3 = {a["Host"]: a["ID"] for a in agents if a["Agent Type"] == "L3 agent"}
+    assert [r["Name"] for r in os_("router", "list", "--agent", l3["n1"])] == ["ar"]
+    assert os_("router", "list", "--agent", l3["n2"]) == []
+    # unknown ids, non-admins
+    tok = api.token()
+    st, doc, _ = api.request("GET", N + "/agents/0f0e0d0c-0000-5000-8000-000000000000",
+                             token=tok)
+    assert st == 404 and neutron_error(doc)[0] == "AgentNotFound"
+    st, doc, _ = api.request("GET", N + "/routers/nope/l3-agents", token=tok)
+    assert st == 404
+    # others than the admin see no agents (Neutron's policy) and may not ask what they host
+    st, doc, _ = api.request("GET", N + "/agents", token=acme["token"])
+    assert st == 200 and doc == {"agents": []}, doc
+    st, doc, _ = api.request("GET", N + "/agents/" + agents[0]["ID"], token=acme["token"])
+    assert st == 404 and neutron_error(doc)[0] == "AgentNotFound"
+    st, doc, _ = api.request("GET", N + f"/agents/{agents[0]['ID']}/l3-routers",
+                             token=acme["token"])
+    assert st == 403, doc

@@ -308,6 +308,29 @@ def test_vpc_routing_nat_floating_ip_and_cleanup(api, start_net, netns):
     gw_ip = os_("router", "show", "r1")["external_gateway_info"]["external_fixed_ips"][0][
         "ip_address"]
     assert seen_as(inet, app, "203.0.113.1") == gw_ip
+    # the router's legs carry their ports' MACs (what Neutron shows is what answers)
+    links = {l["ifname"]: l["address"] for l in json.loads(sh("ip", "-n", rns, "-j", "link").stdout)}
+    owners = []
+    for p in os_("port", "list", "--router", "r1", "--long"):
+        owners.append(p["Device Owner"])
+        leg = ("qg" + hex12(router["id"]) if p["Device Owner"] == "network:router_gateway"
+               else "qr" + hex12(p["ID"]))
+        assert links[leg] == p["MAC Address"], leg
+    assert sorted(owners) == ["network:router_gateway"] + ["network:router_interface"] * 2
+    # a leg with another MAC (as an older sov-net left it) gets its port's back from the next
+    # sov-net, announced with a gratuitous ARP: app's neighbour entry for its gateway follows
+    # without app sending anything
+    gw_app = next(p for p in os_("port", "list", "--router", "r1", "--long")
+                  if p["Fixed IP Addresses"][0]["ip_address"] == "10.0.2.1")
+    net.stop()
+    sh("ip", "-n", rns, "link", "set", "qr" + hex12(gw_app["ID"]), "address", "02:00:00:00:00:01")
+    ns_run(app, "ip", "neigh", "flush", "all")
+    assert ping(app, "10.0.2.1")
+    lladdr = lambda: json.loads(ns_run(app, "ip", "-j", "neigh", "show", "10.0.2.1").stdout)[0][
+        "lladdr"]  # noqa: E731
+    assert lladdr() == "02:00:00:00:00:01"
+    net.start()
+    wait_for(lambda: lladdr() == gw_app["MAC Address"], "the gateway's MAC announced")
     # the internet cannot reach a private address even with a route to it
     ns_run(inet, "ip", "route", "add", "10.0.0.0/16", "via", gw_ip)
     assert not ping(inet, web_ip)
@@ -462,6 +485,107 @@ def test_vxlan_between_two_hosts_and_same_cidr_in_two_projects(api, start_net, n
     assert "vp" + hex12(pu["id"]) in sh("ip", "-n", h1, "-o", "link").stdout
     assert "vp" + hex12(pe["id"]) in sh("ip", "-n", h2, "-o", "link").stdout
     assert "vp" + hex12(pu["id"]) not in sh("ip", "-n", h2, "-o", "link").stdout
+
+
+def l3_roles(api):
+    st, doc, r = api.request("GET", "/agent/v1/hosts", token=api.token())
+    assert st == 200, r.body
+    return {h["host"]: h.get("l3_active") for h in doc["hosts"] if h["kind"] == "network"}
+
+
+def test_one_l3_host_at_a_time_and_takeover(start_api, start_net, netns):
+    """Two network hosts with [net] l3 on (the default) on one VXLAN underlay: sov-api gives the
+    l3 role to one, so the router and the DHCP server are realised there only (not twice on one
+    segment) and the other host's instance reaches the gateway over VXLAN; Neutron's agent API
+    says where. When the holder's host fails, the other takes the role after three heartbeat
+    periods, realises them and announces the gateway; the first, back again, stands by. A holder
+    cut off with its datapath running loses the role the same way and, back, removes its
+    copies."""
+    api = start_api("heartbeat = 2s\n")  # [agent]: a host is silent after 6 s
+    h1, h2 = netns("h1"), netns("h2")
+    sh("ip", "-n", h1, "link", "add", "u0", "type", "veth", "peer", "name", "u0", "netns", h2)
+    for ns, addr in ((h1, "10.99.0.1/24"), (h2, "10.99.0.2/24")):
+        sh("ip", "-n", ns, "addr", "add", addr, "dev", "u0")
+        sh("ip", "-n", ns, "link", "set", "u0", "up")
+    p1, p2 = f"t{PID}", f"t{PID}b"
+    n1 = start_net(api, h1, p1, host="net1", extra="tunnel_ip = 10.99.0.1\n")
+    wait_for(lambda: l3_roles(api).get("net1.net"), "net1 holding the l3 role")
+    n2 = start_net(api, h2, p2, host="net2", extra="tunnel_ip = 10.99.0.2\n")
+    wait_for(lambda: "net2.net" in l3_roles(api), "net2 registered")
+    assert l3_roles(api) == {"net1.net": True, "net2.net": False}
+    os_ = api.openstack
+    os_("network", "create", "blue")
+    sub = os_("subnet", "create", "--network", "blue", "--subnet-range", "10.0.5.0/24", "blue-v4")
+    router = os_("router", "create", "r1")
+    os_("router", "add", "subnet", "r1", "blue-v4", fmt=False)
+    # a port made after the router, bound to net2: once net2 reports it, net2 has seen the router
+    pb = os_("port", "create", "--network", "blue", "--host", "net2", "pb")
+    wait_for(lambda: os_("port", "show", pb["id"])["status"] == "ACTIVE", "port ACTIVE")
+    wait_for(lambda: os_("router", "show", "r1")["status"] == "ACTIVE", "router ACTIVE")
+    r12, s12 = hex12(router["id"]), hex12(sub["id"])
+    names = sh("ip", "netns", "list").stdout
+    assert f"{p1}r-{r12}" in names and f"{p1}d-{s12}" in names
+    assert f"{p2}r-{r12}" not in names and f"{p2}d-{s12}" not in names
+    dh = os_("port", "list", "--network", "blue", "--device-owner", "network:dhcp")[0]
+    leg_mac = lambda ns, leg: json.loads(sh("ip", "-n", ns, "-j", "link", "show", leg).stdout)[0][
+        "address"]  # noqa: E731
+    assert leg_mac(f"{p1}d-{s12}", "dh" + hex12(dh["ID"])) == dh["MAC Address"]
+    b = netns("ib")
+    plug(h2, b, pb, 24, "10.0.5.1")
+    assert wait_for(lambda: ping(b, "10.0.5.1"), "the gateway over VXLAN")
+    # Neutron's view: each host a Linux bridge agent, an L3 and a DHCP agent (l3 on); net1's
+    # host the router and the network's DHCP
+    agents = os_("network", "agent", "list")
+    assert sorted((a["Host"], a["Agent Type"], a["Alive"]) for a in agents) == [
+        (h, t, True) for h in ("net1", "net2")
+        for t in ("DHCP agent", "L3 agent", "Linux bridge agent")]
+    hosts_of = lambda *what: [a["Host"] for a in os_("network", "agent", "list", *what)]  # noqa
+    assert hosts_of("--router", "r1") == ["net1"] and hosts_of("--network", "blue") == ["net1"]
+    l3_agent = {a["Host"]: a["ID"] for a in agents if a["Agent Type"] == "L3 agent"}
+    assert [r["Name"] for r in os_("router", "list", "--agent", l3_agent["net1"])] == ["r1"]
+    assert os_("router", "list", "--agent", l3_agent["net2"]) == []
+
+    # net1's host fails, its datapath with it: net2 takes the role after three silent heartbeat
+    # periods
+    n1.kill()
+    for ns in (f"{p1}r-{r12}", f"{p1}d-{s12}"):
+        sh("ip", "netns", "del", ns)
+    reap_dhcp(p1)
+    wait_for(lambda: l3_roles(api) == {"net1.net": False, "net2.net": True}, "net2 taking over")
+    netns_now = lambda: sh("ip", "netns", "list").stdout  # noqa: E731
+    wait_for(lambda: f"{p2}r-{r12}" in netns_now() and f"{p2}d-{s12}" in netns_now(),
+             "the router and DHCP on net2")
+    # the gateway leg shows itself (a gratuitous ARP, and IPv6's own announcements), with its
+    # port's MAC as before: net2's bridge, which had learnt that MAC over VXLAN, forwards to its
+    # own leg with no traffic from the instance
+    gw = next(p for p in os_("port", "list", "--router", "r1", "--long")
+              if p["Fixed IP Addresses"][0]["ip_address"] == "10.0.5.1")
+    fdb = lambda: json.loads(sh("bridge", "-n", h2, "-j", "fdb", "show", "br", "sb" + s12).stdout)
+    wait_for(lambda: any(e["mac"] == gw["MAC Address"] and e.get("ifname") == "pr" + hex12(gw["ID"])
+                         for e in fdb()), "the gateway's MAC learnt on net2's own leg")
+    assert leg_mac(f"{p2}r-{r12}", "qr" + hex12(gw["ID"])) == gw["MAC Address"]
+    assert ping(b, "10.0.5.1")
+    assert hosts_of("--router", "r1") == ["net2"] and hosts_of("--network", "blue") == ["net2"]
+    assert {a["Host"]: a["Alive"] for a in os_("network", "agent", "list", "--agent-type", "l3")
+            } == {"net1": False, "net2": True}
+    # net1 back: it stands by (it realises a port bound to it, not the router)
+    n1.start()
+    pa = os_("port", "create", "--network", "blue", "--host", "net1", "pa")
+    wait_for(lambda: os_("port", "show", pa["id"])["status"] == "ACTIVE", "port ACTIVE")
+    assert f"{p1}r-{r12}" not in netns_now() and f"{p1}d-{s12}" not in netns_now()
+    assert l3_roles(api) == {"net1.net": False, "net2.net": True}
+
+    # now net2 is cut off (its datapath left running): net1 takes the role; net2, back, stands by
+    # and removes the router and DHCP server it still had
+    n2.kill()
+    wait_for(lambda: l3_roles(api) == {"net1.net": True, "net2.net": False}, "net1 taking over")
+    wait_for(lambda: f"{p1}r-{r12}" in netns_now() and f"{p1}d-{s12}" in netns_now(),
+             "the router and DHCP on net1")
+    n2.start()
+    wait_for(lambda: f"{p2}r-{r12}" not in netns_now() and f"{p2}d-{s12}" not in netns_now(),
+             "net2's copies gone")
+    assert hosts_of("--router", "r1") == ["net1"]
+    assert wait_for(lambda: ping(b, "10.0.5.1"), "the gateway on net1 again")
 
 
 GSO_ATTRS = {41: "gso_max_size", 63: "gso_ipv4_max_size", 58: "gro_max_size",

@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Neutron's agents, read from the network hosts that register with the agent API
+ * (agent.c): every sov-net host is a Linux bridge agent (its ports and VXLAN devices), and one
+ * with [net] l3 on is also an L3 agent and a DHCP agent, which host every router and DHCP server
+ * while that host holds the l3 role ("l3_active"):
+ *   GET /v2.0/agents, /v2.0/agents/{id}      `openstack network agent list/show`
+ *   GET /v2.0/routers/{id}/l3-agents         `openstack network agent list --router R`
+ *   GET /v2.0/networks/{id}/dhcp-agents      `openstack network agent list --network N`
+ *   GET /v2.0/agents/{id}/l3-routers         `openstack router list --agent A`
+ *   GET /v2.0/agents/{id}/dhcp-networks      `openstack network list --agent A`
+ * An agent's id derives from its host and type, so it stays the same across restarts. Agents
+ * come and go with their hosts: they cannot be changed or deleted here. Others than the admin
+ * list none and find none (as Neutron's policy has it); the lists of what an agent hosts and
+ * which agents host something are the admin's alone (403). */
+#include <stdio.h>
+#include <string.h>
+
+#include "network-int.h"
+#include "sov/crypto.h"
+
+static const NeuKind neu_agent = {
+    "agent", "agent", "agents", "agents", "AgentNotFound", "Agent", "could not be found."};
+
+/* Neutron's agent types: type, binary, topic; whether only l3 hosts have one. */
+static const struct {
+    const char *type, *binary, *topic;
+    bool l3;
+} agent_types[] = {
+    {"Linux bridge agent", "neutron-linuxbridge-agent", "N/A", false},
+    {"L3 agent", "neutron-l3-agent", "l3_agent", true},
+    {"DHCP agent", "neutron-dhcp-agent", "dhcp_agent", true},
+};
+
+enum { AGENT_L2, AGENT_L3, AGENT_DHCP };
+
+/* Neutron's time format in agents: "2026-11-27 10:00:00". */
+static json_t *agent_time(json_t *ms)
+{
+    char t[32];
+    api_time_iso(json_integer_value(ms), t);
+    t[10] = ' ';
+    t[19] = '\0';
+    return json_string(t);
+}
+
+/* The agent of type ti on network host document h, or NULL when h has none of that type. */
+static json_t *agent_view(Api *a, json_t *h, size_t ti)
+{
+    json_t *info = json_object_get(h, "info");
+    bool l3 = json_is_true(json_object_get(info, "l3"));
+    if (strcmp(neu_s(h, "kind"), "network") != 0 || (agent_types[ti].l3 && !l3))
+        return NULL;
+    /* the machine's name: sov-net registers as <machine>.net, ports are bound to <machine> */
+    char host[64], seed[128], id[API_UUID_LEN + 1];
+    snprintf(host, sizeof(host), "%s", neu_s(h, "host"));
+    size_t n = strlen(host);
+    if (n > 4 && strcmp(host + n - 4, ".net") == 0)
+        host[n - 4] = '\0';
+    uint8_t d[SOV_SHA256_LEN];
+    snprintf(seed, sizeof(seed), "neutron-agent/%s/%zu", host, ti);
+    if (sov_sha256(seed, strlen(seed), d) < 0)
+        return NULL;
+    d[6] = (uint8_t)((d[6] & 0x0f) | 0x50); /* a name-based UUID (version 5 layout) */
+    d[8] = (uint8_t)((d[8] & 0x3f) | 0x80);
+    snprintf(id, sizeof(id), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13],
+             d[14], d[15]);
+    json_t *conf = json_pack("{s:s}", "tunnel_ip", neu_s(info, "tunnel_ip"));
+    if (ti != AGENT_L2)
+        json_object_set_new(conf, "l3_active",
+                            json_boolean(json_is_true(json_object_get(h, "l3_active"))));
+    return json_pack(
+        "{s:s,s:s,s:s,s:s,s:s?,s:b,s:b,s:s,s:o,s:o,s:o,s:o,s:n,s:n}", "id", id, "agent_type",
+        agent_types[ti].type, "binary", agent_types[ti].binary, "host", host, "availability_zone",
+        ti == AGENT_L2 ? NULL : neu_s(h, "zone"), "alive", api_host_up(a, h), "admin_state_up",
+        true, "topic", agent_types[ti].topic, "configurations", conf, "created_at",
+        agent_time(json_object_get(h, "registered_ms")), "started_at",
+        agent_time(json_object_get(h, "registered_ms")), "heartbeat_timestamp",
+        agent_time(json_object_get(h, "last_seen_ms")), "description", "resources_synced");
+}
+
+/* Every agent (of type ti, or of all types when ti < 0); with l3_holder, only the L3 or DHCP
+ * agent of the host holding the l3 role. */
+static json_t *agents(Api *a, int ti, bool l3_holder)
+{
+    json_t *hosts = neu_list_of(a, "host", NULL, "network"), *out = json_array(), *h, *v;
+    size_t i;
+    json_array_foreach(hosts, i, h)
+    {
+        if (l3_holder && !json_is_true(json_object_get(h, "l3_active")))
+            continue;
+        for (size_t t = 0; t < ELEMENTSOF(agent_types); t++)
+            if ((ti < 0 || (size_t)ti == t) && (v = agent_view(a, h, t)))
+                json_array_append_new(out, v);
+    }
+    json_decref(hosts);
+    return out;
+}
+
+/* The agent with id, or NULL after answering 404. */
+static json_t *agent_find(ApiCall *c, const char *id)
+{
+    json_t *all = agents(c->api, -1, false), *v, *found = NULL;
+    size_t i;
+    json_array_foreach(all, i, v) if (strcmp(neu_s(v, "id"), id) == 0) found = json_incref(v);
+    json_decref(all);
+    if (!found)
+        api_fault(c, 404, neu_agent.notfound, "Agent %.64s could not be found.", id);
+    return found;
+}
+
+/* As Neutron's policy (agents are the admin's): others list none and find none. */
+static void h_agent_list(SovHttpReq *req, void *ud)
+{
+    ApiCall *c = neu_begin(req, ud, API_NEED_READ);
+    if (c)
+        neu_reply_list(c, &neu_agent,
+                       c->auth.system_admin ? agents(c->api, -1, false) : json_array());
+}
+
+static void h_agent_show(SovHttpReq *req, void *ud)
+{
+    ApiCall *c = neu_begin(req, ud, API_NEED_READ);
+    if (c && !c->auth.system_admin) {
+        api_fault(c, 404, neu_agent.notfound, "Agent %.64s could not be found.",
+                  api_param(c, "id"));
+        return;
+    }
+    json_t *v = c ? agent_find(c, api_param(c, "id")) : NULL;
+    if (v)
+        neu_reply_doc(c, 200, &neu_agent, v);
+}
+
+static void h_router_l3_agents(SovHttpReq *req, void *ud)
+{
+    ApiCall *c = neu_begin(req, ud, API_NEED_ADMIN);
+    json_t *r = c ? neu_doc_get(c, &neu_router, api_param(c, "id")) : NULL;
+    if (!r)
+        return;
+    json_decref(r);
+    json_t *arr = agents(c->api, AGENT_L3, true), *v;
+    size_t i;
+    json_array_foreach(arr, i, v) json_object_set_new(v, "ha_state", json_null());
+    neu_reply_list(c, &neu_agent, arr);
+}
+
+static void h_network_dhcp_agents(SovHttpReq *req, void *ud)
+{
+    ApiCall *c = neu_begin(req, ud, API_NEED_ADMIN);
+    json_t *net = c ? neu_doc_get(c, &neu_network, api_param(c, "id")) : NULL;
+    if (!net)
+        return;
+    /* a network is served where it has a DHCP server: one of its subnets with DHCP */
+    json_t *subs = neu_list_of(c->api, "subnet", NULL, neu_s(net, "id")), *s;
+    size_t i;
+    bool dhcp = false;
+    json_array_foreach(subs, i, s) dhcp |= json_is_true(json_object_get(s, "enable_dhcp"));
+    json_decref(subs);
+    json_decref(net);
+    neu_reply_list(c, &neu_agent, dhcp ? agents(c->api, AGENT_DHCP, true) : json_array());
+}
+
+/* What agent id hosts: routers (L3 agent) or networks with a DHCP subnet (DHCP agent) while its
+ * host holds the l3 role. */
+static void hosted(SovHttpReq *req, void *ud, int ti, const NeuKind *k)
+{
+    ApiCall *c = neu_begin(req, ud, API_NEED_ADMIN);
+    json_t *v = c ? agent_find(c, api_param(c, "id")) : NULL;
+    if (!v)
+        return;
+    bool holds = strcmp(neu_s(v, "agent_type"), agent_types[ti].type) == 0 &&
+                 json_is_true(json_object_get(json_object_get(v, "configurations"), "l3_active"));
+    json_decref(v);
+    json_t *all = holds ? neu_list_of(c->api, k->kind, NULL, NULL) : json_array();
+    json_t *out = json_array(), *d;
+    size_t i;
+    json_array_foreach(all, i, d)
+    {
+        bool dhcp = ti != AGENT_DHCP;
+        if (!dhcp) {
+            json_t *subs = neu_list_of(c->api, "subnet", NULL, neu_s(d, "id")), *s;
+            size_t j;
+            json_array_foreach(subs, j, s) dhcp |= json_is_true(json_object_get(s, "enable_dhcp"));
+            json_decref(subs);
+        }
+        if (dhcp)
+            json_array_append(out, d);
+    }
+    json_decref(all);
+    neu_reply_list(c, k, out);
+}
+
+static void h_agent_l3_routers(SovHttpReq *req, void *ud)
+{
+    hosted(req, ud, AGENT_L3, &neu_router);
+}
+
+static void h_agent_dhcp_networks(SovHttpReq *req, void *ud)
+{
+    hosted(req, ud, AGENT_DHCP, &neu_network);
+}
+
+void neu_agent_routes(Api *a)
+{
+    static const struct {
+        const char *path;
+        SovHttpHandler h;
+    } routes[] = {
+        {NEU_PREFIX "/agents", h_agent_list},
+        {NEU_PREFIX "/agents/{id}", h_agent_show},
+        {NEU_PREFIX "/agents/{id}/l3-routers", h_agent_l3_routers},
+        {NEU_PREFIX "/agents/{id}/dhcp-networks", h_agent_dhcp_networks},
+        {NEU_PREFIX "/routers/{id}/l3-agents", h_router_l3_agents},
+        {NEU_PREFIX "/networks/{id}/dhcp-agents", h_network_dhcp_agents},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(routes); i++)
+        sov_router_add(a->router, "GET", routes[i].path, 0, routes[i].h, a);
+}
