@@ -104,8 +104,9 @@ static bool l3_holder_heard(Api *a, json_t *h)
 }
 
 /* Sets doc's "l3_active" (see the top of this file); old is the host's stored document or NULL.
- * A holder silent too long loses the role here, to the registering host. */
-static int l3_elect(Api *a, json_t *doc, json_t *old)
+ * A holder silent too long loses the role here, to the registering host (its name goes to
+ * demoted). Runs inside the caller's transaction. */
+static int l3_elect(Api *a, json_t *doc, json_t *old, json_t *demoted)
 {
     bool active = false;
     if (l3_wanted(doc)) {
@@ -140,14 +141,9 @@ static int l3_elect(Api *a, json_t *doc, json_t *old)
                     json_decref(hosts);
                     return r;
                 }
-                log_warn("network host %s has not reported for %" PRIu64
-                         " ms: it no longer holds the l3 role",
-                         name, 3 * a->cfg.heartbeat_ms);
+                json_array_append_new(demoted, json_string(name));
             }
             json_decref(hosts);
-            if (active)
-                log_info("network host %s holds the l3 role (routers, DHCP, unbound ports)",
-                         api_jstr(doc, "host"));
         }
     }
     if (strcmp(api_jstr(doc, "kind"), "network") == 0)
@@ -214,16 +210,23 @@ static void h_register(SovHttpReq *req, void *ud)
         json_object_set(doc, "registered_ms", json_object_get(old, "registered_ms"));
     else
         json_object_set_new(doc, "registered_ms", json_integer(api_now_ms()));
-    json_object_set_new(((Agents *)a->agents)->heard, host,
-                        json_integer((json_int_t)uv_now(a->loop)));
-    /* a role that moves leaves one holder and goes to the other in one transaction */
-    int r = api_store_begin(a->store);
-    if (r == 0)
-        r = l3_elect(a, doc, exists ? old : NULL);
-    if (exists)
+    Agents *ag = a->agents;
+    if (!ag) { /* a request that finished arriving after SIGTERM */
         json_decref(old);
-    if (r < 0) {
+        json_decref(doc);
+        api_fault(c, 503, NULL, "sov-api is stopping");
+        return;
+    }
+    json_object_set_new(ag->heard, host, json_integer((json_int_t)uv_now(a->loop)));
+    bool was_active = json_is_true(json_object_get(old, "l3_active"));
+    json_t *demoted = json_array();
+    /* a role that moves leaves one holder and goes to the other in one transaction */
+    int r = demoted ? api_store_begin(a->store) : -ENOMEM;
+    if (r == 0 && (r = l3_elect(a, doc, exists ? old : NULL, demoted)) < 0)
         api_store_rollback(a->store);
+    json_decref(old);
+    if (r < 0) {
+        json_decref(demoted);
         json_decref(doc);
         api_fault(c, 500, NULL, "cannot record the host: %s", strerror(-r));
         return;
@@ -237,10 +240,19 @@ static void h_register(SovHttpReq *req, void *ud)
     else
         api_store_rollback(a->store);
     if (r < 0) {
+        json_decref(demoted);
         json_decref(doc);
         api_fault(c, 500, NULL, "cannot record the host: %s", strerror(-r));
         return;
     }
+    size_t i;
+    json_t *d;
+    json_array_foreach(demoted, i, d) log_warn("network host %s has not reported for %" PRIu64
+                                               " ms: it no longer holds the l3 role",
+                                               json_string_value(d), 3 * a->cfg.heartbeat_ms);
+    json_decref(demoted);
+    if (json_is_true(json_object_get(doc, "l3_active")) && !was_active)
+        log_info("network host %s holds the l3 role (routers, DHCP, unbound ports)", host);
     if (!exists)
         log_info("agent registered: host=%s kind=%s zone=%s", host, kind, zone);
     api_reply(c, 200,
@@ -583,7 +595,9 @@ static void h_watch(SovHttpReq *req, void *ud)
         wait = 0;
     if (wait > MAX_WAIT_S)
         wait = MAX_WAIT_S;
-    if (api_store_rev(a->store) > since || wait == 0 || ag->stopping || ag->n >= MAX_WAITERS) {
+    /* a stopping sov-api (ag gone, or going) answers at once */
+    if (api_store_rev(a->store) > since || wait == 0 || !ag || ag->stopping ||
+        ag->n >= MAX_WAITERS) {
         api_reply(c, 200, snapshot(a, c));
         return;
     }
@@ -841,6 +855,7 @@ int api_agent_start(Api *a, SovBuf *err)
     if (!ag)
         return -ENOMEM;
     ag->api = a;
+    uv_update_time(a->loop); /* the loop has not run yet: its cached time is from its creation */
     ag->started = uv_now(a->loop);
     if (!(ag->heard = json_object())) {
         free(ag);

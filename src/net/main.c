@@ -40,7 +40,8 @@ static const SovConfField conf_fields[] = {
     {"net", "tunnel_ip", SOV_CONF_STRING, offsetof(NetConfig, tunnel_ip), 0, 63, "",
      "this host's underlay IPv4 address for VXLAN (empty: one host, no tunnels)"},
     {"net", "l3", SOV_CONF_BOOL, offsetof(NetConfig, l3), 0, 0, "true",
-     "whether this host runs the routers (their namespaces, NAT and floating IPs)"},
+     "whether this host may hold the l3 role sov-api gives one network host at a time (routers "
+     "with their NAT and floating IPs, DHCP servers, ports bound to no host)"},
     {"net", "big_tcp", SOV_CONF_BOOL, offsetof(NetConfig, big_tcp), 0, 0, "false",
      "GSO/GRO limits of 256 KiB (BIG TCP) on veth ports, router and DHCP legs (packets bigger "
      "than a tap, VXLAN or uplink takes are cut to MSS size there)"},

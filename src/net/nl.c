@@ -36,24 +36,30 @@ static const unsigned short nl_sizes[] = {NL_GSO_MAX_SIZE, NL_GRO_MAX_SIZE, NL_G
                                           NL_GRO_IPV4_MAX_SIZE};
 #define NL_MAX_CHANGES 8192u /* devices changed in one call (bounds the work list) */
 
-static void seterr(SovBuf *err, const char *what, int e)
+static void seterr_as(SovBuf *err, const char *prefix, const char *what, int e)
 {
     if (err)
-        sov_buf_printf(err, "netlink: %s: %s", what, strerror(e));
+        sov_buf_printf(err, "%s: %s: %s", prefix, what, strerror(e));
+}
+
+static void seterr(SovBuf *err, const char *what, int e)
+{
+    seterr_as(err, "netlink", what, e);
 }
 
 /* A socket(domain, type, proto) in namespace ns (NULL or "": this thread's). */
 static int open_in(const char *ns, int domain, int type, int proto, SovBuf *err)
 {
+    const char *who = domain == AF_NETLINK ? "netlink" : "packet"; /* for messages */
     if (!ns || !*ns) {
         int s = socket(domain, type | SOCK_CLOEXEC, proto), e = errno;
         if (s < 0)
-            seterr(err, "socket", e);
+            seterr_as(err, who, "socket", e);
         return s < 0 ? -e : s;
     }
     char path[300];
     if (snprintf(path, sizeof(path), "/run/netns/%s", ns) >= (int)sizeof(path) || strchr(ns, '/')) {
-        seterr(err, "namespace name", EINVAL);
+        seterr_as(err, who, "namespace name", EINVAL);
         return -EINVAL;
     }
     int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -62,7 +68,7 @@ static int open_in(const char *ns, int domain, int type, int proto, SovBuf *err)
         int e = errno;
         if (self >= 0)
             close(self);
-        seterr(err, path, e);
+        seterr_as(err, who, path, e);
         return -e;
     }
     int s = -1, e = 0;
@@ -81,7 +87,7 @@ static int open_in(const char *ns, int domain, int type, int proto, SovBuf *err)
     close(target);
     close(self);
     if (s < 0)
-        seterr(err, "socket in namespace", e);
+        seterr_as(err, who, "socket in namespace", e);
     return s < 0 ? -e : s;
 }
 
@@ -251,7 +257,7 @@ int nl_announce(const char *ns, const char *ifname, const char *addr, SovBuf *er
     struct in_addr ip;
     struct ifreq ifr = {0};
     if (inet_pton(AF_INET, addr, &ip) != 1 || strlen(ifname) >= sizeof(ifr.ifr_name)) {
-        seterr(err, "announcing an address", EINVAL);
+        seterr_as(err, "gratuitous ARP", addr, EINVAL);
         return -EINVAL;
     }
     int s = open_in(ns, AF_PACKET, SOCK_DGRAM, 0, err); /* protocol 0: it sends, receives none */
@@ -271,13 +277,13 @@ int nl_announce(const char *ns, const char *ifname, const char *addr, SovBuf *er
                                            .ar_op = htons(ARPOP_REQUEST)}};
     if (ioctl(s, SIOCGIFINDEX, &ifr) < 0) {
         r = -errno;
-        seterr(err, ifname, errno);
+        seterr_as(err, "gratuitous ARP", ifname, errno);
         goto out;
     }
     to.sll_ifindex = ifr.ifr_ifindex;
     if (ioctl(s, SIOCGIFHWADDR, &ifr) < 0) {
         r = -errno;
-        seterr(err, ifname, errno);
+        seterr_as(err, "gratuitous ARP", ifname, errno);
         goto out;
     }
     /* a request for its own address, from it, to everyone (RFC 5227's announcement) */
@@ -287,7 +293,7 @@ int nl_announce(const char *ns, const char *ifname, const char *addr, SovBuf *er
     memset(to.sll_addr, 0xff, ETH_ALEN);
     if (sendto(s, &arp, sizeof(arp), 0, (struct sockaddr *)&to, sizeof(to)) < 0) {
         r = -errno;
-        seterr(err, "sending gratuitous ARP", errno);
+        seterr_as(err, "gratuitous ARP", ifname, errno);
     }
 out:
     close(s);

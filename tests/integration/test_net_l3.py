@@ -555,9 +555,9 @@ def test_one_l3_host_at_a_time_and_takeover(start_api, start_net, netns):
     netns_now = lambda: sh("ip", "netns", "list").stdout  # noqa: E731
     wait_for(lambda: f"{p2}r-{r12}" in netns_now() and f"{p2}d-{s12}" in netns_now(),
              "the router and DHCP on net2")
-    # the gateway leg shows itself (a gratuitous ARP, and IPv6's own announcements), with its
-    # port's MAC as before: net2's bridge, which had learnt that MAC over VXLAN, forwards to its
-    # own leg with no traffic from the instance
+    # the gateway leg shows itself (a gratuitous ARP, and IPv6's own announcements, so the VPC
+    # test is the one that proves the ARP), with its port's MAC as before: net2's bridge, which
+    # had learnt that MAC over VXLAN, forwards to its own leg with no traffic from the instance
     gw = next(p for p in os_("port", "list", "--router", "r1", "--long")
               if p["Fixed IP Addresses"][0]["ip_address"] == "10.0.5.1")
     fdb = lambda: json.loads(sh("bridge", "-n", h2, "-j", "fdb", "show", "br", "sb" + s12).stdout)
