@@ -20,7 +20,9 @@
  * segment. The first to register holds the role while it heartbeats; once it has been silent for
  * three periods (counted from this sov-api's start too, so a restart of sov-api hands nothing
  * over) the next network host with l3 on to register takes it, and the old one, when it reports
- * again, learns it stands by and removes what it realised. */
+ * again, learns it stands by and removes what it realised. A holder the admin disabled
+ * (PUT /v2.0/agents/{id}, network_agent.c) stands by at its next report; while it still reports
+ * "l3_realised" (its last pass made routers) nobody else takes the role. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -86,11 +88,13 @@ bool api_host_up(Api *a, json_t *h)
     return api_now_ms() - seen <= 3 * (int64_t)a->cfg.heartbeat_ms;
 }
 
-/* Whether host document h is a network host that asks for the l3 role ([net] l3). */
+/* Whether host document h is a network host that asks for the l3 role ([net] l3) and the admin
+ * has not disabled its L3 and DHCP agents (api_host_l3_disable). */
 static bool l3_wanted(json_t *h)
 {
     return strcmp(api_jstr(h, "kind"), "network") == 0 &&
-           json_is_true(json_object_get(json_object_get(h, "info"), "l3"));
+           json_is_true(json_object_get(json_object_get(h, "info"), "l3")) &&
+           !json_is_true(json_object_get(h, "l3_disabled"));
 }
 
 /* Whether host document h has reported to this sov-api within three heartbeat periods of now
@@ -122,13 +126,20 @@ static int l3_elect(Api *a, json_t *doc, json_t *old, json_t *demoted)
             json_array_foreach(hosts, i, h)
             {
                 const char *name = api_jstr(h, "host");
-                if (strcmp(name, api_jstr(doc, "host")) == 0 ||
-                    !json_is_true(json_object_get(h, "l3_active")))
+                bool holds = json_is_true(json_object_get(h, "l3_active"));
+                if (strcmp(name, api_jstr(doc, "host")) == 0)
                     continue;
-                if (l3_holder_heard(a, h) && l3_wanted(h)) {
+                /* a host sov-api hears from that holds the role, or still has what it realised
+                 * with it (it says so in its heartbeat), keeps the others out: a holder that no
+                 * longer wants the role drops it at its own next report */
+                if (l3_holder_heard(a, h) &&
+                    (holds ||
+                     json_is_true(json_object_get(json_object_get(h, "info"), "l3_realised")))) {
                     active = false;
                     continue;
                 }
+                if (!holds)
+                    continue;
                 /* the old holder stands by from now on (it learns so when it reports again) */
                 json_object_set_new(h, "l3_active", json_false());
                 ApiDocMeta m = {.kind = "host",
@@ -206,9 +217,11 @@ static void h_register(SovHttpReq *req, void *ud)
         json_object_set(doc, "info", info);
     json_t *old = NULL;
     bool exists = api_store_get(a->store, "host", host, &old, NULL, 0) == 0;
-    if (exists)
+    if (exists) {
         json_object_set(doc, "registered_ms", json_object_get(old, "registered_ms"));
-    else
+        if (json_is_true(json_object_get(old, "l3_disabled")))
+            json_object_set_new(doc, "l3_disabled", json_true());
+    } else
         json_object_set_new(doc, "registered_ms", json_integer(api_now_ms()));
     Agents *ag = a->agents;
     if (!ag) { /* a request that finished arriving after SIGTERM */
@@ -845,6 +858,30 @@ int api_schedule(Api *a, const char *zone, int64_t vcpus, int64_t ram_mb, int64_
     }
     json_decref(hosts);
     return best_free < 0 ? -ENOSPC : 0;
+}
+
+int api_host_l3_disable(Api *a, const char *host, bool disabled)
+{
+    json_t *doc;
+    int r = api_store_get(a->store, "host", host, &doc, NULL, 0);
+    if (r < 0)
+        return r;
+    if (disabled)
+        json_object_set_new(doc, "l3_disabled", json_true());
+    else
+        json_object_del(doc, "l3_disabled");
+    ApiDocMeta m = {.kind = "host",
+                    .id = host,
+                    .name = host,
+                    .status = "up",
+                    .host = host,
+                    .parent = api_jstr(doc, "kind")};
+    r = api_store_update(a->store, &m, doc);
+    json_decref(doc);
+    if (r == 0)
+        log_info("network host %s: L3 and DHCP agents %s by the admin", host,
+                 disabled ? "disabled" : "enabled");
+    return r;
 }
 
 /* ---- life ---- */

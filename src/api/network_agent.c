@@ -8,8 +8,9 @@
  *   GET /v2.0/networks/{id}/dhcp-agents      `openstack network agent list --network N`
  *   GET /v2.0/agents/{id}/l3-routers         `openstack router list --agent A`
  *   GET /v2.0/agents/{id}/dhcp-networks      `openstack network list --agent A`
+ *   PUT /v2.0/agents/{id} admin_state_up     `openstack network agent set --disable/--enable`
  * An agent's id derives from its host and type, so it stays the same across restarts. Agents
- * come and go with their hosts: they cannot be changed or deleted here. Others than the admin
+ * come and go with their hosts: they cannot be deleted here. Others than the admin
  * list none and find none (as Neutron's policy has it); the lists of what an agent hosts and
  * which agents host something are the admin's alone (403). */
 #include <stdio.h>
@@ -69,14 +70,16 @@ static json_t *agent_view(Api *a, json_t *h, size_t ti)
     if (ti != AGENT_L2)
         json_object_set_new(conf, "l3_active",
                             json_boolean(json_is_true(json_object_get(h, "l3_active"))));
-    return json_pack(
-        "{s:s,s:s,s:s,s:s,s:s?,s:b,s:b,s:s,s:o,s:o,s:o,s:o,s:n,s:n}", "id", id, "agent_type",
-        agent_types[ti].type, "binary", agent_types[ti].binary, "host", host, "availability_zone",
-        ti == AGENT_L2 ? NULL : neu_s(h, "zone"), "alive", api_host_up(a, h), "admin_state_up",
-        true, "topic", agent_types[ti].topic, "configurations", conf, "created_at",
-        agent_time(json_object_get(h, "registered_ms")), "started_at",
-        agent_time(json_object_get(h, "registered_ms")), "heartbeat_timestamp",
-        agent_time(json_object_get(h, "last_seen_ms")), "description", "resources_synced");
+    bool up = ti == AGENT_L2 || !json_is_true(json_object_get(h, "l3_disabled"));
+    return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:b,s:b,s:s,s:o,s:o,s:o,s:o,s:n,s:n,s:s}", "id", id,
+                     "agent_type", agent_types[ti].type, "binary", agent_types[ti].binary, "host",
+                     host, "availability_zone", ti == AGENT_L2 ? NULL : neu_s(h, "zone"), "alive",
+                     api_host_up(a, h), "admin_state_up", up, "topic", agent_types[ti].topic,
+                     "configurations", conf, "created_at",
+                     agent_time(json_object_get(h, "registered_ms")), "started_at",
+                     agent_time(json_object_get(h, "registered_ms")), "heartbeat_timestamp",
+                     agent_time(json_object_get(h, "last_seen_ms")), "description",
+                     "resources_synced", "_host", neu_s(h, "host"));
 }
 
 /* Every agent (of type ti, or of all types when ti < 0); with l3_holder, only the L3 or DHCP
@@ -128,6 +131,40 @@ static void h_agent_show(SovHttpReq *req, void *ud)
     }
     json_t *v = c ? agent_find(c, api_param(c, "id")) : NULL;
     if (v)
+        neu_reply_doc(c, 200, &neu_agent, v);
+}
+
+/* admin_state_up of an L3 or DHCP agent: whether its host may hold the l3 role (both agents
+ * follow; `openstack network agent set --disable` moves the role off a host for maintenance,
+ * once that host has removed what it realised). A Linux bridge agent stays up. */
+static void h_agent_update(SovHttpReq *req, void *ud)
+{
+    static const char *const keys[] = {"admin_state_up", NULL};
+    ApiCall *c = neu_begin(req, ud, API_NEED_ADMIN);
+    json_t *b = c ? neu_body(c, "agent", keys) : NULL;
+    bool up = true;
+    if (!b || !neu_get_bool(c, b, "admin_state_up", &up))
+        return;
+    json_t *v = agent_find(c, api_param(c, "id"));
+    if (!v)
+        return;
+    if (strcmp(neu_s(v, "agent_type"), agent_types[AGENT_L2].type) == 0 && !up) {
+        json_decref(v);
+        neu_invalid(c, "admin_state_up",
+                    "the Linux bridge agent of a host carries its ports and cannot be disabled");
+        return;
+    }
+    snprintf(c->target, sizeof(c->target), "%s", neu_s(v, "id"));
+    int r = json_object_get(b, "admin_state_up") &&
+                    strcmp(neu_s(v, "agent_type"), agent_types[AGENT_L2].type) != 0
+                ? api_host_l3_disable(c->api, neu_s(v, "_host"), !up)
+                : 0;
+    json_decref(v);
+    if (r < 0) {
+        neu_store_fault(c, r);
+        return;
+    }
+    if ((v = agent_find(c, api_param(c, "id"))))
         neu_reply_doc(c, 200, &neu_agent, v);
 }
 
@@ -215,4 +252,5 @@ void neu_agent_routes(Api *a)
     };
     for (size_t i = 0; i < ELEMENTSOF(routes); i++)
         sov_router_add(a->router, "GET", routes[i].path, 0, routes[i].h, a);
+    sov_router_add(a->router, "PUT", NEU_PREFIX "/agents/{id}", 0, h_agent_update, a);
 }

@@ -93,8 +93,11 @@ static void do_register(Net *n)
                           (json_int_t)0, "ram_mb", (json_int_t)0);
     if (n->cfg.zone[0])
         json_object_set_new(b, "zone", json_string(n->cfg.zone));
+    /* l3_realised: the last pass made routers and DHCP servers here (sov-api gives the role to
+     * another host only once that is false or this host has gone silent) */
     json_object_set_new(b, "info",
-                        json_pack("{s:s,s:b}", "tunnel_ip", n->cfg.tunnel_ip, "l3", n->cfg.l3));
+                        json_pack("{s:s,s:b,s:b}", "tunnel_ip", n->cfg.tunnel_ip, "l3", n->cfg.l3,
+                                  "l3_realised", n->l3_realised));
     int r = call(n, 0, "POST", "/agent/v1/hosts", b, 10000, NULL);
     if (r < 0)
         log_warn_errno(r, "cannot send the heartbeat");
@@ -244,6 +247,11 @@ static void apply_done(uv_work_t *req, int status)
     sov_gauge_set(n->m_ports, ports);
     if (r >= 0 && !n->stopping) /* a pass ending after SIGTERM starts no DHCP server */
         dhcp_converge(n, a->dhcp);
+    if (r >= 0 && a->cfg.l3 != n->l3_realised) {
+        n->l3_realised = a->cfg.l3;
+        if (!n->stopping) /* sov-api learns it now, not at the next heartbeat */
+            do_register(n);
+    }
     json_decref(a->snapshot);
     json_decref(a->statuses);
     json_decref(a->dhcp);
@@ -392,6 +400,7 @@ void agent_start(Net *n)
     uv_timer_init(n->loop, &n->resync);
     n->heartbeat.data = n->watch_retry.data = n->resync.data = n;
     n->heartbeat_ms = 10000;
+    n->l3_realised = n->cfg.l3; /* until a pass says otherwise, what an earlier agent made stays */
     uv_timer_start(&n->heartbeat, heartbeat_cb, 0, n->heartbeat_ms / 2);
     uv_timer_start(&n->resync, resync_cb, n->cfg.resync_ms, n->cfg.resync_ms);
 }

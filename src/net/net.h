@@ -80,7 +80,8 @@ typedef struct Net {
     char host[64];
     uint64_t rev;
     bool registered, watch_busy, stopping;
-    bool l3_active; /* sov-api says this host holds the l3 role (with [net] l3 on) */
+    bool l3_active;   /* sov-api says this host holds the l3 role (with [net] l3 on) */
+    bool l3_realised; /* the last complete pass realised routers and DHCP servers */
     unsigned backoff_ms;
     uint64_t heartbeat_ms;
     uv_timer_t heartbeat, watch_retry, resync;

@@ -712,13 +712,13 @@ def test_dns_name_in_use(api):
     assert host("h1") == "host-10-4-0-11"
 
 
-def register_network_host(api, host, l3):
-    """A heartbeat of network host <host>.net (as sov-net sends it); whether it holds the l3
-    role."""
+def register_network_host(api, host, l3, realised=False):
+    """A heartbeat of network host <host>.net (as sov-net sends it: realised, whether its last
+    pass made routers); whether it holds the l3 role."""
     r = raw_http(api.port, "POST", "/agent/v1/hosts",
                  {"Authorization": f"Bearer {api.agent_token}", "Content-Type": "application/json"},
                  json.dumps({"host": host + ".net", "kind": "network",
-                             "info": {"tunnel_ip": "", "l3": l3}}).encode())
+                             "info": {"tunnel_ip": "", "l3": l3, "l3_realised": realised}}).encode())
     assert r.status == 200, r.body
     return json.loads(r.body)["host"]["l3_active"]
 
@@ -798,3 +798,39 @@ def test_network_hosts_as_agents(api, acme):
     st, doc, _ = api.request("GET", N + f"/agents/{agents[0]['ID']}/l3-routers",
                              token=acme["token"])
     assert st == 403, doc
+
+
+def test_disabling_the_l3_agent_moves_the_role_after_its_host_let_go(api):
+    """`openstack network agent set --disable` on the holder's L3 agent: the holder stands by at
+    its next report, and the role goes to another host only once the holder reports that it no
+    longer has what it realised; enabled again, it waits as a standby."""
+    reg = lambda *a: register_network_host(api, *a)  # noqa: E731
+    assert reg("n1", True, True) is True
+    assert reg("n2", True) is False
+    os_ = api.openstack
+    l3 = {a["Host"]: a["ID"] for a in os_("network", "agent", "list", "--agent-type", "l3")}
+    os_("network", "agent", "set", "--disable", l3["n1"], fmt=False)
+    states = {(a["Host"], a["Agent Type"]): a["State"] for a in os_("network", "agent", "list")}
+    assert states == {("n1", "L3 agent"): False, ("n1", "DHCP agent"): False,
+                      ("n1", "Linux bridge agent"): True, ("n2", "L3 agent"): True,
+                      ("n2", "DHCP agent"): True, ("n2", "Linux bridge agent"): True}
+    assert reg("n2", True) is False  # n1 still holds
+    assert reg("n1", True, True) is False  # n1 told to stand by...
+    assert reg("n2", True) is False  # ...and still has its routers
+    assert reg("n1", True, False) is False
+    assert reg("n2", True) is True
+    os_("network", "agent", "set", "--enable", l3["n1"], fmt=False)
+    assert reg("n1", True, False) is False
+    assert os_("network", "agent", "show", l3["n1"])["admin_state_up"] is True
+    # the DHCP agent stands for the same role; the Linux bridge agent cannot be disabled
+    dhcp = {a["Host"]: a["ID"] for a in os_("network", "agent", "list", "--agent-type", "dhcp")}
+    os_("network", "agent", "set", "--disable", dhcp["n2"], fmt=False)
+    assert reg("n2", True, True) is False
+    assert os_("network", "agent", "show", l3["n2"])["admin_state_up"] is False
+    l2 = next(a["ID"] for a in os_("network", "agent", "list", "--agent-type", "linux-bridge")
+              if a["Host"] == "n1")
+    failed(os_("network", "agent", "set", "--disable", l2, fmt=False, check=False),
+           "cannot be disabled")
+    tok = api.token()
+    st, doc, _ = api.request("PUT", f"{N}/agents/{l3['n1']}", {"agent": {"host": "x"}}, tok)
+    assert st == 400, doc

@@ -587,6 +587,29 @@ def test_one_l3_host_at_a_time_and_takeover(start_api, start_net, netns):
     assert hosts_of("--router", "r1") == ["net1"]
     assert wait_for(lambda: ping(b, "10.0.5.1"), "the gateway on net1 again")
 
+    # maintenance: the admin disables net1's L3 agent; net1 stands by, and only once it has
+    # removed its router and DHCP server does net2 take the role (never both at once)
+    l3_1 = {a["Host"]: a["ID"] for a in os_("network", "agent", "list", "--agent-type", "l3")}
+    os_("network", "agent", "set", "--disable", l3_1["net1"], fmt=False)
+    seen = []
+
+    def moved():
+        names = netns_now()
+        both = f"{p1}r-{r12}" in names and f"{p2}r-{r12}" in names
+        seen.append(both)
+        return f"{p1}r-{r12}" not in names and f"{p2}r-{r12}" in names
+    wait_for(moved, "the role moved to net2")
+    assert not any(seen)
+    assert l3_roles(api) == {"net1.net": False, "net2.net": True}
+    states = {(a["Host"], a["Agent Type"]): a["State"] for a in os_("network", "agent", "list")}
+    assert states[("net1", "L3 agent")] is False and states[("net1", "DHCP agent")] is False
+    assert states[("net1", "Linux bridge agent")] is True
+    assert wait_for(lambda: ping(b, "10.0.5.1"), "the gateway on net2 after the move")
+    l2_1 = next(a["ID"] for a in os_("network", "agent", "list")
+                if a["Host"] == "net1" and a["Agent Type"] == "Linux bridge agent")
+    p = os_("network", "agent", "set", "--disable", l2_1, fmt=False, check=False)
+    assert p.returncode != 0 and "cannot be disabled" in p.stderr, p.stderr
+
 
 GSO_ATTRS = {41: "gso_max_size", 63: "gso_ipv4_max_size", 58: "gro_max_size",
              64: "gro_ipv4_max_size"}
