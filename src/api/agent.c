@@ -88,6 +88,19 @@ bool api_host_up(Api *a, json_t *h)
     return api_now_ms() - seen <= 3 * (int64_t)a->cfg.heartbeat_ms;
 }
 
+/* Writes host document h (its id is its "host"; parent its "kind"). */
+static int host_save(Api *a, json_t *h, bool insert)
+{
+    const char *name = api_jstr(h, "host");
+    ApiDocMeta m = {.kind = "host",
+                    .id = name,
+                    .name = name,
+                    .status = "up",
+                    .host = name,
+                    .parent = api_jstr(h, "kind")};
+    return insert ? api_store_insert(a->store, &m, h) : api_store_update(a->store, &m, h);
+}
+
 /* Whether host document h is a network host that asks for the l3 role ([net] l3) and the admin
  * has not disabled its L3 and DHCP agents (api_host_l3_disable). */
 static bool l3_wanted(json_t *h)
@@ -142,13 +155,7 @@ static int l3_elect(Api *a, json_t *doc, json_t *old, json_t *demoted)
                     continue;
                 /* the old holder stands by from now on (it learns so when it reports again) */
                 json_object_set_new(h, "l3_active", json_false());
-                ApiDocMeta m = {.kind = "host",
-                                .id = name,
-                                .name = name,
-                                .status = "up",
-                                .host = name,
-                                .parent = api_jstr(h, "kind")};
-                if ((r = api_store_update(a->store, &m, h)) < 0) {
+                if ((r = host_save(a, h, false)) < 0) {
                     json_decref(hosts);
                     return r;
                 }
@@ -219,8 +226,12 @@ static void h_register(SovHttpReq *req, void *ud)
     bool exists = api_store_get(a->store, "host", host, &old, NULL, 0) == 0;
     if (exists) {
         json_object_set(doc, "registered_ms", json_object_get(old, "registered_ms"));
+        /* what the admin set through Neutron's agents API */
         if (json_is_true(json_object_get(old, "l3_disabled")))
             json_object_set_new(doc, "l3_disabled", json_true());
+        json_t *descs = json_object_get(old, "agent_descriptions");
+        if (json_is_object(descs))
+            json_object_set(doc, "agent_descriptions", descs);
     } else
         json_object_set_new(doc, "registered_ms", json_integer(api_now_ms()));
     Agents *ag = a->agents;
@@ -244,10 +255,8 @@ static void h_register(SovHttpReq *req, void *ud)
         api_fault(c, 500, NULL, "cannot record the host: %s", strerror(-r));
         return;
     }
-    ApiDocMeta m = {
-        .kind = "host", .id = host, .name = host, .status = "up", .host = host, .parent = kind};
     snprintf(c->target, sizeof(c->target), "%s", host);
-    r = exists ? api_store_update(a->store, &m, doc) : api_store_insert(a->store, &m, doc);
+    r = host_save(a, doc, !exists);
     if (r == 0)
         r = api_store_commit(a->store);
     else
@@ -860,27 +869,30 @@ int api_schedule(Api *a, const char *zone, int64_t vcpus, int64_t ram_mb, int64_
     return best_free < 0 ? -ENOSPC : 0;
 }
 
-int api_host_l3_disable(Api *a, const char *host, bool disabled)
+int api_host_agent_set(Api *a, const char *host, const char *type, bool set_desc, const char *desc,
+                       int enable)
 {
-    json_t *doc;
+    json_t *doc, *d;
     int r = api_store_get(a->store, "host", host, &doc, NULL, 0);
     if (r < 0)
         return r;
-    if (disabled)
+    if (set_desc) {
+        if (!json_is_object(d = json_object_get(doc, "agent_descriptions")))
+            json_object_set_new(doc, "agent_descriptions", d = json_object());
+        if (desc)
+            json_object_set_new(d, type, json_string(desc));
+        else
+            json_object_del(d, type);
+    }
+    if (enable == 0)
         json_object_set_new(doc, "l3_disabled", json_true());
-    else
+    else if (enable == 1)
         json_object_del(doc, "l3_disabled");
-    ApiDocMeta m = {.kind = "host",
-                    .id = host,
-                    .name = host,
-                    .status = "up",
-                    .host = host,
-                    .parent = api_jstr(doc, "kind")};
-    r = api_store_update(a->store, &m, doc);
+    r = host_save(a, doc, false);
     json_decref(doc);
-    if (r == 0)
+    if (r == 0 && enable >= 0)
         log_info("network host %s: L3 and DHCP agents %s by the admin", host,
-                 disabled ? "disabled" : "enabled");
+                 enable ? "enabled" : "disabled");
     return r;
 }
 

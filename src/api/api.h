@@ -269,9 +269,12 @@ int api_compute_ports_migrating(Api *a, json_t *server, const char *to, const ch
 void api_agents_notify(Api *a);
 /* agent.c: whether host document h has reported within three heartbeat periods. */
 bool api_host_up(Api *a, json_t *h);
-/* agent.c: keeps network host `host` (its document id) out of the l3 role, or lets it in again
- * (Neutron's admin_state_up of its L3 and DHCP agents). 0 or <0 (-ENOENT: no such host). */
-int api_host_l3_disable(Api *a, const char *host, bool disabled);
+/* agent.c: on network host `host` (its document id), the description of its agent of type
+ * (Neutron's agent_type) when set_desc (NULL: none), and with enable 0 or 1 whether the host may
+ * hold the l3 role (the admin_state_up of its L3 and DHCP agents; -1 leaves it). 0 or <0
+ * (-ENOENT: no such host). */
+int api_host_agent_set(Api *a, const char *host, const char *type, bool set_desc, const char *desc,
+                       int enable);
 
 /* ---- volumes through sov-block (volume.c) ---- */
 /* Runs the block reconciler now (after a change) instead of at its next tick. */

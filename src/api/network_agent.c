@@ -67,11 +67,15 @@ static json_t *agent_view(Api *a, json_t *h, size_t ti)
              d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13],
              d[14], d[15]);
     json_t *conf = json_pack("{s:s}", "tunnel_ip", neu_s(info, "tunnel_ip"));
-    if (ti != AGENT_L2)
+    if (ti != AGENT_L2) {
         json_object_set_new(conf, "l3_active",
                             json_boolean(json_is_true(json_object_get(h, "l3_active"))));
+        json_object_set_new(conf, "l3_realised",
+                            json_boolean(json_is_true(json_object_get(info, "l3_realised"))));
+    }
+    json_t *desc = json_object_get(json_object_get(h, "agent_descriptions"), agent_types[ti].type);
     bool up = ti == AGENT_L2 || !json_is_true(json_object_get(h, "l3_disabled"));
-    return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:b,s:b,s:s,s:o,s:o,s:o,s:o,s:n,s:n,s:s}", "id", id,
+    return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:b,s:b,s:s,s:o,s:o,s:o,s:o,s:O,s:n,s:s}", "id", id,
                      "agent_type", agent_types[ti].type, "binary", agent_types[ti].binary, "host",
                      host, "availability_zone", ti == AGENT_L2 ? NULL : neu_s(h, "zone"), "alive",
                      api_host_up(a, h), "admin_state_up", up, "topic", agent_types[ti].topic,
@@ -79,7 +83,7 @@ static json_t *agent_view(Api *a, json_t *h, size_t ti)
                      agent_time(json_object_get(h, "registered_ms")), "started_at",
                      agent_time(json_object_get(h, "registered_ms")), "heartbeat_timestamp",
                      agent_time(json_object_get(h, "last_seen_ms")), "description",
-                     "resources_synced", "_host", neu_s(h, "host"));
+                     desc ? desc : json_null(), "resources_synced", "_host", neu_s(h, "host"));
 }
 
 /* Every agent (of type ti, or of all types when ti < 0); with l3_holder, only the L3 or DHCP
@@ -134,31 +138,39 @@ static void h_agent_show(SovHttpReq *req, void *ud)
         neu_reply_doc(c, 200, &neu_agent, v);
 }
 
-/* admin_state_up of an L3 or DHCP agent: whether its host may hold the l3 role (both agents
- * follow; `openstack network agent set --disable` moves the role off a host for maintenance,
- * once that host has removed what it realised). A Linux bridge agent stays up. */
+/* An agent's description, and the admin_state_up of an L3 or DHCP agent: whether its host may
+ * hold the l3 role (both agents follow; `openstack network agent set --disable` moves the role
+ * off a host for maintenance, once that host has removed what it realised). A Linux bridge agent
+ * stays up. */
 static void h_agent_update(SovHttpReq *req, void *ud)
 {
-    static const char *const keys[] = {"admin_state_up", NULL};
-    ApiCall *c = neu_begin(req, ud, API_NEED_ADMIN);
+    static const char *const keys[] = {"admin_state_up", "description", NULL};
+    ApiCall *c = neu_begin(req, ud, API_NEED_READ);
+    if (c && !c->auth.system_admin) { /* others find none (h_agent_show) */
+        api_fault(c, 404, neu_agent.notfound, "Agent %.64s could not be found.",
+                  api_param(c, "id"));
+        return;
+    }
     json_t *b = c ? neu_body(c, "agent", keys) : NULL;
     bool up = true;
-    if (!b || !neu_get_bool(c, b, "admin_state_up", &up))
+    const char *desc = NULL;
+    if (!b || !neu_get_bool(c, b, "admin_state_up", &up) ||
+        !neu_get_str(c, b, "description", NEU_NAME_MAX, true, &desc))
         return;
     json_t *v = agent_find(c, api_param(c, "id"));
     if (!v)
         return;
-    if (strcmp(neu_s(v, "agent_type"), agent_types[AGENT_L2].type) == 0 && !up) {
+    bool l2 = strcmp(neu_s(v, "agent_type"), agent_types[AGENT_L2].type) == 0;
+    if (l2 && !up) {
         json_decref(v);
         neu_invalid(c, "admin_state_up",
                     "the Linux bridge agent of a host carries its ports and cannot be disabled");
         return;
     }
     snprintf(c->target, sizeof(c->target), "%s", neu_s(v, "id"));
-    int r = json_object_get(b, "admin_state_up") &&
-                    strcmp(neu_s(v, "agent_type"), agent_types[AGENT_L2].type) != 0
-                ? api_host_l3_disable(c->api, neu_s(v, "_host"), !up)
-                : 0;
+    int enable = json_object_get(b, "admin_state_up") && !l2 ? up : -1;
+    int r = api_host_agent_set(c->api, neu_s(v, "_host"), neu_s(v, "agent_type"),
+                               json_object_get(b, "description") != NULL, desc, enable);
     json_decref(v);
     if (r < 0) {
         neu_store_fault(c, r);

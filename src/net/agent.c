@@ -35,7 +35,8 @@ typedef struct Apply {
     NetConfig cfg; /* n's, with l3 off while this host stands by (n->l3_active) */
     json_t *snapshot, *statuses, *dhcp;
     int r;
-    uint64_t ns; /* how long the pass took */
+    bool l3_left; /* router or DHCP namespaces still here after the pass */
+    uint64_t ns;  /* how long the pass took */
     SovBuf err;
 } Apply;
 
@@ -144,6 +145,7 @@ static void apply_work(uv_work_t *req)
     Apply *a = (Apply *)req;
     uint64_t t0 = uv_hrtime();
     a->r = net_realize(&a->cfg, a->snapshot, a->statuses, a->dhcp, &a->err);
+    a->l3_left = net_l3_left(&a->cfg);
     a->ns = uv_hrtime() - t0;
 }
 
@@ -247,8 +249,10 @@ static void apply_done(uv_work_t *req, int status)
     sov_gauge_set(n->m_ports, ports);
     if (r >= 0 && !n->stopping) /* a pass ending after SIGTERM starts no DHCP server */
         dhcp_converge(n, a->dhcp);
-    if (r >= 0 && a->cfg.l3 != n->l3_realised) {
-        n->l3_realised = a->cfg.l3;
+    /* what is there, failed pass or not (a pass with l3 on sets it before it starts) */
+    bool left = a->l3_left || (a->cfg.l3 && n->cfg.l3 && n->l3_active);
+    if (left != n->l3_realised) {
+        n->l3_realised = left;
         if (!n->stopping) /* sov-api learns it now, not at the next heartbeat */
             do_register(n);
     }
@@ -290,6 +294,8 @@ static void apply_start(Net *n)
     a->n = n;
     a->cfg = n->cfg;
     a->cfg.l3 = n->cfg.l3 && n->l3_active;
+    if (a->cfg.l3) /* about to make routers: sov-api gives the role to nobody else meanwhile */
+        n->l3_realised = true;
     a->snapshot = json_deep_copy(n->snapshot);
     a->statuses = json_object();
     a->dhcp = json_object();
@@ -400,7 +406,7 @@ void agent_start(Net *n)
     uv_timer_init(n->loop, &n->resync);
     n->heartbeat.data = n->watch_retry.data = n->resync.data = n;
     n->heartbeat_ms = 10000;
-    n->l3_realised = n->cfg.l3; /* until a pass says otherwise, what an earlier agent made stays */
+    n->l3_realised = true; /* until a pass has looked: an earlier agent may have left routers */
     uv_timer_start(&n->heartbeat, heartbeat_cb, 0, n->heartbeat_ms / 2);
     uv_timer_start(&n->resync, resync_cb, n->cfg.resync_ms, n->cfg.resync_ms);
 }

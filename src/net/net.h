@@ -107,5 +107,8 @@ void agent_stop(Net *n);
  * application is retried by the next pass). */
 int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t *dhcp,
                 SovBuf *err);
+/* realize.c: whether router or DHCP namespaces of this agent's prefix exist (what the l3 role
+ * made here, whatever the last pass managed); true when /run/netns cannot be read. */
+bool net_l3_left(const NetConfig *cfg);
 
 #endif

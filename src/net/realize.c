@@ -5,6 +5,7 @@
  * client string reaches a command line unchecked. Only names sov-net owns are ever removed:
  * sb/vp/vi/pr/pg + 12 hex digits, tap + 12 hex digits, and namespaces <prefix>r-<12 hex>. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -1129,6 +1130,22 @@ static void status(json_t *st, const char *kind, const char *id, const char *s)
     char key[160];
     snprintf(key, sizeof(key), "%s/%s", kind, id);
     json_object_set_new(st, key, json_string(s));
+}
+
+bool net_l3_left(const NetConfig *cfg)
+{
+    char pre[24], dpre[24];
+    snprintf(pre, sizeof(pre), "%.16sr-", cfg->prefix);
+    snprintf(dpre, sizeof(dpre), "%.16sd-", cfg->prefix);
+    DIR *d = opendir("/run/netns");
+    if (!d)
+        return errno != ENOENT; /* not knowing, it may have some */
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d));)
+        found = strncmp(e->d_name, pre, strlen(pre)) == 0 ||
+                strncmp(e->d_name, dpre, strlen(dpre)) == 0;
+    closedir(d);
+    return found;
 }
 
 int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t *dhcp, SovBuf *err)

@@ -819,9 +819,11 @@ def test_disabling_the_l3_agent_moves_the_role_after_its_host_let_go(api):
     assert reg("n2", True) is False  # ...and still has its routers
     assert reg("n1", True, False) is False
     assert reg("n2", True) is True
-    os_("network", "agent", "set", "--enable", l3["n1"], fmt=False)
+    os_("network", "agent", "set", "--enable", "--description", "rack 4", l3["n1"], fmt=False)
     assert reg("n1", True, False) is False
-    assert os_("network", "agent", "show", l3["n1"])["admin_state_up"] is True
+    shown = os_("network", "agent", "show", l3["n1"])
+    assert shown["admin_state_up"] is True and shown["description"] == "rack 4"
+    assert shown["configuration"]["l3_realised"] is False
     # the DHCP agent stands for the same role; the Linux bridge agent cannot be disabled
     dhcp = {a["Host"]: a["ID"] for a in os_("network", "agent", "list", "--agent-type", "dhcp")}
     os_("network", "agent", "set", "--disable", dhcp["n2"], fmt=False)
@@ -834,3 +836,7 @@ def test_disabling_the_l3_agent_moves_the_role_after_its_host_let_go(api):
     tok = api.token()
     st, doc, _ = api.request("PUT", f"{N}/agents/{l3['n1']}", {"agent": {"host": "x"}}, tok)
     assert st == 400, doc
+    st, doc, _ = api.request("PUT", f"{N}/agents/{l3['n1']}",
+                             {"agent": {"admin_state_up": False}}, api.make_project("p")["token"])
+    assert st == 404 and neutron_error(doc)[0] == "AgentNotFound"
+    assert os_("network", "agent", "show", l3["n1"])["admin_state_up"] is True

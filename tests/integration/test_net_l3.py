@@ -595,9 +595,10 @@ def test_one_l3_host_at_a_time_and_takeover(start_api, start_net, netns):
 
     def moved():
         names = netns_now()
-        both = f"{p1}r-{r12}" in names and f"{p2}r-{r12}" in names
-        seen.append(both)
-        return f"{p1}r-{r12}" not in names and f"{p2}r-{r12}" in names
+        seen.append(any(f"{p1}{k}" in names and f"{p2}{k}" in names
+                        for k in (f"r-{r12}", f"d-{s12}")))
+        return all(f"{p1}{k}" not in names and f"{p2}{k}" in names
+                   for k in (f"r-{r12}", f"d-{s12}"))
     wait_for(moved, "the role moved to net2")
     assert not any(seen)
     assert l3_roles(api) == {"net1.net": False, "net2.net": True}
