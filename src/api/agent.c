@@ -102,7 +102,7 @@ static int host_save(Api *a, json_t *h, bool insert)
 }
 
 /* Whether host document h is a network host that asks for the l3 role ([net] l3) and the admin
- * has not disabled its L3 and DHCP agents (api_host_l3_disable). */
+ * has not disabled its L3 and DHCP agents (api_host_agent_set). */
 static bool l3_wanted(json_t *h)
 {
     return strcmp(api_jstr(h, "kind"), "network") == 0 &&

@@ -8,7 +8,8 @@
  *   GET /v2.0/networks/{id}/dhcp-agents      `openstack network agent list --network N`
  *   GET /v2.0/agents/{id}/l3-routers         `openstack router list --agent A`
  *   GET /v2.0/agents/{id}/dhcp-networks      `openstack network list --agent A`
- *   PUT /v2.0/agents/{id} admin_state_up     `openstack network agent set --disable/--enable`
+ *   PUT /v2.0/agents/{id}                    `openstack network agent set --disable/--enable
+ *                                            [--description D]`
  * An agent's id derives from its host and type, so it stays the same across restarts. Agents
  * come and go with their hosts: they cannot be deleted here. Others than the admin
  * list none and find none (as Neutron's policy has it); the lists of what an agent hosts and
@@ -66,13 +67,12 @@ static json_t *agent_view(Api *a, json_t *h, size_t ti)
     snprintf(id, sizeof(id), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
              d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13],
              d[14], d[15]);
-    json_t *conf = json_pack("{s:s}", "tunnel_ip", neu_s(info, "tunnel_ip"));
-    if (ti != AGENT_L2) {
+    /* l3_realised on every agent: any host that still has routers holds a move back */
+    json_t *conf = json_pack("{s:s,s:b}", "tunnel_ip", neu_s(info, "tunnel_ip"), "l3_realised",
+                             json_is_true(json_object_get(info, "l3_realised")));
+    if (ti != AGENT_L2)
         json_object_set_new(conf, "l3_active",
                             json_boolean(json_is_true(json_object_get(h, "l3_active"))));
-        json_object_set_new(conf, "l3_realised",
-                            json_boolean(json_is_true(json_object_get(info, "l3_realised"))));
-    }
     json_t *desc = json_object_get(json_object_get(h, "agent_descriptions"), agent_types[ti].type);
     bool up = ti == AGENT_L2 || !json_is_true(json_object_get(h, "l3_disabled"));
     return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:b,s:b,s:s,s:o,s:o,s:o,s:o,s:O,s:n,s:s}", "id", id,

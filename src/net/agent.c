@@ -94,8 +94,9 @@ static void do_register(Net *n)
                           (json_int_t)0, "ram_mb", (json_int_t)0);
     if (n->cfg.zone[0])
         json_object_set_new(b, "zone", json_string(n->cfg.zone));
-    /* l3_realised: the last pass made routers and DHCP servers here (sov-api gives the role to
-     * another host only once that is false or this host has gone silent) */
+    /* l3_realised: router or DHCP namespaces are here, or a pass with the role is making them
+     * (sov-api gives the role to another host only once that is false or this host has gone
+     * silent) */
     json_object_set_new(b, "info",
                         json_pack("{s:s,s:b,s:b}", "tunnel_ip", n->cfg.tunnel_ip, "l3", n->cfg.l3,
                                   "l3_realised", n->l3_realised));
@@ -250,7 +251,7 @@ static void apply_done(uv_work_t *req, int status)
     if (r >= 0 && !n->stopping) /* a pass ending after SIGTERM starts no DHCP server */
         dhcp_converge(n, a->dhcp);
     /* what is there, failed pass or not (a pass with l3 on sets it before it starts) */
-    bool left = a->l3_left || (a->cfg.l3 && n->cfg.l3 && n->l3_active);
+    bool left = a->l3_left || (a->cfg.l3 && n->l3_active);
     if (left != n->l3_realised) {
         n->l3_realised = left;
         if (!n->stopping) /* sov-api learns it now, not at the next heartbeat */
@@ -406,7 +407,7 @@ void agent_start(Net *n)
     uv_timer_init(n->loop, &n->resync);
     n->heartbeat.data = n->watch_retry.data = n->resync.data = n;
     n->heartbeat_ms = 10000;
-    n->l3_realised = true; /* until a pass has looked: an earlier agent may have left routers */
+    n->l3_realised = net_l3_left(&n->cfg); /* what an earlier agent left, until a pass looks */
     uv_timer_start(&n->heartbeat, heartbeat_cb, 0, n->heartbeat_ms / 2);
     uv_timer_start(&n->resync, resync_cb, n->cfg.resync_ms, n->cfg.resync_ms);
 }

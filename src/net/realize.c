@@ -1132,18 +1132,28 @@ static void status(json_t *st, const char *kind, const char *id, const char *s)
     json_object_set_new(st, key, json_string(s));
 }
 
-bool net_l3_left(const NetConfig *cfg)
+/* Whether name is one of this agent's router or DHCP namespaces: <prefix>r- or <prefix>d- and
+ * 12 hex digits (what a pass makes, and removes when unwanted). */
+static bool l3_ns_ours(const NetConfig *cfg, const char *name)
 {
     char pre[24], dpre[24];
     snprintf(pre, sizeof(pre), "%.16sr-", cfg->prefix);
     snprintf(dpre, sizeof(dpre), "%.16sd-", cfg->prefix);
+    return (strncmp(name, pre, strlen(pre)) == 0 || strncmp(name, dpre, strlen(dpre)) == 0) &&
+           strlen(name) == strlen(pre) + 12 && strspn(name + strlen(pre), "0123456789abcdef") == 12;
+}
+
+bool net_l3_left(const NetConfig *cfg)
+{
     DIR *d = opendir("/run/netns");
     if (!d)
         return errno != ENOENT; /* not knowing, it may have some */
     bool found = false;
-    for (struct dirent *e; !found && (e = readdir(d));)
-        found = strncmp(e->d_name, pre, strlen(pre)) == 0 ||
-                strncmp(e->d_name, dpre, strlen(dpre)) == 0;
+    struct dirent *e;
+    errno = 0;
+    while (!found && (e = readdir(d)))
+        found = l3_ns_ours(cfg, e->d_name);
+    found = found || errno != 0; /* a failed read: it may have some */
     closedir(d);
     return found;
 }
@@ -1215,19 +1225,13 @@ int net_realize(const NetConfig *cfg, json_t *snapshot, json_t *statuses, json_t
                                       "subnet", sd ? sd : json_incref(sn), "ports", ports));
     }
     /* namespaces of routers that are gone */
-    char pre[80], dpre[80];
-    snprintf(pre, sizeof(pre), "%.16sr-", cfg->prefix);
-    snprintf(dpre, sizeof(dpre), "%.16sd-", cfg->prefix);
     json_object_foreach(x.netns, name, v)
     {
         bool wanted = false;
         const char *id;
         json_object_foreach(w.routers, id, rw) wanted = wanted || strcmp(jstr(rw, "ns"), name) == 0;
-        bool ours =
-            (strncmp(name, pre, strlen(pre)) == 0 || strncmp(name, dpre, strlen(dpre)) == 0) &&
-            strlen(name) == strlen(pre) + 12 &&
-            strspn(name + strlen(pre), "0123456789abcdef") == 12;
-        if (!wanted && ours && (r = ip(&x, NULL, NULL, NULL, "netns", "del", name, NULL)) < 0)
+        if (!wanted && l3_ns_ours(cfg, name) &&
+            (r = ip(&x, NULL, NULL, NULL, "netns", "del", name, NULL)) < 0)
             goto out;
     }
     /* statuses: a port is ACTIVE once its device is on its bridge */
