@@ -173,6 +173,8 @@ static inline const char *api_jstr(const json_t *o, const char *key)
 /* 32 hex digit random id; api_new_uuid() writes the dashed form (36 chars). */
 void api_new_id(char out[API_ID_LEN + 1]);
 void api_new_uuid(char out[API_UUID_LEN + 1]);
+/* The same id for the same name every time (SHA-256 of name, in a version 5 UUID's layout). */
+void api_name_uuid(const char *name, char out[API_UUID_LEN + 1]);
 /* true for 32 hex digits or a dashed UUID of hex digits. */
 bool api_valid_id(SovStr s);
 /* ISO 8601 UTC: "2026-11-26T10:11:12Z" (api_time_iso, Nova) and Keystone's

@@ -19,22 +19,43 @@
 
 /* ---- ids and times ---- */
 
+/* The hex digits of a UUID of that version (its version and variant bits set in b). */
+static void uuid_hex(uint8_t b[16], unsigned version, char out[API_ID_LEN + 1])
+{
+    b[6] = (uint8_t)((b[6] & 0x0f) | version << 4);
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    sov_hex_encode(b, 16, out);
+    out[API_ID_LEN] = '\0';
+}
+
+static void uuid_dashed(const char h[API_ID_LEN + 1], char out[API_UUID_LEN + 1])
+{
+    snprintf(out, API_UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
+}
+
 void api_new_id(char out[API_ID_LEN + 1])
 {
     uint8_t b[16];
     if (sov_random_bytes(b, sizeof(b)) < 0)
-        abort();                            /* no randomness: nothing safe to hand out */
-    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* a version 4 UUID when dashed */
-    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    sov_hex_encode(b, sizeof(b), out);
-    out[API_ID_LEN] = '\0';
+        abort(); /* no randomness: nothing safe to hand out */
+    uuid_hex(b, 4, out);
 }
 
 void api_new_uuid(char out[API_UUID_LEN + 1])
 {
     char h[API_ID_LEN + 1];
     api_new_id(h);
-    snprintf(out, API_UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
+    uuid_dashed(h, out);
+}
+
+void api_name_uuid(const char *name, char out[API_UUID_LEN + 1])
+{
+    uint8_t d[SOV_SHA256_LEN];
+    char h[API_ID_LEN + 1];
+    if (sov_sha256(name, strlen(name), d) < 0)
+        abort(); /* no hash: nothing stable to hand out */
+    uuid_hex(d, 5, h);
+    uuid_dashed(h, out);
 }
 
 static bool is_hex(char ch)

@@ -18,7 +18,6 @@
 #include <string.h>
 
 #include "network-int.h"
-#include "sov/crypto.h"
 
 static const NeuKind neu_agent = {
     "agent", "agent", "agents", "agents", "AgentNotFound", "Agent", "could not be found."};
@@ -58,15 +57,8 @@ static json_t *agent_view(Api *a, json_t *h, size_t ti)
     size_t n = strlen(host);
     if (n > 4 && strcmp(host + n - 4, ".net") == 0)
         host[n - 4] = '\0';
-    uint8_t d[SOV_SHA256_LEN];
     snprintf(seed, sizeof(seed), "neutron-agent/%s/%zu", host, ti);
-    if (sov_sha256(seed, strlen(seed), d) < 0)
-        return NULL;
-    d[6] = (uint8_t)((d[6] & 0x0f) | 0x50); /* a name-based UUID (version 5 layout) */
-    d[8] = (uint8_t)((d[8] & 0x3f) | 0x80);
-    snprintf(id, sizeof(id), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13],
-             d[14], d[15]);
+    api_name_uuid(seed, id);
     /* l3_realised on every agent: any host that still has routers holds a move back */
     json_t *conf = json_pack("{s:s,s:b}", "tunnel_ip", neu_s(info, "tunnel_ip"), "l3_realised",
                              json_is_true(json_object_get(info, "l3_realised")));
@@ -193,18 +185,24 @@ static void h_router_l3_agents(SovHttpReq *req, void *ud)
     neu_reply_list(c, &neu_agent, arr);
 }
 
+/* Whether network net_id has a DHCP server: one of its subnets with DHCP. */
+static bool net_has_dhcp(Api *a, const char *net_id)
+{
+    json_t *subs = neu_list_of(a, "subnet", NULL, net_id), *s;
+    size_t i;
+    bool dhcp = false;
+    json_array_foreach(subs, i, s) dhcp |= json_is_true(json_object_get(s, "enable_dhcp"));
+    json_decref(subs);
+    return dhcp;
+}
+
 static void h_network_dhcp_agents(SovHttpReq *req, void *ud)
 {
     ApiCall *c = neu_begin(req, ud, API_NEED_ADMIN);
     json_t *net = c ? neu_doc_get(c, &neu_network, api_param(c, "id")) : NULL;
     if (!net)
         return;
-    /* a network is served where it has a DHCP server: one of its subnets with DHCP */
-    json_t *subs = neu_list_of(c->api, "subnet", NULL, neu_s(net, "id")), *s;
-    size_t i;
-    bool dhcp = false;
-    json_array_foreach(subs, i, s) dhcp |= json_is_true(json_object_get(s, "enable_dhcp"));
-    json_decref(subs);
+    bool dhcp = net_has_dhcp(c->api, neu_s(net, "id"));
     json_decref(net);
     neu_reply_list(c, &neu_agent, dhcp ? agents(c->api, AGENT_DHCP, true) : json_array());
 }
@@ -223,18 +221,8 @@ static void hosted(SovHttpReq *req, void *ud, int ti, const NeuKind *k)
     json_t *all = holds ? neu_list_of(c->api, k->kind, NULL, NULL) : json_array();
     json_t *out = json_array(), *d;
     size_t i;
-    json_array_foreach(all, i, d)
-    {
-        bool dhcp = ti != AGENT_DHCP;
-        if (!dhcp) {
-            json_t *subs = neu_list_of(c->api, "subnet", NULL, neu_s(d, "id")), *s;
-            size_t j;
-            json_array_foreach(subs, j, s) dhcp |= json_is_true(json_object_get(s, "enable_dhcp"));
-            json_decref(subs);
-        }
-        if (dhcp)
-            json_array_append(out, d);
-    }
+    json_array_foreach(all, i, d) if (ti != AGENT_DHCP || net_has_dhcp(c->api, neu_s(d, "id")))
+        json_array_append(out, d);
     json_decref(all);
     neu_reply_list(c, k, out);
 }

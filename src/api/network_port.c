@@ -22,8 +22,7 @@
 static bool mac_parse(const char *s, char out[18])
 {
     uint8_t b[6];
-    static const uint8_t zero[6];
-    if (!sov_mac_parse(s, b) || (b[0] & 1) || memcmp(b, zero, 6) == 0)
+    if (!sov_mac_parse(s, b) || !sov_mac_unicast(b))
         return false;
     sov_mac_format(b, out);
     return true;

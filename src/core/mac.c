@@ -25,6 +25,12 @@ bool sov_mac_parse(const char *s, uint8_t out[6])
     return true;
 }
 
+bool sov_mac_unicast(const uint8_t mac[6])
+{
+    static const uint8_t zero[6];
+    return !(mac[0] & 1) && memcmp(mac, zero, 6) != 0;
+}
+
 void sov_mac_format(const uint8_t mac[6], char out[18])
 {
     snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4],

@@ -402,8 +402,7 @@ static void want_leg(json_t *rw, const char *leg, const char *addr, int mtu, con
     char canon[18];
     json_object_set_new(json_object_get(rw, "legs"), leg, json_pack("[s]", addr));
     json_object_set_new(json_object_get(rw, "mtu"), leg, json_integer(mtu));
-    static const uint8_t zero[6];
-    if (sov_mac_parse(mac, m) && !(m[0] & 1) && memcmp(m, zero, 6) != 0) {
+    if (sov_mac_parse(mac, m) && sov_mac_unicast(m)) {
         sov_mac_format(m, canon);
         json_object_set_new(json_object_get(rw, "mac"), leg, json_string(canon));
     }

@@ -426,9 +426,7 @@ static int parse_port_pairs(SgCtx *c, json_t *p, SgPort *port, size_t i)
         if (!ip_parse(s, true, &pair.ip.fam, &pair.ip.addr, &pair.plen))
             return fail(c->err, -EINVAL, "port", i, "invalid allowed_address_pairs ip_address");
         pair.ip.addr &= ~host_mask(pair.ip.fam, pair.plen);
-        static const uint8_t zero[6];
-        if (mac &&
-            (!sov_mac_parse(mac, pair.mac) || (pair.mac[0] & 1) || !memcmp(pair.mac, zero, 6)))
+        if (mac && (!sov_mac_parse(mac, pair.mac) || !sov_mac_unicast(pair.mac)))
             return fail(c->err, -EINVAL, "port", i, "invalid allowed_address_pairs mac_address");
         if (!mac)
             memcpy(pair.mac, port->mac, sizeof(pair.mac));

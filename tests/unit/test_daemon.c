@@ -101,6 +101,10 @@ static void test_mac(void **state)
     for (size_t i = 0; bad[i]; i++)
         assert_false(sov_mac_parse(bad[i], m));
     assert_false(sov_mac_parse(NULL, m));
+    /* a port's MAC: unicast and not all zeros */
+    assert_true(sov_mac_parse("fa:16:3e:00:00:01", m) && sov_mac_unicast(m));
+    assert_true(sov_mac_parse("01:00:5e:00:00:01", m) && !sov_mac_unicast(m));
+    assert_true(sov_mac_parse("00:00:00:00:00:00", m) && !sov_mac_unicast(m));
 }
 
 /* DNS labels and names: RFC 1123 syntax, lower-cased, one trailing dot dropped. */

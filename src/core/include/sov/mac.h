@@ -9,6 +9,8 @@
 
 /* Six pairs of hex digits (either case) joined by ':' or '-' (one kind throughout) into out. */
 bool sov_mac_parse(const char *s, uint8_t out[6]);
+/* Whether mac is one a port may have: unicast (group bit clear) and not all zeros. */
+bool sov_mac_unicast(const uint8_t mac[6]);
 /* The lower-case ':' form. */
 void sov_mac_format(const uint8_t mac[6], char out[18]);
 
