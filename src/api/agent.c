@@ -22,7 +22,8 @@
  * over) the next network host with l3 on to register takes it, and the old one, when it reports
  * again, learns it stands by and removes what it realised. A holder the admin disabled
  * (PUT /v2.0/agents/{id}, network_agent.c) stands by at its next report; while it still reports
- * "l3_realised" (its last pass made routers) nobody else takes the role. */
+ * "l3_realised" (router or DHCP namespaces are there, or it holds the role), or has not yet
+ * echoed its last grant ("l3_term", counted per host), nobody else takes the role. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -143,11 +144,16 @@ static int l3_elect(Api *a, json_t *doc, json_t *old, json_t *demoted)
                 if (strcmp(name, api_jstr(doc, "host")) == 0)
                     continue;
                 /* a host sov-api hears from that holds the role, or still has what it realised
-                 * with it (it says so in its heartbeat), keeps the others out: a holder that no
-                 * longer wants the role drops it at its own next report */
+                 * with it (it says so in its heartbeat), or has not yet reported having learnt of
+                 * its last grant (the heartbeat that dropped the role may have been sent before
+                 * the answer that gave it: the host may be making routers now), keeps the others
+                 * out: a holder that no longer wants the role drops it at its own next report */
+                json_t *info = json_object_get(h, "info"), *seen = json_object_get(info, "l3_term");
+                bool unseen =
+                    json_is_integer(seen) &&
+                    json_integer_value(seen) != json_integer_value(json_object_get(h, "l3_term"));
                 if (l3_holder_heard(a, h) &&
-                    (holds ||
-                     json_is_true(json_object_get(json_object_get(h, "info"), "l3_realised")))) {
+                    (holds || unseen || json_is_true(json_object_get(info, "l3_realised")))) {
                     active = false;
                     continue;
                 }
@@ -164,8 +170,16 @@ static int l3_elect(Api *a, json_t *doc, json_t *old, json_t *demoted)
             json_decref(hosts);
         }
     }
-    if (strcmp(api_jstr(doc, "kind"), "network") == 0)
-        json_object_set_new(doc, "l3_active", json_boolean(active));
+    if (strcmp(api_jstr(doc, "kind"), "network") != 0)
+        return 0;
+    /* each grant is a new term; the host echoes the last term it learnt of ("l3_term" in its
+     * heartbeat's info) */
+    json_int_t term = json_integer_value(json_object_get(old, "l3_term"));
+    if (active && !json_is_true(json_object_get(old, "l3_active")))
+        term++;
+    if (term > 0)
+        json_object_set_new(doc, "l3_term", json_integer(term));
+    json_object_set_new(doc, "l3_active", json_boolean(active));
     return 0;
 }
 

@@ -94,12 +94,14 @@ static void do_register(Net *n)
                           (json_int_t)0, "ram_mb", (json_int_t)0);
     if (n->cfg.zone[0])
         json_object_set_new(b, "zone", json_string(n->cfg.zone));
-    /* l3_realised: router or DHCP namespaces are here, or a pass with the role is making them
-     * (sov-api gives the role to another host only once that is false or this host has gone
-     * silent) */
+    /* l3_realised: router or DHCP namespaces are here, or this host holds the role and makes
+     * them; l3_term: the last grant of the role this host learnt of. sov-api gives the role to
+     * another host only once this host reports both (the last grant seen, nothing realised) or
+     * has gone silent, so a heartbeat sent before the answer that gave the role moves nothing */
     json_object_set_new(b, "info",
-                        json_pack("{s:s,s:b,s:b}", "tunnel_ip", n->cfg.tunnel_ip, "l3", n->cfg.l3,
-                                  "l3_realised", n->l3_realised));
+                        json_pack("{s:s,s:b,s:b,s:I}", "tunnel_ip", n->cfg.tunnel_ip, "l3",
+                                  n->cfg.l3, "l3_realised", n->l3_realised, "l3_term",
+                                  (json_int_t)n->l3_term));
     int r = call(n, 0, "POST", "/agent/v1/hosts", b, 10000, NULL);
     if (r < 0)
         log_warn_errno(r, "cannot send the heartbeat");
@@ -250,8 +252,8 @@ static void apply_done(uv_work_t *req, int status)
     sov_gauge_set(n->m_ports, ports);
     if (r >= 0 && !n->stopping) /* a pass ending after SIGTERM starts no DHCP server */
         dhcp_converge(n, a->dhcp);
-    /* what is there, failed pass or not (a pass with l3 on sets it before it starts) */
-    bool left = a->l3_left || (a->cfg.l3 && n->l3_active);
+    /* what is there, failed pass or not, or the role held now (the next pass makes them) */
+    bool left = a->l3_left || (n->cfg.l3 && n->l3_active);
     if (left != n->l3_realised) {
         n->l3_realised = left;
         if (!n->stopping) /* sov-api learns it now, not at the next heartbeat */
@@ -295,8 +297,6 @@ static void apply_start(Net *n)
     a->n = n;
     a->cfg = n->cfg;
     a->cfg.l3 = n->cfg.l3 && n->l3_active;
-    if (a->cfg.l3) /* about to make routers: sov-api gives the role to nobody else meanwhile */
-        n->l3_realised = true;
     a->snapshot = json_deep_copy(n->snapshot);
     a->statuses = json_object();
     a->dhcp = json_object();
@@ -339,6 +339,12 @@ static void registered(Net *n, json_t *doc)
                         : "this host realises only the ports bound to it");
     bool changed = active != n->l3_active;
     n->l3_active = active;
+    json_t *term = json_object_get(json_object_get(doc, "host"), "l3_term");
+    if (json_is_integer(term))
+        n->l3_term = json_integer_value(term);
+    /* routers are about to be made: sov-api gives the role to nobody else meanwhile */
+    if (n->cfg.l3 && active)
+        n->l3_realised = true;
     if (changed && n->registered) {
         n->dirty = true;
         apply_start(n);

@@ -81,7 +81,8 @@ typedef struct Net {
     uint64_t rev;
     bool registered, watch_busy, stopping;
     bool l3_active;   /* sov-api says this host holds the l3 role (with [net] l3 on) */
-    bool l3_realised; /* the last complete pass realised routers and DHCP servers */
+    bool l3_realised; /* router or DHCP namespaces are here, or the role is held (agent.c) */
+    int64_t l3_term;  /* the last l3 term sov-api's answers named (echoed in heartbeats) */
     unsigned backoff_ms;
     uint64_t heartbeat_ms;
     uv_timer_t heartbeat, watch_retry, resync;

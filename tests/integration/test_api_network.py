@@ -712,15 +712,19 @@ def test_dns_name_in_use(api):
     assert host("h1") == "host-10-4-0-11"
 
 
-def register_network_host(api, host, l3, realised=False):
-    """A heartbeat of network host <host>.net (as sov-net sends it: realised, whether its last
-    pass made routers); whether it holds the l3 role."""
+def register_network_host(api, host, l3, realised=False, term=None, doc=False):
+    """A heartbeat of network host <host>.net (as sov-net sends it: realised, whether router or
+    DHCP namespaces are there; term, the last grant of the l3 role it learnt of, which older
+    sov-nets do not send); whether it holds the l3 role (doc: the whole host document)."""
+    info = {"tunnel_ip": "", "l3": l3, "l3_realised": realised}
+    if term is not None:
+        info["l3_term"] = term
     r = raw_http(api.port, "POST", "/agent/v1/hosts",
                  {"Authorization": f"Bearer {api.agent_token}", "Content-Type": "application/json"},
-                 json.dumps({"host": host + ".net", "kind": "network",
-                             "info": {"tunnel_ip": "", "l3": l3, "l3_realised": realised}}).encode())
+                 json.dumps({"host": host + ".net", "kind": "network", "info": info}).encode())
     assert r.status == 200, r.body
-    return json.loads(r.body)["host"]["l3_active"]
+    host_doc = json.loads(r.body)["host"]
+    return host_doc if doc else host_doc["l3_active"]
 
 
 def test_l3_role_moves_after_silence_not_after_a_restart(start_api):
@@ -798,6 +802,37 @@ def test_network_hosts_as_agents(api, acme):
     st, doc, _ = api.request("GET", N + f"/agents/{agents[0]['ID']}/l3-routers",
                              token=acme["token"])
     assert st == 403, doc
+
+
+def test_a_heartbeat_sent_before_its_grant_moves_no_role(start_api):
+    """Each grant of the l3 role is a term (l3_term in the host document) that the host's
+    heartbeats echo once they learnt of it. A heartbeat the new holder sent before the answer
+    that gave it the role, arriving after the admin disabled that holder, says nothing of the
+    routers it is making by then: nobody takes the role until the holder has echoed the grant
+    and reported its namespaces gone."""
+    api = start_api()
+    reg = lambda *a, **k: register_network_host(api, *a, **k)  # noqa: E731
+    m1 = reg("m1", True, False, term=0, doc=True)
+    assert m1["l3_active"] is True and m1["l3_term"] == 1
+    l3 = {a["Host"]: a["ID"]
+          for a in api.openstack("network", "agent", "list", "--agent-type", "l3")}
+    api.openstack("network", "agent", "set", "--disable", l3["m1"], fmt=False)
+    assert reg("m1", True, False, term=0) is False  # sent before it learnt of term 1
+    assert reg("m2", True, False, term=0) is False  # m1 may be making routers now
+    assert reg("m1", True, True, term=1) is False  # it was: it stands by and removes them
+    assert reg("m2", True, False, term=0) is False
+    assert reg("m1", True, False, term=1) is False  # gone
+    m2 = reg("m2", True, False, term=0, doc=True)
+    assert m2["l3_active"] is True and m2["l3_term"] == 1
+    # each grant to a host is its next term; a term the host keeps through standby and back
+    assert reg("m1", True, False, term=1, doc=True)["l3_term"] == 1
+    api.openstack("network", "agent", "set", "--enable", l3["m1"], fmt=False)
+    api.openstack("network", "agent", "set", "--disable",
+                  {a["Host"]: a["ID"] for a in api.openstack(
+                      "network", "agent", "list", "--agent-type", "l3")}["m2"], fmt=False)
+    assert reg("m2", True, False, term=1) is False
+    m1 = reg("m1", True, False, term=1, doc=True)
+    assert m1["l3_active"] is True and m1["l3_term"] == 2
 
 
 def test_disabling_the_l3_agent_moves_the_role_after_its_host_let_go(api):
