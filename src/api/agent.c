@@ -172,13 +172,13 @@ static int l3_elect(Api *a, json_t *doc, json_t *old, json_t *demoted)
     }
     if (strcmp(api_jstr(doc, "kind"), "network") != 0)
         return 0;
-    /* each grant is a new term; the host echoes the last term it learnt of ("l3_term" in its
-     * heartbeat's info) */
+    /* each grant is a new term, never one a host saw before (not after this document was
+     * recreated either: the clock's milliseconds unless the last term is later); the host echoes
+     * the last term it learnt of ("l3_term" in its heartbeat's info) */
     json_int_t term = json_integer_value(json_object_get(old, "l3_term"));
     if (active && !json_is_true(json_object_get(old, "l3_active")))
-        term++;
-    if (term > 0)
-        json_object_set_new(doc, "l3_term", json_integer(term));
+        term = term >= (json_int_t)api_now_ms() ? term + 1 : (json_int_t)api_now_ms();
+    json_object_set_new(doc, "l3_term", json_integer(term));
     json_object_set_new(doc, "l3_active", json_boolean(active));
     return 0;
 }

@@ -62,9 +62,17 @@ static json_t *agent_view(Api *a, json_t *h, size_t ti)
     /* l3_realised on every agent: any host that still has routers holds a move back */
     json_t *conf = json_pack("{s:s,s:b}", "tunnel_ip", neu_s(info, "tunnel_ip"), "l3_realised",
                              json_is_true(json_object_get(info, "l3_realised")));
-    if (ti != AGENT_L2)
+    if (ti != AGENT_L2) {
+        /* the role's last grant to this host, and the last the host reported learning of (a
+         * host whose two differ holds a move back: agent.c) */
         json_object_set_new(conf, "l3_active",
                             json_boolean(json_is_true(json_object_get(h, "l3_active"))));
+        json_object_set_new(conf, "l3_term",
+                            json_integer(json_integer_value(json_object_get(h, "l3_term"))));
+        json_t *seen = json_object_get(info, "l3_term");
+        json_object_set_new(conf, "l3_term_seen",
+                            json_is_integer(seen) ? json_incref(seen) : json_null());
+    }
     json_t *desc = json_object_get(json_object_get(h, "agent_descriptions"), agent_types[ti].type);
     bool up = ti == AGENT_L2 || !json_is_true(json_object_get(h, "l3_disabled"));
     return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:b,s:b,s:s,s:o,s:o,s:o,s:o,s:O,s:n,s:s}", "id", id,

@@ -82,7 +82,8 @@ typedef struct Net {
     bool registered, watch_busy, stopping;
     bool l3_active;   /* sov-api says this host holds the l3 role (with [net] l3 on) */
     bool l3_realised; /* router or DHCP namespaces are here, or the role is held (agent.c) */
-    int64_t l3_term;  /* the last l3 term sov-api's answers named (echoed in heartbeats) */
+    int64_t l3_term;  /* the l3 term the last heartbeat answer named (echoed in heartbeats) */
+    uint64_t hb_sent, hb_answered; /* heartbeats sent; the latest whose answer was taken */
     unsigned backoff_ms;
     uint64_t heartbeat_ms;
     uv_timer_t heartbeat, watch_retry, resync;

@@ -805,34 +805,41 @@ def test_network_hosts_as_agents(api, acme):
 
 
 def test_a_heartbeat_sent_before_its_grant_moves_no_role(start_api):
-    """Each grant of the l3 role is a term (l3_term in the host document) that the host's
-    heartbeats echo once they learnt of it. A heartbeat the new holder sent before the answer
-    that gave it the role, arriving after the admin disabled that holder, says nothing of the
-    routers it is making by then: nobody takes the role until the holder has echoed the grant
-    and reported its namespaces gone."""
+    """Each grant of the l3 role is a term (l3_term in the host document, never one the host saw
+    before) that the host's heartbeats echo once they learnt of it. A heartbeat the new holder
+    sent before the answer that gave it the role, arriving after the admin disabled that holder,
+    says nothing of the routers it is making by then: nobody takes the role until the holder has
+    echoed the grant and reported its namespaces gone. An echo of a term this sov-api never gave
+    (its database was replaced) holds moves back only until the host has had one answer."""
     api = start_api()
     reg = lambda *a, **k: register_network_host(api, *a, **k)  # noqa: E731
+    m3 = reg("m3", False, False, term=0, doc=True)  # l3 off: no grant, term 0 all the same
+    assert m3["l3_active"] is False and m3["l3_term"] == 0
     m1 = reg("m1", True, False, term=0, doc=True)
-    assert m1["l3_active"] is True and m1["l3_term"] == 1
-    l3 = {a["Host"]: a["ID"]
-          for a in api.openstack("network", "agent", "list", "--agent-type", "l3")}
-    api.openstack("network", "agent", "set", "--disable", l3["m1"], fmt=False)
-    assert reg("m1", True, False, term=0) is False  # sent before it learnt of term 1
+    t1 = m1["l3_term"]
+    assert m1["l3_active"] is True and t1 > 0
+    agents = lambda: {a["Host"]: a["ID"] for a in api.openstack(  # noqa: E731
+        "network", "agent", "list", "--agent-type", "l3")}
+    api.openstack("network", "agent", "set", "--disable", agents()["m1"], fmt=False)
+    assert reg("m1", True, False, term=0) is False  # sent before it learnt of t1
     assert reg("m2", True, False, term=0) is False  # m1 may be making routers now
-    assert reg("m1", True, True, term=1) is False  # it was: it stands by and removes them
+    conf = api.openstack("network", "agent", "show", agents()["m1"])["configuration"]
+    assert conf["l3_term"] == t1 and conf["l3_term_seen"] == 0
+    assert reg("m1", True, True, term=t1) is False  # it was: it stands by and removes them
     assert reg("m2", True, False, term=0) is False
-    assert reg("m1", True, False, term=1) is False  # gone
+    assert reg("m1", True, False, term=t1) is False  # gone
     m2 = reg("m2", True, False, term=0, doc=True)
-    assert m2["l3_active"] is True and m2["l3_term"] == 1
-    # each grant to a host is its next term; a term the host keeps through standby and back
-    assert reg("m1", True, False, term=1, doc=True)["l3_term"] == 1
-    api.openstack("network", "agent", "set", "--enable", l3["m1"], fmt=False)
-    api.openstack("network", "agent", "set", "--disable",
-                  {a["Host"]: a["ID"] for a in api.openstack(
-                      "network", "agent", "list", "--agent-type", "l3")}["m2"], fmt=False)
-    assert reg("m2", True, False, term=1) is False
-    m1 = reg("m1", True, False, term=1, doc=True)
-    assert m1["l3_active"] is True and m1["l3_term"] == 2
+    t2 = m2["l3_term"]
+    assert m2["l3_active"] is True and t2 > 0
+    # a host echoing a term from another database holds the role back for one answer
+    api.openstack("network", "agent", "set", "--enable", agents()["m1"], fmt=False)
+    api.openstack("network", "agent", "set", "--disable", agents()["m2"], fmt=False)
+    assert reg("m3", False, False, term=t2 + 1000) is False
+    assert reg("m2", True, False, term=t2) is False
+    assert reg("m1", True, False, term=t1) is False  # m3's echo is not its term
+    assert reg("m3", False, False, term=0) is False
+    m1 = reg("m1", True, False, term=t1, doc=True)
+    assert m1["l3_active"] is True and m1["l3_term"] > t1  # a new grant, a new term
 
 
 def test_disabling_the_l3_agent_moves_the_role_after_its_host_let_go(api):

@@ -606,6 +606,12 @@ def test_one_l3_host_at_a_time_and_takeover(start_api, start_net, netns):
     assert states[("net1", "L3 agent")] is False and states[("net1", "DHCP agent")] is False
     assert states[("net1", "Linux bridge agent")] is True
     assert wait_for(lambda: ping(b, "10.0.5.1"), "the gateway on net2 after the move")
+    # each sov-net echoes the last grant of the role it learnt of (what held the move back
+    # until net1 had learnt of its own)
+    conf = lambda host: os_("network", "agent", "show", l3_1[host])["configuration"]  # noqa
+    wait_for(lambda: conf("net2")["l3_term_seen"] == conf("net2")["l3_term"] > 0,
+             "net2 echoing its grant")
+    assert conf("net1")["l3_term_seen"] == conf("net1")["l3_term"] > 0
     l2_1 = next(a["ID"] for a in os_("network", "agent", "list")
                 if a["Host"] == "net1" and a["Agent Type"] == "Linux bridge agent")
     p = os_("network", "agent", "set", "--disable", l2_1, fmt=False, check=False)
