@@ -172,12 +172,17 @@ static int l3_elect(Api *a, json_t *doc, json_t *old, json_t *demoted)
     }
     if (strcmp(api_jstr(doc, "kind"), "network") != 0)
         return 0;
-    /* each grant is a new term, never one a host saw before (not after this document was
-     * recreated either: the clock's milliseconds unless the last term is later); the host echoes
-     * the last term it learnt of ("l3_term" in its heartbeat's info) */
+    /* each grant is a new term, never one the host saw before (not after this document was
+     * recreated either): past its last term, past the one it echoes ("l3_term" in its
+     * heartbeat's info, the last it learnt of) and at least the clock's milliseconds */
     json_int_t term = json_integer_value(json_object_get(old, "l3_term"));
-    if (active && !json_is_true(json_object_get(old, "l3_active")))
-        term = term >= (json_int_t)api_now_ms() ? term + 1 : (json_int_t)api_now_ms();
+    if (active && !json_is_true(json_object_get(old, "l3_active"))) {
+        json_int_t echo =
+            json_integer_value(json_object_get(json_object_get(doc, "info"), "l3_term"));
+        term = (echo > term ? echo : term) + 1;
+        if (term < (json_int_t)api_now_ms())
+            term = (json_int_t)api_now_ms();
+    }
     json_object_set_new(doc, "l3_term", json_integer(term));
     json_object_set_new(doc, "l3_active", json_boolean(active));
     return 0;

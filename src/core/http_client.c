@@ -219,6 +219,12 @@ static void c_on_timeout(uv_timer_t *t)
     client_finish(t->data, -ETIMEDOUT);
 }
 
+static void c_on_refused(uv_timer_t *t)
+{
+    SovHttpClientReq *r = t->data;
+    client_finish(r, r->err);
+}
+
 int sov_http_client_request(uv_loop_t *loop, const char *host, int port, const char *method,
                             const char *target, const char *const *headers, SovStr body,
                             unsigned timeout_ms, const SovHttpClientCallbacks *cb, void *ud)
@@ -252,9 +258,11 @@ int sov_http_client_request(uv_loop_t *loop, const char *host, int port, const c
     snprintf(portstr, sizeof(portstr), "%d", port);
     r->gai.data = r;
     e = uv_getaddrinfo(loop, &r->gai, c_on_resolved, host, portstr, &hints);
-    if (e < 0) {
+    if (e < 0) { /* on_done runs from the loop, not before this returns (the caller may still
+                  * be filling in what ud points to) */
         r->handles--;
-        client_finish(r, e);
+        r->err = e;
+        uv_timer_start(&r->timer, c_on_refused, 0, 0);
     }
     return 0;
 }

@@ -343,8 +343,11 @@ static void registered(Net *n, json_t *doc)
                         : "this host realises only the ports bound to it");
     bool changed = active != n->l3_active;
     n->l3_active = active;
-    /* missing: a sov-api that counts no terms, or a host document without one */
-    n->l3_term = json_integer_value(json_object_get(json_object_get(doc, "host"), "l3_term"));
+    /* missing: a sov-api that counts no terms, or a host document without one; a new term is
+     * echoed at once (sov-api may be holding a move back until it is) */
+    json_int_t term = json_integer_value(json_object_get(json_object_get(doc, "host"), "l3_term"));
+    bool echo = term != n->l3_term && !n->stopping;
+    n->l3_term = term;
     /* routers are about to be made: sov-api gives the role to nobody else meanwhile */
     if (n->cfg.l3 && active)
         n->l3_realised = true;
@@ -357,6 +360,8 @@ static void registered(Net *n, json_t *doc)
         log_info("registered with sov-api as network host %s.net", n->host);
         watch(n);
     }
+    if (echo)
+        do_register(n);
 }
 
 static void on_done(SovHttpClientReq *r, int err, void *ud)

@@ -714,8 +714,9 @@ def test_dns_name_in_use(api):
 
 def register_network_host(api, host, l3, realised=False, term=None, doc=False):
     """A heartbeat of network host <host>.net (as sov-net sends it: realised, whether router or
-    DHCP namespaces are there; term, the last grant of the l3 role it learnt of, which older
-    sov-nets do not send); whether it holds the l3 role (doc: the whole host document)."""
+    DHCP namespaces are there or it holds the role; term, the last grant of the l3 role it
+    learnt of, which older sov-nets do not send); whether it holds the l3 role (doc: the whole
+    host document)."""
     info = {"tunnel_ip": "", "l3": l3, "l3_realised": realised}
     if term is not None:
         info["l3_term"] = term
@@ -810,7 +811,8 @@ def test_a_heartbeat_sent_before_its_grant_moves_no_role(start_api):
     sent before the answer that gave it the role, arriving after the admin disabled that holder,
     says nothing of the routers it is making by then: nobody takes the role until the holder has
     echoed the grant and reported its namespaces gone. An echo of a term this sov-api never gave
-    (its database was replaced) holds moves back only until the host has had one answer."""
+    (its database was replaced) holds moves back only until the host echoes its answer's term,
+    and a grant's term is past what the host echoed."""
     api = start_api()
     reg = lambda *a, **k: register_network_host(api, *a, **k)  # noqa: E731
     m3 = reg("m3", False, False, term=0, doc=True)  # l3 off: no grant, term 0 all the same
@@ -838,8 +840,8 @@ def test_a_heartbeat_sent_before_its_grant_moves_no_role(start_api):
     assert reg("m2", True, False, term=t2) is False
     assert reg("m1", True, False, term=t1) is False  # m3's echo is not its term
     assert reg("m3", False, False, term=0) is False
-    m1 = reg("m1", True, False, term=t1, doc=True)
-    assert m1["l3_active"] is True and m1["l3_term"] > t1  # a new grant, a new term
+    m1 = reg("m1", True, False, term=t2 + 5000, doc=True)
+    assert m1["l3_active"] is True and m1["l3_term"] > t2 + 5000  # a new grant, a new term
 
 
 def test_disabling_the_l3_agent_moves_the_role_after_its_host_let_go(api):

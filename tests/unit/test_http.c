@@ -713,6 +713,42 @@ static void test_client(void **st)
     assert_true(sov_http_fetch("127.0.0.1", p, "GET", "/", SOV_STR_NULL, 5000, &status, NULL) < 0);
 }
 
+typedef struct Refused {
+    bool returned;
+    int calls, err;
+} Refused;
+
+static void refused_done(SovHttpClientReq *r, int err, void *ud)
+{
+    Refused *f = ud;
+    assert_true(f->returned); /* not from inside sov_http_client_request */
+    f->calls++;
+    f->err = err;
+}
+
+/* A name the resolver refuses at once still answers through on_done, from the loop. */
+static void test_client_refused_name(void **st)
+{
+    static const SovHttpClientCallbacks cbs = {NULL, NULL, refused_done};
+    char name[400];
+    memset(name, 'a', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    const char *hosts[] = {"bad\xff\xfename", name};
+    for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+        uv_loop_t loop;
+        Refused f = {0};
+        assert_int_equal(uv_loop_init(&loop), 0);
+        int r = sov_http_client_request(&loop, hosts[i], 80, "GET", "/", NULL, SOV_STR_NULL, 5000,
+                                        &cbs, &f);
+        f.returned = true;
+        assert_int_equal(r, 0);
+        assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        assert_int_equal(f.calls, 1);
+        assert_true(f.err < 0 && f.err != -ETIMEDOUT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+    }
+}
+
 static void test_metrics(void **st)
 {
     SovBuf b = SOV_BUF_INIT;
@@ -748,6 +784,7 @@ int main(void)
         cmocka_unit_test(test_streaming_upload),
         cmocka_unit_test(test_early_response),
         cmocka_unit_test(test_client),
+        cmocka_unit_test(test_client_refused_name),
         cmocka_unit_test(test_metrics),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -147,7 +147,8 @@ int sov_listen_tcp(const char *host, int port, bool reuseport, int *ret_fd, int 
 
 /* Client: one request on a fresh connection. Headers are "Name: value" strings, NULL-terminated.
  * The response body is streamed to on_body; on_done runs once with 0 or a negative errno
- * (-ETIMEDOUT when timeout_ms passes). */
+ * (-ETIMEDOUT when timeout_ms passes), from the loop: never before this returns 0 (a negative
+ * return means no callback runs). */
 typedef struct SovHttpClientReq SovHttpClientReq;
 typedef struct SovHttpClientCallbacks {
     void (*on_headers)(SovHttpClientReq *r, int status, void *ud);
