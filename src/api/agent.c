@@ -23,7 +23,7 @@
  * again, learns it stands by and removes what it realised. A holder the admin disabled
  * (PUT /v2.0/agents/{id}, network_agent.c) stands by at its next report; while it still reports
  * "l3_realised" (router or DHCP namespaces are there, or it holds the role), or has not yet
- * echoed its last grant ("l3_term", counted per host), nobody else takes the role. */
+ * echoed its last grant ("l3_term": each grant is a new term), nobody else takes the role. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -179,9 +179,10 @@ static int l3_elect(Api *a, json_t *doc, json_t *old, json_t *demoted)
     if (active && !json_is_true(json_object_get(old, "l3_active"))) {
         json_int_t echo =
             json_integer_value(json_object_get(json_object_get(doc, "info"), "l3_term"));
+        json_int_t now = (json_int_t)api_now_ms();
         term = (echo > term ? echo : term) + 1;
-        if (term < (json_int_t)api_now_ms())
-            term = (json_int_t)api_now_ms();
+        if (term < now)
+            term = now;
     }
     json_object_set_new(doc, "l3_term", json_integer(term));
     json_object_set_new(doc, "l3_active", json_boolean(active));
