@@ -107,8 +107,8 @@ static void rc_done(SovHttpClientReq *q, int err, void *ud)
     recon_put(R);
 }
 
-/* Sends one request; the answer arrives in listed() or op_done(), possibly before this returns,
- * so callers do nothing after it. */
+/* Sends one request; the answer arrives in listed() or op_done(), from the loop (never before
+ * this returns). */
 static int block_send(Recon *R, const char *method, const char *path, json_t *body)
 {
     static const SovHttpClientCallbacks cbs = {rc_headers, rc_body, rc_done};

@@ -452,7 +452,7 @@ static void on_done(SovHttpClientReq *q, int err, void *ud)
     }
 }
 
-/* Asks for the next piece. The answer may come before this returns (a failure to start). */
+/* Asks for the next piece; the answer comes from the loop (a failure to start too). */
 static void fetch(BlockImport *im)
 {
     static const SovHttpClientCallbacks cbs = {on_headers, on_body, on_done};

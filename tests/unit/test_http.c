@@ -733,6 +733,8 @@ static void test_client_refused_name(void **st)
     char name[400];
     memset(name, 'a', sizeof(name) - 1);
     name[sizeof(name) - 1] = '\0';
+    /* invalid UTF-8 (any libuv with IDNA), a name over 255 bytes (a libuv with the fix for
+     * CVE-2024-24806, as Debian 12's; an older one resolves it, and it fails from the loop) */
     const char *hosts[] = {"bad\xff\xfename", name};
     for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
         uv_loop_t loop;
