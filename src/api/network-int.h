@@ -86,6 +86,8 @@ int neu_doc_put(Api *a, const NeuKind *k, json_t *doc, bool insert);
 json_t *neu_doc_get(ApiCall *c, const NeuKind *k, const char *id);
 /* The same without answering (NULL when absent or invisible). */
 json_t *neu_doc_find(ApiCall *c, const NeuKind *k, const char *id);
+/* Neutron's 404 for a k with id that is not there (or not the caller's to see). */
+void neu_not_found(ApiCall *c, const NeuKind *k, const char *id);
 /* Whether the caller may see doc (own project, system admin, shared/external networks and
  * their subnets). */
 bool neu_visible(ApiCall *c, const NeuKind *k, json_t *doc);

@@ -411,11 +411,16 @@ json_t *neu_doc_find(ApiCall *c, const NeuKind *k, const char *id)
     return doc;
 }
 
+void neu_not_found(ApiCall *c, const NeuKind *k, const char *id)
+{
+    api_fault(c, 404, k->notfound, "%s %.64s %s", k->label, id ? id : "", k->missing);
+}
+
 json_t *neu_doc_get(ApiCall *c, const NeuKind *k, const char *id)
 {
     json_t *doc = neu_doc_find(c, k, id);
     if (!doc)
-        api_fault(c, 404, k->notfound, "%s %.64s %s", k->label, id ? id : "", k->missing);
+        neu_not_found(c, k, id);
     return doc;
 }
 

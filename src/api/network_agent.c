@@ -112,7 +112,7 @@ static json_t *agent_find(ApiCall *c, const char *id)
     json_array_foreach(all, i, v) if (strcmp(neu_s(v, "id"), id) == 0) found = json_incref(v);
     json_decref(all);
     if (!found)
-        api_fault(c, 404, neu_agent.notfound, "Agent %.64s could not be found.", id);
+        neu_not_found(c, &neu_agent, id);
     return found;
 }
 
@@ -129,8 +129,7 @@ static void h_agent_show(SovHttpReq *req, void *ud)
 {
     ApiCall *c = neu_begin(req, ud, API_NEED_READ);
     if (c && !c->auth.system_admin) {
-        api_fault(c, 404, neu_agent.notfound, "Agent %.64s could not be found.",
-                  api_param(c, "id"));
+        neu_not_found(c, &neu_agent, api_param(c, "id"));
         return;
     }
     json_t *v = c ? agent_find(c, api_param(c, "id")) : NULL;
@@ -147,8 +146,7 @@ static void h_agent_update(SovHttpReq *req, void *ud)
     static const char *const keys[] = {"admin_state_up", "description", NULL};
     ApiCall *c = neu_begin(req, ud, API_NEED_READ);
     if (c && !c->auth.system_admin) { /* others find none (h_agent_show) */
-        api_fault(c, 404, neu_agent.notfound, "Agent %.64s could not be found.",
-                  api_param(c, "id"));
+        neu_not_found(c, &neu_agent, api_param(c, "id"));
         return;
     }
     json_t *b = c ? neu_body(c, "agent", keys) : NULL;

@@ -18,16 +18,6 @@
 
 #define MAX_ADDRESS_PAIR 10
 
-/* Lower-case colon form of a unicast MAC, or false. */
-static bool mac_parse(const char *s, char out[18])
-{
-    uint8_t b[6];
-    if (!sov_mac_parse(s, b) || !sov_mac_unicast(b))
-        return false;
-    sov_mac_format(b, out);
-    return true;
-}
-
 static bool mac_taken(Api *a, const char *net_id, const char *mac)
 {
     char uniq[128];
@@ -69,7 +59,7 @@ static bool address_pairs(ApiCall *c, json_t *b, json_t *doc)
         const char *m = json_string_value(mj); /* absent or null: the port's own */
         if (!json_is_object(p) || json_object_size(p) != (size_t)(1 + !!mj) ||
             (mj && !m && !json_is_null(mj)) ||
-            ipam_cidr_parse(json_string_value(ip), true, &cidr) < 0 || (m && !mac_parse(m, mac)))
+            ipam_cidr_parse(json_string_value(ip), true, &cidr) < 0 || (m && !sov_mac_port(m, mac)))
             goto bad;
         ipam_cidr_str(&cidr, cs);
         if (cidr.prefix == ipam_family_bits(cidr.addr.family))
@@ -298,7 +288,7 @@ static bool port_apply(ApiCall *c, json_t *b, json_t *doc, json_t *net)
                   "(rule:create_port:device_owner) is disallowed by policy");
         return false;
     }
-    if (mac_s && !mac_parse(mac_s, mac)) {
+    if (mac_s && !sov_mac_port(mac_s, mac)) {
         neu_invalid(c, "mac_address", "'%s' is not a valid MAC address", mac_s);
         return false;
     }

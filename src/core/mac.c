@@ -36,3 +36,12 @@ void sov_mac_format(const uint8_t mac[6], char out[18])
     snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4],
              mac[5]);
 }
+
+bool sov_mac_port(const char *s, char out[18])
+{
+    uint8_t m[6];
+    if (!sov_mac_parse(s, m) || !sov_mac_unicast(m))
+        return false;
+    sov_mac_format(m, out);
+    return true;
+}

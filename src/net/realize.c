@@ -398,14 +398,11 @@ static int net_mtu(const Ctx *x, const json_t *subnet)
  * mac_address is what the leg answers with, and so stays the same when the leg moves hosts). */
 static void want_leg(json_t *rw, const char *leg, const char *addr, int mtu, const char *mac)
 {
-    uint8_t m[6];
     char canon[18];
     json_object_set_new(json_object_get(rw, "legs"), leg, json_pack("[s]", addr));
     json_object_set_new(json_object_get(rw, "mtu"), leg, json_integer(mtu));
-    if (sov_mac_parse(mac, m) && sov_mac_unicast(m)) {
-        sov_mac_format(m, canon);
+    if (sov_mac_port(mac, canon))
         json_object_set_new(json_object_get(rw, "mac"), leg, json_string(canon));
-    }
 }
 
 static void plan(Ctx *x, Want *w)

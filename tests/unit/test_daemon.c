@@ -105,6 +105,10 @@ static void test_mac(void **state)
     assert_true(sov_mac_parse("fa:16:3e:00:00:01", m) && sov_mac_unicast(m));
     assert_true(sov_mac_parse("01:00:5e:00:00:01", m) && !sov_mac_unicast(m));
     assert_true(sov_mac_parse("00:00:00:00:00:00", m) && !sov_mac_unicast(m));
+    assert_true(sov_mac_port("FA-16-3E-00-00-01", out));
+    assert_string_equal(out, "fa:16:3e:00:00:01");
+    assert_false(sov_mac_port("01:00:5e:00:00:01", out));
+    assert_false(sov_mac_port("fa:16:3e:00:00", out));
 }
 
 /* DNS labels and names: RFC 1123 syntax, lower-cased, one trailing dot dropped. */

@@ -13,5 +13,7 @@ bool sov_mac_parse(const char *s, uint8_t out[6]);
 bool sov_mac_unicast(const uint8_t mac[6]);
 /* The lower-case ':' form. */
 void sov_mac_format(const uint8_t mac[6], char out[18]);
+/* Text s as the lower-case ':' form of a MAC a port may have (sov_mac_unicast), or false. */
+bool sov_mac_port(const char *s, char out[18]);
 
 #endif
